@@ -1,0 +1,334 @@
+"""Public facades over the system actors. Each async method has a blocking ``*_sync`` twin."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import ray
+from pydantic import BaseModel
+
+from . import runtime as rt
+from .errors import RaytasksError, TaskFailedError, TaskNotFoundError, WaitTimeoutError
+from .models import (
+    QueueStats,
+    Task,
+    TaskCreateRequest,
+    TaskNotification,
+    TaskPriority,
+    TaskProgress,
+    TaskQuery,
+    TaskStatus,
+    TaskSummary,
+    TaskTypeInfo,
+    TaskUpdateRequest,
+)
+from .registry import Handler, TaskTypeSpec
+
+T = TypeVar("T")
+
+
+class TaskPage(BaseModel):
+    items: list[TaskSummary]
+    total: int
+    offset: int
+    limit: int
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """Ray wraps an actor's exception; give the caller raytasks' own error back."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RaytasksError):
+        return cause
+    return exc
+
+
+class _Facade:
+    role = rt.MANAGER
+
+    def __init__(self, runtime: rt.Runtime | None = None) -> None:
+        self._rt = runtime or rt.current()
+
+    def _ref(self, method: str, *args: Any) -> Any:
+        return self._rt.handle(self.role).call.remote(method, *args)
+
+    async def _acall(self, method: str, *args: Any) -> Any:
+        try:
+            return await self._ref(method, *args)
+        except ray.exceptions.RayTaskError as exc:
+            raise _unwrap(exc) from None
+
+    def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+        try:
+            return ray.get(self._ref(method, *args), timeout=timeout_s)
+        except ray.exceptions.RayTaskError as exc:
+            raise _unwrap(exc) from None
+
+
+class TaskManager(_Facade):
+    """Create, query, change and wait for tasks."""
+
+    async def create_task(self, request: TaskCreateRequest) -> Task:
+        """Store a task (PENDING, not yet queued); ``TaskQueueManager.submit_task`` queues it."""
+        tasks: list[Task] = await self._acall("create", [request], [_new_id()])
+        return tasks[0]
+
+    def create_task_sync(self, request: TaskCreateRequest) -> Task:
+        return self._call("create", [request], [_new_id()])[0]  # type: ignore[no-any-return]
+
+    async def submit(self, request: TaskCreateRequest) -> Task:
+        """Create and queue in one call, at the request's priority."""
+        return (await self.submit_many([request]))[0]
+
+    def submit_sync(self, request: TaskCreateRequest) -> Task:
+        return self.submit_many_sync([request])[0]
+
+    async def submit_many(self, requests: list[TaskCreateRequest]) -> list[Task]:
+        """Create and queue many tasks in one commit; all are refused if one is invalid."""
+        return await self._acall("create_and_enqueue", requests, _new_ids(requests))  # type: ignore[no-any-return]
+
+    def submit_many_sync(self, requests: list[TaskCreateRequest]) -> list[Task]:
+        return self._call("create_and_enqueue", requests, _new_ids(requests))  # type: ignore[no-any-return]
+
+    async def get_task(self, task_id: str) -> Task:
+        return await self._acall("get", task_id)  # type: ignore[no-any-return]
+
+    def get_task_sync(self, task_id: str) -> Task:
+        return self._call("get", task_id)  # type: ignore[no-any-return]
+
+    async def update_task(self, task_id: str, request: TaskUpdateRequest) -> Task:
+        return await self._acall("update", task_id, request)  # type: ignore[no-any-return]
+
+    def update_task_sync(self, task_id: str, request: TaskUpdateRequest) -> Task:
+        return self._call("update", task_id, request)  # type: ignore[no-any-return]
+
+    async def delete_task(self, task_id: str) -> None:
+        await self._acall("delete", task_id)
+
+    def delete_task_sync(self, task_id: str) -> None:
+        self._call("delete", task_id)
+
+    async def list_tasks(self, query: TaskQuery | None = None) -> TaskPage:
+        query = query or TaskQuery()
+        items, total = await self._acall("list", query)
+        return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit)
+
+    def list_tasks_sync(self, query: TaskQuery | None = None) -> TaskPage:
+        query = query or TaskQuery()
+        items, total = self._call("list", query)
+        return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit)
+
+    async def cancel_task(self, task_id: str) -> Task:
+        """Cancel: a PENDING task at once, a RUNNING one cooperatively, then by force."""
+        return await self._acall("cancel", task_id)  # type: ignore[no-any-return]
+
+    def cancel_task_sync(self, task_id: str) -> Task:
+        return self._call("cancel", task_id)  # type: ignore[no-any-return]
+
+    async def retry_task(self, task_id: str) -> Task:
+        return await self._acall("retry", task_id)  # type: ignore[no-any-return]
+
+    def retry_task_sync(self, task_id: str) -> Task:
+        return self._call("retry", task_id)  # type: ignore[no-any-return]
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
+        """The task once finished (whatever its status).
+
+        Raises:
+            WaitTimeoutError: still unfinished after ``timeout_s``.
+        """
+        return (await self.wait_all([task_id], timeout_s))[0]
+
+    def wait_sync(self, task_id: str, timeout_s: float | None = None) -> Task:
+        return self.wait_all_sync([task_id], timeout_s)[0]
+
+    async def wait_all(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
+        tasks: list[Task] = await self._acall("wait", task_ids, timeout_s)
+        return _finished_or_raise(tasks, timeout_s)
+
+    def wait_all_sync(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
+        return _finished_or_raise(self._call("wait", task_ids, timeout_s), timeout_s)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._acall("stats")  # type: ignore[no-any-return]
+
+    def stats_sync(self) -> dict[str, Any]:
+        return self._call("stats")  # type: ignore[no-any-return]
+
+    def task_types_sync(self) -> list[TaskTypeInfo]:
+        return self._call("types")  # type: ignore[no-any-return]
+
+
+class TaskQueueManager(_Facade):
+    """Queue created tasks and look at the queues."""
+
+    async def submit_task(self, task_id: str, priority: TaskPriority | None = None) -> Task:
+        """Queue a created task (optionally at a new priority); repeating it is harmless."""
+        return await self._acall("enqueue", task_id, priority)  # type: ignore[no-any-return]
+
+    def submit_task_sync(self, task_id: str, priority: TaskPriority | None = None) -> Task:
+        return self._call("enqueue", task_id, priority)  # type: ignore[no-any-return]
+
+    async def queue_stats(self) -> list[QueueStats]:
+        return _queue_stats(await self._acall("stats"))
+
+    def queue_stats_sync(self) -> list[QueueStats]:
+        return _queue_stats(self._call("stats"))
+
+
+class TaskExecutionEngine(_Facade):
+    """Run tasks on the executor pools and look at the executors."""
+
+    async def execute_task(self, task_id: str, timeout_s: float | None = None) -> Any:
+        """Queue the task if it is not yet, wait for it, and return its result.
+
+        Raises:
+            TaskFailedError: it ended FAILED or CANCELLED.
+        """
+        await self._acall("enqueue", task_id, None)
+        tasks: list[Task] = await self._acall("wait", [task_id], timeout_s)
+        return _result_or_raise(_finished_or_raise(tasks, timeout_s)[0])
+
+    def execute_task_sync(self, task_id: str, timeout_s: float | None = None) -> Any:
+        self._call("enqueue", task_id, None)
+        tasks = _finished_or_raise(self._call("wait", [task_id], timeout_s), timeout_s)
+        return _result_or_raise(tasks[0])
+
+    def executors_sync(self) -> list[dict[str, Any]]:
+        return ray.get(self._rt.handle(rt.ENGINE).stats.remote())  # type: ignore[no-any-return]
+
+    def ensure_pool_sync(self, task_type: str, workers: int | None = None) -> int:
+        return ray.get(  # type: ignore[no-any-return]
+            self._rt.handle(rt.ENGINE).ensure_pool.remote(task_type, workers))
+
+
+class ProgressTracker(_Facade):
+    role = rt.TRACKER
+
+    async def get_progress(self, task_id: str) -> TaskProgress:
+        return _progress_or_raise(task_id, await self._acall("get_progress", task_id))
+
+    def get_progress_sync(self, task_id: str) -> TaskProgress:
+        return _progress_or_raise(task_id, self._call("get_progress", task_id))
+
+
+class TaskNotificationService(_Facade):
+    """The event stream, and callbacks that run in this client's process."""
+
+    role = rt.NOTIFIER
+
+    async def events(self, after_id: int = 0, timeout_s: float = 10.0) -> list[TaskNotification]:
+        return await self._acall("stream", after_id, timeout_s)  # type: ignore[no-any-return]
+
+    def events_sync(self, after_id: int = 0, timeout_s: float = 10.0) -> list[TaskNotification]:
+        return self._call("stream", after_id, timeout_s)  # type: ignore[no-any-return]
+
+    def last_event_id_sync(self) -> int:
+        return self._call("last_event_id")  # type: ignore[no-any-return]
+
+    def subscribe(self, callback: Callable[[TaskNotification], None],
+                  after_id: int | None = None,
+                  task_ids: set[str] | None = None) -> Subscription:
+        """Call ``callback`` (in a thread of this process) for every event after ``after_id``.
+
+        Without ``after_id`` it starts from now. Events that happen while the
+        notifier restarts are delivered once it is back (the stream resumes).
+        """
+        start = self.last_event_id_sync() if after_id is None else after_id
+        return Subscription(self, callback, start, task_ids)
+
+
+class Subscription:
+    """A background thread that feeds events to a callback; ``close()`` stops it."""
+
+    def __init__(self, service: TaskNotificationService,
+                 callback: Callable[[TaskNotification], None], after_id: int,
+                 task_ids: set[str] | None) -> None:
+        self.last_event_id = after_id
+        self._service, self._callback, self._task_ids = service, callback, task_ids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="raytasks-subscription")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                events = self._service.events_sync(self.last_event_id, timeout_s=1.0)
+            except Exception:
+                self._stop.wait(0.5)  # notifier restarting: resume from the same id
+                continue
+            for event in events:
+                self.last_event_id = max(self.last_event_id, event.event_id)
+                if self._task_ids is None or event.task_id in self._task_ids:
+                    self._callback(event)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def register_task_type(
+    name: str,
+    handler: Handler,
+    *,
+    params_model: type[BaseModel] | None = None,
+    timeout_s: float | None = None,
+    max_retries: int | None = None,
+    max_concurrency: int | None = None,
+    workers: int | None = None,
+    runtime: rt.Runtime | None = None,
+) -> TaskTypeInfo:
+    """Register (or replace) a task type from any client and start its executor pool.
+
+    ``handler(params, ctx)`` receives an instance of ``params_model`` (or the
+    raw dict without one) and a :class:`TaskExecutionContext`; what it returns
+    (JSON-serialisable) is the task's result.
+    """
+    runtime = runtime or rt.current()
+    spec = TaskTypeSpec(name, handler, params_model, timeout_s=timeout_s,
+                        max_retries=max_retries, max_concurrency=max_concurrency)
+    manager = runtime.handle(rt.MANAGER)
+    try:
+        info: TaskTypeInfo = ray.get(manager.call.remote("register_type", spec.dumps()))
+    except ray.exceptions.RayTaskError as exc:
+        raise _unwrap(exc) from None
+    ray.get(runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers))
+    return info
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _new_ids(requests: list[TaskCreateRequest]) -> list[str]:
+    # ids are made here so that a call retried after a manager restart is idempotent
+    return [_new_id() for _ in requests]
+
+
+def _finished_or_raise(tasks: list[Task], timeout_s: float | None) -> list[Task]:
+    unfinished = [t.id for t in tasks if not t.status.finished]
+    if unfinished:
+        raise WaitTimeoutError(unfinished, timeout_s or 0.0)
+    return tasks
+
+
+def _result_or_raise(task: Task) -> Any:
+    if task.status is not TaskStatus.COMPLETED:
+        raise TaskFailedError(task.id, task.status.value,
+                              task.error.reason if task.error else None,
+                              task.error.message if task.error else None)
+    return task.result
+
+
+def _progress_or_raise(task_id: str, progress: TaskProgress | None) -> TaskProgress:
+    if progress is None:
+        raise TaskNotFoundError(task_id)
+    return progress
+
+
+def _queue_stats(stats: dict[str, Any]) -> list[QueueStats]:
+    return [QueueStats.model_validate(q) for q in stats["queues"]]
+

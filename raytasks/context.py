@@ -1,0 +1,64 @@
+"""TaskExecutionContext: what a running handler may ask of raytasks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .errors import TaskCancelledError
+
+
+class TaskExecutionContext:
+    """Given to every handler as its second argument.
+
+    A handler reports progress with :meth:`report_progress`, looks for a cancel
+    request with :meth:`check_cancelled`, and resumes long work from
+    :attr:`checkpoint` (what the previous attempt saved with
+    :meth:`save_checkpoint`). Handlers that never call these still time out
+    and cancel: the executor replaces the process that runs them.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        task_type: str,
+        attempt: int,
+        parameters: dict[str, Any],
+        *,
+        checkpoint: Any = None,
+        on_progress: Callable[[float, str, str | None], None] | None = None,
+        on_checkpoint: Callable[[Any], None] | None = None,
+        cancel_event: threading.Event | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.task_type = task_type
+        self.attempt = attempt
+        self.parameters = parameters
+        self.checkpoint = checkpoint
+        self.started_at = time.time()
+        self._on_progress = on_progress
+        self._on_checkpoint = on_checkpoint
+        self._cancel_event = cancel_event or threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`TaskCancelledError` when a cancel was requested."""
+        if self._cancel_event.is_set():
+            raise TaskCancelledError(self.task_id)
+
+    def report_progress(self, fraction: float, message: str = "", stage: str | None = None) -> None:
+        """Report progress as a fraction in 0..1 (clamped); cheap enough for tight loops."""
+        fraction = min(1.0, max(0.0, float(fraction)))
+        if self._on_progress is not None:
+            self._on_progress(fraction, message, stage)
+
+    def save_checkpoint(self, state: Any) -> None:
+        """Persist JSON-serialisable ``state``; a retry sees it as :attr:`checkpoint`."""
+        self.checkpoint = state
+        if self._on_checkpoint is not None:
+            self._on_checkpoint(state)

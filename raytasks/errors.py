@@ -1,0 +1,182 @@
+"""The raytasks exception hierarchy: one root, one base per concern.
+
+Every exception keeps the data it was built from (``self.data``) and pickles
+back to itself, because Ray re-raises an actor's exception in the caller.
+A task's *own* failure is never raised through here; it is stored as
+:class:`raytasks.models.TaskError` data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RaytasksError(Exception):
+    """Root of every error raytasks raises on purpose."""
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.data))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[RaytasksError], message: str, data: dict[str, Any]) -> RaytasksError:
+    err = cls.__new__(cls)
+    RaytasksError.__init__(err, message, **data)
+    return err
+
+
+# --- tasks -----------------------------------------------------------------
+
+
+class TaskError(RaytasksError):
+    """A request about a task cannot be honoured."""
+
+
+class TaskNotFoundError(TaskError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task with id {task_id!r}", task_id=task_id)
+
+
+class UnknownTaskTypeError(TaskError):
+    def __init__(self, task_type: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown task type {task_type!r}; registered types are: {', '.join(sorted(known))}",
+            task_type=task_type,
+            known=sorted(known),
+        )
+
+
+class InvalidParametersError(TaskError):
+    """Parameters (or another request field) failed validation.
+
+    ``errors`` is a list of ``{"field": "parameters.stock_code", "reason": "..."}``.
+    """
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        super().__init__(f"invalid request: {detail}", errors=errors)
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        return list(self.data["errors"])
+
+
+class PayloadTooLargeError(TaskError):
+    def __init__(self, field: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{field} is {size} bytes, over the limit of {limit} bytes; "
+            "pass large inputs by reference (a path or an artifact id)",
+            field=field,
+            size=size,
+            limit=limit,
+        )
+
+
+class InvalidTransitionError(TaskError):
+    def __init__(self, task_id: str, current: str, target: str) -> None:
+        super().__init__(
+            f"task {task_id} is {current}; it cannot become {target}",
+            task_id=task_id,
+            current=current,
+            target=target,
+        )
+
+
+class TaskFailedError(TaskError):
+    """Raised by ``wait``/``execute_task`` when the awaited task did not complete."""
+
+    def __init__(self, task_id: str, status: str, reason: str | None, message: str | None) -> None:
+        super().__init__(
+            f"task {task_id} ended {status}"
+            + (f" ({reason}): {message}" if reason else ""),
+            task_id=task_id,
+            status=status,
+            reason=reason,
+            error_message=message,
+        )
+
+
+class WaitTimeoutError(TaskError):
+    def __init__(self, task_ids: list[str], timeout_s: float) -> None:
+        super().__init__(
+            f"{len(task_ids)} task(s) still unfinished after {timeout_s:g} s: "
+            + ", ".join(task_ids[:5]),
+            task_ids=task_ids,
+            timeout_s=timeout_s,
+        )
+
+
+# --- scheduling --------------------------------------------------------------
+
+
+class SchedulingError(RaytasksError):
+    """The queueing layer refused a request."""
+
+
+class QueueFullError(SchedulingError):
+    def __init__(self, queue: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"queue {queue!r} is full ({size} of {limit} tasks waiting); "
+            "retry later or raise max_queue_size",
+            queue=queue,
+            size=size,
+            limit=limit,
+        )
+
+
+class StaleLeaseError(SchedulingError):
+    """A report carried a fencing token that is no longer the task's lease."""
+
+    def __init__(self, task_id: str, token: int) -> None:
+        super().__init__(
+            f"report for task {task_id} carries stale lease token {token}; it was ignored",
+            task_id=task_id,
+            token=token,
+        )
+
+
+# --- execution ---------------------------------------------------------------
+
+
+class ExecutionError(RaytasksError):
+    """Raised inside handlers by the execution context."""
+
+
+class TaskCancelledError(ExecutionError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} was cancelled", task_id=task_id)
+
+
+class TaskTimeoutError(ExecutionError):
+    def __init__(self, task_id: str, timeout_s: float) -> None:
+        super().__init__(
+            f"task {task_id} ran over its timeout of {timeout_s:g} s",
+            task_id=task_id,
+            timeout_s=timeout_s,
+        )
+
+
+# --- store, notification, settings --------------------------------------------
+
+
+class StoreError(RaytasksError):
+    """The task store cannot be opened or is at an unknown schema version."""
+
+
+class NotificationError(RaytasksError):
+    """A notification could not be accepted."""
+
+
+class SettingsError(RaytasksError):
+    """The settings are inconsistent."""
+
+
+class NotConnectedError(RaytasksError):
+    """The raytasks service is not reachable."""

@@ -1,0 +1,243 @@
+"""Public data models: what clients send and what raytasks returns."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class TaskPriority(enum.IntEnum):
+    """Lower value runs first."""
+
+    HIGH = 1
+    MEDIUM = 2
+    LOW = 3
+
+
+class TaskStatus(str, enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+FailureReason = Literal["error", "timeout", "lost", "cancelled", "dependency"]
+
+_NAME_MAX = 200
+
+
+class TaskCreateRequest(BaseModel):
+    """A request to create a task. ``parameters`` are checked by the task type's model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=_NAME_MAX)
+    task_type: str = Field(min_length=1, max_length=64)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    priority: TaskPriority = TaskPriority.MEDIUM
+    queue: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+    depends_on: list[str] = Field(default_factory=list)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[str] = Field(default_factory=list)
+    owner: str | None = Field(default=None, max_length=200)
+    notify: list[str] = Field(default_factory=list)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_are_short(cls, tags: list[str]) -> list[str]:
+        for tag in tags:
+            if not tag or len(tag) > 64 or "," in tag:
+                raise ValueError(f"tag {tag!r} must be 1..64 characters without commas")
+        return tags
+
+
+class TaskUpdateRequest(BaseModel):
+    """Fields a client may change; priority only while the task is PENDING."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=_NAME_MAX)
+    priority: TaskPriority | None = None
+    tags: list[str] | None = None
+    notify: list[str] | None = None
+
+
+class TaskErrorInfo(BaseModel):
+    """Why a task failed, stored as data (never a pickled exception)."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+    reason: FailureReason = "error"
+
+
+class Task(BaseModel):
+    """A task as stored."""
+
+    id: str
+    name: str
+    task_type: str
+    status: TaskStatus
+    priority: TaskPriority
+    queue: str = "default"
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = 0
+    max_retries: int = 0
+    timeout_s: float | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    idempotency_key: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    owner: str | None = None
+    notify: list[str] = Field(default_factory=list)
+    result: Any = None
+    result_uri: str | None = None
+    error: TaskErrorInfo | None = None
+    cancel_requested: bool = False
+    lease_token: int = 0
+    not_before: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class TaskSummary(BaseModel):
+    """A row of a task listing (no parameters, no result)."""
+
+    id: str
+    name: str
+    task_type: str
+    status: TaskStatus
+    priority: TaskPriority
+    queue: str
+    attempt: int
+    owner: str | None
+    tags: list[str]
+    error_reason: str | None = None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+OrderField = Literal["created_at", "-created_at", "priority", "-priority", "finished_at",
+                     "-finished_at", "name", "-name"]
+
+
+class TaskQuery(BaseModel):
+    """Filters, pagination and ordering for ``list_tasks``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: list[TaskStatus] | None = None
+    task_type: list[str] | None = None
+    priority: list[TaskPriority] | None = None
+    queue: str | None = None
+    owner: str | None = None
+    tags: list[str] | None = Field(default=None, description="tasks carrying all of these tags")
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    text: str | None = Field(default=None, description="substring of the name")
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=1, le=10_000)
+    order_by: OrderField = "-created_at"
+
+
+class QueuedTask(BaseModel):
+    """What the scheduler holds for a task waiting to run."""
+
+    task_id: str
+    task_type: str
+    priority: TaskPriority
+    queue: str = "default"
+    enqueued_at: float
+    not_before: float = 0.0
+    attempt: int = 0
+
+
+class Lease(BaseModel):
+    """A task handed to an executor: run it, report with ``token`` before ``deadline``."""
+
+    task_id: str
+    task_type: str
+    token: int
+    attempt: int
+    parameters: dict[str, Any]
+    timeout_s: float | None
+    deadline: float
+    handler_version: int = 0
+
+
+class TaskProgress(BaseModel):
+    """The latest progress of a task; ``percentage`` is a fraction in 0..1."""
+
+    task_id: str
+    status: TaskStatus = TaskStatus.PENDING
+    percentage: float = Field(default=0.0, ge=0.0, le=1.0)
+    message: str = ""
+    stage: str | None = None
+    eta_s: float | None = None
+    updated_at: float = 0.0
+
+    @property
+    def eta(self) -> float | None:
+        return self.eta_s
+
+
+class TaskStatusNotification(BaseModel):
+    """A task changed status."""
+
+    kind: Literal["status"] = "status"
+    event_id: int
+    task_id: str
+    status: TaskStatus
+    previous: TaskStatus | None = None
+    attempt: int = 0
+    priority: TaskPriority = TaskPriority.MEDIUM
+    task_type: str = ""
+    owner: str | None = None
+    error: TaskErrorInfo | None = None
+    at: datetime
+
+
+class TaskProgressNotification(BaseModel):
+    """A task's progress moved (throttled)."""
+
+    kind: Literal["progress"] = "progress"
+    event_id: int
+    task_id: str
+    percentage: float
+    message: str = ""
+    stage: str | None = None
+    eta_s: float | None = None
+    at: datetime
+
+
+TaskNotification = TaskStatusNotification | TaskProgressNotification
+
+
+class QueueStats(BaseModel):
+    queue: str
+    waiting: dict[str, int]
+    delayed: int
+    leased: int
+    max_queue_size: int
+    oldest_wait_s: float
+
+
+class TaskTypeInfo(BaseModel):
+    name: str
+    timeout_s: float | None
+    max_retries: int
+    max_concurrency: int | None
+    builtin: bool
+    placeholder: bool

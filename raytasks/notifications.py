@@ -1,0 +1,65 @@
+"""NotificationHub: the event stream and the first delivery channel (client callbacks).
+
+Every status change is written to the store's event table in the same commit
+as the change itself (an outbox), and progress events by the tracker. The hub
+tails that table into a ring buffer and serves ``stream(after_id)`` long
+polls; a client that reconnects resumes from its last id and misses nothing
+that is still in the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from .models import TaskNotification, TaskProgressNotification, TaskStatusNotification
+from .store import SqlTaskStore
+
+
+def to_notification(row: dict[str, Any]) -> TaskNotification:
+    payload = json.loads(row["payload"])
+    payload["event_id"] = row["id"]
+    payload["at"] = datetime.fromtimestamp(payload.get("at") or row["created_at"], tz=UTC)
+    if row["kind"] == "progress":
+        return TaskProgressNotification.model_validate(payload)
+    return TaskStatusNotification.model_validate(payload)
+
+
+class NotificationHub:
+    def __init__(self, store: SqlTaskStore, *, buffer_size: int = 10_000) -> None:
+        self.store = store
+        self.ring: deque[dict[str, Any]] = deque(maxlen=buffer_size)
+        last = store.max_event_id()
+        self.ring.extend(store.events_after(max(0, last - buffer_size), limit=buffer_size))
+        self.cursor = self.ring[-1]["id"] if self.ring else last
+        self._new = asyncio.Event()
+
+    def poll(self) -> int:
+        """Read new events from the store into the ring; wake streams. Returns how many."""
+        rows = self.store.events_after(self.cursor, limit=5000)
+        if rows:
+            self.ring.extend(rows)
+            self.cursor = rows[-1]["id"]
+            self._new.set()
+            self._new = asyncio.Event()
+        return len(rows)
+
+    async def stream(self, after_id: int = 0, timeout_s: float = 10.0,
+                     limit: int = 1000) -> list[TaskNotification]:
+        """Events with id > ``after_id`` (oldest first); waits up to ``timeout_s`` for one."""
+        if after_id >= self.cursor and timeout_s > 0:
+            try:
+                await asyncio.wait_for(self._new.wait(), timeout=timeout_s)
+            except TimeoutError:
+                return []
+        if self.ring and self.ring[0]["id"] <= after_id + 1:
+            rows = [r for r in self.ring if r["id"] > after_id][:limit]
+        else:
+            rows = self.store.events_after(after_id, limit=limit)
+        return [to_notification(r) for r in rows]
+
+    def last_event_id(self) -> int:
+        return self.cursor

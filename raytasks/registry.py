@@ -1,0 +1,125 @@
+"""Task types: a handler, its parameter model and its defaults.
+
+The TaskManager holds the authoritative :class:`TaskTypeRegistry` (built-ins
+plus types registered by clients, persisted in the store); executors fetch a
+type's spec from it by name. Handlers travel as cloudpickle bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+from pydantic import BaseModel, ValidationError
+
+from .errors import InvalidParametersError, PayloadTooLargeError, UnknownTaskTypeError
+from .models import TaskTypeInfo
+
+Handler = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class TaskTypeSpec:
+    name: str
+    handler: Handler
+    params_model: type[BaseModel] | None = None
+    timeout_s: float | None = None
+    max_retries: int | None = None
+    max_concurrency: int | None = None
+    builtin: bool = False
+    placeholder: bool = False
+    version: int = 0
+
+    def parse(self, parameters: dict[str, Any]) -> Any:
+        """The handler's argument: the parameter model instance, or the dict itself."""
+        if self.params_model is None:
+            return parameters
+        return self.params_model.model_validate(parameters)
+
+    def info(self) -> TaskTypeInfo:
+        return TaskTypeInfo(
+            name=self.name,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries if self.max_retries is not None else -1,
+            max_concurrency=self.max_concurrency,
+            builtin=self.builtin,
+            placeholder=self.placeholder,
+        )
+
+    def dumps(self) -> bytes:
+        return bytes(cloudpickle.dumps(self))
+
+    @staticmethod
+    def loads(blob: bytes) -> TaskTypeSpec:
+        spec = cloudpickle.loads(blob)
+        assert isinstance(spec, TaskTypeSpec)
+        return spec
+
+
+def validate_parameters(
+    spec: TaskTypeSpec, parameters: dict[str, Any], max_bytes: int
+) -> dict[str, Any]:
+    """Check size and the type's model; return the normalised parameters (JSON-ready).
+
+    Raises:
+        PayloadTooLargeError: the JSON form is larger than ``max_bytes``.
+        InvalidParametersError: the model refused them; each error names the field.
+    """
+    try:
+        size = len(json.dumps(parameters, default=str).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidParametersError(
+            [{"field": "parameters", "reason": f"not JSON-serialisable: {exc}"}]
+        ) from None
+    if size > max_bytes:
+        raise PayloadTooLargeError("parameters", size, max_bytes)
+    if spec.params_model is None:
+        return parameters
+    try:
+        model = spec.params_model.model_validate(parameters)
+    except ValidationError as exc:
+        raise InvalidParametersError(validation_errors(exc, prefix="parameters")) from None
+    dumped: dict[str, Any] = model.model_dump(mode="json")
+    return dumped
+
+
+def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field", "reason"}`` rows with dotted field paths."""
+    rows = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        field = ".".join(p for p in (prefix, loc) if p)
+        rows.append({"field": field or "(root)", "reason": err["msg"]})
+    return rows
+
+
+class TaskTypeRegistry:
+    """Name → spec; built-ins first, then registered types (which may replace them)."""
+
+    def __init__(self, specs: list[TaskTypeSpec] | None = None) -> None:
+        self._specs: dict[str, TaskTypeSpec] = {s.name: s for s in specs or []}
+
+    def register(self, spec: TaskTypeSpec) -> TaskTypeSpec:
+        previous = self._specs.get(spec.name)
+        version = previous.version + 1 if previous else spec.version
+        spec = TaskTypeSpec(**{**spec.__dict__, "version": version})
+        self._specs[spec.name] = spec
+        return spec
+
+    def get(self, name: str) -> TaskTypeSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownTaskTypeError(name, list(self._specs)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def specs(self) -> list[TaskTypeSpec]:
+        return list(self._specs.values())

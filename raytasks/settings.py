@@ -1,0 +1,112 @@
+"""All settings in one pydantic model: env ``RAYTASKS_*``, a TOML file, keyword overrides.
+
+Precedence, highest first: keyword overrides, environment, the TOML file
+(``RAYTASKS_CONFIG`` or ``./raytasks.toml``), defaults. Settings are passed
+explicitly to every actor; nothing deep inside reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class TaskTypeSettings(BaseModel):
+    """Per-type overrides of the defaults below."""
+
+    workers: int | None = Field(default=None, ge=0)
+    num_cpus: float | None = Field(default=None, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAYTASKS_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    namespace: str = "raytasks"
+    data_dir: Path = Path("~/.raytasks").expanduser()
+    store_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/tasks.db"
+    )
+    artifact_root: Path | None = Field(default=None, description="default <data_dir>/artifacts")
+    inline_result_max_bytes: int = Field(default=64 * 1024, ge=0)
+    max_parameters_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    max_queue_size: int = Field(default=100_000, ge=1)
+    aging_interval_s: float = Field(
+        default=30.0, gt=0, description="waiting this long raises a task one priority level"
+    )
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    lease_batch_max: int = Field(default=32, ge=1, description="most tasks one lease call takes")
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+
+    default_timeout_s: float | None = Field(default=3600.0, gt=0)
+    default_max_retries: int = Field(default=3, ge=0)
+    retry_backoff_base_s: float = Field(default=1.0, ge=0)
+    retry_backoff_max_s: float = Field(default=300.0, ge=0)
+    retry_jitter: float = Field(default=0.5, ge=0, le=1)
+    cancel_grace_s: float = Field(default=5.0, ge=0)
+
+    workers_per_type: int = Field(default=1, ge=0)
+    executor_num_cpus: float = Field(default=0.0, ge=0)
+    task_types: dict[str, TaskTypeSettings] = Field(default_factory=dict)
+
+    progress_flush_interval_s: float = Field(default=0.5, gt=0)
+    event_buffer_size: int = Field(default=10_000, ge=100)
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        self.data_dir = Path(self.data_dir).expanduser()
+        if self.artifact_root is None:
+            self.artifact_root = self.data_dir / "artifacts"
+        if self.store_url is None:
+            self.store_url = f"sqlite:///{self.data_dir / 'tasks.db'}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    def for_type(self, task_type: str) -> TaskTypeSettings:
+        """The settings of one task type, defaults filled in."""
+        own = self.task_types.get(task_type, TaskTypeSettings())
+        return TaskTypeSettings(
+            workers=self.workers_per_type if own.workers is None else own.workers,
+            num_cpus=self.executor_num_cpus if own.num_cpus is None else own.num_cpus,
+            resources=own.resources,
+            timeout_s=own.timeout_s,
+            max_retries=own.max_retries,
+            max_concurrency=own.max_concurrency,
+        )
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads ``RAYTASKS_CONFIG`` (or ``./raytasks.toml``), table ``[raytasks]`` or top level."""
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get("RAYTASKS_CONFIG", "raytasks.toml"))
+        if not path.is_file():
+            return {}
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+        table = doc.get("raytasks", doc)
+        return dict(table)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False

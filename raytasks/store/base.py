@@ -1,0 +1,193 @@
+"""The TaskStore contract: what every backend must do, and the batch it commits."""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..models import Task, TaskErrorInfo, TaskQuery, TaskStatus, TaskSummary
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class WriteBatch:
+    """Changes committed together in one transaction (a group commit).
+
+    ``updates`` rows are ``(task_id, fields, expect_token)``: with a token the
+    row changes only while the stored ``lease_token`` still equals it (fencing).
+    """
+
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[tuple[str, dict[str, Any], int | None]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.inserts or self.updates or self.deletes or self.events)
+
+
+class TaskStore(abc.ABC):
+    """Durable state of raytasks. The TaskManager is its only writer of tasks."""
+
+    url: str
+
+    @abc.abstractmethod
+    def commit(self, batch: WriteBatch) -> list[int]:
+        """Apply ``batch`` atomically; return the ids given to its events, in order."""
+
+    @abc.abstractmethod
+    def get(self, task_id: str) -> Task | None: ...
+
+    @abc.abstractmethod
+    def get_many(self, task_ids: list[str]) -> dict[str, Task]: ...
+
+    @abc.abstractmethod
+    def find_idempotent(self, keys: list[str]) -> dict[str, Task]:
+        """Tasks carrying these idempotency keys, by key."""
+
+    @abc.abstractmethod
+    def query(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
+        """One page of tasks matching ``query`` and the total count of matches."""
+
+    @abc.abstractmethod
+    def active(self) -> list[Task]:
+        """Every PENDING or RUNNING task (for reconciliation after a restart)."""
+
+    @abc.abstractmethod
+    def status_counts(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def events_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def append_events(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Append ``{"task_id", "kind", "payload", "created_at"}`` rows; return their ids."""
+
+    @abc.abstractmethod
+    def max_event_id(self) -> int: ...
+
+    @abc.abstractmethod
+    def save_progress(self, rows: list[dict[str, Any]]) -> None:
+        """Upsert ``{"task_id", "payload", "updated_at"}`` rows."""
+
+    @abc.abstractmethod
+    def get_progress(self, task_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def save_task_type(self, name: str, blob: bytes, version: int) -> None: ...
+
+    @abc.abstractmethod
+    def task_types(self) -> list[tuple[str, bytes, int]]: ...
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+# --- row <-> model helpers shared by backends ----------------------------------
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy / pandas scalars and arrays, datetimes, sets: what handlers commonly return
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def clean_floats(value: Any) -> Any:
+    """Replace NaN/inf (not JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_floats(v) for v in value]
+    return value
+
+
+def ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+def epoch(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def encode_tags(tags: list[str]) -> str:
+    return "," + ",".join(tags) + "," if tags else ""
+
+
+def decode_tags(raw: str | None) -> list[str]:
+    return [t for t in (raw or "").split(",") if t]
+
+
+def row_to_task(row: Any) -> Task:
+    m = row._mapping
+    return Task(
+        id=m["id"],
+        name=m["name"],
+        task_type=m["task_type"],
+        status=TaskStatus(m["status"]),
+        priority=m["priority"],
+        queue=m["queue"],
+        parameters=json.loads(m["parameters"]),
+        attempt=m["attempt"],
+        max_retries=m["max_retries"],
+        timeout_s=m["timeout_s"],
+        depends_on=json.loads(m["depends_on"]),
+        idempotency_key=m["idempotency_key"],
+        tags=decode_tags(m["tags"]),
+        owner=m["owner"],
+        notify=json.loads(m["notify"]),
+        result=json.loads(m["result"]) if m["result"] is not None else None,
+        result_uri=m["result_uri"],
+        error=TaskErrorInfo.model_validate_json(m["error"]) if m["error"] else None,
+        cancel_requested=bool(m["cancel_requested"]),
+        lease_token=m["lease_token"],
+        not_before=ts(m["not_before"]),
+        created_at=ts(m["created_at"]),
+        updated_at=ts(m["updated_at"]),
+        started_at=ts(m["started_at"]),
+        finished_at=ts(m["finished_at"]),
+    )
+
+
+def row_to_summary(row: Any) -> TaskSummary:
+    m = row._mapping
+    error = json.loads(m["error"]) if m["error"] else None
+    return TaskSummary(
+        id=m["id"],
+        name=m["name"],
+        task_type=m["task_type"],
+        status=TaskStatus(m["status"]),
+        priority=m["priority"],
+        queue=m["queue"],
+        attempt=m["attempt"],
+        owner=m["owner"],
+        tags=decode_tags(m["tags"]),
+        error_reason=error["reason"] if error else None,
+        created_at=ts(m["created_at"]),
+        started_at=ts(m["started_at"]),
+        finished_at=ts(m["finished_at"]),
+    )
