@@ -539,11 +539,7 @@ class TaskManagerCore:
     # ----------------------------------------------------------- client calls
 
     def get(self, task_id: str) -> Task:
-        task = self._get_stored(task_id)
-        if task.result is None and task.result_uri:
-            with open(task.result_uri, encoding="utf-8") as fh:
-                task = task.model_copy(update={"result": json.load(fh)})
-        return task
+        return _with_artifact(self._get_stored(task_id))
 
     def _get_stored(self, task_id: str) -> Task:
         task = self.store.get(task_id)
@@ -556,7 +552,7 @@ class TaskManagerCore:
         missing = [t for t in task_ids if t not in found]
         if missing:
             raise TaskNotFoundError(missing[0])
-        return [found[t] for t in task_ids]
+        return [_with_artifact(found[t]) for t in task_ids]
 
     def list(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
         return self.store.query(query)
@@ -713,6 +709,14 @@ def _row_task(row: dict[str, Any]) -> Task:
         )
     except ValidationError as exc:  # pragma: no cover - rows are built from valid requests
         raise InvalidParametersError(validation_errors(exc)) from None
+
+
+def _with_artifact(task: Task) -> Task:
+    """Load a result that was stored as an artifact file."""
+    if task.result is None and task.result_uri:
+        with open(task.result_uri, encoding="utf-8") as fh:
+            return task.model_copy(update={"result": json.load(fh)})
+    return task
 
 
 def _first(*values: Any) -> Any:

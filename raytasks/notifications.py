@@ -50,6 +50,7 @@ class NotificationHub:
     async def stream(self, after_id: int = 0, timeout_s: float = 10.0,
                      limit: int = 1000) -> list[TaskNotification]:
         """Events with id > ``after_id`` (oldest first); waits up to ``timeout_s`` for one."""
+        self.poll()
         if after_id >= self.cursor and timeout_s > 0:
             try:
                 await asyncio.wait_for(self._new.wait(), timeout=timeout_s)

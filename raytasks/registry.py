@@ -8,6 +8,7 @@ type's spec from it by name. Handlers travel as cloudpickle bytes.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ class TaskTypeSpec:
         )
 
     def dumps(self) -> bytes:
+        for obj in (self.handler, self.params_model):
+            _ship_module_by_value(obj)
         return bytes(cloudpickle.dumps(self))
 
     @staticmethod
@@ -57,6 +60,21 @@ class TaskTypeSpec:
         spec = cloudpickle.loads(blob)
         assert isinstance(spec, TaskTypeSpec)
         return spec
+
+
+def _ship_module_by_value(obj: Any) -> None:
+    """Pickle a handler's own module by value unless it is installed (workers import it).
+
+    A researcher's script, notebook or test module is not importable on the
+    cluster's workers; an installed package (raytasks included) is.
+    """
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if module is None or module.__name__ in ("__main__", "builtins"):
+        return
+    path = getattr(module, "__file__", None) or ""
+    if module.__name__.split(".")[0] == "raytasks" or "-packages" in path or not path:
+        return
+    cloudpickle.register_pickle_by_value(module)
 
 
 def validate_parameters(

@@ -1,0 +1,35 @@
+# Quick start: `make demo` and `make test` on a fresh machine; nothing else is needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: demo test lint test-deps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(BIN)/python -m raytasks.demo
+
+# PostgreSQL server binaries for the store tests; the tests fail loudly if they are missing.
+test-deps:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { echo "installing PostgreSQL server binaries"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check raytasks tests
+	$(BIN)/mypy
+
+test: $(STAMP) test-deps lint
+	$(BIN)/python -m pytest -ra -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(BIN)/raytasks bench
+
+clean:
+	rm -rf $(VENV) .raytasks build *.egg-info

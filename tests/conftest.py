@@ -1,0 +1,72 @@
+"""Shared fixtures: one local Ray cluster per session, a fresh raytasks namespace per test."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    import ray
+
+    ray.init(namespace="raytasks-tests", include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def make_service(ray_cluster: None, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start raytasks in a namespace of its own; every built-in pool empty unless asked."""
+    from raytasks import Settings, runtime
+
+    started: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        values: dict[str, Any] = {
+            "namespace": f"t-{uuid.uuid4().hex[:10]}",
+            "data_dir": tmp_path / "data",
+            "lease_ttl_s": 3.0,
+            "heartbeat_interval_s": 0.3,
+            "retry_backoff_base_s": 0.2,
+            "retry_jitter": 0.5,
+            "cancel_grace_s": 1.0,
+            "workers_per_type": 0,
+            "progress_flush_interval_s": 0.2,
+        }
+        values.update(overrides)
+        rt = runtime.connect(settings=Settings(**values))
+        started.append(rt)
+        return rt
+
+    yield make
+    for rt in started:
+        rt.shutdown()
+    runtime.disconnect()
+
+
+@pytest.fixture
+def service(make_service: Callable[..., Any]) -> Any:
+    return make_service()
