@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 
 from .errors import (
     InvalidParametersError,
@@ -74,6 +75,14 @@ class _Active:
     blocked_on: frozenset[str] = frozenset()
 
 
+@dataclass
+class _LeaseWaiter:
+    executor_id: str
+    task_types: list[str]
+    n: int
+    future: asyncio.Future[list[Lease]]
+
+
 class TaskManagerCore:
     def __init__(
         self,
@@ -92,7 +101,8 @@ class TaskManagerCore:
         self.schedulers: dict[str, TaskScheduler] = {}
         self.active: dict[str, _Active] = {}
         self.dependents: dict[str, set[str]] = {}
-        self._work = asyncio.Event()
+        self._lease_waiters: list[_LeaseWaiter] = []
+        self._serve_scheduled = False
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.on_events: EventSink | None = None
         self.on_cancel: CancelSink | None = None
@@ -157,8 +167,18 @@ class TaskManagerCore:
             QueueFullError: nothing is stored.
         """
         ids = ids or [uuid.uuid4().hex for _ in requests]
+        # A repeated id is rare (a call retried after a manager restart): look in
+        # memory first, and only when the insert collides read every id back.
+        known = [i for i in ids if i in self.active]
+        try:
+            return self._create(requests, ids, enqueue,
+                                self.store.get_many(known) if known else {})
+        except sa_exc.IntegrityError:
+            return self._create(requests, ids, enqueue, self.store.get_many(list(ids)))
+
+    def _create(self, requests: list[TaskCreateRequest], ids: list[str], enqueue: bool,
+                existing: dict[str, Task]) -> list[Task]:
         now = self.clock()
-        existing = self.store.get_many(list(ids))
         existing_keys = self.store.find_idempotent(
             [r.idempotency_key for r in requests if r.idempotency_key])
         dep_ids = {d for r in requests for d in r.depends_on} - set(ids)
@@ -207,9 +227,12 @@ class TaskManagerCore:
         result = [t if t is not None else created[i] for i, t in enumerate(out)]
         return result
 
-    def create_and_enqueue(self, requests: list[TaskCreateRequest],
-                           ids: list[str] | None = None) -> list[Task]:
-        return self.create(requests, ids, enqueue=True)
+    async def create_and_enqueue(self, requests: list[TaskCreateRequest],
+                                 ids: list[str] | None = None) -> list[Task]:
+        tasks = self.create(requests, ids, enqueue=True)
+        # let a waiting executor take the work before the client's reply goes out
+        await asyncio.sleep(0)
+        return tasks
 
     def _new_row(self, task_id: str, req: TaskCreateRequest, now: float, prefix: str,
                  deps: dict[str, Task], batch_ids: list[str]) -> dict[str, Any]:
@@ -282,16 +305,40 @@ class TaskManagerCore:
 
     async def lease(self, executor_id: str, task_types: list[str], n: int = 1,
                     wait_s: float = 0.0) -> list[Lease]:
-        """Hand out up to ``n`` runnable tasks of ``task_types``; long-poll up to ``wait_s``."""
+        """Hand out up to ``n`` runnable tasks of ``task_types``; long-poll up to ``wait_s``.
+
+        A waiting executor is handed new work directly when it is queued (no
+        polling delay); the short wait slices catch delayed retries coming due.
+        """
         deadline = time.monotonic() + wait_s
         while True:
             leases = self.lease_now(executor_id, task_types, n)
             remaining = deadline - time.monotonic()
             if leases or remaining <= 0:
                 return leases
-            event = self._work
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(remaining, 0.25))
+            loop = asyncio.get_running_loop()
+            waiter = _LeaseWaiter(executor_id, task_types, n, loop.create_future())
+            self._lease_waiters.append(waiter)
+            timer = loop.call_later(min(remaining, 0.25), _resolve, waiter.future, [])
+            try:
+                leases = await waiter.future
+            finally:
+                timer.cancel()
+                with contextlib.suppress(ValueError):
+                    self._lease_waiters.remove(waiter)
+            if leases:
+                return leases
+
+    def _serve_waiters(self) -> None:
+        """Lease freshly queued work to executors that are waiting for it, oldest first."""
+        self._serve_scheduled = False
+        for waiter in list(self._lease_waiters):
+            if waiter.future.done():
+                continue
+            leases = self.lease_now(waiter.executor_id, waiter.task_types, waiter.n)
+            if leases:
+                self._lease_waiters.remove(waiter)
+                waiter.future.set_result(leases)
 
     def lease_now(self, executor_id: str, task_types: list[str], n: int = 1) -> list[Lease]:
         now = self.clock()
@@ -533,8 +580,9 @@ class TaskManagerCore:
                           not_before=not_before, attempt=entry.attempt)
 
     def _wake(self) -> None:
-        self._work.set()
-        self._work = asyncio.Event()
+        if self._lease_waiters and not self._serve_scheduled:
+            self._serve_scheduled = True
+            asyncio.get_running_loop().call_soon(self._serve_waiters)
 
     # ----------------------------------------------------------- client calls
 
@@ -709,6 +757,11 @@ def _row_task(row: dict[str, Any]) -> Task:
         )
     except ValidationError as exc:  # pragma: no cover - rows are built from valid requests
         raise InvalidParametersError(validation_errors(exc)) from None
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _with_artifact(task: Task) -> Task:

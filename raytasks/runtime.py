@@ -35,6 +35,23 @@ MANAGER, TRACKER, NOTIFIER, ENGINE = "manager", "progress-tracker", "notifier", 
 NOTIFIER_POKE_S = 0.02
 
 
+class _Peers:
+    """Handles of other system actors, looked up once (a handle survives actor restarts)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._handles: dict[str, ActorHandle] = {}
+
+    def get(self, name: str) -> ActorHandle | None:
+        handle = self._handles.get(name)
+        if handle is None:
+            try:
+                handle = self._handles[name] = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:
+                return None
+        return handle
+
+
 async def _dispatch(target: Any, method: str, args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
     if method.startswith("_"):
@@ -52,6 +69,7 @@ class _ManagerShell:
         self.core = TaskManagerCore(settings)
         self.core.on_events = self._poke_notifier
         self.core.on_cancel = self._cancel_on_executor
+        self.peers = _Peers(settings.namespace)
         self.recovered = self.core.reconcile()
         self._loop_started = False
         self._last_poke = 0.0
@@ -76,15 +94,14 @@ class _ManagerShell:
         if now - self._last_poke < NOTIFIER_POKE_S:
             return  # the notifier's own poll picks these up within its interval
         self._last_poke = now
-        with contextlib.suppress(ValueError):
-            ray.get_actor(NOTIFIER, namespace=self.settings.namespace).call.remote("poll")
+        notifier = self.peers.get(NOTIFIER)
+        if notifier is not None:
+            notifier.call.remote("poll")
 
     def _cancel_on_executor(self, executor_id: str, task_id: str, token: int) -> None:
-        try:
-            handle = ray.get_actor(executor_id, namespace=self.settings.namespace)
-        except ValueError:
-            return  # unknown (a lease recovered after a restart): the next heartbeat tells it
-        handle.call.remote("cancel", task_id, token)
+        handle = self.peers.get(executor_id)
+        if handle is not None:  # else a lease recovered after a restart: heartbeats tell it
+            handle.call.remote("cancel", task_id, token)
 
 
 @ray.remote
@@ -92,13 +109,16 @@ class _TrackerShell:
     def __init__(self, settings: Settings) -> None:
         assert settings.store_url is not None
         self.settings = settings
+        self.peers = _Peers(settings.namespace)
         self.core = ProgressTrackerCore(
             SqlTaskStore(settings.store_url), self._renew,
             flush_interval_s=settings.progress_flush_interval_s)
         self._loop_started = False
 
     async def _renew(self, leases: list[tuple[str, int]]) -> dict[str, list[str]]:
-        manager = ray.get_actor(MANAGER, namespace=self.settings.namespace)
+        manager = self.peers.get(MANAGER)
+        if manager is None:
+            return {"lost": [], "cancel": []}
         answer: dict[str, list[str]] = await manager.call.remote("renew", leases)
         return answer
 
@@ -112,9 +132,9 @@ class _TrackerShell:
         while True:
             await asyncio.sleep(self.settings.progress_flush_interval_s)
             try:
-                if self.core.flush():
-                    ray.get_actor(NOTIFIER, namespace=self.settings.namespace) \
-                        .call.remote("poll")
+                notifier = self.peers.get(NOTIFIER)
+                if self.core.flush() and notifier is not None:
+                    notifier.call.remote("poll")
             except Exception:
                 log.exception("progress flush failed")
 
@@ -145,11 +165,13 @@ class _NotifierShell:
 @ray.remote
 class _ExecutorShell:
     def __init__(self, executor_id: str, task_type: str, settings: Settings) -> None:
-        ns = settings.namespace
+        peers = _Peers(settings.namespace)
 
         def call(method: str, *args: Any) -> Any:
             role = TRACKER if method == "heartbeat" else MANAGER
-            handle = ray.get_actor(role, namespace=ns)
+            handle = peers.get(role)
+            if handle is None:
+                raise RaytasksError(f"system actor {role!r} is not running")
             return ray.get(handle.call.remote(method, *args), timeout=60)
 
         self.core = TaskExecutor(executor_id, task_type, settings, call)
