@@ -1,0 +1,359 @@
+"""The ``raytasks`` command line: a thin layer over the client facades.
+
+Exit codes: 0 success, 1 the task failed or was cancelled, 2 bad usage or
+invalid input, 3 unknown id, 4 queue full, 5 timed out waiting, 6 not connected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from .errors import (
+    InvalidParametersError,
+    NotConnectedError,
+    PayloadTooLargeError,
+    QueueFullError,
+    RaytasksError,
+    TaskNotFoundError,
+    UnknownTaskTypeError,
+    WaitTimeoutError,
+)
+from .models import Task, TaskCreateRequest, TaskPriority, TaskQuery, TaskStatus
+
+EXIT_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_FULL, EXIT_TIMEOUT, EXIT_OFFLINE = 1, 2, 3, 4, \
+    5, 6
+
+
+def _exit_code(exc: RaytasksError) -> int:
+    if isinstance(exc, TaskNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, QueueFullError):
+        return EXIT_FULL
+    if isinstance(exc, WaitTimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(exc, NotConnectedError):
+        return EXIT_OFFLINE
+    if isinstance(exc, InvalidParametersError | UnknownTaskTypeError | PayloadTooLargeError):
+        return EXIT_INVALID
+    return EXIT_FAILED
+
+
+@contextmanager
+def _errors(as_json: bool) -> Iterator[None]:
+    try:
+        yield
+    except RaytasksError as exc:
+        if as_json:
+            click.echo(json.dumps({"error": type(exc).__name__, "message": str(exc),
+                                   **_jsonable(exc.data)}))
+        else:
+            click.echo(f"error: {exc}", err=True)
+        sys.exit(_exit_code(exc))
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(data, default=str))
+
+
+def _connect(ctx: click.Context) -> Any:
+    """Join the cluster named by --address/RAYTASKS_ADDRESS, a running local one, or embed one."""
+    import ray
+
+    from .runtime import connect
+
+    address = ctx.obj.get("address")
+    if address is None and not ray.is_initialized():
+        try:
+            ray.init(address="auto", namespace="raytasks", include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError):
+            pass  # no running cluster: connect() starts an embedded one
+    try:
+        return connect(address)
+    except ConnectionError as exc:
+        raise click.ClickException(f"cannot reach Ray at {address}: {exc}") from None
+
+
+def _emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, default=str))
+    else:
+        human()
+
+
+@click.group()
+@click.option("--address", envvar="RAYTASKS_ADDRESS", default=None,
+              help="Ray address: auto, ray://host:10001; default a running local cluster, "
+                   "else an embedded one")
+@click.pass_context
+def cli(ctx: click.Context, address: str | None) -> None:
+    """raytasks: durable, prioritised task management on Ray."""
+    ctx.ensure_object(dict)
+    ctx.obj["address"] = address
+
+
+@cli.command()
+@click.option("--head/--no-head", default=True, help="start a local Ray head if none runs")
+@click.pass_context
+def up(ctx: click.Context, head: bool) -> None:
+    """Start (or join) a Ray cluster and bring the raytasks actors up."""
+    import ray
+
+    if head and ctx.obj.get("address") is None:
+        probe = subprocess.run([_ray_bin(), "status"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            subprocess.run([_ray_bin(), "start", "--head", "--disable-usage-stats"], check=True)
+        ctx.obj["address"] = "auto"
+    rt = _connect(ctx)
+    click.echo(f"raytasks is up in namespace {rt.settings.namespace!r} "
+               f"(store {rt.settings.store_url}, Ray {ray.get_runtime_context().gcs_address})")
+
+
+@cli.command()
+@click.option("--stop-ray", is_flag=True, help="also `ray stop` the local cluster")
+@click.pass_context
+def down(ctx: click.Context, stop_ray: bool) -> None:
+    """Stop the raytasks actors (tasks stay in the store)."""
+    rt = _connect(ctx)
+    rt.shutdown()
+    click.echo("raytasks actors stopped; the store keeps every task")
+    if stop_ray:
+        subprocess.run([_ray_bin(), "stop"], check=False)
+
+
+def _ray_bin() -> str:
+    """The ``ray`` command of this interpreter's environment."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")
+    return beside if os.path.exists(beside) else "ray"
+
+
+def _parse_params(params: tuple[str, ...], params_json: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(params_json) if params_json else {}
+    for item in params:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@cli.command()
+@click.argument("task_type")
+@click.option("--name", default=None)
+@click.option("-p", "--param", "params", multiple=True, help="KEY=VALUE (JSON values allowed)")
+@click.option("--params", "params_json", default=None, help="all parameters as a JSON object")
+@click.option("--priority", type=click.Choice([p.name for p in TaskPriority],
+                                              case_sensitive=False), default="MEDIUM")
+@click.option("--queue", default="default")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="seconds")
+@click.option("--retries", "max_retries", type=int, default=None)
+@click.option("--depends-on", multiple=True)
+@click.option("--idempotency-key", default=None)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--wait", "wait_", is_flag=True, help="wait for the task and print it")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def submit(ctx: click.Context, task_type: str, name: str | None, params: tuple[str, ...],
+           params_json: str | None, priority: str, queue: str, timeout_s: float | None,
+           max_retries: int | None, depends_on: tuple[str, ...], idempotency_key: str | None,
+           tags: tuple[str, ...], wait_: bool, as_json: bool) -> None:
+    """Create and queue a task of TASK_TYPE."""
+    from pydantic import ValidationError
+
+    from .api import TaskManager
+
+    try:
+        request = TaskCreateRequest(
+            name=name or task_type, task_type=task_type,
+            parameters=_parse_params(params, params_json), priority=TaskPriority[priority.upper()],
+            queue=queue, timeout_s=timeout_s, max_retries=max_retries,
+            depends_on=list(depends_on), idempotency_key=idempotency_key, tags=list(tags))
+    except ValidationError as exc:
+        from .registry import validation_errors
+
+        with _errors(as_json):
+            raise InvalidParametersError(validation_errors(exc)) from None
+        return
+    with _errors(as_json):
+        tm = TaskManager(_connect(ctx))
+        task = tm.submit_sync(request)
+        if wait_:
+            task = tm.wait_sync(task.id)
+        _emit(as_json, task.model_dump(mode="json"), lambda: _print_task(task))
+        if wait_ and task.status is not TaskStatus.COMPLETED:
+            sys.exit(EXIT_FAILED)
+
+
+@cli.command("ls")
+@click.option("--status", multiple=True,
+              type=click.Choice([s.value for s in TaskStatus], case_sensitive=False))
+@click.option("--type", "task_type", multiple=True)
+@click.option("--owner", default=None)
+@click.option("--text", default=None, help="substring of the name")
+@click.option("--limit", type=int, default=50)
+@click.option("--offset", type=int, default=0)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ls(ctx: click.Context, status: tuple[str, ...], task_type: tuple[str, ...],
+       owner: str | None, text: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """List tasks, newest first."""
+    from .api import TaskManager
+
+    with _errors(as_json):
+        query = TaskQuery(status=[TaskStatus(s.upper()) for s in status] or None,
+                          task_type=list(task_type) or None, owner=owner, text=text,
+                          limit=limit, offset=offset)
+        page = TaskManager(_connect(ctx)).list_tasks_sync(query)
+
+        def human() -> None:
+            click.echo(f"{'ID':32}  {'STATUS':9}  {'PRI':6}  {'TYPE':12}  {'TRY':3}  NAME")
+            for t in page.items:
+                click.echo(f"{t.id:32}  {t.status.value:9}  {t.priority.name:6}  "
+                           f"{t.task_type:12}  {t.attempt:3}  {t.name}")
+            click.echo(f"{len(page.items)} of {page.total}")
+
+        _emit(as_json, page.model_dump(mode="json"), human)
+
+
+def _print_task(task: Task) -> None:
+    click.echo(f"id        {task.id}\nname      {task.name}\ntype      {task.task_type}\n"
+               f"status    {task.status.value}\npriority  {task.priority.name}\n"
+               f"attempt   {task.attempt} of {task.max_retries + 1}\n"
+               f"created   {task.created_at}\nstarted   {task.started_at}\n"
+               f"finished  {task.finished_at}")
+    if task.error:
+        click.echo(f"error     {task.error.reason}: {task.error.type}: {task.error.message}")
+    if task.result is not None:
+        click.echo("result    " + json.dumps(task.result, ensure_ascii=False)[:2000])
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Show one task."""
+    from .api import TaskManager
+
+    with _errors(as_json):
+        task = TaskManager(_connect(ctx)).get_task_sync(task_id)
+        _emit(as_json, task.model_dump(mode="json"), lambda: _print_task(task))
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--interval", type=float, default=0.2, help="seconds between updates")
+@click.pass_context
+def watch(ctx: click.Context, task_id: str, interval: float) -> None:
+    """Follow a task's progress with a live bar until it finishes."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .api import ProgressTracker, TaskManager
+
+    with _errors(False):
+        rt = _connect(ctx)
+        tracker, tm = ProgressTracker(rt), TaskManager(rt)
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
+                      TextColumn("{task.fields[message]}")) as bar:
+            row = bar.add_task(task_id[:12], total=1.0, message="")
+            while True:
+                p = tracker.get_progress_sync(task_id)
+                bar.update(row, completed=p.percentage, message=f"{p.status.value} {p.message}")
+                if p.status.finished:
+                    break
+                time.sleep(interval)
+        task = tm.get_task_sync(task_id)
+        _print_task(task)
+        if task.status is not TaskStatus.COMPLETED:
+            sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Cancel a task (pending: at once; running: cooperatively, then by force)."""
+    from .api import TaskManager
+
+    with _errors(as_json):
+        task = TaskManager(_connect(ctx)).cancel_task_sync(task_id)
+        _emit(as_json, task.model_dump(mode="json"),
+              lambda: click.echo(f"{task.id} {task.status.value}"
+                                 + (" (stop requested)" if task.cancel_requested else "")))
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def retry(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Run a FAILED or CANCELLED task again."""
+    from .api import TaskManager
+
+    with _errors(as_json):
+        task = TaskManager(_connect(ctx)).retry_task_sync(task_id)
+        _emit(as_json, task.model_dump(mode="json"),
+              lambda: click.echo(f"{task.id} {task.status.value} attempt {task.attempt}"))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Queue depths by priority, task counts by status, executors."""
+    from .api import TaskExecutionEngine, TaskManager
+
+    with _errors(as_json):
+        rt = _connect(ctx)
+        figures = TaskManager(rt).stats_sync()
+        figures["executors"] = TaskExecutionEngine(rt).executors_sync()
+
+        def human() -> None:
+            click.echo("tasks: " + ", ".join(f"{k} {v}" for k, v in
+                                             sorted(figures["status_counts"].items())))
+            for q in figures["queues"]:
+                click.echo(f"queue {q['queue']}: waiting " + ", ".join(
+                    f"{k} {v}" for k, v in q["waiting"].items())
+                    + f"; delayed {q['delayed']}; leased {q['leased']}; "
+                      f"oldest {q['oldest_wait_s']:.1f} s")
+            for e in figures["executors"]:
+                click.echo(f"executor {e['executor_id']}: pid {e.get('pid')} "
+                           f"running {e.get('current')} completed {e.get('completed')}")
+
+        _emit(as_json, figures, human)
+
+
+@cli.command()
+@click.option("--tasks", type=int, default=5000, help="no-op tasks per side")
+@click.option("--samples", type=int, default=200, help="idle latency samples")
+@click.option("--workers", type=int, default=2)
+@click.option("--json", "as_json", is_flag=True)
+def bench(tasks: int, samples: int, workers: int, as_json: bool) -> None:
+    """raytasks end to end beside bare Ray tasks (same run), plus idle latency."""
+    from .bench import format_core, run_core
+
+    figures = run_core(tasks=tasks, samples=samples, workers=workers)
+    _emit(as_json, figures, lambda: click.echo(format_core(figures)))
+
+
+def main() -> None:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()
