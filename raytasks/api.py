@@ -37,6 +37,10 @@ class TaskPage(BaseModel):
     limit: int
 
 
+def _ray_get(ref: Any, timeout_s: float | None = None) -> Any:
+    return ray.get(ref, timeout=timeout_s)
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     """Ray wraps an actor's exception; give the caller raytasks' own error back."""
     cause = getattr(exc, "cause", None)
@@ -62,7 +66,7 @@ class _Facade:
 
     def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         try:
-            return ray.get(self._ref(method, *args), timeout=timeout_s)
+            return _ray_get(self._ref(method, *args), timeout_s)
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
 
@@ -76,7 +80,7 @@ class TaskManager(_Facade):
         return tasks[0]
 
     def create_task_sync(self, request: TaskCreateRequest) -> Task:
-        return self._call("create", [request], [_new_id()])[0]  # type: ignore[no-any-return]
+        return self._call("create", [request], [_new_id()])[0]
 
     async def submit(self, request: TaskCreateRequest) -> Task:
         """Create and queue in one call, at the request's priority."""
@@ -87,22 +91,22 @@ class TaskManager(_Facade):
 
     async def submit_many(self, requests: list[TaskCreateRequest]) -> list[Task]:
         """Create and queue many tasks in one commit; all are refused if one is invalid."""
-        return await self._acall("create_and_enqueue", requests, _new_ids(requests))  # type: ignore[no-any-return]
+        return await self._acall("create_and_enqueue", requests, _new_ids(requests))
 
     def submit_many_sync(self, requests: list[TaskCreateRequest]) -> list[Task]:
-        return self._call("create_and_enqueue", requests, _new_ids(requests))  # type: ignore[no-any-return]
+        return self._call("create_and_enqueue", requests, _new_ids(requests))
 
     async def get_task(self, task_id: str) -> Task:
-        return await self._acall("get", task_id)  # type: ignore[no-any-return]
+        return await self._acall("get", task_id)
 
     def get_task_sync(self, task_id: str) -> Task:
-        return self._call("get", task_id)  # type: ignore[no-any-return]
+        return self._call("get", task_id)
 
     async def update_task(self, task_id: str, request: TaskUpdateRequest) -> Task:
-        return await self._acall("update", task_id, request)  # type: ignore[no-any-return]
+        return await self._acall("update", task_id, request)
 
     def update_task_sync(self, task_id: str, request: TaskUpdateRequest) -> Task:
-        return self._call("update", task_id, request)  # type: ignore[no-any-return]
+        return self._call("update", task_id, request)
 
     async def delete_task(self, task_id: str) -> None:
         await self._acall("delete", task_id)
@@ -112,26 +116,26 @@ class TaskManager(_Facade):
 
     async def list_tasks(self, query: TaskQuery | None = None) -> TaskPage:
         query = query or TaskQuery()
-        items, total = await self._acall("list", query)
+        items, total = await self._acall("query", query)
         return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit)
 
     def list_tasks_sync(self, query: TaskQuery | None = None) -> TaskPage:
         query = query or TaskQuery()
-        items, total = self._call("list", query)
+        items, total = self._call("query", query)
         return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit)
 
     async def cancel_task(self, task_id: str) -> Task:
         """Cancel: a PENDING task at once, a RUNNING one cooperatively, then by force."""
-        return await self._acall("cancel", task_id)  # type: ignore[no-any-return]
+        return await self._acall("cancel", task_id)
 
     def cancel_task_sync(self, task_id: str) -> Task:
-        return self._call("cancel", task_id)  # type: ignore[no-any-return]
+        return self._call("cancel", task_id)
 
     async def retry_task(self, task_id: str) -> Task:
-        return await self._acall("retry", task_id)  # type: ignore[no-any-return]
+        return await self._acall("retry", task_id)
 
     def retry_task_sync(self, task_id: str) -> Task:
-        return self._call("retry", task_id)  # type: ignore[no-any-return]
+        return self._call("retry", task_id)
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
         """The task once finished (whatever its status).
@@ -152,13 +156,13 @@ class TaskManager(_Facade):
         return _finished_or_raise(self._call("wait", task_ids, timeout_s), timeout_s)
 
     async def stats(self) -> dict[str, Any]:
-        return await self._acall("stats")  # type: ignore[no-any-return]
+        return await self._acall("stats")
 
     def stats_sync(self) -> dict[str, Any]:
-        return self._call("stats")  # type: ignore[no-any-return]
+        return self._call("stats")
 
     def task_types_sync(self) -> list[TaskTypeInfo]:
-        return self._call("types")  # type: ignore[no-any-return]
+        return self._call("types")
 
 
 class TaskQueueManager(_Facade):
@@ -166,10 +170,10 @@ class TaskQueueManager(_Facade):
 
     async def submit_task(self, task_id: str, priority: TaskPriority | None = None) -> Task:
         """Queue a created task (optionally at a new priority); repeating it is harmless."""
-        return await self._acall("enqueue", task_id, priority)  # type: ignore[no-any-return]
+        return await self._acall("enqueue", task_id, priority)
 
     def submit_task_sync(self, task_id: str, priority: TaskPriority | None = None) -> Task:
-        return self._call("enqueue", task_id, priority)  # type: ignore[no-any-return]
+        return self._call("enqueue", task_id, priority)
 
     async def queue_stats(self) -> list[QueueStats]:
         return _queue_stats(await self._acall("stats"))
@@ -197,11 +201,10 @@ class TaskExecutionEngine(_Facade):
         return _result_or_raise(tasks[0])
 
     def executors_sync(self) -> list[dict[str, Any]]:
-        return ray.get(self._rt.handle(rt.ENGINE).stats.remote())  # type: ignore[no-any-return]
+        return _ray_get(self._rt.handle(rt.ENGINE).stats.remote())
 
     def ensure_pool_sync(self, task_type: str, workers: int | None = None) -> int:
-        return ray.get(  # type: ignore[no-any-return]
-            self._rt.handle(rt.ENGINE).ensure_pool.remote(task_type, workers))
+        return _ray_get(self._rt.handle(rt.ENGINE).ensure_pool.remote(task_type, workers))
 
 
 class ProgressTracker(_Facade):
@@ -220,13 +223,13 @@ class TaskNotificationService(_Facade):
     role = rt.NOTIFIER
 
     async def events(self, after_id: int = 0, timeout_s: float = 10.0) -> list[TaskNotification]:
-        return await self._acall("stream", after_id, timeout_s)  # type: ignore[no-any-return]
+        return await self._acall("stream", after_id, timeout_s)
 
     def events_sync(self, after_id: int = 0, timeout_s: float = 10.0) -> list[TaskNotification]:
-        return self._call("stream", after_id, timeout_s)  # type: ignore[no-any-return]
+        return self._call("stream", after_id, timeout_s)
 
     def last_event_id_sync(self) -> int:
-        return self._call("last_event_id")  # type: ignore[no-any-return]
+        return self._call("last_event_id")
 
     def subscribe(self, callback: Callable[[TaskNotification], None],
                   after_id: int | None = None,
@@ -292,10 +295,10 @@ def register_task_type(
                         max_retries=max_retries, max_concurrency=max_concurrency)
     manager = runtime.handle(rt.MANAGER)
     try:
-        info: TaskTypeInfo = ray.get(manager.call.remote("register_type", spec.dumps()))
+        info: TaskTypeInfo = _ray_get(manager.call.remote("register_type", spec.dumps()))
     except ray.exceptions.RayTaskError as exc:
         raise _unwrap(exc) from None
-    ray.get(runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers))
+    _ray_get(runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers))
     return info
 
 

@@ -88,7 +88,7 @@ def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2,
     lat = sorted(idle_latency_ms(tm, samples))
     figures["latency_samples"] = samples
     figures["latency_p50_ms"] = statistics.median(lat)
-    figures["latency_p99_ms"] = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+    figures["latency_p99_ms"] = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
     if owned:
         runtime.shutdown()
     return figures

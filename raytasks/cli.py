@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import click
@@ -72,11 +72,10 @@ def _connect(ctx: click.Context) -> Any:
 
     address = ctx.obj.get("address")
     if address is None and not ray.is_initialized():
-        try:
+        # no running cluster: connect() starts an embedded one
+        with suppress(ConnectionError, RuntimeError):
             ray.init(address="auto", namespace="raytasks", include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError):
-            pass  # no running cluster: connect() starts an embedded one
     try:
         return connect(address)
     except ConnectionError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from .errors import InvalidTransitionError
 from .models import TaskStatus
@@ -39,6 +40,6 @@ def retry_delay_s(
     The delay is ``min(max_s, base_s * 2**(attempt-1))`` scaled down by up to
     ``jitter`` (a fraction), so simultaneous failures do not retry in lockstep.
     """
-    rng = rng or random
+    source: Any = rng or random
     delay = min(max_s, base_s * (2 ** max(0, attempt - 1)))
-    return delay * (1.0 - jitter * rng.random())
+    return delay * (1.0 - jitter * source.random())

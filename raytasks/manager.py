@@ -405,7 +405,7 @@ class TaskManagerCore:
     def expire_leases(self) -> list[str]:
         """Retry or fail (as lost) every task whose lease ran out. Returns their ids."""
         now = self.clock()
-        reports = []
+        reports: list[dict[str, Any]] = []
         for sched in self.schedulers.values():
             for rec in sched.expired(now):
                 entry = self.active.get(rec.task_id)
@@ -429,7 +429,9 @@ class TaskManagerCore:
         """
         now = self.clock()
         batch = WriteBatch()
-        accepted, rejected, finished = [], [], []
+        accepted: list[str] = []
+        rejected: list[str] = []
+        finished: list[tuple[_Active, TaskStatus]] = []
         requeue: list[tuple[_Active, float]] = []
         for rep in reports:
             entry = self.active.get(rep["task_id"])
@@ -602,7 +604,7 @@ class TaskManagerCore:
             raise TaskNotFoundError(missing[0])
         return [_with_artifact(found[t]) for t in task_ids]
 
-    def list(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
+    def query(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
         return self.store.query(query)
 
     def update(self, task_id: str, req: TaskUpdateRequest) -> Task:

@@ -52,6 +52,10 @@ class _Peers:
         return handle
 
 
+def _get(ref: Any, timeout_s: float | None = None) -> Any:
+    return ray.get(ref, timeout=timeout_s)
+
+
 async def _dispatch(target: Any, method: str, args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
     if method.startswith("_"):
@@ -197,7 +201,7 @@ class _EngineShell:
         pool = self.pools.setdefault(task_type, [])
         while len(pool) < size:
             name = f"executor:{task_type}:{len(pool)}"
-            pool.append(_ExecutorShell.options(
+            pool.append(_ExecutorShell.options(  # type: ignore[attr-defined]
                 name=name, namespace=self.settings.namespace, lifetime="detached",
                 get_if_exists=True, max_restarts=-1, max_task_retries=0,
                 max_concurrency=4, num_cpus=type_settings.num_cpus,
@@ -209,12 +213,12 @@ class _EngineShell:
         return {t: self.ensure_pool(t) for t in task_types}
 
     def stats(self) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for task_type, pool in self.pools.items():
-            refs = [h.call.remote("state") for h in pool]
+            refs: list[Any] = [h.call.remote("state") for h in pool]
             for i, ref in enumerate(refs):
                 try:
-                    out.append(ray.get(ref, timeout=5))
+                    out.append(_get(ref, 5))
                 except Exception as exc:
                     out.append({"executor_id": f"executor:{task_type}:{i}",
                                 "task_type": task_type, "error": type(exc).__name__})
@@ -267,7 +271,7 @@ class Runtime:
     def start(self) -> Runtime:
         """Bring every system actor up, and one executor pool per known task type."""
         manager = self.handle(MANAGER)
-        types = ray.get(manager.call.remote("types"))
+        types: list[Any] = _get(manager.call.remote("types"))
         for role in (TRACKER, NOTIFIER):
             ray.get(self.handle(role).call.remote("last_event_id" if role == NOTIFIER
                                                   else "flush"))

@@ -231,7 +231,7 @@ class SqlTaskStore(TaskStore):
         return {t.idempotency_key: t for t in found if t.idempotency_key}
 
     def query(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
-        cond = []
+        cond: list[sa.ColumnElement[bool]] = []
         if query.status:
             cond.append(tasks.c.status.in_([s.value for s in query.status]))
         if query.task_type:

@@ -1,0 +1,93 @@
+"""The pure scheduler: priorities, FIFO, aging, delays, admission control, leases."""
+
+from __future__ import annotations
+
+import pytest
+
+from raytasks.errors import QueueFullError
+from raytasks.models import QueuedTask, TaskPriority
+from raytasks.scheduler import TaskScheduler
+
+H, M, L = TaskPriority.HIGH, TaskPriority.MEDIUM, TaskPriority.LOW
+
+
+def _item(task_id: str, priority: TaskPriority, at: float, task_type: str = "t",
+          not_before: float = 0.0) -> QueuedTask:
+    return QueuedTask(task_id=task_id, task_type=task_type, priority=priority,
+                      enqueued_at=at, not_before=not_before)
+
+
+def _drain(s: TaskScheduler, now: float, types: list[str] | None = None) -> list[str]:
+    out = []
+    while (item := s.peek_best(types or ["t"], now)) is not None:
+        s.pop(item)
+        out.append(item.task_id)
+    return out
+
+
+def test_priority_first_then_fifo() -> None:
+    s = TaskScheduler(aging_interval_s=1e9)
+    for i, p in enumerate([L, M, H, L, H, M]):
+        s.enqueue(_item(f"{p.name}{i}", p, at=i), now=10)
+    assert _drain(s, now=10) == ["HIGH2", "HIGH4", "MEDIUM1", "MEDIUM5", "LOW0", "LOW3"]
+
+
+def test_aging_lets_old_low_work_overtake_fresh_high_work() -> None:
+    # Given LOW work that has waited more than two aging intervals
+    s = TaskScheduler(aging_interval_s=10)
+    s.enqueue(_item("low", L, at=0), now=0)
+    s.enqueue(_item("high", H, at=19), now=19)
+    # Then it still yields to HIGH work queued within two intervals of it...
+    assert s.peek_best(["t"], now=19).task_id == "high"  # type: ignore[union-attr]
+    s.enqueue(_item("high-late", H, at=25), now=25)
+    # ...and overtakes HIGH work queued more than two intervals after it
+    assert _drain(s, now=26) == ["high", "low", "high-late"]
+
+
+def test_delayed_items_wait_for_not_before() -> None:
+    s = TaskScheduler()
+    s.enqueue(_item("later", H, at=0, not_before=5), now=0)
+    s.enqueue(_item("now", L, at=0), now=0)
+    assert _drain(s, now=1) == ["now"]
+    assert s.stats(now=1).delayed == 1
+    assert _drain(s, now=5) == ["later"]
+
+
+def test_admission_control_and_removal() -> None:
+    s = TaskScheduler(queue="q", max_queue_size=2)
+    s.enqueue(_item("a", M, 0), now=0)
+    s.enqueue(_item("b", M, 0), now=0)
+    with pytest.raises(QueueFullError, match="queue 'q' is full"):
+        s.enqueue(_item("c", M, 0), now=0)
+    s.enqueue(_item("c", M, 0), now=0, force=True)  # recovery never refuses stored work
+    assert s.remove("a") and not s.remove("a")
+    assert _drain(s, now=0) == ["b", "c"]
+
+
+def test_only_requested_types_and_concurrency_limits() -> None:
+    s = TaskScheduler()
+    s.enqueue(_item("x1", H, 0, task_type="x"), now=0)
+    s.enqueue(_item("x2", H, 1, task_type="x"), now=0)
+    s.enqueue(_item("y1", L, 0, task_type="y"), now=0)
+    assert s.peek_best(["y"], now=0).task_id == "y1"  # type: ignore[union-attr]
+    first = s.peek_best(["x"], now=0, limits={"x": 1})
+    assert first is not None
+    s.pop(first)
+    s.grant(first, token=1, executor_id="e", deadline=10)
+    assert s.peek_best(["x"], now=0, limits={"x": 1}) is None  # x is at its limit
+    s.release("x1", 1)
+    assert s.peek_best(["x"], now=0, limits={"x": 1}).task_id == "x2"  # type: ignore[union-attr]
+
+
+def test_leases_renew_expire_and_fence() -> None:
+    s = TaskScheduler()
+    item = _item("a", M, 0)
+    s.enqueue(item, now=0)
+    s.pop(item)
+    s.grant(item, token=7, executor_id="e", deadline=10)
+    assert not s.renew("a", token=6, deadline=20)  # stale token
+    assert s.renew("a", token=7, deadline=20)
+    assert s.expired(now=15) == []
+    assert [r.task_id for r in s.expired(now=21)] == ["a"]
+    assert s.release("a", token=6) is None
+    assert s.release("a", token=7) is not None and "a" not in s
