@@ -65,7 +65,7 @@ def test_fenced_update_applies_only_with_the_current_token(store: SqlTaskStore) 
 
 
 def test_query_filters_pagination_and_ordering(store: SqlTaskStore) -> None:
-    base = time.time()
+    base = float(int(time.time()))  # whole seconds: datetimes keep only microseconds
     rows = []
     for i in range(30):
         rows.append(_row(f"t{i:02d}", created_at=base + i, priority=1 + i % 3,

@@ -38,6 +38,8 @@ def test_submit_show_ls_stats_and_exit_codes(make_service: Any) -> None:
     assert missing.returncode == 3 and "no task with id 'no-such-id'" in missing.stderr
     listing = json.loads(_run(service, "ls", "--status", "COMPLETED", "--json").stdout)
     assert [t["id"] for t in listing["items"]] == [task["id"]]
+    watched = _run(service, "watch", task["id"])
+    assert watched.returncode == 0 and "COMPLETED" in watched.stdout
     stats = json.loads(_run(service, "stats", "--json").stdout)
     assert stats["status_counts"] == {"COMPLETED": 1}
     assert any(e["task_type"] == "prediction" for e in stats["executors"])

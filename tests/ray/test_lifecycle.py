@@ -267,3 +267,37 @@ def test_large_results_are_stored_as_artifacts(service: Any) -> None:
     assert len(done.result["blob"]) == 200_000
     tm.delete_task_sync(task.id)
     assert not Path(done.result_uri).exists()
+
+
+def test_invalid_input_is_refused_clearly_and_nothing_else_breaks(service: Any) -> None:
+    from raytasks import (
+        InvalidParametersError,
+        InvalidTransitionError,
+        PayloadTooLargeError,
+        TaskNotFoundError,
+        UnknownTaskTypeError,
+    )
+
+    _sleepy(service)
+    tm = TaskManager(service)
+    with pytest.raises(UnknownTaskTypeError, match="unknown task type 'forecast'"):
+        tm.submit_sync(_req(task_type="forecast"))
+    with pytest.raises(InvalidParametersError, match=r"parameters\.stock_code") as info:
+        tm.submit_sync(TaskCreateRequest(name="p", task_type="prediction",
+                                         parameters={"stock_code": "1.SZ"}))
+    assert info.value.errors[0]["field"] == "parameters.stock_code"
+    with pytest.raises(InvalidParametersError, match=r"parameters\.seconds"):
+        tm.submit_sync(_req(seconds="soon"))  # type: ignore[arg-type]
+    with pytest.raises(PayloadTooLargeError):
+        tm.submit_sync(_req(marker_dir="x" * 2_000_000))
+    with pytest.raises(TaskNotFoundError, match="no task with id 'nope'"):
+        tm.get_task_sync("nope")
+    running = tm.submit_sync(_req(1.0))
+    wait_for(lambda: tm.get_task_sync(running.id).status is TaskStatus.RUNNING)
+    with pytest.raises(InvalidTransitionError, match="is RUNNING; it cannot become deleted"):
+        tm.delete_task_sync(running.id)
+    done = tm.wait_sync(running.id, timeout_s=30)
+    with pytest.raises(InvalidTransitionError, match="is COMPLETED"):
+        tm.retry_task_sync(done.id)
+    assert tm.wait_sync(tm.submit_sync(_req(0.0)).id, timeout_s=30).status \
+        is TaskStatus.COMPLETED
