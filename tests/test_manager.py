@@ -251,3 +251,32 @@ async def test_wait_returns_when_the_task_finishes(core: TaskManagerCore) -> Non
     _done(core, core.lease_now("e", ["noop"])[0])
     (done,) = await asyncio.wait_for(waiter, timeout=1)
     assert done.status is TaskStatus.COMPLETED
+
+
+async def test_concurrent_submits_share_one_commit_and_fail_alone(core: TaskManagerCore) -> None:
+    commits = []
+    real_commit = core.store.commit
+
+    def counting_commit(batch: Any) -> list[int]:
+        commits.append(len(batch.inserts))
+        return real_commit(batch)
+
+    core.store.commit = counting_commit  # type: ignore[method-assign]
+    calls = [core.create_and_enqueue([_req()]),
+             core.create_and_enqueue([_req(task_type="prediction",
+                                           parameters={"stock_code": "bad"})]),
+             core.create_and_enqueue([_req(idempotency_key="k"), _req(idempotency_key="k")]),
+             core.create_and_enqueue([_req(idempotency_key="k")])]
+    first, bad, pair, repeat = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(bad, InvalidParametersError)
+    assert commits == [2]  # one transaction: the first task and the one keyed "k"
+    assert pair[0].id == pair[1].id == repeat[0].id != first[0].id  # type: ignore[index]
+    assert core.store.status_counts() == {"PENDING": 2}
+
+
+def test_named_queues_are_scheduled_and_reported_apart(core: TaskManagerCore) -> None:
+    core.create([_req(queue="research"), _req(queue="research", priority=TaskPriority.HIGH),
+                 _req()], enqueue=True)
+    stats = {q["queue"]: q for q in core.stats()["queues"]}
+    assert stats["research"]["waiting"] == {"HIGH": 1, "MEDIUM": 1, "LOW": 0}
+    assert stats["default"]["waiting"]["MEDIUM"] == 1
