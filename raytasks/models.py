@@ -52,6 +52,15 @@ class TaskCreateRequest(BaseModel):
     owner: str | None = Field(default=None, max_length=200)
     notify: list[str] = Field(default_factory=list)
 
+    @field_validator("notify")
+    @classmethod
+    def _notify_is_one_line(cls, targets: list[str]) -> list[str]:
+        for target in targets:
+            if any(c in target for c in "\r\n\0") or len(target) > 320:
+                raise ValueError("notify entries are single-line addresses of at most 320 "
+                                 "characters")
+        return targets
+
     @field_validator("tags")
     @classmethod
     def _tags_are_short(cls, tags: list[str]) -> list[str]:

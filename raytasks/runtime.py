@@ -25,6 +25,7 @@ from .errors import NotConnectedError, RaytasksError
 from .executor import TaskExecutor
 from .manager import TaskManagerCore
 from .notifications import NotificationHub
+from .notify import Dispatcher
 from .progress import ProgressTrackerCore
 from .settings import Settings
 from .store import SqlTaskStore
@@ -76,12 +77,13 @@ class _ManagerShell:
         self.peers = _Peers(settings.namespace)
         self.recovered = self.core.reconcile()
         self._loop_started = False
+        self._background: list[asyncio.Task[None]] = []
         self._last_poke = 0.0
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if not self._loop_started:
             self._loop_started = True
-            asyncio.get_running_loop().create_task(self._expiry_loop())
+            self._background.append(asyncio.get_running_loop().create_task(self._expiry_loop()))
         return await _dispatch(self.core, method, args, kwargs)
 
     async def _expiry_loop(self) -> None:
@@ -92,6 +94,9 @@ class _ManagerShell:
                 self.core.expire_leases()
             except Exception:
                 log.exception("lease expiry failed")
+            if time.monotonic() - self._last_poke > 1.0:
+                # also wakes a restarted notifier, whose loops start on its first call
+                self._poke_notifier([])
 
     def _poke_notifier(self, _events: list[dict[str, Any]]) -> None:
         now = time.monotonic()
@@ -118,6 +123,7 @@ class _TrackerShell:
             SqlTaskStore(settings.store_url), self._renew,
             flush_interval_s=settings.progress_flush_interval_s)
         self._loop_started = False
+        self._background: list[asyncio.Task[None]] = []
 
     async def _renew(self, leases: list[tuple[str, int]]) -> dict[str, list[str]]:
         manager = self.peers.get(MANAGER)
@@ -129,7 +135,7 @@ class _TrackerShell:
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if not self._loop_started:
             self._loop_started = True
-            asyncio.get_running_loop().create_task(self._flush_loop())
+            self._background.append(asyncio.get_running_loop().create_task(self._flush_loop()))
         return await _dispatch(self.core, method, args, kwargs)
 
     async def _flush_loop(self) -> None:
@@ -149,13 +155,29 @@ class _NotifierShell:
         assert settings.store_url is not None
         self.core = NotificationHub(SqlTaskStore(settings.store_url),
                                     buffer_size=settings.event_buffer_size)
+        # its own store connection: the dispatcher's blocking I/O runs in a thread
+        self.dispatcher = Dispatcher(SqlTaskStore(settings.store_url), settings.notify)
         self._loop_started = False
+        self._background: list[asyncio.Task[None]] = []
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if not self._loop_started:
             self._loop_started = True
-            asyncio.get_running_loop().create_task(self._poll_loop())
+            loop = asyncio.get_running_loop()
+            self._background.append(loop.create_task(self._poll_loop()))
+            if self.dispatcher.channels:
+                self._background.append(loop.create_task(self._deliver_loop()))
         return await _dispatch(self.core, method, args, kwargs)
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            try:
+                moved = await asyncio.to_thread(self.dispatcher.tick)
+            except Exception:
+                log.exception("notification delivery failed")
+                moved = 0
+            if not moved:
+                await asyncio.sleep(0.1)
 
     async def _poll_loop(self) -> None:
         while True:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -25,6 +25,84 @@ class TaskTypeSettings(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
     max_retries: int | None = Field(default=None, ge=0)
     max_concurrency: int | None = Field(default=None, ge=1)
+
+
+EventName = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "progress"]
+
+
+def _finished_events() -> list[EventName]:
+    return ["COMPLETED", "FAILED", "CANCELLED"]
+
+
+def _completion_events() -> list[EventName]:
+    return ["COMPLETED", "FAILED"]
+
+
+class ChannelRule(BaseModel):
+    """Which events a channel sends: statuses (or ``progress``), priorities, how often."""
+
+    events: list[EventName] = Field(default_factory=_finished_events)
+    priorities: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    min_interval_s: float = Field(default=0.0, ge=0,
+                                  description="progress events of one task at most this often")
+
+
+class WebhookTarget(ChannelRule):
+    url: str
+    secret: SecretStr
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class EmailSettings(ChannelRule):
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = False
+    ssl: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "raytasks@localhost"
+    recipients: list[str] = Field(default_factory=list,
+                                  description="always notified; tasks may add their own")
+    events: list[EventName] = Field(default_factory=_completion_events)
+    rate_limit_count: int = Field(default=10, ge=1, description="emails per recipient ...")
+    rate_limit_window_s: float = Field(default=300.0, gt=0, description="... per window; "
+                                       "then one digest at the end of the window")
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class NotifySettings(BaseModel):
+    webhooks: list[WebhookTarget] = Field(default_factory=list)
+    email: EmailSettings | None = None
+    ws_progress_interval_s: float = Field(default=0.5, ge=0,
+                                          description="WebSocket progress throttle per task")
+    allow_hosts: list[str] = Field(default_factory=list,
+                                   description="when set, webhooks may only go to these hosts")
+    deny_hosts: list[str] = Field(default_factory=lambda: [
+        "metadata.google.internal", "metadata.tencentyun.com", "metadata"])
+    deny_networks: list[str] = Field(default_factory=lambda: [
+        "169.254.0.0/16",      # link-local: AWS, GCP, Azure, Huawei Cloud metadata
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "fd00:ec2::254/128",   # AWS metadata over IPv6
+        "0.0.0.0/8",
+    ])
+
+
+class ApiToken(BaseModel):
+    """A bearer token, stored as its SHA-256 hex digest, bound to an owner."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    owner: str
+    role: Literal["user", "admin"] = "user"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8265 + 1000
+    tokens: list[ApiToken] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
 class Settings(BaseSettings):
@@ -61,6 +139,8 @@ class Settings(BaseSettings):
     task_types: dict[str, TaskTypeSettings] = Field(default_factory=dict)
 
     progress_flush_interval_s: float = Field(default=0.5, gt=0)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     event_buffer_size: int = Field(default=10_000, ge=100)
 
     @model_validator(mode="after")

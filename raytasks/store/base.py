@@ -85,6 +85,23 @@ class TaskStore(abc.ABC):
     def task_types(self) -> list[tuple[str, bytes, int]]: ...
 
     @abc.abstractmethod
+    def set_cursor(self, name: str, last_id: int) -> None:
+        """Remember how far a notification channel has delivered."""
+
+    @abc.abstractmethod
+    def get_cursor(self, name: str) -> int | None: ...
+
+    @abc.abstractmethod
+    def log_delivery(self, rows: list[dict[str, Any]]) -> None: ...
+
+    @abc.abstractmethod
+    def set_delivery_outcome(self, channel: str, outcome: str, new_outcome: str) -> None: ...
+
+    @abc.abstractmethod
+    def deliveries(self, channel: str | None = None, outcome: str | None = None,
+                   limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
     def schema_version(self) -> int: ...
 
     @abc.abstractmethod

@@ -86,6 +86,28 @@ task_types = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+cursors = sa.Table(
+    "rt_cursors",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+)
+
+deliveries = sa.Table(
+    "rt_deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("channel", sa.String(200), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("rt_deliveries_channel", "channel", "outcome"),
+)
+
 schema = sa.Table(
     "rt_schema",
     metadata,
@@ -198,6 +220,40 @@ class SqlTaskStore(TaskStore):
             conn.execute(task_types.delete().where(task_types.c.name == name))
             conn.execute(task_types.insert().values(
                 name=name, blob=blob, version=version, updated_at=time.time()))
+
+    def set_cursor(self, name: str, last_id: int) -> None:
+        with self.engine.begin() as conn:
+            updated = conn.execute(cursors.update().where(cursors.c.name == name)
+                                   .values(last_id=last_id)).rowcount
+            if not updated:
+                conn.execute(cursors.insert().values(name=name, last_id=last_id))
+
+    def get_cursor(self, name: str) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(cursors.c.last_id)
+                                 .where(cursors.c.name == name)).scalar()
+        return None if value is None else int(value)
+
+    def log_delivery(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``{"channel", "target", "event_id", "attempt", "outcome", "detail", "at"}``."""
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(deliveries.insert(), rows)
+
+    def set_delivery_outcome(self, channel: str, outcome: str, new_outcome: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(deliveries.update().where(deliveries.c.channel == channel)
+                         .where(deliveries.c.outcome == outcome).values(outcome=new_outcome))
+
+    def deliveries(self, channel: str | None = None, outcome: str | None = None,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+        stmt = sa.select(deliveries).order_by(deliveries.c.id).limit(limit)
+        if channel is not None:
+            stmt = stmt.where(deliveries.c.channel == channel)
+        if outcome is not None:
+            stmt = stmt.where(deliveries.c.outcome == outcome)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
 
     # -- reads -----------------------------------------------------------------
 
