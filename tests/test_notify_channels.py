@@ -33,7 +33,7 @@ def test_cloud_metadata_targets_are_denied_by_default(url: str) -> None:
 
 def test_allow_list_limits_targets() -> None:
     check_target("http://127.0.0.1:9/hook", NotifySettings())
-    with pytest.raises(NotificationError, match="not in notify.allow_hosts"):
+    with pytest.raises(NotificationError, match=r"not in notify\.allow_hosts"):
         check_target("http://127.0.0.1:9/hook", NotifySettings(allow_hosts=["hooks.example"]))
 
 
