@@ -228,6 +228,13 @@ class TaskNotificationService(_Facade):
     def events_sync(self, after_id: int = 0, timeout_s: float = 10.0) -> list[TaskNotification]:
         return self._call("stream", after_id, timeout_s)
 
+    async def last_event_id(self) -> int:
+        return await self._acall("last_event_id")
+
+    async def metrics_text(self) -> str:
+        """Task metrics from the event stream, in the Prometheus text format."""
+        return await self._acall("metrics_text")
+
     def last_event_id_sync(self) -> int:
         return self._call("last_event_id")
 

@@ -337,6 +337,24 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--host", default=None, help="default api.host from the settings")
+@click.option("--port", type=int, default=None, help="default api.port from the settings")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API, the WebSocket stream, /metrics and the dashboard."""
+    import uvicorn
+
+    from .server.app import create_app
+
+    rt = _connect(ctx)
+    if not rt.settings.api.tokens:
+        click.echo("warning: no api.tokens configured: every call but /health gets 401",
+                   err=True)
+    uvicorn.run(create_app(rt), host=host or rt.settings.api.host,
+                port=port or rt.settings.api.port, log_level="warning")
+
+
+@cli.command()
 @click.option("--tasks", type=int, default=5000, help="no-op tasks per side")
 @click.option("--samples", type=int, default=200, help="idle latency samples")
 @click.option("--workers", type=int, default=2)

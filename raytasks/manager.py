@@ -334,10 +334,13 @@ class TaskManagerCore(TaskLedger):
     def types(self) -> list[TaskTypeInfo]:
         return [s.info() for s in self.registry.specs()]
 
-    def stats(self) -> dict[str, Any]:
+    def queue_stats(self) -> list[dict[str, Any]]:
         now = self.clock()
+        return [s.stats(now).model_dump() for s in self.schedulers.values()]
+
+    def stats(self) -> dict[str, Any]:
         return {
-            "queues": [s.stats(now).model_dump() for s in self.schedulers.values()],
+            "queues": self.queue_stats(),
             "status_counts": self.store.status_counts(),
             "active": len(self.active),
             "stale_reports_rejected": self.stale_reports,

@@ -224,6 +224,7 @@ class TaskProgressNotification(BaseModel):
     kind: Literal["progress"] = "progress"
     event_id: int
     task_id: str
+    owner: str | None = None
     percentage: float
     message: str = ""
     stage: str | None = None

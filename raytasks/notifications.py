@@ -15,6 +15,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+from .metrics import MetricsRecorder
 from .models import TaskNotification, TaskProgressNotification, TaskStatusNotification
 from .store import SqlTaskStore
 
@@ -36,11 +37,13 @@ class NotificationHub:
         self.ring.extend(store.events_after(max(0, last - buffer_size), limit=buffer_size))
         self.cursor = self.ring[-1]["id"] if self.ring else last
         self._new = asyncio.Event()
+        self.metrics = MetricsRecorder()
 
     def poll(self) -> int:
         """Read new events from the store into the ring; wake streams. Returns how many."""
         rows = self.store.events_after(self.cursor, limit=5000)
         if rows:
+            self.metrics.observe(rows)
             self.ring.extend(rows)
             self.cursor = rows[-1]["id"]
             self._new.set()
@@ -61,6 +64,10 @@ class NotificationHub:
         else:
             rows = self.store.events_after(after_id, limit=limit)
         return [to_notification(r) for r in rows]
+
+    def metrics_text(self) -> str:
+        self.poll()
+        return self.metrics.text()
 
     def last_event_id(self) -> int:
         return self.cursor

@@ -29,6 +29,7 @@ class ProgressTrackerCore:
         self.flush_interval_s = flush_interval_s
         self.clock = clock
         self.latest: dict[str, TaskProgress] = {}
+        self._owners: dict[str, str | None] = {}
         self._dirty: set[str] = set()
 
     async def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
@@ -54,6 +55,7 @@ class ProgressTrackerCore:
             rows.append({"task_id": task_id, "payload": payload, "updated_at": now})
             events.append({"task_id": task_id, "kind": "progress", "created_at": now,
                            "payload": to_json({"task_id": task_id,
+                                               "owner": self._owner(task_id),
                                                "percentage": p.percentage,
                                                "message": p.message, "stage": p.stage,
                                                "eta_s": p.eta_s, "at": p.updated_at})})
@@ -61,6 +63,14 @@ class ProgressTrackerCore:
         self.store.save_progress(rows)
         self.store.append_events(events)
         return events
+
+    def _owner(self, task_id: str) -> str | None:
+        if task_id not in self._owners:
+            if len(self._owners) > 100_000:
+                self._owners.clear()
+            task = self.store.get(task_id)
+            self._owners[task_id] = task.owner if task else None
+        return self._owners[task_id]
 
     def get_progress(self, task_id: str) -> TaskProgress | None:
         """Latest progress, with the task's stored status; None for an unknown id."""

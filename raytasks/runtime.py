@@ -24,6 +24,7 @@ from ray.actor import ActorHandle
 from .errors import NotConnectedError, RaytasksError
 from .executor import TaskExecutor
 from .manager import TaskManagerCore
+from .metrics import RayQueueGauges
 from .notifications import NotificationHub
 from .notify import Dispatcher
 from .progress import ProgressTrackerCore
@@ -75,6 +76,7 @@ class _ManagerShell:
         self.core.on_events = self._poke_notifier
         self.core.on_cancel = self._cancel_on_executor
         self.peers = _Peers(settings.namespace)
+        self.gauges = RayQueueGauges()
         self.recovered = self.core.reconcile()
         self._loop_started = False
         self._background: list[asyncio.Task[None]] = []
@@ -97,6 +99,7 @@ class _ManagerShell:
             if time.monotonic() - self._last_poke > 1.0:
                 # also wakes a restarted notifier, whose loops start on its first call
                 self._poke_notifier([])
+                self.gauges.update({"queues": self.core.queue_stats()})
 
     def _poke_notifier(self, _events: list[dict[str, Any]]) -> None:
         now = time.monotonic()

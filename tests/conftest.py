@@ -96,3 +96,21 @@ def make_service(ray_cluster: None, tmp_path: Path) -> Iterator[Callable[..., An
 @pytest.fixture
 def service(make_service: Callable[..., Any]) -> Any:
     return make_service()
+
+
+@pytest.fixture
+def api(make_service: Callable[..., Any]) -> Iterator[Any]:
+    """The HTTP API over a fresh service with three tokens (alice, bob, root=admin)."""
+    from raytasks import register_task_type
+    from raytasks.settings import ApiSettings, TaskTypeSettings
+    from tests.helpers import SleepParams, sleepy
+    from tests.httpserver import ApiServer, api_tokens
+
+    service = make_service(api=ApiSettings(tokens=api_tokens(), max_body_bytes=64 * 1024),
+                           max_queue_size=20,
+                           task_types={"prediction": TaskTypeSettings(workers=1)})
+    register_task_type("sleepy", sleepy, params_model=SleepParams, workers=1, runtime=service)
+    server = ApiServer(service)
+    server.service = service  # type: ignore[attr-defined]
+    yield server
+    server.close()

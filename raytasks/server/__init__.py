@@ -1,0 +1,1 @@
+"""The HTTP API, WebSocket stream and dashboard."""
