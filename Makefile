@@ -15,11 +15,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m raytasks.demo
 
-# PostgreSQL server binaries for the store tests; the tests fail loudly if they are missing.
+# System parts the tests use: PostgreSQL server binaries (store suite) and Chromium (dashboard).
+# Installed with apt when missing; the tests fail loudly, never skip, if they are still absent.
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 test-deps:
-	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
-	  { echo "installing PostgreSQL server binaries"; apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@need=""; \
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  need="$$need postgresql"; \
+	test -x /usr/bin/chromium || need="$$need chromium"; \
+	if [ -n "$$need" ]; then echo "installing:$$need"; apt-get update -qq && \
+	  $(APT_INSTALL) $$need >/dev/null; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check raytasks tests

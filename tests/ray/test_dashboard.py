@@ -1,0 +1,57 @@
+"""The dashboard in a real headless Chromium (Playwright driving Debian's /usr/bin/chromium)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.httpserver import TOKENS
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test-deps` installs it (apt package chromium)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{api.url}/?token={TOKENS['alice']}")
+        expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+        # Given the submit form, when a 2-second task is submitted
+        page.select_option("#f-type", "sleepy")
+        page.fill("#f-name", "dash-run")
+        page.fill("#f-params", '{"seconds": 2}')
+        page.click("#f-submit")
+        row = page.locator("tr[data-task-id]", has_text="dash-run")
+        bar = row.locator(".bar")
+        # Then its progress bar moves through the middle to 100 %
+        page.wait_for_function(
+            "el => { const p = Number(el.dataset.pct); return p > 0 && p < 100; }",
+            arg=bar.element_handle(), timeout=20_000)
+        expect(bar).to_have_attribute("data-pct", "100", timeout=30_000)
+        expect(row.locator(".status")).to_have_text("COMPLETED")
+        # And another task is cancelled with its button
+        page.fill("#f-name", "dash-cancel")
+        page.fill("#f-params", '{"seconds": 30}')
+        page.click("#f-submit")
+        other = page.locator("tr[data-task-id]", has_text="dash-cancel")
+        expect(other.locator(".status")).to_have_text("RUNNING", timeout=20_000)
+        other.locator("button.cancel").click()
+        expect(other.locator(".status")).to_have_text("CANCELLED", timeout=20_000)
+        expect(page.locator("#queues")).to_contain_text("default")
+        row.locator("button.details").click()
+        expect(page.locator("#detail pre")).to_contain_text('"status": "COMPLETED"')
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 10_000
+    out = Path("test-output")
+    out.mkdir(exist_ok=True)
+    shutil.copy(shot, out / "dashboard.png")
