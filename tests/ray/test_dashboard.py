@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from raytasks import TaskExecutionContext, register_task_type
 from tests.httpserver import TOKENS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -16,9 +17,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def equity_curve(params: dict[str, Any], ctx: TaskExecutionContext) -> dict[str, Any]:
+    return {"equity_curve": [1.0, 1.02, 0.99, 1.05, 1.08, 1.04, 1.11]}
+
+
 def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: `make test-deps` installs it (apt package chromium)")
+    register_task_type("curve", equity_curve, workers=1, runtime=api.service)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -48,6 +54,15 @@ def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path
         expect(page.locator("#queues")).to_contain_text("default")
         row.locator("button.details").click()
         expect(page.locator("#detail pre")).to_contain_text('"status": "COMPLETED"')
+        # A result with a series is charted in the detail view
+        page.select_option("#f-type", "curve")
+        page.fill("#f-name", "dash-curve")
+        page.fill("#f-params", "{}")
+        page.click("#f-submit")
+        curve = page.locator("tr[data-task-id]", has_text="dash-curve")
+        expect(curve.locator(".status")).to_have_text("COMPLETED", timeout=20_000)
+        curve.locator("button.details").click()
+        expect(page.locator("#detail svg polyline")).to_have_count(1)
         shot = tmp_path / "dashboard.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()

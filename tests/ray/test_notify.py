@@ -94,3 +94,28 @@ def test_a_notifier_killed_mid_delivery_loses_nothing(make_service: Any) -> None
                    receiver.unique_accepted().values())
     finally:
         receiver.close()
+
+
+def test_client_callbacks_catch_up_after_the_notifier_restarts(make_service: Any) -> None:
+    from raytasks import TaskNotificationService
+
+    service = _start(make_service)
+    tm = TaskManager(service)
+    seen: list[Any] = []
+    sub = TaskNotificationService(service).subscribe(seen.append)
+    try:
+        first = tm.submit_sync(_req(seconds=0.0))
+        wait_for(lambda: any(e.task_id == first.id and e.status == "COMPLETED" for e in seen
+                             if e.kind == "status"), what="the first completion")
+        # When the notifier dies and tasks finish while it restarts
+        ray.kill(service.handle("notifier"), no_restart=False)
+        later = tm.submit_many_sync([_req(seconds=0.0) for _ in range(3)])
+        tm.wait_all_sync([t.id for t in later], timeout_s=30)
+        # Then the callback still receives each of their status changes, once
+        wanted = {(t.id, s) for t in later for s in ("PENDING", "RUNNING", "COMPLETED")}
+        wait_for(lambda: wanted <= {(e.task_id, e.status) for e in seen if e.kind == "status"},
+                 timeout_s=30, what="the events from the outage")
+        ids = [e.event_id for e in seen]
+        assert ids == sorted(set(ids))
+    finally:
+        sub.close()
