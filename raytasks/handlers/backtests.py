@@ -1,0 +1,95 @@
+"""Backtest tasks: ``strategy``, ``optimize`` (fanned out across the cluster), ``risk``.
+``portfolio`` is still a placeholder and says so in its result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..context import TaskExecutionContext
+from ..quant import backtest as bt
+from ..quant import risk
+from ..quant.costs import CostModel
+from ..quant.data import load_bars
+from .params import BacktestParams
+
+
+def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any]:
+    if params.kind == "portfolio":
+        ctx.report_progress(1.0, "portfolio: placeholder")
+        return {"placeholder": True, "kind": "portfolio",
+                "note": "backtest kind 'portfolio' is a placeholder: nothing was simulated",
+                "parameters": params.model_dump(mode="json")}
+    ctx.report_progress(0.05, "loading bars", stage="data")
+    bars = load_bars([params.stock_code], params.start, params.end, params.source,
+                     params.data_path, params.seed)
+    market = bt.Market.from_bars(bars)
+    costs = CostModel(params.commission_rate, params.commission_min)
+    ctx.check_cancelled()
+    if params.kind == "optimize":
+        return optimize(params, market, costs, ctx)
+    ctx.report_progress(0.3, f"simulating {params.strategy}", stage="simulate")
+    result = bt.run(market, signal(params, market.close), params.cash, costs)
+    out: dict[str, Any] = {"kind": params.kind, "stock_code": params.stock_code,
+                           "strategy": params.strategy, **result.to_dict()}
+    traded = float((result.trades["qty"] * result.trades["price"]).sum())
+    ctx.report_progress(0.8, "risk statistics", stage="risk")
+    buy_hold = market.close / market.close[0] * params.cash
+    out["risk"] = risk.summary(result.equity, benchmark=buy_hold, traded=traded)
+    out["benchmark_total_return"] = float(buy_hold[-1] / buy_hold[0] - 1)
+    ctx.report_progress(1.0, "done", stage="done")
+    return out
+
+
+def signal(params: BacktestParams, close: np.ndarray) -> np.ndarray:
+    if params.strategy == "sma":
+        return bt.sma_crossover(close, params.fast, params.slow)
+    if params.strategy == "momentum":
+        return bt.momentum(close, params.lookback)
+    return bt.mean_reversion(close, params.window, params.entry_z)
+
+
+def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
+             ctx: TaskExecutionContext) -> dict[str, Any]:
+    """Grid search of SMA pairs, split into ``chunks`` run in parallel as Ray tasks."""
+    pairs = bt.grid(params.fast_values, params.slow_values)
+    if not pairs:
+        raise ValueError("fast_values and slow_values give no pair with fast < slow")
+    pieces = [pairs[i::params.chunks] for i in range(params.chunks) if pairs[i::params.chunks]]
+    tables = run_pieces(market, pieces, params.cash, costs, ctx)
+    table = pd.concat(tables, ignore_index=True).sort_values("sharpe", ascending=False)
+    best = table.iloc[0]
+    ctx.report_progress(1.0, f"{len(table)} backtests", stage="done")
+    return {"kind": "optimize", "stock_code": params.stock_code, "combinations": len(table),
+            "best": {"fast": int(best["fast"]), "slow": int(best["slow"]),
+                     "sharpe": float(best["sharpe"]),
+                     "total_return": float(best["total_return"])},
+            "top": table.head(20).to_dict("records")}
+
+
+def run_pieces(market: bt.Market, pieces: list[list[tuple[int, int]]], cash: float,
+               costs: CostModel, ctx: TaskExecutionContext | None = None) -> list[pd.DataFrame]:
+    """Sweep each piece as its own Ray task when Ray is up (locally otherwise)."""
+    import ray
+
+    if not ray.is_initialized() or len(pieces) == 1:
+        return [bt.sweep_sma(market, piece, cash, costs) for piece in pieces]
+    remote = ray.remote(num_cpus=1)(bt.sweep_sma)
+    market_ref = ray.put(market)
+    pending = [remote.remote(market_ref, piece, cash, costs) for piece in pieces]
+    order = {ref: i for i, ref in enumerate(pending)}
+    done: dict[int, pd.DataFrame] = {}
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+        for ref in ready:
+            done[order[ref]] = ray.get(ref)
+        if ctx is not None:
+            if ctx.cancelled:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                ctx.check_cancelled()
+            ctx.report_progress(0.1 + 0.85 * len(done) / len(order),
+                                f"{len(done)}/{len(order)} pieces", stage="sweep")
+    return [done[i] for i in range(len(order))]

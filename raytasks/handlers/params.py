@@ -1,0 +1,75 @@
+"""Parameter models of the built-in task families (``kind`` picks the sub-type)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+STOCK_CODE = r"^\d{6}\.(SZ|SH|BJ)$"
+
+
+class DataSource(BaseModel):
+    """Where bars come from: ``synthetic`` (seeded) or a ``csv`` directory of <code>.csv."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["synthetic", "csv"] = "synthetic"
+    data_path: str | None = Field(default=None, description="directory for source=csv")
+    start: str = Field(default="2016-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    end: str = Field(default="2024-12-31", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    seed: int = 7
+
+    @model_validator(mode="after")
+    def _csv_needs_a_path(self) -> DataSource:
+        if self.source == "csv" and not self.data_path:
+            raise ValueError("data_path is required when source is 'csv'")
+        if self.start >= self.end:
+            raise ValueError(f"start {self.start} must be before end {self.end}")
+        return self
+
+
+class PredictionParams(DataSource):
+    stock_code: str = Field(pattern=STOCK_CODE, description="e.g. 000001.SZ, 600000.SH")
+    days: int = Field(default=5, ge=1, le=250, description="forecast horizon in trading days")
+    kind: Literal["price", "volatility", "trend", "batch"] = "price"
+    model: Literal["garch", "ewma", "har"] = Field(
+        default="garch", description="volatility model (kind=volatility)")
+    test_fraction: float = Field(default=0.2, gt=0.05, lt=0.5,
+                                 description="last share of the history kept out of sample")
+
+
+class BacktestParams(DataSource):
+    kind: Literal["strategy", "optimize", "portfolio", "risk"] = "strategy"
+    stock_code: str = Field(default="000001.SZ", pattern=STOCK_CODE)
+    strategy: Literal["sma", "momentum", "mean_reversion"] = "sma"
+    fast: int = Field(default=5, ge=1, le=250)
+    slow: int = Field(default=20, ge=2, le=500)
+    lookback: int = Field(default=20, ge=1, le=500)
+    window: int = Field(default=20, ge=2, le=500)
+    entry_z: float = Field(default=1.0, gt=0, le=5)
+    cash: float = Field(default=1_000_000.0, gt=0)
+    commission_rate: float = Field(default=0.00025, ge=0, le=0.01)
+    commission_min: float = Field(default=5.0, ge=0)
+    fast_values: list[int] = Field(default_factory=lambda: list(range(2, 42, 2)))
+    slow_values: list[int] = Field(default_factory=lambda: list(range(10, 210, 10)))
+    chunks: int = Field(default=2, ge=1, le=256, description="optimize: parallel pieces")
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> BacktestParams:
+        if self.strategy == "sma" and self.kind in ("strategy", "risk") and \
+                self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be below slow ({self.slow})")
+        return self
+
+
+class TrainingParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["train", "tune", "ensemble", "online"] = "train"
+
+
+class DataParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["sync", "clean", "features", "validate"] = "sync"
