@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ..context import TaskExecutionContext
 from ..registry import TaskTypeSpec
 from .backtests import backtest
+from .data import data_task
 from .params import BacktestParams, DataParams, PredictionParams, TrainingParams
 from .prediction import predict
 
@@ -43,6 +44,6 @@ BUILTIN_TYPES: list[TaskTypeSpec] = [
                  timeout_s=3600, max_retries=1, builtin=True, placeholder=True),
     TaskTypeSpec("training", _placeholder("training"), TrainingParams,
                  timeout_s=6 * 3600, max_retries=1, builtin=True, placeholder=True),
-    TaskTypeSpec("data", _placeholder("data"), DataParams,
-                 timeout_s=3600, max_retries=3, builtin=True, placeholder=True),
+    TaskTypeSpec("data", data_task, DataParams,
+                 timeout_s=3600, max_retries=3, builtin=True),
 ]

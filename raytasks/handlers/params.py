@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -70,6 +71,28 @@ class TrainingParams(BaseModel):
 
 
 class DataParams(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     kind: Literal["sync", "clean", "features", "validate"] = "sync"
+    codes: list[str] = Field(default_factory=lambda: ["000001.SZ"], min_length=1,
+                             max_length=5000)
+    source: Literal["synthetic", "csv", "tushare", "akshare", "baostock"] = "synthetic"
+    data_path: str | None = Field(default=None, description="directory for source=csv")
+    token: str | None = Field(default=None, description="Tushare token (source=tushare)")
+    store_path: str = Field(default="~/.raytasks/market",
+                            description="where the Parquet bar store lives")
+    start: str = Field(default="2016-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    end: str = Field(default="2024-12-31", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    seed: int = 7
+    windows: list[int] = Field(default_factory=lambda: [5, 10, 20, 30, 60])
+
+    @model_validator(mode="after")
+    def _check(self) -> DataParams:
+        for code in self.codes:
+            if not re.match(STOCK_CODE, code):
+                raise ValueError(f"codes: {code!r} is not an A-share code like 000001.SZ")
+        if self.source == "csv" and not self.data_path:
+            raise ValueError("data_path is required when source is 'csv'")
+        if self.source == "tushare" and not self.token:
+            raise ValueError("token is required when source is 'tushare'")
+        return self

@@ -31,14 +31,23 @@ def garch_returns(n: int, omega: float, alpha: float, beta: float, rng: np.rando
     return ret, var
 
 
+#: every series is generated over this whole span and then sliced, so a stock's bars on a
+#: given day are the same whatever range is asked for (incremental syncs line up)
+SPAN = ("2007-01-04", "2026-12-31")
+
+
 def generate_bars(codes: list[str], start: str, end: str, seed: int = 7,
                   suspension_rate: float = 0.002, st_share: float = 0.1) -> pd.DataFrame:
     """Daily bars for ``codes`` over the sessions from ``start`` to ``end``."""
-    dates = trading_days(start, end)
+    dates = trading_days(*SPAN)
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    if lo < dates[0] or hi > dates[-1] or lo > hi:
+        raise ValueError(f"synthetic bars cover {SPAN[0]} to {SPAN[1]}; asked {start}..{end}")
     frames = []
     for code in codes:
         rng = np.random.default_rng([seed, zlib.crc32(code.encode())])
-        frames.append(_one(code, dates, rng, suspension_rate, st_share))
+        frame = _one(code, dates, rng, suspension_rate, st_share)
+        frames.append(frame[(frame["date"] >= lo) & (frame["date"] <= hi)])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from raytasks import (
@@ -25,7 +26,9 @@ from tests.conftest import wait_for
 @pytest.fixture
 def quant(make_service: Any) -> Any:
     return make_service(task_types={"prediction": TaskTypeSettings(workers=1),
-                                    "backtest": TaskTypeSettings(workers=1)})
+                                    "backtest": TaskTypeSettings(workers=1),
+                                    "data": TaskTypeSettings(workers=1),
+                                    "training": TaskTypeSettings(workers=1)})
 
 
 def _run(service: Any, task_type: str, **parameters: Any) -> Any:
@@ -97,3 +100,49 @@ def test_invalid_quant_parameters_are_named(quant: Any) -> None:
     with pytest.raises(InvalidParametersError, match=r"parameters\.model"):
         tm.submit_sync(TaskCreateRequest(name="x", task_type="prediction", parameters={
             "stock_code": "000001.SZ", "kind": "volatility", "model": "lstm"}))
+
+
+def test_data_sync_is_incremental_and_idempotent_then_clean_validate_features(
+        quant: Any, tmp_path: Path) -> None:
+    store = str(tmp_path / "market")
+    codes = ["000001.SZ", "688111.SH"]
+    first = _run(quant, "data", kind="sync", codes=codes, store_path=store,
+                 start="2022-01-01", end="2023-06-30")
+    assert first.result["rows_written"] > 0
+    again = _run(quant, "data", kind="sync", codes=codes, store_path=store,
+                 start="2022-01-01", end="2023-06-30")
+    assert again.result["rows_written"] == 0
+    more = _run(quant, "data", kind="sync", codes=codes, store_path=store,
+                start="2022-01-01", end="2023-12-31")
+    expected = generate_bars(codes, "2023-07-01", "2023-12-31")
+    assert more.result["rows_written"] == len(expected)
+    report = _run(quant, "data", kind="validate", codes=codes, store_path=store,
+                  start="2022-01-01", end="2023-12-31").result
+    assert report["ok"] and report["rows"] == len(generate_bars(codes, "2022-01-01",
+                                                                "2023-12-31"))
+    cleaned = _run(quant, "data", kind="clean", codes=codes, store_path=store,
+                   start="2022-01-01", end="2023-12-31").result
+    assert cleaned["duplicates"] == 0 and cleaned["gaps_filled"] == 0
+    feats = _run(quant, "data", kind="features", codes=codes, store_path=store,
+                 start="2022-01-01", end="2023-12-31", windows=[5, 20]).result
+    frame = pd.read_parquet(feats["path"])
+    assert {"KMID", "ROC20", "CORR5"} <= set(frame.columns)
+    assert len(frame) == report["rows"]
+
+
+def test_validate_reports_every_violation_in_a_csv_directory(quant: Any, tmp_path: Path) -> None:
+    bars = generate_bars(["000001.SZ"], "2024-01-01", "2024-03-31", suspension_rate=0)
+    broken = pd.concat([bars, bars.iloc[[5]]])           # a duplicate
+    broken = broken.drop(index=[10])                      # a calendar gap
+    broken.loc[20, "high"] = broken.loc[20, "low"] - 1    # impossible OHLC
+    save_csv(broken, tmp_path / "csv")
+    store = str(tmp_path / "market")
+    _run(quant, "data", kind="sync", codes=["000001.SZ"], source="csv",
+         data_path=str(tmp_path / "csv"), store_path=store, start="2024-01-01", end="2024-03-31")
+    report = _run(quant, "data", kind="validate", codes=["000001.SZ"], store_path=store,
+                  start="2024-01-01", end="2024-03-31").result
+    # the store de-duplicates on write; the gap and the bad bar are reported
+    assert report["counts"] == {"ohlc": 1, "calendar_gap": 1}
+    cleaned = _run(quant, "data", kind="clean", codes=["000001.SZ"], store_path=store,
+                   start="2024-01-01", end="2024-03-31").result
+    assert cleaned["bad_ohlc"] == 1 and cleaned["gaps_filled"] == 2
