@@ -21,33 +21,35 @@ def feats(bars: pd.DataFrame) -> pd.DataFrame:
     return alpha158(bars, windows=(5, 20))
 
 
+D = 20
+
+
 def test_features_match_direct_formulas(bars: pd.DataFrame, feats: pd.DataFrame) -> None:
     for code, b in bars.groupby("code"):
         b = b.set_index("date")
         got = feats.xs(code, level="code")
         c, o, h, lo, v = b["close"], b["open"], b["high"], b["low"], b["volume"]
-        d = 20
         direct = {
             "KMID": (c - o) / o,
             "KSFT": (2 * c - h - lo) / o,
-            "ROC20": c.shift(d) / c,
-            "MA20": c.rolling(d).mean() / c,
-            "STD20": c.rolling(d).std(ddof=0) / c,
-            "MAX20": h.rolling(d).max() / c,
-            "QTLU20": c.rolling(d).quantile(0.8) / c,
-            "RSV20": (c - lo.rolling(d).min()) / (h.rolling(d).max() - lo.rolling(d).min()),
-            "CORR20": c.rolling(d).corr(np.log(v + 1)),
-            "VMA20": v.rolling(d).mean() / v,
-            "BETA20": c.rolling(d).apply(lambda y: np.polyfit(np.arange(d), y, 1)[0],
+            "ROC20": c.shift(D) / c,
+            "MA20": c.rolling(D).mean() / c,
+            "STD20": c.rolling(D).std(ddof=0) / c,
+            "MAX20": h.rolling(D).max() / c,
+            "QTLU20": c.rolling(D).quantile(0.8) / c,
+            "RSV20": (c - lo.rolling(D).min()) / (h.rolling(D).max() - lo.rolling(D).min()),
+            "CORR20": c.rolling(D).corr(np.log(v + 1)),
+            "VMA20": v.rolling(D).mean() / v,
+            "BETA20": c.rolling(D).apply(lambda y: np.polyfit(np.arange(D), y, 1)[0],
                                          raw=True) / c,
-            "RSQR20": c.rolling(d).apply(
-                lambda y: np.corrcoef(np.arange(d), y)[0, 1] ** 2, raw=True),
-            "RESI20": (c - c.rolling(d).apply(
-                lambda y: np.polyval(np.polyfit(np.arange(d), y, 1), d - 1), raw=True)) / c,
-            "RANK20": c.rolling(d).apply(lambda y: pd.Series(y).rank(pct=True).iloc[-1],
+            "RSQR20": c.rolling(D).apply(
+                lambda y: np.corrcoef(np.arange(D), y)[0, 1] ** 2, raw=True),
+            "RESI20": (c - c.rolling(D).apply(
+                lambda y: np.polyval(np.polyfit(np.arange(D), y, 1), D - 1), raw=True)) / c,
+            "RANK20": c.rolling(D).apply(lambda y: pd.Series(y).rank(pct=True).iloc[-1],
                                          raw=True),
-            "SUMP20": (c.diff().clip(lower=0).rolling(d).sum()
-                       / c.diff().abs().rolling(d).sum()),
+            "SUMP20": (c.diff().clip(lower=0).rolling(D).sum()
+                       / c.diff().abs().rolling(D).sum()),
         }
         for name, series in direct.items():
             np.testing.assert_allclose(got[name].to_numpy(), series.to_numpy(), rtol=1e-6,

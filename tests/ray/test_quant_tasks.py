@@ -91,7 +91,7 @@ def test_volatility_forecast_beats_or_reports_against_its_baseline(quant: Any) -
 
 def test_invalid_quant_parameters_are_named(quant: Any) -> None:
     tm = TaskManager(quant)
-    with pytest.raises(InvalidParametersError, match="fast .5. must be below slow .5."):
+    with pytest.raises(InvalidParametersError, match=r"fast .5. must be below slow .5."):
         tm.submit_sync(TaskCreateRequest(name="x", task_type="backtest",
                                          parameters={"fast": 5, "slow": 5}))
     with pytest.raises(InvalidParametersError, match="data_path is required"):
