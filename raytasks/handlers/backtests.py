@@ -1,5 +1,6 @@
-"""Backtest tasks: ``strategy``, ``optimize`` (fanned out across the cluster), ``risk``.
-``portfolio`` is still a placeholder and says so in its result."""
+"""Backtest tasks: ``strategy`` (SMA crossover, momentum, mean reversion, model signal),
+``optimize`` (grid search fanned out across the cluster), ``portfolio`` (top-k with
+rebalancing) and ``risk`` (the strategy's full risk statistics)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from ..quant import backtest as bt
 from ..quant import risk
 from ..quant.costs import CostModel
 from ..quant.data import load_bars
+from ..quant.features import alpha158, wide
+from ..quant.learning import ModelRegistry
+from ..quant.portfolio import run_portfolio, top_k_weights
 from .params import BacktestParams
 
 
 def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any]:
     if params.kind == "portfolio":
-        ctx.report_progress(1.0, "portfolio: placeholder")
-        return {"placeholder": True, "kind": "portfolio",
-                "note": "backtest kind 'portfolio' is a placeholder: nothing was simulated",
-                "parameters": params.model_dump(mode="json")}
+        return portfolio(params, ctx)
     ctx.report_progress(0.05, "loading bars", stage="data")
     bars = load_bars([params.stock_code], params.start, params.end, params.source,
                      params.data_path, params.seed)
@@ -31,7 +32,7 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     if params.kind == "optimize":
         return optimize(params, market, costs, ctx)
     ctx.report_progress(0.3, f"simulating {params.strategy}", stage="simulate")
-    result = bt.run(market, signal(params, market.close), params.cash, costs)
+    result = bt.run(market, signal(params, market.close, bars), params.cash, costs)
     out: dict[str, Any] = {"kind": params.kind, "stock_code": params.stock_code,
                            "strategy": params.strategy, **result.to_dict()}
     traded = float((result.trades["qty"] * result.trades["price"]).sum())
@@ -43,12 +44,60 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     return out
 
 
-def signal(params: BacktestParams, close: np.ndarray) -> np.ndarray:
+def signal(params: BacktestParams, close: np.ndarray, bars: pd.DataFrame) -> np.ndarray:
     if params.strategy == "sma":
         return bt.sma_crossover(close, params.fast, params.slow)
     if params.strategy == "momentum":
         return bt.momentum(close, params.lookback)
-    return bt.mean_reversion(close, params.window, params.entry_z)
+    if params.strategy == "mean_reversion":
+        return bt.mean_reversion(close, params.window, params.entry_z)
+    scores = model_scores(params, bars)[params.stock_code]
+    dates = pd.DatetimeIndex(bars.sort_values("date")["date"])
+    return (scores.reindex(dates) > params.threshold).astype(float).to_numpy()
+
+
+def model_scores(params: BacktestParams, bars: pd.DataFrame) -> pd.DataFrame:
+    """A registry model's predicted returns, date × code, from features known at each close."""
+    assert params.model_id is not None
+    model, meta = ModelRegistry(params.registry_path).load(params.model_id)
+    feats = alpha158(bars, tuple(meta["windows"]))[meta["features"]].dropna()
+    predicted = pd.Series(model.predict(feats), index=feats.index)
+    return predicted.unstack("code")
+
+
+def portfolio(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any]:
+    """Hold the ``top_k`` stocks by score (momentum, or a model's predicted return), equal
+    weighted, re-chosen every ``rebalance_days``."""
+    ctx.report_progress(0.05, "loading bars", stage="data")
+    bars = load_bars(params.codes, params.start, params.end, params.source, params.data_path,
+                     params.seed)
+    markets = {code: bt.Market.from_bars(frame) for code, frame in bars.groupby("code")}
+    close = wide(bars, "close")
+    if params.strategy == "model":
+        scores = model_scores(params, bars)
+    else:
+        scores = close / close.shift(params.lookback) - 1
+    suspended = bars.pivot(index="date", columns="code", values="suspended")
+    weights = top_k_weights(scores.reindex(suspended.index), params.top_k,
+                            params.rebalance_days, suspended)
+    ctx.check_cancelled()
+    ctx.report_progress(0.4, f"simulating {len(markets)} stocks", stage="simulate")
+    costs = CostModel(params.commission_rate, params.commission_min)
+    res = run_portfolio(markets, weights, params.cash, costs)
+    equity = res["equity"]
+    equal_weight = (close.ffill().bfill() / close.ffill().bfill().iloc[0]).mean(axis=1)
+    ctx.report_progress(1.0, "done", stage="done")
+    step = max(1, len(equity) // 600)
+    return {"kind": "portfolio", "codes": params.codes, "top_k": params.top_k,
+            "rebalance_days": params.rebalance_days,
+            "total_return": float(equity[-1] / equity[0] - 1),
+            "fees": float(sum(t["fee"] for t in res["trades"])), "trades": len(res["trades"]),
+            "equity_curve": [round(float(x), 2) for x in equity[::step]],
+            "equity_dates": [d.strftime("%Y-%m-%d") for d in res["dates"][::step]],
+            "trade_log": res["trades"][:500], "final_positions": res["final_positions"],
+            "risk": risk.summary(equity, benchmark=equal_weight.reindex(res["dates"]).ffill()
+                                 .to_numpy() * params.cash, traded=res["traded"]),
+            "benchmark": "equal-weight buy and hold of the universe"}
 
 
 def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,

@@ -19,6 +19,7 @@ from .backtests import backtest
 from .data import data_task
 from .params import BacktestParams, DataParams, PredictionParams, TrainingParams
 from .prediction import predict
+from .training import train_task
 
 
 def _placeholder(family: str) -> Any:
@@ -39,11 +40,11 @@ def _placeholder(family: str) -> Any:
 
 BUILTIN_TYPES: list[TaskTypeSpec] = [
     TaskTypeSpec("prediction", predict, PredictionParams,
-                 timeout_s=600, max_retries=2, builtin=True, placeholder=True),
+                 timeout_s=600, max_retries=2, builtin=True),
     TaskTypeSpec("backtest", backtest, BacktestParams,
                  timeout_s=3600, max_retries=1, builtin=True, placeholder=True),
-    TaskTypeSpec("training", _placeholder("training"), TrainingParams,
-                 timeout_s=6 * 3600, max_retries=1, builtin=True, placeholder=True),
+    TaskTypeSpec("training", train_task, TrainingParams,
+                 timeout_s=6 * 3600, max_retries=1, builtin=True),
     TaskTypeSpec("data", data_task, DataParams,
                  timeout_s=3600, max_retries=3, builtin=True),
 ]

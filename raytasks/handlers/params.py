@@ -38,12 +38,34 @@ class PredictionParams(DataSource):
         default="garch", description="volatility model (kind=volatility)")
     test_fraction: float = Field(default=0.2, gt=0.05, lt=0.5,
                                  description="last share of the history kept out of sample")
+    model_id: str | None = Field(default=None, description="a registry model (name:vN)")
+    registry_path: str = "~/.raytasks/models"
+    codes: list[str] = Field(default_factory=list, max_length=2000,
+                             description="kind=batch: the stocks to forecast")
+
+    @model_validator(mode="after")
+    def _codes_are_codes(self) -> PredictionParams:
+        for code in self.codes:
+            if not re.match(STOCK_CODE, code):
+                raise ValueError(f"codes: {code!r} is not an A-share code like 000001.SZ")
+        if self.kind == "batch" and not self.codes:
+            raise ValueError("codes must list the stocks to forecast when kind is 'batch'")
+        return self
 
 
 class BacktestParams(DataSource):
     kind: Literal["strategy", "optimize", "portfolio", "risk"] = "strategy"
     stock_code: str = Field(default="000001.SZ", pattern=STOCK_CODE)
-    strategy: Literal["sma", "momentum", "mean_reversion"] = "sma"
+    strategy: Literal["sma", "momentum", "mean_reversion", "model"] = "sma"
+    model_id: str | None = Field(default=None, description="strategy/score 'model'")
+    registry_path: str = "~/.raytasks/models"
+    threshold: float = Field(default=0.0, description="model: invest while the predicted "
+                                                      "return is above this")
+    codes: list[str] = Field(default_factory=lambda: ["000001.SZ", "600000.SH", "300750.SZ",
+                                                      "688111.SH", "002594.SZ"],
+                             max_length=500, description="portfolio: the universe")
+    top_k: int = Field(default=2, ge=1, le=100, description="portfolio: stocks held")
+    rebalance_days: int = Field(default=20, ge=1, le=250)
     fast: int = Field(default=5, ge=1, le=250)
     slow: int = Field(default=20, ge=2, le=500)
     lookback: int = Field(default=20, ge=1, le=500)
@@ -57,17 +79,42 @@ class BacktestParams(DataSource):
     chunks: int = Field(default=2, ge=1, le=256, description="optimize: parallel pieces")
 
     @model_validator(mode="after")
-    def _fast_below_slow(self) -> BacktestParams:
+    def _consistent(self) -> BacktestParams:
         if self.strategy == "sma" and self.kind in ("strategy", "risk") and \
                 self.fast >= self.slow:
             raise ValueError(f"fast ({self.fast}) must be below slow ({self.slow})")
+        if self.strategy == "model" and not self.model_id:
+            raise ValueError("model_id is required when strategy is 'model'")
+        for code in self.codes:
+            if not re.match(STOCK_CODE, code):
+                raise ValueError(f"codes: {code!r} is not an A-share code like 000001.SZ")
+        if self.kind == "portfolio" and self.top_k > len(self.codes):
+            raise ValueError(f"top_k ({self.top_k}) is more than the {len(self.codes)} codes")
         return self
 
 
-class TrainingParams(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class TrainingParams(DataSource):
     kind: Literal["train", "tune", "ensemble", "online"] = "train"
+    codes: list[str] = Field(default_factory=lambda: ["000001.SZ", "600000.SH", "300750.SZ"],
+                             min_length=1, max_length=500)
+    horizon: int = Field(default=5, ge=1, le=60, description="label: return over this many days")
+    model: Literal["ridge", "random_forest", "gbrt"] = "ridge"
+    name: str | None = Field(default=None, pattern=r"^[\w.-]{1,80}$")
+    registry_path: str = "~/.raytasks/models"
+    test_fraction: float = Field(default=0.2, gt=0.05, lt=0.5)
+    windows: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    trials: int = Field(default=8, ge=2, le=256, description="tune: random-search trials")
+    rounds: int = Field(default=3, ge=1, le=6, description="tune: successive-halving rounds")
+    method: Literal["voting", "stacking"] = "stacking"
+    model_id: str | None = Field(default=None, description="online: the model to update")
+    chunks: int = Field(default=4, ge=1, le=100, description="online: time-ordered updates")
+
+    @model_validator(mode="after")
+    def _codes_are_codes(self) -> TrainingParams:
+        for code in self.codes:
+            if not re.match(STOCK_CODE, code):
+                raise ValueError(f"codes: {code!r} is not an A-share code like 000001.SZ")
+        return self
 
 
 class DataParams(BaseModel):
