@@ -64,7 +64,10 @@ async def design_snippet() -> None:
     result = await TaskExecutionEngine().execute_task(task.id)
     progress = await ProgressTracker().get_progress(task.id)
     console.print(f"  task {task.id[:12]} → {progress.status.value}, "
-                  f"{progress.percentage:.0%}: {result['note']}")
+                  f"{progress.percentage:.0%}: {result['stock_code']} in {result['horizon_days']}"
+                  f" days: {result['last_close']} → {result['predicted_price']} "
+                  f"(out-of-sample RMSE {result['quality']['rmse']:.4f} vs naive "
+                  f"{result['quality']['rmse_naive']:.4f})")
 
 
 def _table(rows: list[Any], progress: dict[str, Any]) -> Table:
@@ -97,15 +100,21 @@ def main() -> None:
                        workers=1)
 
     tm, tracker = TaskManager(), ProgressTracker()
+    # wait for the new pool's executor process, so queueing (not start-up) decides the order
+    tm.wait_sync(tm.submit_sync(TaskCreateRequest(name="warm-up", task_type="spin",
+                                                  parameters={"seconds": 0.05})).id)
     requests = []
     for i, priority in enumerate([TaskPriority.LOW] * 3 + [TaskPriority.MEDIUM] * 3
                                  + [TaskPriority.HIGH] * 3):
         requests.append(TaskCreateRequest(
             name=f"spin-{priority.name.lower()}-{i}", task_type="spin", priority=priority,
             parameters={"seconds": 0.8, "fail_first": i == 4}))
-    families = [("prediction", {"stock_code": "600000.SH", "days": 10}),
-                ("backtest", {"kind": "strategy", "stock_code": "000001.SZ"}),
-                ("training", {"kind": "train"}), ("data", {"kind": "sync"})]
+    market = f"{data_dir}/market"
+    families = [("prediction", {"stock_code": "600000.SH", "days": 10, "kind": "volatility"}),
+                ("backtest", {"kind": "optimize", "stock_code": "000001.SZ"}),
+                ("training", {"kind": "train", "registry_path": f"{data_dir}/models"}),
+                ("data", {"kind": "sync", "codes": ["000001.SZ", "300750.SZ"],
+                          "store_path": market})]
     for family, params in families:
         requests.append(TaskCreateRequest(name=f"{family}-demo", task_type=family,
                                           parameters=params, priority=TaskPriority.MEDIUM))
@@ -154,8 +163,38 @@ def _summary(rows: list[Any]) -> None:
                       str(sum(t.attempt for t in mine)))
     console.print(table)
     ok = sum(t.status is TaskStatus.COMPLETED for t in rows)
-    console.print(f"[bold]{ok} of {len(rows)} tasks completed; HIGH work waited least, "
-                  "one task retried after a failure, one was cancelled.")
+    waits = {p: [(t.started_at - t.created_at).total_seconds() for t in rows
+                 if t.task_type == "spin" and t.priority is p and t.started_at]
+             for p in TaskPriority}
+    order = " < ".join(f"{p.name} {statistics.fmean(w):.1f} s" for p, w in
+                       sorted(waits.items(), key=lambda kv: statistics.fmean(kv[1]))
+                       if w)
+    console.print(f"[bold]{ok} of {len(rows)} tasks completed; one retried after a failure, "
+                  f"one was cancelled. Mean wait of the spin tasks by priority: {order}.")
+    for t in rows:
+        if t.status is TaskStatus.COMPLETED and t.task_type in ("prediction", "backtest",
+                                                                "training", "data"):
+            console.print(f"  {t.task_type:10} {_headline(t.result)}")
+
+
+def _headline(result: dict[str, Any]) -> str:
+    kind = result.get("kind")
+    if kind == "volatility":
+        q = result["quality"]
+        return (f"{result['stock_code']} {result['model']} annualised vol "
+                f"{result['annualized_vol']:.1%}; out-of-sample QLIKE {q['qlike']:.3f} vs "
+                f"naive {q['qlike_naive']:.3f}")
+    if kind == "optimize":
+        b = result["best"]
+        return (f"{result['combinations']} SMA pairs; best fast={b['fast']} slow={b['slow']} "
+                f"Sharpe {b['sharpe']:.2f}")
+    if kind == "train":
+        m = result["metrics"]
+        return (f"model {result['model_id']}: out-of-sample RMSE {m['rmse']:.4f} vs naive "
+                f"{m['rmse_naive']:.4f}, rank IC {m['rank_ic']:.3f}")
+    if kind == "sync":
+        return f"{result['rows_written']} bars stored in {result['store']}"
+    return str(kind)
 
 
 if __name__ == "__main__":

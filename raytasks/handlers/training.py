@@ -152,15 +152,16 @@ def online(params: TrainingParams, data: Dataset, train: np.ndarray, test: np.nd
             alpha=1e-3, learning_rate="invscaling", eta0=1e-3, random_state=0))
     scaler, sgd = model[0], model[-1]
     x, y = data.x[train], data.y[train]
-    dates = np.array(sorted(set(x.index.get_level_values("date"))))
-    edges = np.array_split(dates, params.chunks)
+    row_dates = x.index.get_level_values("date")
+    edges = np.array_split(np.arange(len(row_dates.unique())), params.chunks)
+    dates = row_dates.unique().sort_values()
     scores = []
     for k, block in enumerate(edges):
-        mask = np.isin(x.index.get_level_values("date"), block)
+        mask = np.asarray(row_dates.isin(dates[block]))
         scaler.partial_fit(x[mask])
         sgd.partial_fit(scaler.transform(x[mask]), y[mask])
         if k + 1 < len(edges):
-            nxt = np.isin(x.index.get_level_values("date"), edges[k + 1])
+            nxt = np.asarray(row_dates.isin(dates[edges[k + 1]]))
             pred = sgd.predict(scaler.transform(x[nxt]))
             scores.append(float(np.sqrt(np.mean((pred - y[nxt]) ** 2))))
         ctx.report_progress(0.2 + 0.6 * (k + 1) / len(edges), f"update {k + 1}", stage="online")

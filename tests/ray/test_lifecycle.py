@@ -61,7 +61,8 @@ def test_public_api_snippet_runs_as_written(make_service: Any) -> None:
         return result, progress
 
     result, progress = asyncio.run(snippet())
-    assert result["placeholder"] is True and result["parameters"]["stock_code"] == "000001.SZ"
+    assert result["kind"] == "price" and result["stock_code"] == "000001.SZ"
+    assert result["horizon_days"] == 5 and result["predicted_price"] > 0
     assert progress.percentage == 1.0 and progress.status is TaskStatus.COMPLETED
 
 

@@ -146,3 +146,52 @@ def test_validate_reports_every_violation_in_a_csv_directory(quant: Any, tmp_pat
     cleaned = _run(quant, "data", kind="clean", codes=["000001.SZ"], store_path=store,
                    start="2024-01-01", end="2024-03-31").result
     assert cleaned["bad_ohlc"] == 1 and cleaned["gaps_filled"] == 2
+
+
+def test_training_kinds_register_models_that_predictions_and_backtests_use(
+        quant: Any, tmp_path: Path) -> None:
+    reg = str(tmp_path / "models")
+    common = {"codes": ["000001.SZ", "600000.SH", "300750.SZ"], "start": "2020-01-01",
+              "end": "2023-12-31", "registry_path": reg, "windows": [5, 20]}
+    trained = _run(quant, "training", kind="train", model="ridge", name="r", **common).result
+    assert trained["model_id"] == "r:v1"
+    assert {"rmse", "rmse_naive", "ic", "rank_ic", "directional_accuracy"} <= \
+        set(trained["metrics"])
+    tuned = _run(quant, "training", kind="tune", trials=4, rounds=2, **common).result
+    assert len(tuned["rounds"]) == 2 and len(tuned["rounds"][1]) == 2  # half stopped early
+    stacked = _run(quant, "training", kind="ensemble", method="stacking", **common).result
+    assert set(stacked["weights"]) == {"ridge", "forest", "gbrt"}
+    first = _run(quant, "training", kind="online", name="o", **common).result
+    again = _run(quant, "training", kind="online", name="o", model_id=first["model_id"],
+                 **common).result
+    assert (first["model_id"], again["model_id"]) == ("o:v1", "o:v2")
+    assert again["updated_from"] == "o:v1"
+    # a prediction task loads a registered model by id
+    price = _run(quant, "prediction", stock_code="600000.SH", days=5, model_id="r:v1",
+                 registry_path=reg, start="2020-01-01", end="2023-12-31").result
+    assert price["model_id"] == "r:v1" and price["predicted_price"] > 0
+    # and a backtest trades on its signal
+    bt = _run(quant, "backtest", kind="strategy", strategy="model", model_id="r:v1",
+              registry_path=reg, stock_code="600000.SH", start="2020-01-01",
+              end="2023-12-31").result
+    assert bt["trades"] > 0
+
+
+def test_price_trend_batch_and_portfolio(quant: Any) -> None:
+    price = _run(quant, "prediction", stock_code="000001.SZ", days=5).result
+    last = price["last_close"]
+    assert price["predicted_price"] == pytest.approx(last * (1 + price["predicted_return"]),
+                                                     abs=0.006)
+    assert price["quality"]["n"] > 100 and "rmse_naive" in price["quality"]
+    trend = _run(quant, "prediction", stock_code="000001.SZ", days=5, kind="trend").result
+    assert trend["direction"] in ("up", "down") and 0 <= trend["probability_up"] <= 1
+    assert "accuracy_naive" in trend["quality"]
+    batch = _run(quant, "prediction", stock_code="000001.SZ", kind="batch",
+                 codes=["000001.SZ", "600000.SH", "300750.SZ", "688111.SH"]).result
+    assert batch["stocks"] == 4
+    ranked = [r["predicted_return"] for r in batch["ranking"]]
+    assert ranked == sorted(ranked, reverse=True)
+    book = _run(quant, "backtest", kind="portfolio", top_k=2, rebalance_days=10,
+                start="2021-01-01", end="2023-12-31").result
+    assert book["trades"] > 0 and len(book["equity_curve"]) > 100
+    assert {"sharpe", "max_drawdown", "beta", "turnover"} <= set(book["risk"])
