@@ -106,12 +106,17 @@ def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
     pairs = bt.grid(params.fast_values, params.slow_values)
     if not pairs:
         raise ValueError("fast_values and slow_values give no pair with fast < slow")
+    if params.search == "random" and params.samples < len(pairs):
+        picks = np.random.default_rng(params.seed).choice(len(pairs), params.samples,
+                                                          replace=False)
+        pairs = [pairs[i] for i in sorted(picks)]
     pieces = [pairs[i::params.chunks] for i in range(params.chunks) if pairs[i::params.chunks]]
     tables = run_pieces(market, pieces, params.cash, costs, ctx)
     table = pd.concat(tables, ignore_index=True).sort_values("sharpe", ascending=False)
     best = table.iloc[0]
     ctx.report_progress(1.0, f"{len(table)} backtests", stage="done")
-    return {"kind": "optimize", "stock_code": params.stock_code, "combinations": len(table),
+    return {"kind": "optimize", "stock_code": params.stock_code, "search": params.search,
+            "combinations": len(table),
             "best": {"fast": int(best["fast"]), "slow": int(best["slow"]),
                      "sharpe": float(best["sharpe"]),
                      "total_return": float(best["total_return"])},

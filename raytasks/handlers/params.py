@@ -77,6 +77,9 @@ class BacktestParams(DataSource):
     fast_values: list[int] = Field(default_factory=lambda: list(range(2, 42, 2)))
     slow_values: list[int] = Field(default_factory=lambda: list(range(10, 210, 10)))
     chunks: int = Field(default=2, ge=1, le=256, description="optimize: parallel pieces")
+    search: Literal["grid", "random"] = "grid"
+    samples: int = Field(default=100, ge=1, le=100_000,
+                         description="optimize, search=random: pairs drawn from the grid")
 
     @model_validator(mode="after")
     def _consistent(self) -> BacktestParams:

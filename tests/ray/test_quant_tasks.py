@@ -195,3 +195,38 @@ def test_price_trend_batch_and_portfolio(quant: Any) -> None:
                 start="2021-01-01", end="2023-12-31").result
     assert book["trades"] > 0 and len(book["equity_curve"]) > 100
     assert {"sharpe", "max_drawdown", "beta", "turnover"} <= set(book["risk"])
+
+
+def test_every_kind_runs_on_a_csv_directory(quant: Any, tmp_path: Path) -> None:
+    codes = ["000001.SZ", "600000.SH", "300750.SZ"]
+    save_csv(generate_bars(codes, "2019-01-01", "2023-12-31"), tmp_path / "csv")
+    src = {"source": "csv", "data_path": str(tmp_path / "csv"), "start": "2019-01-01",
+           "end": "2023-12-31"}
+    reg, market = str(tmp_path / "models"), str(tmp_path / "market")
+    kinds = [("data", {"kind": "sync", "codes": codes, "store_path": market, **src})]
+    kinds += [("data", {"kind": k, "codes": codes, "store_path": market, "start": "2019-01-01",
+                        "end": "2023-12-31"}) for k in ("clean", "validate", "features")]
+    kinds += [("prediction", {"kind": k, "stock_code": "000001.SZ", **src})
+              for k in ("price", "volatility", "trend")]
+    kinds += [("prediction", {"kind": "batch", "stock_code": "000001.SZ", "codes": codes,
+                              **src})]
+    kinds += [("backtest", {"kind": k, "stock_code": "600000.SH", "codes": codes, **src})
+              for k in ("strategy", "risk", "portfolio")]
+    kinds += [("backtest", {"kind": "optimize", "search": "random", "samples": 40, **src})]
+    kinds += [("training", {"kind": k, "codes": codes, "registry_path": reg, "trials": 4,
+                            "rounds": 2, "windows": [5, 20], **src})
+              for k in ("train", "tune", "ensemble", "online")]
+    tm = TaskManager(quant)
+    # data tasks run in order (clean/validate/features read what sync stored)
+    data_ids = []
+    for task_type, params in kinds[:4]:
+        prev = [data_ids[-1]] if data_ids else []
+        data_ids.append(tm.submit_sync(TaskCreateRequest(
+            name=params["kind"], task_type=task_type, parameters=params, depends_on=prev)).id)
+    others = tm.submit_many_sync([TaskCreateRequest(name=p["kind"], task_type=t, parameters=p)
+                                  for t, p in kinds[4:]])
+    done = tm.wait_all_sync(data_ids + [t.id for t in others], timeout_s=600)
+    for (task_type, params), task in zip(kinds, done, strict=True):
+        assert task.status is TaskStatus.COMPLETED, (task_type, params["kind"], task.error)
+        assert task.result["kind"] == params["kind"], task.result
+        assert "placeholder" not in task.result
