@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 STOCK_CODE = r"^\d{6}\.(SZ|SH|BJ)$"
+#: a stock code such as 000001.SZ; in a list, an error names its position (codes.2)
+StockCode = Annotated[str, StringConstraints(pattern=STOCK_CODE)]
 
 
 class DataSource(BaseModel):
@@ -40,14 +41,11 @@ class PredictionParams(DataSource):
                                  description="last share of the history kept out of sample")
     model_id: str | None = Field(default=None, description="a registry model (name:vN)")
     registry_path: str = "~/.raytasks/models"
-    codes: list[str] = Field(default_factory=list, max_length=2000,
+    codes: list[StockCode] = Field(default_factory=list, max_length=2000,
                              description="kind=batch: the stocks to forecast")
 
     @model_validator(mode="after")
-    def _codes_are_codes(self) -> PredictionParams:
-        for code in self.codes:
-            if not re.match(STOCK_CODE, code):
-                raise ValueError(f"codes: {code!r} is not an A-share code like 000001.SZ")
+    def _batch_has_codes(self) -> PredictionParams:
         if self.kind == "batch" and not self.codes:
             raise ValueError("codes must list the stocks to forecast when kind is 'batch'")
         return self
@@ -61,7 +59,7 @@ class BacktestParams(DataSource):
     registry_path: str = "~/.raytasks/models"
     threshold: float = Field(default=0.0, description="model: invest while the predicted "
                                                       "return is above this")
-    codes: list[str] = Field(default_factory=lambda: ["000001.SZ", "600000.SH", "300750.SZ",
+    codes: list[StockCode] = Field(default_factory=lambda: ["000001.SZ", "600000.SH", "300750.SZ",
                                                       "688111.SH", "002594.SZ"],
                              max_length=500, description="portfolio: the universe")
     top_k: int = Field(default=2, ge=1, le=100, description="portfolio: stocks held")
@@ -88,9 +86,6 @@ class BacktestParams(DataSource):
             raise ValueError(f"fast ({self.fast}) must be below slow ({self.slow})")
         if self.strategy == "model" and not self.model_id:
             raise ValueError("model_id is required when strategy is 'model'")
-        for code in self.codes:
-            if not re.match(STOCK_CODE, code):
-                raise ValueError(f"codes: {code!r} is not an A-share code like 000001.SZ")
         if self.kind == "portfolio" and self.top_k > len(self.codes):
             raise ValueError(f"top_k ({self.top_k}) is more than the {len(self.codes)} codes")
         return self
@@ -98,7 +93,7 @@ class BacktestParams(DataSource):
 
 class TrainingParams(DataSource):
     kind: Literal["train", "tune", "ensemble", "online"] = "train"
-    codes: list[str] = Field(default_factory=lambda: ["000001.SZ", "600000.SH", "300750.SZ"],
+    codes: list[StockCode] = Field(default_factory=lambda: ["000001.SZ", "600000.SH", "300750.SZ"],
                              min_length=1, max_length=500)
     horizon: int = Field(default=5, ge=1, le=60, description="label: return over this many days")
     model: Literal["ridge", "random_forest", "gbrt"] = "ridge"
@@ -112,19 +107,13 @@ class TrainingParams(DataSource):
     model_id: str | None = Field(default=None, description="online: the model to update")
     chunks: int = Field(default=4, ge=1, le=100, description="online: time-ordered updates")
 
-    @model_validator(mode="after")
-    def _codes_are_codes(self) -> TrainingParams:
-        for code in self.codes:
-            if not re.match(STOCK_CODE, code):
-                raise ValueError(f"codes: {code!r} is not an A-share code like 000001.SZ")
-        return self
 
 
 class DataParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["sync", "clean", "features", "validate"] = "sync"
-    codes: list[str] = Field(default_factory=lambda: ["000001.SZ"], min_length=1,
+    codes: list[StockCode] = Field(default_factory=lambda: ["000001.SZ"], min_length=1,
                              max_length=5000)
     source: Literal["synthetic", "csv", "tushare", "akshare", "baostock"] = "synthetic"
     data_path: str | None = Field(default=None, description="directory for source=csv")
@@ -138,9 +127,6 @@ class DataParams(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DataParams:
-        for code in self.codes:
-            if not re.match(STOCK_CODE, code):
-                raise ValueError(f"codes: {code!r} is not an A-share code like 000001.SZ")
         if self.source == "csv" and not self.data_path:
             raise ValueError("data_path is required when source is 'csv'")
         if self.source == "tushare" and not self.token:
