@@ -63,6 +63,8 @@ class EmailSettings(ChannelRule):
     ssl: bool = False
     username: str | None = None
     password: SecretStr | None = None
+    ca_file: str | None = Field(default=None, description="CA bundle to verify the server "
+                                                     "(default: the system's)")
     sender: str = "raytasks@localhost"
     recipients: list[str] = Field(default_factory=list,
                                   description="always notified; tasks may add their own")

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from raytasks.notify import verify
 
@@ -64,9 +65,13 @@ class WebhookReceiver:
 
 
 class SmtpSink:
-    """A real SMTP server (aiosmtpd) that keeps every message it receives."""
+    """A real SMTP server (aiosmtpd) that keeps every message it receives.
 
-    def __init__(self) -> None:
+    With ``tls`` (an ``ssl.SSLContext``) it requires STARTTLS; with ``login`` (user,
+    password) it requires authentication.
+    """
+
+    def __init__(self, tls: Any = None, login: tuple[str, str] | None = None) -> None:
         self.messages: list[Message] = []
         sink = self
 
@@ -80,8 +85,51 @@ class SmtpSink:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        extra: dict[str, Any] = {}
+        if tls is not None:
+            extra.update(tls_context=tls, require_starttls=True)
+        if login is not None:
+            def check(server: Any, session: Any, envelope: Any, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+                ok = (auth_data.login.decode(), auth_data.password.decode()) == login
+                return AuthResult(success=ok)
+
+            extra.update(authenticator=check, auth_required=True,
+                         auth_require_tls=tls is not None)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **extra)
         self.controller.start()
 
     def close(self) -> None:
         self.controller.stop()
+
+
+def self_signed(directory: Any) -> tuple[Any, str]:
+    """A server TLS context for 127.0.0.1 and the path of its certificate (the CA to trust)."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "smtp.crt", directory / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context, str(cert_path)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from raytasks.errors import NotificationError
 from raytasks.models import TaskCreateRequest
@@ -84,5 +84,30 @@ def test_rate_limit_turns_a_flood_into_one_digest(tmp_path: Path) -> None:
         digest = smtp.messages[2]
         assert digest["Subject"] == "[raytasks] digest: 5 task events"
         assert json.loads("[" + digest["X-Raytasks-Event-Ids"] + "]") == [3, 4, 5, 6, 7]
+    finally:
+        smtp.close()
+
+
+def test_starttls_and_login(tmp_path: Path) -> None:
+    from tests.receivers import self_signed
+
+    tls, ca = self_signed(tmp_path)
+    smtp = SmtpSink(tls=tls, login=("raytasks", "pa55"))
+    try:
+        store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+        event = {"event_id": 1, "task_id": "t1", "kind": "status", "status": "FAILED", "at": 0}
+        good = EmailSettings(host="127.0.0.1", port=smtp.port, starttls=True, ca_file=ca,
+                             username="raytasks", password="pa55", recipients=["d@x.cn"])
+        done, log = EmailChannel(good, store).deliver(event, now=0.0)
+        assert done and log[0]["outcome"] == "delivered" and len(smtp.messages) == 1
+        # a wrong password is a failed delivery (retried later), never a silent drop
+        bad = good.model_copy(update={"password": SecretStr("nope")})
+        done, log = EmailChannel(bad, store).deliver(event, now=0.0)
+        assert not done and log[0]["outcome"] == "failed"
+        assert "nope" not in str(log)  # secrets are never logged
+        # without STARTTLS the server refuses to take the mail
+        plain = good.model_copy(update={"starttls": False})
+        done, _ = EmailChannel(plain, store).deliver(event, now=0.0)
+        assert not done and len(smtp.messages) == 1
     finally:
         smtp.close()

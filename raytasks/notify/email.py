@@ -124,14 +124,14 @@ class EmailChannel:
         msg = build_message(self.settings, recipient, events)
         s = self.settings
         smtp: smtplib.SMTP
+        context = ssl.create_default_context(cafile=s.ca_file)  # verifies host and chain
         if s.ssl:
-            smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s,
-                                    context=ssl.create_default_context())
+            smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context)
         else:
             smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
         with smtp:
             if s.starttls and not s.ssl:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=context)
             if s.username:
                 password = s.password.get_secret_value() if s.password else ""
                 smtp.login(s.username, password)

@@ -252,6 +252,7 @@ async def _serve_socket(socket: WebSocket, notifier: TaskNotificationService,
     task_ids = set(hello["task_ids"]) if hello.get("task_ids") else None
     wanted = hello.get("filter") or {}
     last_progress: dict[str, float] = {}
+    finished: set[str] = set()  # progress is flushed in batches and can trail the end
     await socket.send_json({"subscribed": True, "after_id": cursor})
     try:
         while True:
@@ -259,6 +260,10 @@ async def _serve_socket(socket: WebSocket, notifier: TaskNotificationService,
             for event in events:
                 cursor = event.event_id
                 data = event.model_dump(mode="json")
+                if data["kind"] == "status" and data["status"] in _FINAL:
+                    finished.add(data["task_id"])
+                elif data["task_id"] in finished:
+                    continue
                 if not _wanted(data, who, task_ids, wanted, last_progress,
                                progress_interval_s):
                     continue
@@ -267,6 +272,9 @@ async def _serve_socket(socket: WebSocket, notifier: TaskNotificationService,
                 await socket.send_json({"heartbeat": cursor})
     except (WebSocketDisconnect, RuntimeError):
         return
+
+
+_FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 def _wanted(data: dict[str, Any], who: Principal, task_ids: set[str] | None,
