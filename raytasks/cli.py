@@ -195,6 +195,39 @@ def submit(ctx: click.Context, task_type: str, name: str | None, params: tuple[s
             sys.exit(EXIT_FAILED)
 
 
+@cli.command("submit-many")
+@click.argument("file", type=click.File("r"))
+@click.option("--wait", "wait_", is_flag=True, help="wait for every task")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="seconds, with --wait")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def submit_many(ctx: click.Context, file: Any, wait_: bool, timeout_s: float | None,
+                as_json: bool) -> None:
+    """Create and queue every request in FILE (a JSON list; - for standard input)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from .api import TaskManager
+    from .registry import validation_errors
+
+    with _errors(as_json):
+        try:
+            requests = TypeAdapter(list[TaskCreateRequest]).validate_json(file.read())
+        except ValidationError as exc:
+            raise InvalidParametersError(validation_errors(exc, "requests")) from None
+        tm = TaskManager(_connect(ctx))
+        tasks = tm.submit_many_sync(requests)
+        if wait_:
+            tasks = tm.wait_all_sync([t.id for t in tasks], timeout_s)
+
+        def human() -> None:
+            for t in tasks:
+                click.echo(f"{t.id}  {t.status.value:9}  {t.task_type:10}  {t.name}")
+
+        _emit(as_json, [t.model_dump(mode="json") for t in tasks], human)
+        if wait_ and any(t.status is not TaskStatus.COMPLETED for t in tasks):
+            sys.exit(EXIT_FAILED)
+
+
 @cli.command("ls")
 @click.option("--status", multiple=True,
               type=click.Choice([s.value for s in TaskStatus], case_sensitive=False))

@@ -17,7 +17,8 @@ CLI = [str(Path(sys.executable).parent / "raytasks"), "--address", "auto"]
 def _run(service: Any, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAYTASKS_NAMESPACE": service.settings.namespace,
            "RAYTASKS_DATA_DIR": str(service.settings.data_dir)}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=600,
+                          stdin=subprocess.DEVNULL)
 
 
 def test_submit_show_ls_stats_and_exit_codes(make_service: Any) -> None:
@@ -55,36 +56,44 @@ def test_bench_runs_both_sides_and_reports_a_ratio(service: Any) -> None:
     assert "ratio" in format_core(figures)
 
 
-def test_each_family_from_the_cli_on_csv_and_synthetic_data(make_service: Any,
-                                                             tmp_path: Path) -> None:
+def test_every_kind_from_the_cli_on_synthetic_and_csv_data(make_service: Any,
+                                                           tmp_path: Path) -> None:
     from raytasks.quant.data import save_csv
     from raytasks.quant.synthetic import generate_bars
 
     service = make_service(task_types={t: TaskTypeSettings(workers=1) for t in
                                        ("prediction", "backtest", "training", "data")})
+    codes = ["000001.SZ", "600000.SH", "300750.SZ"]
     csv = tmp_path / "csv"
-    save_csv(generate_bars(["000001.SZ", "600000.SH"], "2019-01-01", "2023-12-31"), csv)
-    market, models = str(tmp_path / "market"), str(tmp_path / "models")
-    runs = [
-        ["data", "--params", json.dumps({"kind": "sync", "codes": ["000001.SZ", "600000.SH"],
-                                         "source": "csv", "data_path": str(csv),
-                                         "store_path": market, "start": "2019-01-01",
-                                         "end": "2023-12-31"})],
-        ["data", "--params", json.dumps({"kind": "validate", "codes": ["000001.SZ"],
-                                         "store_path": market, "start": "2019-01-01",
-                                         "end": "2023-12-31"})],
-        ["prediction", "-p", "stock_code=000001.SZ", "-p", "kind=volatility", "-p",
-         "model=ewma", "-p", "source=csv", "-p", f"data_path={csv}", "-p",
-         "start=2019-01-01", "-p", "end=2023-12-31"],
-        ["backtest", "-p", "kind=risk", "-p", "stock_code=600000.SH", "-p", "source=csv",
-         "-p", f"data_path={csv}", "-p", "start=2019-01-01", "-p", "end=2023-12-31"],
-        ["training", "--params", json.dumps({"kind": "train", "codes": ["000001.SZ"],
-                                             "registry_path": models, "start": "2019-01-01",
-                                             "end": "2023-12-31"})],
-    ]
-    for args in runs:
-        out = _run(service, "submit", *args, "--wait", "--json")
-        assert out.returncode == 0, (args, out.stdout, out.stderr)
-        result = json.loads(out.stdout)["result"]
-        assert "placeholder" not in result, args
-    assert result["model_id"] == "train-ridge:v1"
+    save_csv(generate_bars(codes, "2019-01-01", "2023-12-31"), csv)
+    for source in ("synthetic", "csv"):
+        src = {"source": source, "start": "2019-01-01", "end": "2023-12-31",
+               **({"data_path": str(csv)} if source == "csv" else {})}
+        market, models = str(tmp_path / source / "market"), str(tmp_path / source / "models")
+        # data kinds first, in order: clean/validate/features read what sync stored
+        data = [{"kind": "sync", "codes": codes, "store_path": market, **src}]
+        data += [{"kind": k, "codes": codes, "store_path": market, "start": "2019-01-01",
+                  "end": "2023-12-31"} for k in ("clean", "validate", "features")]
+        for params in data:
+            out = _run(service, "submit", "data", "--params", json.dumps(params), "--wait",
+                       "--json")
+            assert out.returncode == 0, (params, out.stdout, out.stderr)
+            assert json.loads(out.stdout)["result"]["kind"] == params["kind"]
+        kinds = [("prediction", {"kind": k, "stock_code": "000001.SZ", "codes": codes, **src})
+                 for k in ("price", "volatility", "trend", "batch")]
+        kinds += [("backtest", {"kind": k, "stock_code": "600000.SH", "codes": codes,
+                                "search": "random", "samples": 30, **src})
+                  for k in ("strategy", "optimize", "portfolio", "risk")]
+        kinds += [("training", {"kind": k, "codes": codes, "registry_path": models,
+                                "trials": 4, "rounds": 2, "windows": [5, 20], **src})
+                  for k in ("train", "tune", "ensemble", "online")]
+        batch = tmp_path / f"{source}.json"
+        batch.write_text(json.dumps([{"name": f"{t}-{p['kind']}", "task_type": t,
+                                      "parameters": p} for t, p in kinds]))
+        out = _run(service, "submit-many", str(batch), "--wait", "--json")
+        assert out.returncode == 0, (source, out.stdout[-2000:], out.stderr[-2000:])
+        results = json.loads(out.stdout)
+        assert [(r["task_type"], r["result"]["kind"]) for r in results] == \
+            [(t, p["kind"]) for t, p in kinds]
+    bad = _run(service, "submit-many", "-", "--json")
+    assert bad.returncode == 2  # empty standard input is not a JSON list

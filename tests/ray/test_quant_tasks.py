@@ -70,6 +70,7 @@ def test_optimize_fans_out_and_reports_progress(quant: Any) -> None:
     assert done.status is TaskStatus.COMPLETED, done.error
     assert done.result["combinations"] == sum(1 for f in range(2, 30, 2)
                                               for s in range(10, 130, 10) if f < s)
+    assert seen - {0.0, 1.0}, f"progress never moved between 0 and 1: {seen}"
     top = done.result["top"]
     assert top[0]["sharpe"] == done.result["best"]["sharpe"] == max(r["sharpe"] for r in top)
 
