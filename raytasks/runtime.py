@@ -218,6 +218,25 @@ class _EngineShell:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pools: dict[str, list[ActorHandle]] = {}
+        self._adopt_existing()
+
+    def _adopt_existing(self) -> None:
+        """After a restart, take back the executors that outlived the old engine (by name)."""
+        try:
+            manager = ray.get_actor(MANAGER, namespace=self.settings.namespace)
+            types = _get(manager.call.remote("types"), 30)
+        except Exception:  # no manager yet: nothing to adopt
+            return
+        for info in types:
+            pool: list[ActorHandle] = []
+            while True:
+                try:
+                    pool.append(ray.get_actor(f"executor:{info.name}:{len(pool)}",
+                                              namespace=self.settings.namespace))
+                except ValueError:
+                    break
+            if pool:
+                self.pools[info.name] = pool
 
     def ensure_pool(self, task_type: str, workers: int | None = None) -> int:
         type_settings = self.settings.for_type(task_type)
@@ -289,6 +308,9 @@ class Runtime:
             "name": role, "namespace": self.settings.namespace, "lifetime": "detached",
             "get_if_exists": True, "max_restarts": -1, "num_cpus": 0,
         }
+        if self.settings.system_actors_on_head:
+            # worker nodes come and go (autoscaling); the head stays
+            options["resources"] = {"node:__internal_head__": 0.001}
         if role != ENGINE:
             options.update(max_concurrency=10_000, max_task_retries=-1)
         return shell.options(**options).remote(self.settings)  # type: ignore[attr-defined]

@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(default=5.0, ge=0)
 
     workers_per_type: int = Field(default=1, ge=0)
+    system_actors_on_head: bool = Field(
+        default=True, description="keep the manager, tracker, notifier and engine on the head")
     executor_num_cpus: float = Field(default=0.0, ge=0)
     task_types: dict[str, TaskTypeSettings] = Field(default_factory=dict)
 
