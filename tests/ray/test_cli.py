@@ -15,8 +15,11 @@ CLI = [str(Path(sys.executable).parent / "raytasks"), "--address", "auto"]
 
 
 def _run(service: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAYTASKS_NAMESPACE": service.settings.namespace,
-           "RAYTASKS_DATA_DIR": str(service.settings.data_dir)}
+    return _cli(service.settings.namespace, service.settings.data_dir, *args)
+
+
+def _cli(namespace: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAYTASKS_NAMESPACE": namespace, "RAYTASKS_DATA_DIR": str(data_dir)}
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=600,
                           stdin=subprocess.DEVNULL)
 
@@ -97,3 +100,20 @@ def test_every_kind_from_the_cli_on_synthetic_and_csv_data(make_service: Any,
             [(t, p["kind"]) for t, p in kinds]
     bad = _run(service, "submit-many", "-", "--json")
     assert bad.returncode == 2  # empty standard input is not a JSON list
+
+
+def test_up_and_down_against_a_running_cluster(ray_cluster: None, tmp_path: Path) -> None:
+    import ray
+
+    namespace = f"cli-up-{os.getpid()}"
+    up = _cli(namespace, tmp_path, "up", "--no-head")
+    assert up.returncode == 0 and f"namespace '{namespace}'" in up.stdout, up.stderr
+    assert ray.get_actor("manager", namespace=namespace) is not None  # detached: still up
+    down = _cli(namespace, tmp_path, "down")
+    assert down.returncode == 0 and "actors stopped" in down.stdout, down.stderr
+    for role in ("manager", "notifier", "progress-tracker", "engine"):
+        try:
+            ray.get_actor(role, namespace=namespace)
+        except ValueError:
+            continue
+        raise AssertionError(f"{role} still running after down")
