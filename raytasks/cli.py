@@ -319,13 +319,9 @@ def watch(ctx: click.Context, task_id: str, interval: float) -> None:
 @click.pass_context
 def cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Cancel a task (pending: at once; running: cooperatively, then by force)."""
-    from .api import TaskManager
-
-    with _errors(as_json):
-        task = TaskManager(_connect(ctx)).cancel_task_sync(task_id)
-        _emit(as_json, task.model_dump(mode="json"),
-              lambda: click.echo(f"{task.id} {task.status.value}"
-                                 + (" (stop requested)" if task.cancel_requested else "")))
+    _act(ctx, as_json, lambda tm: tm.cancel_task_sync(task_id),
+         lambda t: f"{t.id} {t.status.value}" + (" (stop requested)" if t.cancel_requested
+                                                  else ""))
 
 
 @cli.command()
@@ -334,12 +330,17 @@ def cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
 @click.pass_context
 def retry(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Run a FAILED or CANCELLED task again."""
+    _act(ctx, as_json, lambda tm: tm.retry_task_sync(task_id),
+         lambda t: f"{t.id} {t.status.value} attempt {t.attempt}")
+
+
+def _act(ctx: click.Context, as_json: bool, action: Callable[[Any], Task],
+         line: Callable[[Task], str]) -> None:
     from .api import TaskManager
 
     with _errors(as_json):
-        task = TaskManager(_connect(ctx)).retry_task_sync(task_id)
-        _emit(as_json, task.model_dump(mode="json"),
-              lambda: click.echo(f"{task.id} {task.status.value} attempt {task.attempt}"))
+        task = action(TaskManager(_connect(ctx)))
+        _emit(as_json, task.model_dump(mode="json"), lambda: click.echo(line(task)))
 
 
 @cli.command()

@@ -29,7 +29,6 @@ class ProgressTrackerCore:
         self.flush_interval_s = flush_interval_s
         self.clock = clock
         self.latest: dict[str, TaskProgress] = {}
-        self._owners: dict[str, str | None] = {}
         self._dirty: set[str] = set()
 
     async def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
@@ -44,33 +43,31 @@ class ProgressTrackerCore:
         return await self.renew(leases)
 
     def flush(self) -> list[dict[str, Any]]:
-        """Persist dirty progress; returns the progress events written."""
+        """Persist dirty progress; returns the progress events written.
+
+        One read of the tasks gives each event its owner and drops the events of tasks
+        that finished meanwhile (they would trail, and seem to undo, the final status).
+        """
         if not self._dirty:
             return []
         now = self.clock()
+        dirty, self._dirty = sorted(self._dirty), set()
+        tasks = self.store.get_many(dirty)
         rows, events = [], []
-        for task_id in sorted(self._dirty):
+        for task_id in dirty:
             p = self.latest[task_id]
-            payload = p.model_dump_json()
-            rows.append({"task_id": task_id, "payload": payload, "updated_at": now})
+            rows.append({"task_id": task_id, "payload": p.model_dump_json(), "updated_at": now})
+            task = tasks.get(task_id)
+            if task is None or task.status.finished:
+                continue
             events.append({"task_id": task_id, "kind": "progress", "created_at": now,
-                           "payload": to_json({"task_id": task_id,
-                                               "owner": self._owner(task_id),
+                           "payload": to_json({"task_id": task_id, "owner": task.owner,
                                                "percentage": p.percentage,
                                                "message": p.message, "stage": p.stage,
                                                "eta_s": p.eta_s, "at": p.updated_at})})
-        self._dirty.clear()
         self.store.save_progress(rows)
         self.store.append_events(events)
         return events
-
-    def _owner(self, task_id: str) -> str | None:
-        if task_id not in self._owners:
-            if len(self._owners) > 100_000:
-                self._owners.clear()
-            task = self.store.get(task_id)
-            self._owners[task_id] = task.owner if task else None
-        return self._owners[task_id]
 
     def get_progress(self, task_id: str) -> TaskProgress | None:
         """Latest progress, with the task's stored status; None for an unknown id."""

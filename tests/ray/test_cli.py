@@ -42,6 +42,11 @@ def test_submit_show_ls_stats_and_exit_codes(make_service: Any) -> None:
     assert missing.returncode == 3 and "no task with id 'no-such-id'" in missing.stderr
     listing = json.loads(_run(service, "ls", "--status", "COMPLETED", "--json").stdout)
     assert [t["id"] for t in listing["items"]] == [task["id"]]
+    refused = _run(service, "cancel", task["id"])
+    assert refused.returncode == 1 and "is COMPLETED; it cannot become CANCELLED" in refused.stderr
+    again = _run(service, "retry", task["id"], "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["error"] == \
+        "InvalidTransitionError"
     watched = _run(service, "watch", task["id"])
     assert watched.returncode == 0 and "COMPLETED" in watched.stdout
     stats = json.loads(_run(service, "stats", "--json").stdout)

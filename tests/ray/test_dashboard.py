@@ -21,6 +21,15 @@ def equity_curve(params: dict[str, Any], ctx: TaskExecutionContext) -> dict[str,
     return {"equity_curve": [1.0, 1.02, 0.99, 1.05, 1.08, 1.04, 1.11]}
 
 
+def _submit(page: Any, task_type: str, name: str, params: str) -> Any:
+    """Fill in and send the submit form; the row of the new task."""
+    page.select_option("#f-type", task_type)
+    page.fill("#f-name", name)
+    page.fill("#f-params", params)
+    page.click("#f-submit")
+    return page.locator("tr[data-task-id]", has_text=name)
+
+
 def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: `make test-deps` installs it (apt package chromium)")
@@ -31,11 +40,7 @@ def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path
         page.goto(f"{api.url}/?token={TOKENS['alice']}")
         expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
         # Given the submit form, when a 2-second task is submitted
-        page.select_option("#f-type", "sleepy")
-        page.fill("#f-name", "dash-run")
-        page.fill("#f-params", '{"seconds": 2}')
-        page.click("#f-submit")
-        row = page.locator("tr[data-task-id]", has_text="dash-run")
+        row = _submit(page, "sleepy", "dash-run", '{"seconds": 2}')
         bar = row.locator(".bar")
         # Then its progress bar moves through the middle to 100 %
         page.wait_for_function(
@@ -44,10 +49,7 @@ def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path
         expect(bar).to_have_attribute("data-pct", "100", timeout=30_000)
         expect(row.locator(".status")).to_have_text("COMPLETED")
         # And another task is cancelled with its button
-        page.fill("#f-name", "dash-cancel")
-        page.fill("#f-params", '{"seconds": 30}')
-        page.click("#f-submit")
-        other = page.locator("tr[data-task-id]", has_text="dash-cancel")
+        other = _submit(page, "sleepy", "dash-cancel", '{"seconds": 30}')
         expect(other.locator(".status")).to_have_text("RUNNING", timeout=20_000)
         other.locator("button.cancel").click()
         expect(other.locator(".status")).to_have_text("CANCELLED", timeout=20_000)
@@ -55,11 +57,7 @@ def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path
         row.locator("button.details").click()
         expect(page.locator("#detail pre")).to_contain_text('"status": "COMPLETED"')
         # A result with a series is charted in the detail view
-        page.select_option("#f-type", "curve")
-        page.fill("#f-name", "dash-curve")
-        page.fill("#f-params", "{}")
-        page.click("#f-submit")
-        curve = page.locator("tr[data-task-id]", has_text="dash-curve")
+        curve = _submit(page, "curve", "dash-curve", "{}")
         expect(curve.locator(".status")).to_have_text("COMPLETED", timeout=20_000)
         curve.locator("button.details").click()
         expect(page.locator("#detail svg polyline")).to_have_count(1)
