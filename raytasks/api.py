@@ -37,10 +37,6 @@ class TaskPage(BaseModel):
     limit: int
 
 
-def _ray_get(ref: Any, timeout_s: float | None = None) -> Any:
-    return ray.get(ref, timeout=timeout_s)
-
-
 def _unwrap(exc: BaseException) -> BaseException:
     """Ray wraps an actor's exception; give the caller raytasks' own error back."""
     cause = getattr(exc, "cause", None)
@@ -66,7 +62,7 @@ class _Facade:
 
     def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         try:
-            return _ray_get(self._ref(method, *args), timeout_s)
+            return rt.get(self._ref(method, *args), timeout_s)
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
 
@@ -201,10 +197,10 @@ class TaskExecutionEngine(_Facade):
         return _result_or_raise(tasks[0])
 
     def executors_sync(self) -> list[dict[str, Any]]:
-        return _ray_get(self._rt.handle(rt.ENGINE).stats.remote())
+        return rt.get(self._rt.handle(rt.ENGINE).stats.remote())
 
     def ensure_pool_sync(self, task_type: str, workers: int | None = None) -> int:
-        return _ray_get(self._rt.handle(rt.ENGINE).ensure_pool.remote(task_type, workers))
+        return rt.get(self._rt.handle(rt.ENGINE).ensure_pool.remote(task_type, workers))
 
 
 class ProgressTracker(_Facade):
@@ -302,10 +298,10 @@ def register_task_type(
                         max_retries=max_retries, max_concurrency=max_concurrency)
     manager = runtime.handle(rt.MANAGER)
     try:
-        info: TaskTypeInfo = _ray_get(manager.call.remote("register_type", spec.dumps()))
+        info: TaskTypeInfo = rt.get(manager.call.remote("register_type", spec.dumps()))
     except ray.exceptions.RayTaskError as exc:
         raise _unwrap(exc) from None
-    _ray_get(runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers))
+    rt.get(runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers))
     return info
 
 

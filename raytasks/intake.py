@@ -9,6 +9,7 @@ commits the rows of every call that arrived together in one transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ class Known:
     by_id: dict[str, Task]
     by_key: dict[str, Task]
     deps: dict[str, Task]
-    active_ids: set[str] | Any
+    active_ids: Container[str]  # ids of PENDING and RUNNING tasks
     claimed_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

@@ -54,7 +54,8 @@ class _Peers:
         return handle
 
 
-def _get(ref: Any, timeout_s: float | None = None) -> Any:
+def get(ref: Any, timeout_s: float | None = None) -> Any:
+    """``ray.get`` with an untyped result (Ray's stubs type actor-call results poorly)."""
     return ray.get(ref, timeout=timeout_s)
 
 
@@ -224,7 +225,7 @@ class _EngineShell:
         """After a restart, take back the executors that outlived the old engine (by name)."""
         try:
             manager = ray.get_actor(MANAGER, namespace=self.settings.namespace)
-            types = _get(manager.call.remote("types"), 30)
+            types = get(manager.call.remote("types"), 30)
         except Exception:  # no manager yet: nothing to adopt
             return
         for info in types:
@@ -262,7 +263,7 @@ class _EngineShell:
             refs: list[Any] = [h.call.remote("state") for h in pool]
             for i, ref in enumerate(refs):
                 try:
-                    out.append(_get(ref, 5))
+                    out.append(get(ref, 5))
                 except Exception as exc:
                     out.append({"executor_id": f"executor:{task_type}:{i}",
                                 "task_type": task_type, "error": type(exc).__name__})
@@ -318,7 +319,7 @@ class Runtime:
     def start(self) -> Runtime:
         """Bring every system actor up, and one executor pool per known task type."""
         manager = self.handle(MANAGER)
-        types: list[Any] = _get(manager.call.remote("types"))
+        types: list[Any] = get(manager.call.remote("types"))
         for role in (TRACKER, NOTIFIER):
             ray.get(self.handle(role).call.remote("last_event_id" if role == NOTIFIER
                                                   else "flush"))
