@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import TaskCancelledError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 class TaskExecutionContext:
@@ -18,6 +22,12 @@ class TaskExecutionContext:
     :attr:`checkpoint` (what the previous attempt saved with
     :meth:`save_checkpoint`). Handlers that never call these still time out
     and cancel: the executor replaces the process that runs them.
+
+    ``owner`` is the task's owner (None for a trusted Ray client's task);
+    ``settings`` are the operator's (trusted) settings, where named resources
+    are resolved. ``artifact_dir`` is this attempt's own directory: files a
+    handler writes there belong to this attempt only, so a superseded attempt
+    can never overwrite what the accepted one wrote.
     """
 
     def __init__(
@@ -31,16 +41,30 @@ class TaskExecutionContext:
         on_progress: Callable[[float, str, str | None], None] | None = None,
         on_checkpoint: Callable[[Any], None] | None = None,
         cancel_event: threading.Event | None = None,
+        owner: str | None = None,
+        settings: Settings | None = None,
+        artifact_dir: Path | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_type = task_type
         self.attempt = attempt
         self.parameters = parameters
         self.checkpoint = checkpoint
+        self.owner = owner
+        self.settings = settings
+        self._artifact_dir = artifact_dir
         self.started_at = time.time()
         self._on_progress = on_progress
         self._on_checkpoint = on_checkpoint
         self._cancel_event = cancel_event or threading.Event()
+
+    @property
+    def artifact_dir(self) -> Path:
+        """This attempt's directory for files (created on first use)."""
+        if self._artifact_dir is None:
+            raise RuntimeError("this context has no artifact directory")
+        self._artifact_dir.mkdir(parents=True, exist_ok=True)
+        return self._artifact_dir
 
     @property
     def cancelled(self) -> bool:

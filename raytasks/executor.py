@@ -144,13 +144,14 @@ class TaskExecutor:
             checkpoint = self.call("checkpoint", lease.task_id) if lease.attempt else None
             ctx = TaskExecutionContext(
                 lease.task_id, lease.task_type, lease.attempt, lease.parameters,
-                checkpoint=checkpoint, cancel_event=run.cancel,
+                checkpoint=checkpoint, cancel_event=run.cancel, owner=lease.owner,
+                settings=self.settings, artifact_dir=self._attempt_dir(lease),
                 on_progress=lambda f, m, s: setattr(run, "progress", (f, m, s)),
                 on_checkpoint=lambda state: self.call(
                     "save_checkpoint", lease.task_id, lease.token, state),
             )
             value = spec.handler(spec.parse(lease.parameters), ctx)
-            outcome = {**base, "outcome": "completed", **self._result(lease.task_id, value)}
+            outcome = {**base, "outcome": "completed", **self._result(lease, value)}
         except TaskCancelledError as exc:
             outcome = {**base, "outcome": "cancelled", "error": TaskErrorInfo(
                 type="TaskCancelledError", message=str(exc), reason="cancelled").model_dump()}
@@ -176,13 +177,22 @@ class TaskExecutor:
             self._specs = {lease.handler_version: spec}
         return spec
 
-    def _result(self, task_id: str, value: Any) -> dict[str, Any]:
-        """Small results inline; large ones as an artifact file under ``artifact_root``."""
+    def _attempt_dir(self, lease: Lease) -> Path:
+        """``<artifact_root>/<task>/<attempt>-<token>``: this attempt's files, nobody else's."""
+        assert self.settings.artifact_root is not None
+        return Path(self.settings.artifact_root) / lease.task_id / \
+            f"{lease.attempt}-{lease.token}"
+
+    def _result(self, lease: Lease, value: Any) -> dict[str, Any]:
+        """Small results inline; large ones as a file in the attempt's own directory.
+
+        The task points at the file only if the manager accepts this attempt's
+        report (fenced by its lease token), so a superseded attempt's file is never read.
+        """
         text = to_json(clean_floats(value))
         if len(text) <= self.settings.inline_result_max_bytes:
             return {"result": text, "result_uri": None}
-        assert self.settings.artifact_root is not None
-        path = Path(self.settings.artifact_root) / task_id / "result.json"
+        path = self._attempt_dir(lease) / "result.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")

@@ -167,7 +167,7 @@ class TaskLedger:
             leases.append(Lease(
                 task_id=entry.task_id, task_type=entry.task_type, token=entry.token,
                 attempt=entry.attempt, parameters=entry.parameters, timeout_s=entry.timeout_s,
-                deadline=deadline,
+                deadline=deadline, owner=entry.owner,
                 handler_version=self.registry.get(entry.task_type).version))
         if not leases:
             return []

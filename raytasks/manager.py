@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from typing import Any
 
@@ -267,8 +268,8 @@ class TaskManagerCore(TaskLedger):
         if not task.status.finished:
             raise InvalidTransitionError(task_id, task.status.value, "deleted")
         self._commit(WriteBatch(deletes=[task_id]))
-        if task.result_uri:
-            _remove_quietly(task.result_uri)
+        assert self.settings.artifact_root is not None
+        shutil.rmtree(self.settings.artifact_root / task_id, ignore_errors=True)
 
     def cancel(self, task_id: str) -> Task:
         """Cancel a PENDING task at once; ask a RUNNING one to stop (forced after a grace)."""
@@ -356,12 +357,3 @@ def _with_artifact(task: Task) -> Task:
 
 def _new_ids(requests: list[TaskCreateRequest]) -> list[str]:
     return [uuid.uuid4().hex for _ in requests]
-
-
-def _remove_quietly(path: str) -> None:
-    import os
-    import shutil
-
-    directory = os.path.dirname(path)
-    shutil.rmtree(directory, ignore_errors=True)
-

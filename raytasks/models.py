@@ -184,6 +184,7 @@ class Lease(BaseModel):
     timeout_s: float | None
     deadline: float
     handler_version: int = 0
+    owner: str | None = None
 
 
 class TaskProgress(BaseModel):

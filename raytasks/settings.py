@@ -107,6 +107,34 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
+class QuotaSettings(BaseModel):
+    """Limits on one owner's tasks; ``None`` is no limit.
+
+    They apply to every task that carries an owner (every task created over HTTP).
+    ``Settings.quotas["*"]`` is the default for every owner; an entry under an
+    owner's name replaces it for that owner.
+    """
+
+    max_pending: int | None = Field(default=10_000, ge=0,
+                                    description="PENDING tasks (queued or waiting) at once")
+    max_running: int | None = Field(default=None, ge=1, description="RUNNING tasks at once")
+    max_running_per_type: dict[str, int] = Field(
+        default_factory=dict, description="RUNNING tasks of one type at once, by type")
+    max_timeout_s: float | None = Field(default=24 * 3600.0, gt=0,
+                                        description="ceiling on a task's timeout_s")
+    max_retries: int | None = Field(default=10, ge=0,
+                                    description="ceiling on a task's max_retries")
+    max_parameters_bytes: int | None = Field(default=256 * 1024, ge=1,
+                                             description="ceiling on the JSON parameters")
+    max_work_units: int | None = Field(
+        default=50_000_000, ge=1, description="ceiling on a task's work units (a built-in "
+        "type counts grid points x bars, codes x years, trials x rows...)")
+
+
+def _default_quotas() -> dict[str, QuotaSettings]:
+    return {"*": QuotaSettings()}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RAYTASKS_", env_nested_delimiter="__", extra="forbid"
@@ -121,7 +149,12 @@ class Settings(BaseSettings):
     inline_result_max_bytes: int = Field(default=64 * 1024, ge=0)
     max_parameters_bytes: int = Field(default=1024 * 1024, ge=1)
 
+    queues: list[str] = Field(default_factory=lambda: ["default"], min_length=1,
+                              description="the named queues; a task naming another is refused")
     max_queue_size: int = Field(default=100_000, ge=1)
+    quotas: dict[str, QuotaSettings] = Field(
+        default_factory=_default_quotas,
+        description="per-owner limits: '*' for every owner, or an owner's name")
     aging_interval_s: float = Field(
         default=30.0, gt=0, description="waiting this long raises a task one priority level"
     )
@@ -146,6 +179,12 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     event_buffer_size: int = Field(default=10_000, ge=100)
+    event_retention_s: float | None = Field(
+        default=7 * 86400.0, gt=0, description="events older than this are pruned once every "
+        "delivery cursor has passed them; None keeps them")
+    task_retention_s: float | None = Field(
+        default=None, gt=0, description="finished tasks older than this are pruned with "
+        "their artifacts; None keeps them")
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -166,6 +205,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    def quota_for(self, owner: str | None) -> QuotaSettings | None:
+        """The limits of ``owner``'s tasks; None for tasks without an owner (trusted clients)."""
+        if owner is None:
+            return None
+        return self.quotas.get(owner) or self.quotas.get("*")
 
     def for_type(self, task_type: str) -> TaskTypeSettings:
         """The settings of one task type, defaults filled in."""
