@@ -131,6 +131,17 @@ class QueueFullError(SchedulingError):
         )
 
 
+class QuotaExceededError(SchedulingError):
+    """An owner is at one of its limits (``Settings.quotas``); try again later."""
+
+    def __init__(self, owner: str, limit: str, value: int, allowed: int) -> None:
+        super().__init__(
+            f"owner {owner!r} is at its limit {limit}={allowed} ({value} with this request); "
+            "wait for some of its tasks to finish",
+            owner=owner, limit=limit, value=value, allowed=allowed,
+        )
+
+
 class StaleLeaseError(SchedulingError):
     """A report carried a fencing token that is no longer the task's lease."""
 

@@ -24,6 +24,7 @@ from ..errors import (
     InvalidTransitionError,
     PayloadTooLargeError,
     QueueFullError,
+    QuotaExceededError,
     RaytasksError,
     TaskNotFoundError,
     UnknownTaskTypeError,
@@ -45,6 +46,7 @@ from .auth import Principal, authenticate, principal_for
 _STATUS = [
     (TaskNotFoundError, 404), (InvalidTransitionError, 409), (PayloadTooLargeError, 413),
     (InvalidParametersError, 422), (UnknownTaskTypeError, 422), (QueueFullError, 429),
+    (QuotaExceededError, 429),
     (WaitTimeoutError, 504),
 ]
 
