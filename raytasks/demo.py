@@ -109,12 +109,11 @@ def main() -> None:
         requests.append(TaskCreateRequest(
             name=f"spin-{priority.name.lower()}-{i}", task_type="spin", priority=priority,
             parameters={"seconds": 0.8, "fail_first": i == 4}))
-    market = f"{data_dir}/market"
+    # the model registry and bar store are the settings' named defaults, under data_dir
     families = [("prediction", {"stock_code": "600000.SH", "days": 10, "kind": "volatility"}),
                 ("backtest", {"kind": "optimize", "stock_code": "000001.SZ"}),
-                ("training", {"kind": "train", "registry_path": f"{data_dir}/models"}),
-                ("data", {"kind": "sync", "codes": ["000001.SZ", "300750.SZ"],
-                          "store_path": market})]
+                ("training", {"kind": "train"}),
+                ("data", {"kind": "sync", "codes": ["000001.SZ", "300750.SZ"]})]
     for family, params in families:
         requests.append(TaskCreateRequest(name=f"{family}-demo", task_type=family,
                                           parameters=params, priority=TaskPriority.MEDIUM))

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -68,6 +68,15 @@ class EmailSettings(ChannelRule):
     sender: str = "raytasks@localhost"
     recipients: list[str] = Field(default_factory=list,
                                   description="always notified; tasks may add their own")
+    allow_domains: list[str] = Field(
+        default_factory=list, description="a task's own notify addresses must be in one of "
+        "these domains (or in allow_addresses); with both empty, tasks cannot add recipients")
+    allow_addresses: list[str] = Field(default_factory=list,
+                                       description="single addresses a task may notify")
+    max_attempts: int = Field(default=5, ge=1, description="tries of one email before it is "
+                              "dead-lettered in the delivery log")
+    backoff_base_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=300.0, ge=0)
     events: list[EventName] = Field(default_factory=_completion_events)
     rate_limit_count: int = Field(default=10, ge=1, description="emails per recipient ...")
     rate_limit_window_s: float = Field(default=300.0, gt=0, description="... per window; "
@@ -90,6 +99,57 @@ class NotifySettings(BaseModel):
         "fd00:ec2::254/128",   # AWS metadata over IPv6
         "0.0.0.0/8",
     ])
+
+
+RESOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class DataSourceSettings(BaseModel):
+    """A named source of daily bars; tasks name it, only the operator says where it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["synthetic", "csv", "tushare", "akshare", "baostock"]
+    path: Path | None = Field(default=None, description="kind=csv: a directory of "
+                              "<code>.csv or <code>.parquet files")
+    token: SecretStr | None = Field(default=None, description="kind=tushare: the API token")
+
+    @model_validator(mode="after")
+    def _complete(self) -> DataSourceSettings:
+        if self.kind == "csv" and self.path is None:
+            raise ValueError("a csv data source needs a path")
+        if self.kind == "tushare" and self.token is None:
+            raise ValueError("a tushare data source needs a token")
+        return self
+
+
+def _builtin_sources() -> dict[str, DataSourceSettings]:
+    return {"synthetic": DataSourceSettings(kind="synthetic")}
+
+
+class ResourceSettings(BaseModel):
+    """Named server resources. Task parameters refer to these by name, never by path.
+
+    Each owner's writes go under ``<root>/owners/<owner>``; tasks of trusted Ray
+    clients (no owner) use ``<root>/shared``. ``bar_stores["market"]`` and
+    ``model_registries["models"]`` default to ``<data_dir>/market`` and
+    ``<data_dir>/models``; ``data_sources["synthetic"]`` is always there.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_sources: dict[str, DataSourceSettings] = Field(default_factory=_builtin_sources)
+    bar_stores: dict[str, Path] = Field(default_factory=dict,
+                                        description="name -> root of a Parquet bar store")
+    model_registries: dict[str, Path] = Field(default_factory=dict,
+                                              description="name -> root of a model registry")
+
+    def with_defaults(self, data_dir: Path) -> ResourceSettings:
+        """These resources plus the built-in names, the defaults under ``data_dir``."""
+        return ResourceSettings(
+            data_sources={**_builtin_sources(), **self.data_sources},
+            bar_stores={"market": data_dir / "market", **self.bar_stores},
+            model_registries={"models": data_dir / "models", **self.model_registries})
 
 
 class ApiToken(BaseModel):
@@ -177,6 +237,7 @@ class Settings(BaseSettings):
 
     progress_flush_interval_s: float = Field(default=0.5, gt=0)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     event_buffer_size: int = Field(default=10_000, ge=100)
     event_retention_s: float | None = Field(
@@ -193,6 +254,7 @@ class Settings(BaseSettings):
             self.artifact_root = self.data_dir / "artifacts"
         if self.store_url is None:
             self.store_url = f"sqlite:///{self.data_dir / 'tasks.db'}"
+        self.resources = self.resources.with_defaults(self.data_dir)
         return self
 
     @classmethod

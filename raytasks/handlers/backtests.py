@@ -13,10 +13,9 @@ from ..context import TaskExecutionContext
 from ..quant import backtest as bt
 from ..quant import risk
 from ..quant.costs import CostModel
-from ..quant.data import load_bars
 from ..quant.features import alpha158, wide
-from ..quant.learning import ModelRegistry
 from ..quant.portfolio import run_portfolio, top_k_weights
+from ..resources import Resources
 from .params import BacktestParams
 
 
@@ -24,15 +23,16 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     if params.kind == "portfolio":
         return portfolio(params, ctx)
     ctx.report_progress(0.05, "loading bars", stage="data")
-    bars = load_bars([params.stock_code], params.start, params.end, params.source,
-                     params.data_path, params.seed)
+    resources = Resources.of(ctx)
+    bars = resources.load_bars(params.source, [params.stock_code], params.start, params.end,
+                               params.seed)
     market = bt.Market.from_bars(bars)
     costs = CostModel(params.commission_rate, params.commission_min)
     ctx.check_cancelled()
     if params.kind == "optimize":
         return optimize(params, market, costs, ctx)
     ctx.report_progress(0.3, f"simulating {params.strategy}", stage="simulate")
-    result = bt.run(market, signal(params, market.close, bars), params.cash, costs)
+    result = bt.run(market, signal(params, market.close, bars, resources), params.cash, costs)
     out: dict[str, Any] = {"kind": params.kind, "stock_code": params.stock_code,
                            "strategy": params.strategy, **result.to_dict()}
     traded = float((result.trades["qty"] * result.trades["price"]).sum())
@@ -44,22 +44,26 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     return out
 
 
-def signal(params: BacktestParams, close: np.ndarray, bars: pd.DataFrame) -> np.ndarray:
+def signal(params: BacktestParams, close: np.ndarray, bars: pd.DataFrame,
+           resources: Resources | None = None) -> np.ndarray:
     if params.strategy == "sma":
         return bt.sma_crossover(close, params.fast, params.slow)
     if params.strategy == "momentum":
         return bt.momentum(close, params.lookback)
     if params.strategy == "mean_reversion":
         return bt.mean_reversion(close, params.window, params.entry_z)
-    scores = model_scores(params, bars)[params.stock_code]
+    if resources is None:
+        raise ValueError("strategy 'model' needs the task's resources to find its model")
+    scores = model_scores(params, bars, resources)[params.stock_code]
     dates = pd.DatetimeIndex(bars.sort_values("date")["date"])
     return (scores.reindex(dates) > params.threshold).astype(float).to_numpy()
 
 
-def model_scores(params: BacktestParams, bars: pd.DataFrame) -> pd.DataFrame:
+def model_scores(params: BacktestParams, bars: pd.DataFrame,
+                 resources: Resources) -> pd.DataFrame:
     """A registry model's predicted returns, date × code, from features known at each close."""
     assert params.model_id is not None
-    model, meta = ModelRegistry(params.registry_path).load(params.model_id)
+    model, meta = resources.model_registry(params.registry).load(params.model_id)
     feats = alpha158(bars, tuple(meta["windows"]))[meta["features"]].dropna()
     predicted = pd.Series(model.predict(feats), index=feats.index)
     return predicted.unstack("code")
@@ -69,12 +73,13 @@ def portfolio(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, An
     """Hold the ``top_k`` stocks by score (momentum, or a model's predicted return), equal
     weighted, re-chosen every ``rebalance_days``."""
     ctx.report_progress(0.05, "loading bars", stage="data")
-    bars = load_bars(params.codes, params.start, params.end, params.source, params.data_path,
-                     params.seed)
+    resources = Resources.of(ctx)
+    bars = resources.load_bars(params.source, params.codes, params.start, params.end,
+                               params.seed)
     markets = {code: bt.Market.from_bars(frame) for code, frame in bars.groupby("code")}
     close = wide(bars, "close")
     if params.strategy == "model":
-        scores = model_scores(params, bars)
+        scores = model_scores(params, bars, resources)
     else:
         scores = close / close.shift(params.lookback) - 1
     suspended = bars.pivot(index="date", columns="code", values="suspended")

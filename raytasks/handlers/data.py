@@ -1,26 +1,30 @@
 """Data tasks: ``sync`` (source → Parquet store, incremental and idempotent), ``clean``,
-``features`` (Alpha158-style) and ``validate`` (a report of every violation)."""
+``features`` (Alpha158-style) and ``validate`` (a report of every violation).
+
+The bar store is the owner's own part of a named store (:mod:`raytasks.resources`):
+one owner's sync, clean or read never touches another's bars. Features go to the
+attempt's own artifact directory, so a superseded attempt cannot overwrite them.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..context import TaskExecutionContext
-from ..quant import adapters
 from ..quant.barstore import BarStore
 from ..quant.cleaning import clean, validation_report
-from ..quant.data import load_bars
 from ..quant.features import alpha158
+from ..resources import Resources
 from .params import DataParams
 
 
 def data_task(params: DataParams, ctx: TaskExecutionContext) -> dict[str, Any]:
-    store = BarStore(params.store_path)
+    resources = Resources.of(ctx)
+    store = resources.bar_store(params.store)
     if params.kind == "sync":
-        return sync(params, store, ctx)
+        return sync(params, resources, store, ctx)
     bars = store.read(params.codes, params.start, params.end)
     if bars.empty:
         raise ValueError(f"no stored bars for {params.codes}: run a data sync first")
@@ -36,15 +40,16 @@ def data_task(params: DataParams, ctx: TaskExecutionContext) -> dict[str, Any]:
         return {"kind": "clean", **report}
     feats = alpha158(bars, tuple(params.windows))
     ctx.check_cancelled()
-    path = Path(params.store_path).expanduser() / "features" / f"{ctx.task_id}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = ctx.artifact_dir / "features.parquet"
     feats.to_parquet(path)
     ctx.report_progress(1.0, "features written", stage="done")
-    return {"kind": "features", "path": str(path), "rows": len(feats),
+    # the file's name in the attempt's artifacts, not its server path
+    return {"kind": "features", "artifact": path.name, "rows": len(feats),
             "features": list(feats.columns), "codes": params.codes}
 
 
-def sync(params: DataParams, store: BarStore, ctx: TaskExecutionContext) -> dict[str, Any]:
+def sync(params: DataParams, resources: Resources, store: BarStore,
+         ctx: TaskExecutionContext) -> dict[str, Any]:
     per_code: dict[str, int] = {}
     for i, code in enumerate(params.codes):
         ctx.check_cancelled()
@@ -55,25 +60,21 @@ def sync(params: DataParams, store: BarStore, ctx: TaskExecutionContext) -> dict
         if start > pd.Timestamp(params.end):
             per_code[code] = 0  # already up to date: a repeated sync writes nothing
         else:
-            bars = fetch(params, code, start.strftime("%Y-%m-%d"), params.end)
+            bars = fetch(params, resources, code, start.strftime("%Y-%m-%d"))
             bars = bars[bars["date"] >= start]
             store.write(bars)
             per_code[code] = len(bars)
         ctx.report_progress((i + 1) / len(params.codes), f"{code}: {per_code[code]} new bars",
                             stage="sync")
     return {"kind": "sync", "source": params.source, "rows_written": sum(per_code.values()),
-            "per_code": per_code, "store": str(store.root)}
+            "per_code": per_code, "store": params.store}
 
 
-def fetch(params: DataParams, code: str, start: str, end: str) -> pd.DataFrame:
-    if params.source in ("synthetic", "csv"):
+def fetch(params: DataParams, resources: Resources, code: str, start: str) -> pd.DataFrame:
+    """One code's bars from ``start`` to ``params.end``."""
+    if resources.data_source(params.source).kind in ("synthetic", "csv"):
         # the generator is deterministic over the whole range: slice it, never re-seed
-        bars = load_bars([code], params.start, end, params.source, params.data_path,
-                         params.seed)
+        bars = resources.load_bars(params.source, [code], params.start, params.end,
+                                   params.seed)
         return bars[bars["date"] >= pd.Timestamp(start)]
-    if params.source == "tushare":
-        assert params.token is not None
-        return adapters.fetch_tushare(code, start, end, params.token)
-    if params.source == "akshare":
-        return adapters.fetch_akshare(code, start, end)
-    return adapters.fetch_baostock(code, start, end)
+    return resources.load_bars(params.source, [code], start, params.end, params.seed)

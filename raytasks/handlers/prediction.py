@@ -13,9 +13,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..context import TaskExecutionContext
-from ..quant.data import load_bars
-from ..quant.learning import ModelRegistry, build_dataset, regression_quality, time_split
+from ..quant.learning import build_dataset, regression_quality, time_split
 from ..quant.volatility import ewma_variance, fit_garch, fit_har, har_design, qlike
+from ..resources import Resources
 from .params import PredictionParams
 
 
@@ -24,10 +24,10 @@ def predict(params: PredictionParams, ctx: TaskExecutionContext) -> dict[str, An
         return volatility(params, ctx)
     if params.kind == "batch":
         return batch(params, ctx)
-    return price_or_trend(params, params.stock_code, ctx)
+    return price_or_trend(params, params.stock_code, Resources.of(ctx), ctx)
 
 
-def price_or_trend(params: PredictionParams, code: str,
+def price_or_trend(params: PredictionParams, code: str, resources: Resources,
                    ctx: TaskExecutionContext | None = None) -> dict[str, Any]:
     """Fit (or load) a model of the ``days``-ahead return on the features, score it out of
     sample against the naive forecast, and forecast from the latest bar."""
@@ -37,12 +37,11 @@ def price_or_trend(params: PredictionParams, code: str,
             ctx.report_progress(fraction, message)
 
     progress(0.05, f"{code}: loading bars")
-    bars = load_bars([code], params.start, params.end, params.source, params.data_path,
-                     params.seed)
+    bars = resources.load_bars(params.source, [code], params.start, params.end, params.seed)
     windows: tuple[int, ...] = (5, 10, 20)
     loaded = None
     if params.model_id:
-        loaded = ModelRegistry(params.registry_path).load(params.model_id)
+        loaded = resources.model_registry(params.registry).load(params.model_id)
         windows = tuple(loaded[1]["windows"])
     progress(0.2, f"{code}: features")
     data = build_dataset(bars, params.days, windows)
@@ -92,11 +91,12 @@ def batch(params: PredictionParams, ctx: TaskExecutionContext) -> dict[str, Any]
     import ray
 
     single = params.model_copy(update={"kind": "price"})
+    resources = Resources.of(ctx)
     if not ray.is_initialized():
-        results = [price_or_trend(single, code) for code in params.codes]
+        results = [price_or_trend(single, code, resources) for code in params.codes]
     else:
         remote = ray.remote(num_cpus=1)(price_or_trend)
-        pending = [remote.remote(single, code) for code in params.codes]
+        pending = [remote.remote(single, code, resources) for code in params.codes]
         total, results = len(pending), []
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
@@ -117,8 +117,8 @@ def volatility(params: PredictionParams, ctx: TaskExecutionContext) -> dict[str,
     """Fit on the first part of the history, score one-step forecasts out of sample against
     a naive 22-day historical variance, then refit on everything and forecast ``days``."""
     ctx.report_progress(0.05, "loading bars", stage="data")
-    bars = load_bars([params.stock_code], params.start, params.end, params.source,
-                     params.data_path, params.seed)
+    bars = Resources.of(ctx).load_bars(params.source, [params.stock_code], params.start,
+                                       params.end, params.seed)
     bars = bars[~bars["suspended"]]
     close = bars["close"].to_numpy(float)
     r = np.diff(np.log(close))

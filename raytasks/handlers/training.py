@@ -20,8 +20,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..context import TaskExecutionContext
-from ..quant.data import load_bars
-from ..quant.learning import Dataset, ModelRegistry, build_dataset, regression_quality, time_split
+from ..quant.learning import Dataset, build_dataset, regression_quality, time_split
+from ..resources import Resources
 from .params import TrainingParams
 
 
@@ -41,8 +41,8 @@ def estimator(kind: str, **hyper: Any) -> Pipeline:
 
 def dataset(params: TrainingParams, ctx: TaskExecutionContext) -> Dataset:
     ctx.report_progress(0.05, "loading bars", stage="data")
-    bars = load_bars(params.codes, params.start, params.end, params.source, params.data_path,
-                     params.seed)
+    bars = Resources.of(ctx).load_bars(params.source, params.codes, params.start, params.end,
+                                       params.seed)
     ctx.report_progress(0.15, "building features", stage="features")
     return build_dataset(bars, params.horizon, tuple(params.windows))
 
@@ -63,18 +63,18 @@ def train_task(params: TrainingParams, ctx: TaskExecutionContext) -> dict[str, A
     ctx.report_progress(0.9, "scoring out of sample", stage="score")
     quality = regression_quality(data.y[test], model.predict(data.x[test]),
                                  data.x[test].index.get_level_values("date"))
-    return _register(params, model, data, quality, extra)
+    return _register(params, model, data, quality, extra, ctx)
 
 
 def _register(params: TrainingParams, model: Any, data: Dataset, quality: dict[str, float],
-              extra: dict[str, Any]) -> dict[str, Any]:
+              extra: dict[str, Any], ctx: TaskExecutionContext) -> dict[str, Any]:
     name = params.name or f"{params.kind}-{params.model}"
     dates = data.x.index.get_level_values("date")
     meta = {"kind": params.kind, "estimator": params.model, "features": list(data.x.columns),
             "windows": params.windows, "horizon": params.horizon, "codes": params.codes,
             "train_range": [str(dates.min().date()), str(dates.max().date())],
             "metrics": quality, **extra}
-    model_id = ModelRegistry(params.registry_path).save(name, model, meta)
+    model_id = Resources.of(ctx).model_registry(params.registry).save(name, model, meta)
     return {"kind": params.kind, "model_id": model_id, "metrics": quality, **extra}
 
 
@@ -144,7 +144,7 @@ def online(params: TrainingParams, data: Dataset, train: np.ndarray, test: np.nd
     """Stream the training dates in ``chunks`` (oldest first) through ``partial_fit``,
     scoring each update on the next chunk; start from ``model_id`` when given."""
     if params.model_id:
-        model, _ = ModelRegistry(params.registry_path).load(params.model_id)
+        model, _ = Resources.of(ctx).model_registry(params.registry).load(params.model_id)
         if not (isinstance(model, Pipeline) and hasattr(model[-1], "partial_fit")):
             raise ValueError(f"model {params.model_id} cannot learn online (no partial_fit)")
     else:
@@ -168,4 +168,4 @@ def online(params: TrainingParams, data: Dataset, train: np.ndarray, test: np.nd
     quality = regression_quality(data.y[test], model.predict(data.x[test]),
                                  data.x[test].index.get_level_values("date"))
     return _register(params, model, data, quality,
-                     {"next_chunk_rmse": scores, "updated_from": params.model_id})
+                     {"next_chunk_rmse": scores, "updated_from": params.model_id}, ctx)

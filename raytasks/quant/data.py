@@ -15,7 +15,9 @@ def load_bars(codes: list[str], start: str, end: str, source: str = "synthetic",
     """Bars of ``codes`` between ``start`` and ``end`` (inclusive), in the normalised schema.
 
     ``source="csv"`` reads ``<path>/<code>.csv`` (or ``.parquet``) files with the
-    schema's columns; ``source="synthetic"`` generates them from ``seed``.
+    schema's columns; ``source="synthetic"`` generates them from ``seed``. ``path``
+    comes from the operator's settings (:mod:`raytasks.resources`), never from a
+    task; the code pattern keeps file names inside it.
     """
     for code in codes:
         if not CODE.match(code):
@@ -32,7 +34,7 @@ def load_bars(codes: list[str], start: str, end: str, source: str = "synthetic",
     bars = pd.concat(frames, ignore_index=True)
     bars = bars[(bars["date"] >= pd.Timestamp(start)) & (bars["date"] <= pd.Timestamp(end))]
     if bars.empty:
-        raise ValueError(f"no bars for {codes} between {start} and {end} in {path}")
+        raise ValueError(f"no bars for {codes} between {start} and {end} in the data source")
     return bars.reset_index(drop=True)
 
 
@@ -43,7 +45,8 @@ def _read_one(directory: Path, code: str) -> pd.DataFrame:
             frame = reader(file)
             break
     else:
-        raise ValueError(f"no {code}.csv or {code}.parquet in {directory}")
+        # the directory is the operator's: the message names the file, never where it looked
+        raise ValueError(f"no {code}.csv or {code}.parquet in the data source")
     frame["code"] = code
     frame["date"] = pd.to_datetime(frame["date"])
     for column, default in (("adj_factor", 1.0), ("is_st", False), ("suspended", False)):

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from raytasks.settings import TaskTypeSettings
+from raytasks.settings import DataSourceSettings, ResourceSettings, TaskTypeSettings
 
 CLI = [str(Path(sys.executable).parent / "raytasks"), "--address", "auto"]
 
@@ -69,18 +69,22 @@ def test_every_kind_from_the_cli_on_synthetic_and_csv_data(make_service: Any,
     from raytasks.quant.data import save_csv
     from raytasks.quant.synthetic import generate_bars
 
-    service = make_service(task_types={t: TaskTypeSettings(workers=1) for t in
-                                       ("prediction", "backtest", "training", "data")})
-    codes = ["000001.SZ", "600000.SH", "300750.SZ"]
     csv = tmp_path / "csv"
+    # the operator names the CSV directory and a bar store and model registry per source
+    service = make_service(
+        task_types={t: TaskTypeSettings(workers=1) for t in
+                    ("prediction", "backtest", "training", "data")},
+        resources=ResourceSettings(
+            data_sources={"csv": DataSourceSettings(kind="csv", path=csv)},
+            bar_stores={s: tmp_path / s / "market" for s in ("synthetic", "csv")},
+            model_registries={s: tmp_path / s / "models" for s in ("synthetic", "csv")}))
+    codes = ["000001.SZ", "600000.SH", "300750.SZ"]
     save_csv(generate_bars(codes, "2019-01-01", "2023-12-31"), csv)
     for source in ("synthetic", "csv"):
-        src = {"source": source, "start": "2019-01-01", "end": "2023-12-31",
-               **({"data_path": str(csv)} if source == "csv" else {})}
-        market, models = str(tmp_path / source / "market"), str(tmp_path / source / "models")
+        src = {"source": source, "start": "2019-01-01", "end": "2023-12-31"}
         # data kinds first, in order: clean/validate/features read what sync stored
-        data = [{"kind": "sync", "codes": codes, "store_path": market, **src}]
-        data += [{"kind": k, "codes": codes, "store_path": market, "start": "2019-01-01",
+        data = [{"kind": "sync", "codes": codes, "store": source, **src}]
+        data += [{"kind": k, "codes": codes, "store": source, "start": "2019-01-01",
                   "end": "2023-12-31"} for k in ("clean", "validate", "features")]
         for params in data:
             out = _run(service, "submit", "data", "--params", json.dumps(params), "--wait",
@@ -92,7 +96,7 @@ def test_every_kind_from_the_cli_on_synthetic_and_csv_data(make_service: Any,
         kinds += [("backtest", {"kind": k, "stock_code": "600000.SH", "codes": codes,
                                 "search": "random", "samples": 30, **src})
                   for k in ("strategy", "optimize", "portfolio", "risk")]
-        kinds += [("training", {"kind": k, "codes": codes, "registry_path": models,
+        kinds += [("training", {"kind": k, "codes": codes, "registry": source,
                                 "trials": 4, "rounds": 2, "windows": [5, 20], **src})
                   for k in ("train", "tune", "ensemble", "online")]
         batch = tmp_path / f"{source}.json"

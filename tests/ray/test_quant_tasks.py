@@ -19,16 +19,19 @@ from raytasks import (
 from raytasks.quant.backtest import Market, run, sma_crossover
 from raytasks.quant.data import save_csv
 from raytasks.quant.synthetic import generate_bars
-from raytasks.settings import TaskTypeSettings
+from raytasks.settings import DataSourceSettings, ResourceSettings, TaskTypeSettings
 from tests.conftest import wait_for
 
 
 @pytest.fixture
-def quant(make_service: Any) -> Any:
+def quant(make_service: Any, tmp_path: Path) -> Any:
+    """Every family with one worker; the data source ``csv`` reads ``tmp_path/csv``."""
     return make_service(task_types={"prediction": TaskTypeSettings(workers=1),
                                     "backtest": TaskTypeSettings(workers=1),
                                     "data": TaskTypeSettings(workers=1),
-                                    "training": TaskTypeSettings(workers=1)})
+                                    "training": TaskTypeSettings(workers=1)},
+                        resources=ResourceSettings(data_sources={"csv": DataSourceSettings(
+                            kind="csv", path=tmp_path / "csv")}))
 
 
 def _run(service: Any, task_type: str, **parameters: Any) -> Any:
@@ -42,10 +45,9 @@ def _run(service: Any, task_type: str, **parameters: Any) -> Any:
 
 def test_backtest_strategy_on_csv_matches_the_library(quant: Any, tmp_path: Path) -> None:
     bars = generate_bars(["600000.SH"], "2019-01-01", "2023-12-31", seed=3)
-    save_csv(bars, tmp_path / "bars")
+    save_csv(bars, tmp_path / "csv")
     done = _run(quant, "backtest", kind="strategy", stock_code="600000.SH", source="csv",
-                data_path=str(tmp_path / "bars"), start="2019-01-01", end="2023-12-31",
-                fast=5, slow=30)
+                start="2019-01-01", end="2023-12-31", fast=5, slow=30)
     expected = run(Market.from_bars(bars), sma_crossover(bars["close"].to_numpy(), 5, 30))
     assert done.result["total_return"] == pytest.approx(expected.total_return, rel=1e-6)
     assert done.result["fees"] == pytest.approx(expected.fees, rel=1e-6)
@@ -95,9 +97,10 @@ def test_invalid_quant_parameters_are_named(quant: Any) -> None:
     with pytest.raises(InvalidParametersError, match=r"fast .5. must be below slow .5."):
         tm.submit_sync(TaskCreateRequest(name="x", task_type="backtest",
                                          parameters={"fast": 5, "slow": 5}))
-    with pytest.raises(InvalidParametersError, match="data_path is required"):
+    # paths are not parameters: a data source is named in the operator's settings
+    with pytest.raises(InvalidParametersError, match=r"parameters\.data_path"):
         tm.submit_sync(TaskCreateRequest(name="x", task_type="prediction", parameters={
-            "stock_code": "000001.SZ", "source": "csv"}))
+            "stock_code": "000001.SZ", "source": "csv", "data_path": "/tmp"}))
     with pytest.raises(InvalidParametersError, match=r"parameters\.model"):
         tm.submit_sync(TaskCreateRequest(name="x", task_type="prediction", parameters={
             "stock_code": "000001.SZ", "kind": "volatility", "model": "lstm"}))
@@ -105,28 +108,27 @@ def test_invalid_quant_parameters_are_named(quant: Any) -> None:
 
 def test_data_sync_is_incremental_and_idempotent_then_clean_validate_features(
         quant: Any, tmp_path: Path) -> None:
-    store = str(tmp_path / "market")
     codes = ["000001.SZ", "688111.SH"]
-    first = _run(quant, "data", kind="sync", codes=codes, store_path=store,
-                 start="2022-01-01", end="2023-06-30")
+    first = _run(quant, "data", kind="sync", codes=codes, start="2022-01-01", end="2023-06-30")
     assert first.result["rows_written"] > 0
-    again = _run(quant, "data", kind="sync", codes=codes, store_path=store,
-                 start="2022-01-01", end="2023-06-30")
+    again = _run(quant, "data", kind="sync", codes=codes, start="2022-01-01", end="2023-06-30")
     assert again.result["rows_written"] == 0
-    more = _run(quant, "data", kind="sync", codes=codes, store_path=store,
-                start="2022-01-01", end="2023-12-31")
+    more = _run(quant, "data", kind="sync", codes=codes, start="2022-01-01", end="2023-12-31")
     expected = generate_bars(codes, "2023-07-01", "2023-12-31")
     assert more.result["rows_written"] == len(expected)
-    report = _run(quant, "data", kind="validate", codes=codes, store_path=store,
-                  start="2022-01-01", end="2023-12-31").result
+    report = _run(quant, "data", kind="validate", codes=codes, start="2022-01-01",
+                  end="2023-12-31").result
     assert report["ok"] and report["rows"] == len(generate_bars(codes, "2022-01-01",
                                                                 "2023-12-31"))
-    cleaned = _run(quant, "data", kind="clean", codes=codes, store_path=store,
-                   start="2022-01-01", end="2023-12-31").result
+    cleaned = _run(quant, "data", kind="clean", codes=codes, start="2022-01-01",
+                   end="2023-12-31").result
     assert cleaned["duplicates"] == 0 and cleaned["gaps_filled"] == 0
-    feats = _run(quant, "data", kind="features", codes=codes, store_path=store,
-                 start="2022-01-01", end="2023-12-31", windows=[5, 20]).result
-    frame = pd.read_parquet(feats["path"])
+    task = _run(quant, "data", kind="features", codes=codes, start="2022-01-01",
+                end="2023-12-31", windows=[5, 20])
+    # the features are in the accepted attempt's own artifact directory
+    attempt_dir = Path(quant.settings.artifact_root) / task.id / \
+        f"{task.attempt}-{task.lease_token}"
+    frame = pd.read_parquet(attempt_dir / task.result["artifact"])
     assert {"KMID", "ROC20", "CORR5"} <= set(frame.columns)
     assert len(frame) == report["rows"]
 
@@ -137,23 +139,21 @@ def test_validate_reports_every_violation_in_a_csv_directory(quant: Any, tmp_pat
     broken = broken.drop(index=[10])                      # a calendar gap
     broken.loc[20, "high"] = broken.loc[20, "low"] - 1    # impossible OHLC
     save_csv(broken, tmp_path / "csv")
-    store = str(tmp_path / "market")
-    _run(quant, "data", kind="sync", codes=["000001.SZ"], source="csv",
-         data_path=str(tmp_path / "csv"), store_path=store, start="2024-01-01", end="2024-03-31")
-    report = _run(quant, "data", kind="validate", codes=["000001.SZ"], store_path=store,
-                  start="2024-01-01", end="2024-03-31").result
+    _run(quant, "data", kind="sync", codes=["000001.SZ"], source="csv", start="2024-01-01",
+         end="2024-03-31")
+    report = _run(quant, "data", kind="validate", codes=["000001.SZ"], start="2024-01-01",
+                  end="2024-03-31").result
     # the store de-duplicates on write; the gap and the bad bar are reported
     assert report["counts"] == {"ohlc": 1, "calendar_gap": 1}
-    cleaned = _run(quant, "data", kind="clean", codes=["000001.SZ"], store_path=store,
-                   start="2024-01-01", end="2024-03-31").result
+    cleaned = _run(quant, "data", kind="clean", codes=["000001.SZ"], start="2024-01-01",
+                   end="2024-03-31").result
     assert cleaned["bad_ohlc"] == 1 and cleaned["gaps_filled"] == 2
 
 
 def test_training_kinds_register_models_that_predictions_and_backtests_use(
         quant: Any, tmp_path: Path) -> None:
-    reg = str(tmp_path / "models")
     common = {"codes": ["000001.SZ", "600000.SH", "300750.SZ"], "start": "2020-01-01",
-              "end": "2023-12-31", "registry_path": reg, "windows": [5, 20]}
+              "end": "2023-12-31", "windows": [5, 20]}
     trained = _run(quant, "training", kind="train", model="ridge", name="r", **common).result
     assert trained["model_id"] == "r:v1"
     assert {"rmse", "rmse_naive", "ic", "rank_ic", "directional_accuracy"} <= \
@@ -169,12 +169,11 @@ def test_training_kinds_register_models_that_predictions_and_backtests_use(
     assert again["updated_from"] == "o:v1"
     # a prediction task loads a registered model by id
     price = _run(quant, "prediction", stock_code="600000.SH", days=5, model_id="r:v1",
-                 registry_path=reg, start="2020-01-01", end="2023-12-31").result
+                 start="2020-01-01", end="2023-12-31").result
     assert price["model_id"] == "r:v1" and price["predicted_price"] > 0
     # and a backtest trades on its signal
     bt = _run(quant, "backtest", kind="strategy", strategy="model", model_id="r:v1",
-              registry_path=reg, stock_code="600000.SH", start="2020-01-01",
-              end="2023-12-31").result
+              stock_code="600000.SH", start="2020-01-01", end="2023-12-31").result
     assert bt["trades"] > 0
 
 
@@ -201,12 +200,10 @@ def test_price_trend_batch_and_portfolio(quant: Any) -> None:
 def test_every_kind_runs_on_a_csv_directory(quant: Any, tmp_path: Path) -> None:
     codes = ["000001.SZ", "600000.SH", "300750.SZ"]
     save_csv(generate_bars(codes, "2019-01-01", "2023-12-31"), tmp_path / "csv")
-    src = {"source": "csv", "data_path": str(tmp_path / "csv"), "start": "2019-01-01",
-           "end": "2023-12-31"}
-    reg, market = str(tmp_path / "models"), str(tmp_path / "market")
-    kinds = [("data", {"kind": "sync", "codes": codes, "store_path": market, **src})]
-    kinds += [("data", {"kind": k, "codes": codes, "store_path": market, "start": "2019-01-01",
-                        "end": "2023-12-31"}) for k in ("clean", "validate", "features")]
+    src = {"source": "csv", "start": "2019-01-01", "end": "2023-12-31"}
+    kinds = [("data", {"kind": "sync", "codes": codes, **src})]
+    kinds += [("data", {"kind": k, "codes": codes, "start": "2019-01-01", "end": "2023-12-31"})
+              for k in ("clean", "validate", "features")]
     kinds += [("prediction", {"kind": k, "stock_code": "000001.SZ", **src})
               for k in ("price", "volatility", "trend")]
     kinds += [("prediction", {"kind": "batch", "stock_code": "000001.SZ", "codes": codes,
@@ -214,8 +211,8 @@ def test_every_kind_runs_on_a_csv_directory(quant: Any, tmp_path: Path) -> None:
     kinds += [("backtest", {"kind": k, "stock_code": "600000.SH", "codes": codes, **src})
               for k in ("strategy", "risk", "portfolio")]
     kinds += [("backtest", {"kind": "optimize", "search": "random", "samples": 40, **src})]
-    kinds += [("training", {"kind": k, "codes": codes, "registry_path": reg, "trials": 4,
-                            "rounds": 2, "windows": [5, 20], **src})
+    kinds += [("training", {"kind": k, "codes": codes, "trials": 4, "rounds": 2,
+                            "windows": [5, 20], **src})
               for k in ("train", "tune", "ensemble", "online")]
     tm = TaskManager(quant)
     # data tasks run in order (clean/validate/features read what sync stored)
