@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .market import BAR_COLUMNS
+from .market import BAR_COLUMNS, OPTIONAL_DEFAULTS
 
 
 def exchange_of(digits: str) -> str:
@@ -36,17 +36,25 @@ def exchange_of(digits: str) -> str:
 
 
 def _finish(frame: pd.DataFrame) -> pd.DataFrame:
-    for column, default in (("adj_factor", 1.0), ("is_st", False), ("suspended", False)):
+    for column, default in OPTIONAL_DEFAULTS.items():
         if column not in frame:
             frame[column] = default
+    frame = frame.fillna({"cash_div": 0.0, "bonus_ratio": 0.0, "transfer_ratio": 0.0})
     frame["suspended"] = frame["suspended"] | (frame["volume"] <= 0)
     return frame[list(BAR_COLUMNS)].astype(
         {"open": float, "high": float, "low": float, "close": float, "volume": float,
-         "amount": float, "adj_factor": float, "is_st": bool, "suspended": bool}) \
+         "amount": float, "adj_factor": float, "cash_div": float, "bonus_ratio": float,
+         "transfer_ratio": float, "is_st": bool, "suspended": bool}) \
         .sort_values(["code", "date"]).reset_index(drop=True)
 
 
-def from_tushare(daily: pd.DataFrame, adj: pd.DataFrame | None = None) -> pd.DataFrame:
+def from_tushare(daily: pd.DataFrame, adj: pd.DataFrame | None = None,
+                 dividend: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``pro.daily`` bars, with ``pro.adj_factor`` factors and ``pro.dividend`` events.
+
+    From the dividend table, rows with an ``ex_date`` (implemented plans) give, per share:
+    ``cash_div_tax`` (cash before tax), ``stk_bo_rate`` (送股) and ``stk_co_rate`` (转增).
+    """
     out = pd.DataFrame({
         "code": daily["ts_code"], "date": pd.to_datetime(daily["trade_date"], format="%Y%m%d"),
         "open": daily["open"], "high": daily["high"], "low": daily["low"],
@@ -57,6 +65,16 @@ def from_tushare(daily: pd.DataFrame, adj: pd.DataFrame | None = None) -> pd.Dat
         factors = adj.assign(date=pd.to_datetime(adj["trade_date"], format="%Y%m%d")) \
             .rename(columns={"ts_code": "code"})[["code", "date", "adj_factor"]]
         out = out.merge(factors, on=["code", "date"], how="left")
+    if dividend is not None:
+        done = dividend[dividend["ex_date"].notna() & (dividend["ex_date"].astype(str) != "")]
+        events = pd.DataFrame({
+            "code": done["ts_code"],
+            "date": pd.to_datetime(done["ex_date"].astype(str), format="%Y%m%d"),
+            "cash_div": pd.to_numeric(done["cash_div_tax"]).fillna(0.0),
+            "bonus_ratio": pd.to_numeric(done["stk_bo_rate"]).fillna(0.0),
+            "transfer_ratio": pd.to_numeric(done["stk_co_rate"]).fillna(0.0),
+        }).groupby(["code", "date"], as_index=False).sum()
+        out = out.merge(events, on=["code", "date"], how="left")
     return _finish(out)
 
 
@@ -91,7 +109,8 @@ def fetch_tushare(code: str, start: str, end: str, token: str) -> pd.DataFrame:
     pro: Any = ts.pro_api(token)
     s, e = start.replace("-", ""), end.replace("-", "")
     return from_tushare(pro.daily(ts_code=code, start_date=s, end_date=e),
-                        pro.adj_factor(ts_code=code, start_date=s, end_date=e))
+                        pro.adj_factor(ts_code=code, start_date=s, end_date=e),
+                        pro.dividend(ts_code=code))
 
 
 def fetch_akshare(code: str, start: str, end: str) -> pd.DataFrame:

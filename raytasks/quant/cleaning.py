@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .calendar import trading_days
-from .market import limit_pct_series, validate_bars
+from .corporate import event_arrays, factor_mismatches, reference_prices
+from .market import EVENT_COLUMNS, limit_pct_series, validate_bars
 
 
 def calendar_gaps(bars: pd.DataFrame) -> list[tuple[str, pd.Timestamp]]:
@@ -22,15 +23,17 @@ def calendar_gaps(bars: pd.DataFrame) -> list[tuple[str, pd.Timestamp]]:
 
 
 def limit_breaches(bars: pd.DataFrame) -> list[dict[str, Any]]:
-    """Closes further from the previous close than the board's limit allows."""
+    """Closes further from the previous close (the ex-rights reference price on an ex-date)
+    than the board's limit allows."""
     out = []
     for code, frame in bars.groupby("code"):
         frame = frame.sort_values("date")
-        prev = frame["close"].shift(1)
+        ref = reference_prices(frame["close"].to_numpy(float), *event_arrays(frame))
+        ref[0] = np.nan
         pct = limit_pct_series(str(code), pd.DatetimeIndex(frame["date"]),
                                frame["is_st"].to_numpy(bool))
-        move = (frame["close"] / prev - 1).abs()
-        bad = frame[(move > pct + 0.0051) & ~frame["suspended"]]
+        move = np.abs(frame["close"].to_numpy(float) / ref - 1)
+        bad = frame[(move > pct + 0.0051) & ~frame["suspended"].to_numpy(bool)]
         out += [{"rule": "price_limit", "code": code, "date": str(d.date())}
                 for d in bad["date"]]
     return out
@@ -41,6 +44,7 @@ def validation_report(bars: pd.DataFrame) -> dict[str, Any]:
     problems += [{"rule": "calendar_gap", "code": c, "date": str(d.date())}
                  for c, d in calendar_gaps(bars)]
     problems += limit_breaches(bars)
+    problems += factor_mismatches(bars)
     counts: dict[str, int] = {}
     for p in problems:
         counts[str(p["rule"])] = counts.get(str(p["rule"]), 0) + 1
@@ -50,7 +54,8 @@ def validation_report(bars: pd.DataFrame) -> dict[str, Any]:
 
 def clean(bars: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """Drop duplicates and impossible bars, fill calendar gaps as suspended days, mark
-    zero-volume days suspended, and add forward-adjusted prices (``adj_close``)."""
+    zero-volume days suspended. Prices stay as traded: adjusted series are derived where
+    they are used (:mod:`raytasks.quant.corporate`), never stored adjusted to a later date."""
     report = {"rows_in": len(bars)}
     out = bars.drop_duplicates(["code", "date"], keep="last")
     report["duplicates"] = len(bars) - len(out)
@@ -72,11 +77,10 @@ def clean(bars: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         out["close"] = out.groupby("code")["close"].ffill()
         for column in price_cols[:-1]:
             out[column] = out[column].fillna(out["close"])
-        out = out.fillna({"volume": 0.0, "amount": 0.0, "suspended": True})
+        out = out.fillna({"volume": 0.0, "amount": 0.0, "suspended": True,
+                          **dict.fromkeys(EVENT_COLUMNS, 0.0)})
         out["adj_factor"] = out.groupby("code")["adj_factor"].ffill()
         out["is_st"] = out.groupby("code")["is_st"].ffill().fillna(False).astype(bool)
         out["suspended"] = out["suspended"].astype(bool)
-    latest = out.groupby("code")["adj_factor"].transform("last")
-    out = out.assign(adj_close=np.round(out["close"] * out["adj_factor"] / latest, 4))
     report["rows_out"] = len(out)
     return out.reset_index(drop=True), report

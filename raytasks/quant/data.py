@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .market import BAR_COLUMNS, CODE
+from .market import BAR_COLUMNS, CODE, OPTIONAL_DEFAULTS
 from .synthetic import generate_bars
 
 
@@ -49,7 +49,7 @@ def _read_one(directory: Path, code: str) -> pd.DataFrame:
         raise ValueError(f"no {code}.csv or {code}.parquet in the data source")
     frame["code"] = code
     frame["date"] = pd.to_datetime(frame["date"])
-    for column, default in (("adj_factor", 1.0), ("is_st", False), ("suspended", False)):
+    for column, default in OPTIONAL_DEFAULTS.items():
         if column not in frame:
             frame[column] = default
     missing = [c for c in BAR_COLUMNS if c not in frame.columns]

@@ -1,4 +1,5 @@
-"""A-share market structure: boards, daily price limits, lot size, the daily-bar schema."""
+"""A-share market structure: boards, daily price limits, lot rules, ex-rights reference prices,
+and the daily-bar schema."""
 
 from __future__ import annotations
 
@@ -11,11 +12,24 @@ import pandas as pd
 LOT = 100
 CODE = re.compile(r"^(\d{6})\.(SZ|SH|BJ)$")
 
-#: the normalised daily bar: volume in shares, amount in CNY
+#: the normalised daily bar, prices unadjusted (as traded): volume in shares, amount in CNY.
+#: ``adj_factor`` is the vendor's cumulative adjustment factor (后复权: it grows at each
+#: ex-date, so ``close * adj_factor`` uses only factors published up to that day).
+#: On an ex-date (除权除息日) the event columns hold, per share held at the record date:
+#: ``cash_div`` the cash dividend before tax (CNY), ``bonus_ratio`` bonus shares from profits
+#: (送股, taxed as dividend income at the 1 CNY par value) and ``transfer_ratio`` shares
+#: from the capital reserve (转增, untaxed); 0 on every other day.
 BAR_COLUMNS = {
     "code": "object", "date": "datetime64[ns]", "open": "float64", "high": "float64",
     "low": "float64", "close": "float64", "volume": "float64", "amount": "float64",
-    "adj_factor": "float64", "is_st": "bool", "suspended": "bool",
+    "adj_factor": "float64", "cash_div": "float64", "bonus_ratio": "float64",
+    "transfer_ratio": "float64", "is_st": "bool", "suspended": "bool",
+}
+EVENT_COLUMNS = ("cash_div", "bonus_ratio", "transfer_ratio")
+#: defaults of the columns a source may not have
+OPTIONAL_DEFAULTS: dict[str, object] = {
+    "adj_factor": 1.0, "cash_div": 0.0, "bonus_ratio": 0.0, "transfer_ratio": 0.0,
+    "is_st": False, "suspended": False,
 }
 
 CHINEXT_20PCT_FROM = date(2020, 8, 24)
@@ -55,6 +69,33 @@ def limit_prices(prev_close: np.ndarray, pct: np.ndarray) -> tuple[np.ndarray, n
     up = np.round(prev_close * (1.0 + pct) + 1e-9, 2)
     down = np.round(prev_close * (1.0 - pct) + 1e-9, 2)
     return up, down
+
+
+def lot_rule(code: str) -> tuple[float, float]:
+    """(minimum shares per buy order, step above it) for the code's board.
+
+    Main board and ChiNext: whole lots of 100. STAR Market: at least 200 shares, then steps
+    of 1 share. Beijing Stock Exchange: at least 100, then steps of 1.
+    """
+    kind = board(code)
+    if kind == "star":
+        return 200.0, 1.0
+    if kind == "bse":
+        return 100.0, 1.0
+    return float(LOT), float(LOT)
+
+
+def reference_price(prev_close: np.ndarray, cash_div: np.ndarray, bonus: np.ndarray,
+                    transfer: np.ndarray) -> np.ndarray:
+    """The exchange's ex-rights/ex-dividend reference price (除权除息参考价), to the fen.
+
+    ``(prev_close - cash_div) / (1 + bonus + transfer)`` on an ex-date; the previous close
+    on any other day. Price limits on an ex-date are taken from this price.
+    """
+    prev = np.asarray(prev_close, float)
+    event = (np.asarray(cash_div) != 0) | (np.asarray(bonus) != 0) | (np.asarray(transfer) != 0)
+    ref = np.round((prev - cash_div) / (1.0 + bonus + transfer) + 1e-9, 2)
+    return np.where(event, ref, prev)
 
 
 def limit_pct_series(code: str, dates: pd.DatetimeIndex, is_st: np.ndarray) -> np.ndarray:

@@ -1,4 +1,16 @@
-"""Return and risk statistics of an equity curve (daily, 252 trading days a year)."""
+"""Return and risk statistics of an equity curve, under one set of conventions.
+
+- Returns are simple daily returns of the equity marked at each close.
+- A year has ``DAYS = 243`` trading days: the mean number of SSE/SZSE sessions a year
+  (2007-2025, the XSHG calendar).
+- Deviations are sample deviations (``ddof=1``) everywhere.
+- The risk-free rate ``rf`` is annual, simple, taken as ``rf / DAYS`` a day; 0 by default.
+- Sharpe = mean(r - rf/DAYS) / std(r, ddof=1) * sqrt(DAYS); 0 when returns do not vary.
+- Sortino divides by the downside deviation, the root mean square of the shortfalls below
+  ``rf/DAYS`` over all days (its standard definition).
+
+The parameter sweep, the risk task and every report call :func:`sharpe`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +19,21 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-DAYS = 252
+DAYS = 243
 
 
 def returns(equity: np.ndarray) -> np.ndarray:
     e = np.asarray(equity, float)
     return e[1:] / e[:-1] - 1.0
+
+
+def sharpe(daily: np.ndarray, rf: float = 0.0) -> float:
+    """The annualised Sharpe ratio of daily returns (module conventions)."""
+    r = np.asarray(daily, float)
+    if len(r) < 2:
+        return 0.0
+    sd = float(r.std(ddof=1))
+    return float((r.mean() - rf / DAYS) / sd * np.sqrt(DAYS)) if sd > 0 else 0.0
 
 
 def max_drawdown(equity: np.ndarray) -> float:
@@ -53,7 +74,7 @@ def summary(equity: np.ndarray, benchmark: np.ndarray | None = None, rf: float =
         "total_return": float(e[-1] / e[0] - 1),
         "annual_return": float((e[-1] / e[0]) ** (1 / years) - 1) if years > 0 else 0.0,
         "annual_volatility": float(sd * np.sqrt(DAYS)),
-        "sharpe": float(excess.mean() / sd * np.sqrt(DAYS)) if sd > 0 else 0.0,
+        "sharpe": sharpe(r, rf),
         "sortino": float(excess.mean() / downside * np.sqrt(DAYS)) if downside > 0 else 0.0,
         "max_drawdown": max_drawdown(e),
         "turnover": float(traded / e.mean() / years) if years > 0 else 0.0,

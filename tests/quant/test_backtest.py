@@ -1,4 +1,5 @@
-"""The A-share backtest engine against a hand-computed case, a plain loop, and rule cases."""
+"""The A-share backtest engine against a hand-computed case, an independent implementation
+of the rules (tests/quant/reference.py), and rule cases."""
 
 from __future__ import annotations
 
@@ -8,20 +9,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raytasks.quant.backtest import Market, grid, run, sma_crossover, sweep_sma
-from raytasks.quant.costs import CostModel, stamp_rates, transfer_fee
+from raytasks.quant.backtest import Market, grid, run, sweep_sma
+from raytasks.quant.costs import stamp_rates, transfer_fee
 from raytasks.quant.market import limit_pct
+from raytasks.quant.signals import sma_crossover
 from raytasks.quant.synthetic import generate_bars
+from tests.quant import reference
 
 
 def _bars(code: str, opens: list[float], closes: list[float], start: str = "2024-03-04",
-          suspended: list[bool] | None = None, st: bool = False) -> pd.DataFrame:
+          suspended: list[bool] | None = None, st: bool = False, **events: list[float],
+          ) -> pd.DataFrame:
     n = len(opens)
     dates = pd.bdate_range(start, periods=n)
     return pd.DataFrame({
         "code": code, "date": dates, "open": opens, "high": np.maximum(opens, closes),
         "low": np.minimum(opens, closes), "close": closes, "volume": 1e6, "amount": 1e7,
-        "adj_factor": 1.0, "is_st": st, "suspended": suspended or [False] * n})
+        "adj_factor": 1.0, "cash_div": events.get("cash_div", [0.0] * n),
+        "bonus_ratio": events.get("bonus_ratio", [0.0] * n),
+        "transfer_ratio": events.get("transfer_ratio", [0.0] * n), "is_st": st,
+        "suspended": suspended or [False] * n})
 
 
 def test_hand_computed_round_trip() -> None:
@@ -44,54 +51,28 @@ def test_hand_computed_round_trip() -> None:
     assert res.fees == pytest.approx(buy_fee + sell_fee)
 
 
-def _plain_loop(bars: pd.DataFrame, target: np.ndarray, cash: float, costs: CostModel) -> list:
-    """A straightforward re-implementation of the stated rules, for comparison."""
-    code = bars["code"].iloc[0]
-    shares, equity = 0.0, [cash]
-    rows = bars.to_dict("records")
-    for t in range(1, len(rows)):
-        row, prev = rows[t], rows[t - 1]
-        day = row["date"].date()
-        pct = limit_pct(code, day, row["is_st"])
-        up = round(prev["close"] * (1 + pct) + 1e-9, 2)
-        down = round(prev["close"] * (1 - pct) + 1e-9, 2)
-        price, w = row["open"], target[t - 1]
-        if not row["suspended"]:
-            want = np.floor(w * (cash + shares * price) / price / 100) * 100
-            buy_stamp, sell_stamp = stamp_rates(day)
-            if want > shares and price < up:
-                qty = want - shares
-                while qty > 0:
-                    amount = qty * price
-                    fee = costs.commission(amount) + buy_stamp * amount + \
-                        transfer_fee(day, code[-2:], qty, amount)
-                    if amount + fee <= cash + 1e-9:
-                        cash, shares = cash - amount - fee, shares + qty
-                        break
-                    qty -= 100
-            elif want < shares and price > down:
-                qty = shares if want == 0 else np.floor((shares - want) / 100) * 100
-                if qty > 0:
-                    amount = qty * price
-                    fee = costs.commission(amount) + sell_stamp * amount + \
-                        transfer_fee(day, code[-2:], qty, amount)
-                    cash, shares = cash + amount - fee, shares - qty
-        equity.append(cash + shares * row["close"])
-    return equity
-
-
 @pytest.mark.parametrize("code,start,end", [("000001.SZ", "2021-01-01", "2024-06-30"),
-                                            ("600000.SH", "2014-01-01", "2016-12-31"),
-                                            ("300750.SZ", "2019-06-01", "2021-06-30"),
-                                            ("688111.SH", "2022-01-01", "2024-12-31")])
-def test_engine_matches_a_plain_loop(code: str, start: str, end: str) -> None:
+                                            ("600000.SH", "2011-01-01", "2016-12-31"),
+                                            ("300750.SZ", "2012-06-01", "2021-06-30"),
+                                            ("688111.SH", "2016-01-01", "2024-12-31")])
+def test_engine_matches_an_independent_implementation(code: str, start: str, end: str) -> None:
+    # Given synthetic bars with ex-dates (cash dividends, bonus and transfer shares), ST
+    # periods and suspensions, over every dividend-tax regime and both lot rules
     bars = generate_bars([code], start, end, seed=11, suspension_rate=0.01, st_share=1.0)
+    shares_issued = bars["bonus_ratio"] + bars["transfer_ratio"]
+    assert (bars["cash_div"] > 0).sum() >= 2 and (shares_issued > 0).any()
     m = Market.from_bars(bars)
     for fast, slow in [(3, 8), (5, 20), (10, 60)]:
-        target = sma_crossover(m.close, fast, slow)
+        target = sma_crossover(m.adjusted_close, fast, slow)
+        # When the engine and the plain re-implementation run the same signals
         res = run(m, target, cash=300_000)
-        np.testing.assert_allclose(res.equity,
-                                   _plain_loop(bars, target, 300_000, CostModel()), rtol=1e-6)
+        equity, trades = reference.simulate(bars, list(target), 300_000)
+        # Then equity, trades, fees and dividend tax agree
+        np.testing.assert_allclose(res.equity, equity, rtol=1e-9)
+        assert len(res.trades) == len(trades)
+        np.testing.assert_allclose(res.trades[["qty", "price", "fee", "tax"]].to_numpy(float),
+                                   np.array([t[2:] for t in trades], float), rtol=1e-9,
+                                   atol=1e-9)
 
 
 def test_t_plus_one_and_lots() -> None:
@@ -164,7 +145,7 @@ def test_commission_minimum_and_stamp_duty_by_date() -> None:
 
 def test_signals_never_look_ahead() -> None:
     bars = generate_bars(["000001.SZ"], "2022-01-01", "2023-12-31")
-    close = bars["close"].to_numpy()
+    close = Market.from_bars(bars).adjusted_close
     base = sma_crossover(close, 5, 20)
     changed = close.copy()
     changed[300:] *= 1.5
@@ -176,7 +157,7 @@ def test_sweep_covers_the_grid() -> None:
     pairs = grid([2, 5, 10], [10, 20, 30])
     table = sweep_sma(m, pairs)
     assert len(table) == len(pairs) == 8
-    single = run(m, sma_crossover(m.close, 5, 20))
+    single = run(m, sma_crossover(m.adjusted_close, 5, 20))
     row = table[(table.fast == 5) & (table.slow == 20)].iloc[0]
     assert row["total_return"] == pytest.approx(single.total_return)
     assert row["fees"] == pytest.approx(single.fees)
