@@ -68,14 +68,24 @@ class SmtpSink:
     """A real SMTP server (aiosmtpd) that keeps every message it receives.
 
     With ``tls`` (an ``ssl.SSLContext``) it requires STARTTLS; with ``login`` (user,
-    password) it requires authentication.
+    password) it requires authentication; addresses in ``refuse`` are refused (550).
     """
 
-    def __init__(self, tls: Any = None, login: tuple[str, str] | None = None) -> None:
+    def __init__(self, tls: Any = None, login: tuple[str, str] | None = None,
+                 refuse: tuple[str, ...] = ()) -> None:
         self.messages: list[Message] = []
+        self.refused: list[str] = []  # RCPT TO addresses answered with 550
         sink = self
 
         class Handler:
+            async def handle_RCPT(self, server: Any, session: Any, envelope: Any,
+                                  address: str, options: Any) -> str:
+                if address in refuse:
+                    sink.refused.append(address)
+                    return "550 no such user here"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
                 msg = message_from_bytes(envelope.original_content or envelope.content)
                 msg["X-Envelope-To"] = ",".join(envelope.rcpt_tos)

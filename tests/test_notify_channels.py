@@ -1,18 +1,21 @@
-"""Channel rules, webhook target checks and email digests, against real peers, without Ray."""
+"""Channel rules, webhook target checks, addresses and email delivery, against real peers
+(a real SMTP server, a real SQLite store), without Ray."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from raytasks.errors import NotificationError
-from raytasks.models import TaskCreateRequest
+from raytasks.inputs import normalise_address, rate_key
+from raytasks.models import TaskCreateRequest, TaskUpdateRequest
 from raytasks.notify import check_target, sign, verify
-from raytasks.notify.email import EmailChannel
-from raytasks.notify.rules import RuleFilter
+from raytasks.notify.email import DIGEST, EmailChannel, allowed
+from raytasks.notify.rules import ChannelDown, RuleFilter
 from raytasks.settings import ChannelRule, EmailSettings, NotifySettings
 from raytasks.store import open_store
 from tests.conftest import wait_for
@@ -25,10 +28,26 @@ from tests.receivers import SmtpSink
     "http://metadata.google.internal/computeMetadata/v1/",
     "http://[fd00:ec2::254]/latest/",
     "file:///etc/passwd",
+    # the same metadata addresses inside IPv6: mapped, compatible, NAT64, 6to4, Teredo
+    "http://[::ffff:169.254.169.254]/latest/",
+    "http://[::ffff:6464:64c8]/latest/",
+    "http://[::169.254.169.254]/latest/",
+    "http://[64:ff9b::a9fe:a9fe]/latest/",
+    "http://[2002:a9fe:a9fe::1]/latest/",
+    "http://[2001:0:4136:e378:8000:63bf:5601:5601]/latest/",
 ])
 def test_cloud_metadata_targets_are_denied_by_default(url: str) -> None:
     with pytest.raises(NotificationError):
         check_target(url, NotifySettings())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]",
+                                  "[64:ff9b::7f00:1]", "[2002:7f00:1::]"])
+def test_a_denied_ipv4_network_also_denies_its_ipv6_forms(host: str) -> None:
+    settings = NotifySettings(deny_networks=["127.0.0.1/32"])
+    with pytest.raises(NotificationError, match=r"denied network 127\.0\.0\.1/32"):
+        check_target(f"http://{host}:9/hook", settings)
+    check_target("http://[::1]:9/hook", settings)  # IPv6's own loopback is not 127.0.0.1
 
 
 def test_allow_list_limits_targets() -> None:
@@ -56,34 +75,78 @@ def test_rules_filter_events_priorities_and_throttle_progress() -> None:
                                                                           False]
 
 
-def test_notify_entries_cannot_smuggle_headers() -> None:
-    with pytest.raises(ValidationError, match="single-line"):
-        TaskCreateRequest(name="x", task_type="data", notify=["a@b.c\r\nBcc: evil@x.y"])
+def test_addresses_are_normalised_to_one_canonical_form() -> None:
+    assert normalise_address(" mailto:Quant@Example.COM ") == "Quant@example.com"
+    assert normalise_address("MAILTO:a.b+tag@sub.example.cn") == "a.b+tag@sub.example.cn"
+    assert rate_key("Victim@Example.com") == rate_key("victim@example.COM")
 
 
-def test_rate_limit_turns_a_flood_into_one_digest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("entry", [
+    "a@b.c\r\nBcc: evil@x.y", "victim@example.com\u2028Bcc: x@y.z", "v@x.com\u2029",
+    "<victim@example.com>", "Victim <victim@example.com>", "a@b.com, c@d.com",
+    "a@b.com;c@d.com", '"quoted"@example.com', "no-at-sign", "@example.com", "a@localhost",
+    "a@-bad-.com", "a..b@example.com", "a@b.com\x00", "a@exa\ud800mple.com",
+    "x" * 65 + "@example.com",
+])
+def test_addresses_that_could_poison_a_message_are_refused(entry: str) -> None:
+    with pytest.raises(ValidationError, match="notify"):
+        TaskCreateRequest(name="x", task_type="data", notify=[entry])
+    with pytest.raises(ValidationError, match="notify"):
+        TaskUpdateRequest(notify=[entry])  # a PATCH is checked like a create
+
+
+def test_notify_entries_are_capped_and_deduplicated() -> None:
+    req = TaskCreateRequest(name="x", task_type="data",
+                            notify=["Q@example.com", "mailto:q@EXAMPLE.com", "r@example.com"])
+    assert req.notify == ["Q@example.com", "r@example.com"]
+    with pytest.raises(ValidationError, match="at most 5 notify addresses"):
+        TaskCreateRequest(name="x", task_type="data",
+                          notify=[f"u{i}@example.com" for i in range(47)])
+
+
+def test_the_allow_list_admits_domains_and_single_addresses() -> None:
+    settings = EmailSettings(allow_domains=["example.com"], allow_addresses=["Boss@corp.cn"])
+    assert allowed(settings, "anyone@EXAMPLE.com") and allowed(settings, "boss@corp.cn")
+    assert not allowed(settings, "other@corp.cn") and not allowed(settings, "x@example.co")
+    assert not allowed(settings, "x@evil.example.com.attacker.net")
+    assert not allowed(EmailSettings(), "anyone@example.com")  # empty: tasks add nobody
+    assert not allowed(None, "anyone@example.com")  # no email channel at all
+
+
+def _event(i: int, **extra: Any) -> dict[str, Any]:
+    return {"event_id": i, "task_id": f"task{i}", "kind": "status", "status": "COMPLETED",
+            "at": 0, **extra}
+
+
+def test_rate_limit_counts_the_normalised_address_and_sends_one_digest(tmp_path: Path) -> None:
     smtp = SmtpSink()
     try:
         store = open_store(f"sqlite:///{tmp_path / 's.db'}")
         channel = EmailChannel(EmailSettings(host="127.0.0.1", port=smtp.port,
-                                             recipients=["desk@example.com"],
                                              rate_limit_count=2, rate_limit_window_s=60),
                                store)
-        events = [{"event_id": i, "task_id": f"task{i}", "kind": "status",
-                   "status": "COMPLETED", "at": 0} for i in range(1, 8)]
-        for i, event in enumerate(events):
-            done, log = channel.deliver(event, now=float(i))
-            assert done
-            store.log_delivery(log)
-        assert len(smtp.messages) == 2  # two sent, five held
-        assert channel.flush_digests(now=30.0) == []  # window still full
+        # Given one recipient spelt seven ways
+        spellings = ["Desk@Example.com", "desk@example.COM", "desk@example.com"]
+        outcomes = []
+        for i in range(1, 8):
+            event = _event(i)
+            outcome = channel.send(event, spellings[i % 3], now=float(i))
+            outcomes.append(outcome)
+            store.log_delivery([{"channel": "email", "target": spellings[i % 3],
+                                 "event_id": i, "attempt": 1, "outcome": outcome,
+                                 "detail": channel.detail(event, outcome), "at": float(i)}])
+        # Then two are mailed and five held: the spellings share one limit
+        assert outcomes == ["delivered"] * 2 + [DIGEST] * 5
+        assert len(smtp.messages) == 2
+        assert channel.flush(now=30.0) == []  # window still full
         # a restarted channel still holds them (they are in the delivery log)
         channel = EmailChannel(channel.settings, store)
-        channel.flush_digests(now=61.0)
-        wait_for(lambda: len(smtp.messages) == 3, what="the digest")
-        digest = smtp.messages[2]
-        assert digest["Subject"] == "[raytasks] digest: 5 task events"
-        assert json.loads("[" + digest["X-Raytasks-Event-Ids"] + "]") == [3, 4, 5, 6, 7]
+        channel.flush(now=61.0)
+        wait_for(lambda: len(smtp.messages) >= 3, what="the digest")
+        digests = [m for m in smtp.messages if "digest" in m["Subject"]]
+        held = sorted(i for m in digests for i in json.loads("[" + m["X-Raytasks-Event-Ids"]
+                                                             + "]"))
+        assert held == [3, 4, 5, 6, 7]
     finally:
         smtp.close()
 
@@ -98,16 +161,17 @@ def test_starttls_and_login(tmp_path: Path) -> None:
         event = {"event_id": 1, "task_id": "t1", "kind": "status", "status": "FAILED", "at": 0}
         good = EmailSettings(host="127.0.0.1", port=smtp.port, starttls=True, ca_file=ca,
                              username="raytasks", password="pa55", recipients=["d@x.cn"])
-        done, log = EmailChannel(good, store).deliver(event, now=0.0)
-        assert done and log[0]["outcome"] == "delivered" and len(smtp.messages) == 1
-        # a wrong password is a failed delivery (retried later), never a silent drop
+        assert EmailChannel(good, store).send(event, "d@x.cn", now=0.0) == "delivered"
+        assert len(smtp.messages) == 1
+        # a wrong password takes the channel down (retried later), never a silent drop
         bad = good.model_copy(update={"password": SecretStr("nope")})
-        done, log = EmailChannel(bad, store).deliver(event, now=0.0)
-        assert not done and log[0]["outcome"] == "failed"
-        assert "nope" not in str(log)  # secrets are never logged
+        with pytest.raises(ChannelDown) as down:
+            EmailChannel(bad, store).send(event, "d@x.cn", now=0.0)
+        assert "nope" not in str(down.value)  # secrets are never logged
         # without STARTTLS the server refuses to take the mail
         plain = good.model_copy(update={"starttls": False})
-        done, _ = EmailChannel(plain, store).deliver(event, now=0.0)
-        assert not done and len(smtp.messages) == 1
+        with pytest.raises(Exception):  # noqa: B017 - refused, whichever way smtplib says it
+            EmailChannel(plain, store).send(event, "d@x.cn", now=0.0)
+        assert len(smtp.messages) == 1
     finally:
         smtp.close()

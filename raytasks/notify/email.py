@@ -2,7 +2,10 @@
 
 Headers are built with the standard library's :class:`EmailMessage`, whose
 default policy refuses CR/LF in header values (no header injection); task
-names and messages only ever go into bodies, escaped for HTML.
+names and messages only ever go into bodies, escaped for HTML. Recipients are
+the operator's ``recipients`` plus a task's own ``notify`` addresses that the
+operator's allow-list admits (:func:`allowed`); rate limits count on the
+normalised address, so ``Victim@X`` and ``victim@x`` are one recipient.
 """
 
 from __future__ import annotations
@@ -15,10 +18,21 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
 
+from ..inputs import normalise_address, rate_key
 from ..settings import EmailSettings
-from .rules import RuleFilter
+from .rules import ChannelDown, RuleFilter, Undeliverable, delivery_row
 
 DIGEST = "digest"
+
+
+def allowed(settings: EmailSettings | None, address: str) -> bool:
+    """May a task send to ``address`` (normalised)? Only inside the operator's allow-list."""
+    if settings is None:
+        return False
+    key = rate_key(address)
+    domain = key.rpartition("@")[2]
+    return any(key == rate_key(a) for a in settings.allow_addresses) or \
+        any(domain == d.lower().lstrip("@") for d in settings.allow_domains)
 
 
 def _describe(payload: dict[str, Any]) -> str:
@@ -52,56 +66,72 @@ def build_message(settings: EmailSettings, recipient: str,
     return msg
 
 
+# the server refused this message or recipient; any other OSError (connection,
+# TLS, login) means the server or the network failed and the whole channel waits
+_MESSAGE_ERRORS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused,
+                   smtplib.SMTPDataError)
+
+
 class EmailChannel:
-    """Sends matching events to the configured recipients and the task's own ``notify``
-    addresses; past ``rate_limit_count`` emails per window a recipient gets one digest."""
+    """Sends matching events to the configured recipients and the task's own allowed
+    ``notify`` addresses; past ``rate_limit_count`` emails per window a recipient gets
+    one digest at the end of the window."""
 
     def __init__(self, settings: EmailSettings, store: Any) -> None:
         self.settings = settings
         self.store = store
         self.name = "email"
         self.filter = RuleFilter(settings)
-        self.retry_at = 0.0
+        self.max_attempts = settings.max_attempts
+        self.backoff_base_s, self.backoff_max_s = settings.backoff_base_s, settings.backoff_max_s
         self._sent: dict[str, list[float]] = {}
-        # events held for a digest are in the delivery log, so a restart keeps them
+        # by rate key; events held for a digest are in the delivery log, so a restart
+        # keeps them
         self._held: dict[str, list[dict[str, Any]]] = {}
-        for row in store.deliveries(channel=self.name, outcome=DIGEST):
+        for row in store.deliveries(channel=self.name, outcome=DIGEST, limit=100_000):
             payload = {"event_id": row["event_id"], "task_id": row["detail"] or "?",
                        "kind": "status", "status": "(held for digest)", "at": row["at"]}
-            self._held.setdefault(row["target"], []).append(payload)
+            self._held.setdefault(rate_key(row["target"]), []).append(payload)
 
-    def recipients(self, payload: dict[str, Any]) -> list[str]:
-        out = list(self.settings.recipients)
+    def targets(self, payload: dict[str, Any]) -> tuple[list[str], list[tuple[str, str]]]:
+        """(addresses to send to, [(entry, why it is refused)]) for one event."""
+        out, refused = [], []
+        for entry in self.settings.recipients:  # the operator's own: trusted, still normalised
+            out.append(normalise_address(entry))
         task = self.store.get(payload["task_id"])
         for entry in task.notify if task else []:
-            address = entry.removeprefix("mailto:")
-            if "@" in address and address not in out:
+            try:
+                address = normalise_address(entry)
+            except ValueError as exc:
+                refused.append((entry[:320], str(exc)))
+                continue
+            if not allowed(self.settings, address):
+                refused.append((address, "not in notify.email.allow_domains/allow_addresses"))
+            elif rate_key(address) not in {rate_key(a) for a in out}:
                 out.append(address)
-        return out
+        return out, refused
 
-    def deliver(self, payload: dict[str, Any], now: float) -> tuple[bool, list[dict[str, Any]]]:
-        log: list[dict[str, Any]] = []
-        try:
-            for recipient in self.recipients(payload):
-                window = [t for t in self._sent.get(recipient, [])
-                          if now - t < self.settings.rate_limit_window_s]
-                self._sent[recipient] = window
-                if len(window) >= self.settings.rate_limit_count:
-                    self._held.setdefault(recipient, []).append(payload)
-                    log.append(self._row(recipient, payload["event_id"], DIGEST,
-                                         payload["task_id"], now))
-                    continue
-                self._send(recipient, [payload])
-                window.append(now)
-                log.append(self._row(recipient, payload["event_id"], "delivered", "", now))
-        except (OSError, smtplib.SMTPException) as exc:
-            self.retry_at = now + 5.0
-            log.append(self._row("*", payload["event_id"], "failed",
-                                 f"{type(exc).__name__}: {exc}", now))
-            return False, log
-        return True, log
+    def send(self, payload: dict[str, Any], target: str, now: float) -> str:
+        """Mail one event to one recipient, or hold it for the digest; the outcome.
 
-    def flush_digests(self, now: float) -> list[dict[str, Any]]:
+        Raises:
+            ChannelDown: the SMTP server is unreachable or refused the session.
+            Exception: this message failed (it is retried, then dead-lettered).
+        """
+        key = rate_key(target)
+        window = [t for t in self._sent.get(key, []) if now - t < self.settings.rate_limit_window_s]
+        self._sent[key] = window
+        if len(window) >= self.settings.rate_limit_count:
+            self._held.setdefault(key, []).append(payload)
+            return DIGEST
+        self._send(target, [payload])
+        window.append(now)
+        return "delivered"
+
+    def detail(self, payload: dict[str, Any], outcome: str) -> str:
+        return str(payload["task_id"]) if outcome == DIGEST else ""
+
+    def flush(self, now: float) -> list[dict[str, Any]]:
         """Send each held digest once its recipient's window has room again."""
         log = []
         for recipient, held in list(self._held.items()):
@@ -111,33 +141,43 @@ class EmailChannel:
                 continue
             try:
                 self._send(recipient, held)
-            except (OSError, smtplib.SMTPException):
+            except Undeliverable as exc:  # it would fail the same way every tick
+                del self._held[recipient]
+                log.append(delivery_row(self.name, recipient, held[-1]["event_id"], 1,
+                                        "dead-letter", str(exc), now))
+                continue
+            except Exception:  # the digest stays held, tried next tick
                 continue
             self._sent[recipient] = [*window, now]
             del self._held[recipient]
+            log.append(delivery_row(self.name, recipient, held[-1]["event_id"], 1,
+                                    "digest-sent", f"{len(held)} events", now))
+        if log and not self._held:  # every held event is out: the log holds none any more
             self.store.set_delivery_outcome(self.name, DIGEST, "sent-in-digest")
-            log.append(self._row(recipient, held[-1]["event_id"], "digest-sent",
-                                 f"{len(held)} events", now))
         return log
 
     def _send(self, recipient: str, events: list[dict[str, Any]]) -> None:
-        msg = build_message(self.settings, recipient, events)
+        try:
+            msg = build_message(self.settings, recipient, events)
+        except Exception as exc:  # the same input fails the same way: never retry it
+            raise Undeliverable(f"the message cannot be built: {type(exc).__name__}: "
+                                f"{exc}") from None
         s = self.settings
         smtp: smtplib.SMTP
         context = ssl.create_default_context(cafile=s.ca_file)  # verifies host and chain
-        if s.ssl:
-            smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context)
-        else:
-            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
-        with smtp:
-            if s.starttls and not s.ssl:
-                smtp.starttls(context=context)
-            if s.username:
-                password = s.password.get_secret_value() if s.password else ""
-                smtp.login(s.username, password)
-            smtp.send_message(msg)
-
-    def _row(self, target: str, event_id: int, outcome: str, detail: str,
-             now: float) -> dict[str, Any]:
-        return {"channel": self.name, "target": target, "event_id": int(event_id),
-                "attempt": 1, "outcome": outcome, "detail": detail, "at": now}
+        try:
+            if s.ssl:
+                smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context)
+            else:
+                smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+            with smtp:
+                if s.starttls and not s.ssl:
+                    smtp.starttls(context=context)
+                if s.username:
+                    password = s.password.get_secret_value() if s.password else ""
+                    smtp.login(s.username, password)
+                smtp.send_message(msg)
+        except _MESSAGE_ERRORS:
+            raise  # this message or recipient was refused: retried, then dead-lettered
+        except OSError as exc:  # smtplib's errors are OSErrors too
+            raise ChannelDown(f"{type(exc).__name__}: {exc}") from None

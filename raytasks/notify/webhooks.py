@@ -22,9 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import NotificationError
-from ..lifecycle import retry_delay_s
 from ..settings import NotifySettings, WebhookTarget
-from .rules import RuleFilter
+from .rules import ChannelDown, RuleFilter, Undeliverable
 
 SIGNATURE_HEADER = "X-Raytasks-Signature"
 
@@ -39,8 +38,40 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, by every standard embedding.
+
+    IPv4-mapped (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``), NAT64
+    (``64:ff9b::/96``), 6to4 (``2002::/16``) and Teredo (``2001::/32``: the server,
+    and the client, stored XOR ``0xffffffff``). A deny list of IPv4 networks must
+    see these, or ``[::ffff:169.254.169.254]`` walks past ``169.254.0.0/16``.
+    """
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    value = int(address)
+    if 1 < value < 2**32:  # IPv4-compatible; :: and ::1 are IPv6's own
+        found.append(ipaddress.IPv4Address(value))
+    if address in _NAT64:
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)  # (server, client) with the client un-XORed
+    return found
+
+
 def check_target(url: str, settings: NotifySettings) -> None:
     """Refuse webhook URLs that point at cloud metadata services or outside the allow list.
+
+    Every address the host resolves to is checked, and so is every IPv4 address
+    embedded in an IPv6 one (:func:`embedded_ipv4`).
 
     Raises:
         NotificationError: saying which rule refused the URL.
@@ -55,16 +86,19 @@ def check_target(url: str, settings: NotifySettings) -> None:
         raise NotificationError(f"webhook host {host!r} is denied (notify.deny_hosts)")
     try:
         infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
+    except (socket.gaierror, UnicodeError) as exc:
         raise NotificationError(f"webhook host {host!r} does not resolve: {exc}") from None
     networks = [ipaddress.ip_network(n) for n in settings.deny_networks]
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        for network in networks:
-            if address.version == network.version and address in network:
-                raise NotificationError(
-                    f"webhook host {host!r} resolves to {address}, inside denied network "
-                    f"{network} (cloud metadata and other internal services)")
+        resolved = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        for address in [resolved, *embedded_ipv4(resolved)]:
+            for network in networks:
+                if address.version == network.version and address in network:
+                    raise NotificationError(
+                        f"webhook host {host!r} resolves to {resolved}"
+                        + (f" (IPv4 {address} inside)" if address != resolved else "")
+                        + f", inside denied network {network} (cloud metadata and other "
+                        "internal services)")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -78,44 +112,46 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class WebhookChannel:
-    """Delivers events to one target in order; a failing event blocks later ones until it
-    succeeds or its attempts are spent (then it is logged as given up)."""
+    """Posts events to one target. A refused target dead-letters the event at once; an
+    error status is retried with backoff by the dispatcher; an unreachable receiver
+    pauses the channel."""
 
     def __init__(self, target: WebhookTarget, settings: NotifySettings) -> None:
         self.target = target
         self.settings = settings
         self.name = "webhook:" + target.url
         self.filter = RuleFilter(target)
-        self.retry_at = 0.0
-        self.attempts: dict[int, int] = {}
+        self.max_attempts = target.max_attempts
+        self.backoff_base_s, self.backoff_max_s = target.backoff_base_s, target.backoff_max_s
 
-    def deliver(self, payload: dict[str, Any], now: float) -> tuple[bool, dict[str, Any]]:
-        """Try once. Returns (done, delivery-log row); done is False when a retry is due."""
-        event_id = int(payload["event_id"])
-        attempt = self.attempts.get(event_id, 0) + 1
-        self.attempts[event_id] = attempt
-        outcome, detail = "delivered", ""
+    def targets(self, payload: dict[str, Any]) -> tuple[list[str], list[tuple[str, str]]]:
+        return [self.target.url], []
+
+    def send(self, payload: dict[str, Any], target: str, now: float) -> str:
+        """Post once; ``"delivered"``, or raise.
+
+        Raises:
+            Undeliverable: the target check refused the URL.
+            ChannelDown: the receiver is unreachable.
+            RuntimeError: the receiver answered with an error status.
+        """
         try:
             check_target(self.target.url, self.settings)
-            status = self._post(payload)
-            if not 200 <= status < 300:
-                outcome, detail = "failed", f"HTTP {status}"
         except NotificationError as exc:
-            outcome, detail = "refused", str(exc)
+            raise Undeliverable(str(exc)) from None
+        try:
+            status = self._post(payload)
         except (OSError, urllib.error.URLError) as exc:
-            outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
-        done = outcome in ("delivered", "refused")
-        if outcome == "failed" and attempt >= self.target.max_attempts:
-            outcome, done = "gave-up", True
-        if done:
-            self.attempts.pop(event_id, None)
-            self.retry_at = 0.0
-        else:
-            self.retry_at = now + retry_delay_s(attempt, self.target.backoff_base_s,
-                                                self.target.backoff_max_s, 0.2)
-        return done, {"channel": self.name, "target": self.target.url, "event_id": event_id,
-                      "attempt": attempt, "outcome": outcome, "detail": detail[:2000],
-                      "at": now}
+            raise ChannelDown(f"{type(exc).__name__}: {exc}") from None
+        if not 200 <= status < 300:
+            raise RuntimeError(f"HTTP {status}")
+        return "delivered"
+
+    def detail(self, payload: dict[str, Any], outcome: str) -> str:
+        return ""
+
+    def flush(self, now: float) -> list[dict[str, Any]]:
+        return []
 
     def _post(self, payload: dict[str, Any]) -> int:
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
