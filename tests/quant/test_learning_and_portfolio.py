@@ -102,5 +102,12 @@ def test_portfolio_cash_never_goes_negative_and_lots_hold() -> None:
     close = bars.pivot(index="date", columns="code", values="close")
     w = top_k_weights(close / close.shift(20) - 1, k=2, every=10)
     res = run_portfolio(markets, w, cash=500_000)
-    assert all(t["qty"] % 100 == 0 for t in res["trades"])
+    for i, t in enumerate(res["trades"]):  # each order follows its board's lot rule
+        least, step = (200, 1) if t["code"].startswith("688") else (100, 100)
+        later = [u for u in res["trades"][i + 1:] if u["code"] == t["code"]]
+        # an odd lot (bonus shares) goes only with a full exit: flat until the next buy
+        full_exit = t["side"] == "sell" and (
+            later[0]["side"] == "buy" if later else t["code"] not in res["final_positions"])
+        assert full_exit or (t["qty"] >= least and t["qty"] % step == 0), t
+    assert any(t["qty"] % 100 for t in res["trades"] if t["code"] == "688111.SH")
     assert np.all(res["equity"] > 0) and len(res["trades"]) > 10

@@ -70,8 +70,11 @@ def test_risk_summary_against_direct_formulas() -> None:
     equity = 1e6 * np.concatenate([[1.0], np.cumprod(1 + daily)])
     bench = 1e6 * np.concatenate([[1.0], np.cumprod(1 + 0.5 * daily + rng.normal(0, 0.01, 750))])
     s = risk.summary(equity, benchmark=bench)
-    assert s["sharpe"] == pytest.approx(daily.mean() / daily.std(ddof=1) * np.sqrt(252))
-    assert s["annual_volatility"] == pytest.approx(daily.std(ddof=1) * np.sqrt(252))
+    assert s["sharpe"] == pytest.approx(daily.mean() / daily.std(ddof=1) * np.sqrt(243))
+    assert s["annual_volatility"] == pytest.approx(daily.std(ddof=1) * np.sqrt(243))
+    with_rf = risk.summary(equity, rf=0.02)["sharpe"]
+    assert with_rf == pytest.approx((daily - 0.02 / 243).mean() / daily.std(ddof=1)
+                                    * np.sqrt(243))
     peak = np.maximum.accumulate(equity)
     assert s["max_drawdown"] == pytest.approx(((peak - equity) / peak).max())
     q = np.quantile(daily, 0.05)
@@ -81,6 +84,11 @@ def test_risk_summary_against_direct_formulas() -> None:
     assert s["beta"] == pytest.approx(np.cov(daily, b)[0, 1] / np.var(b, ddof=1))
     assert s["var_parametric"] == pytest.approx(-(daily.mean() - 1.6448536 * daily.std(ddof=1)),
                                                 rel=1e-6)
+
+
+def test_a_year_has_the_mean_number_of_sessions_of_the_calendar() -> None:
+    sessions = trading_days("2007-01-01", "2025-12-31")
+    assert round(len(sessions) / 19) == risk.DAYS
 
 
 def test_trading_calendar_has_the_real_holidays() -> None:
