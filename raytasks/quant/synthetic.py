@@ -63,11 +63,12 @@ def generate_bars(codes: list[str], start: str, end: str | None = None, seed: in
     if lo < pd.Timestamp(FIRST_SESSION) or lo > hi:
         raise ValueError(f"synthetic bars cover {FIRST_SESSION} to the last completed "
                          f"session ({last}); asked {start}..{end}")
-    dates = trading_days(FIRST_SESSION, hi)
+    # whole years, so each year's streams draw the same count whatever the end
+    dates = trading_days(FIRST_SESSION, f"{hi.year}-12-31")
     frames = []
     for code in codes:
         frame = _one(code, dates, seed, suspension_rate, st_share)
-        frames.append(frame[frame["date"] >= lo])
+        frames.append(frame[(frame["date"] >= lo) & (frame["date"] <= hi)])
     return pd.concat(frames, ignore_index=True)
 
 
