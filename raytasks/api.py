@@ -46,23 +46,26 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 class _Facade:
+    """Typed calls on one system actor: ``await self._await(self._actor.method.remote(...))``."""
+
     role = rt.MANAGER
 
     def __init__(self, runtime: rt.Runtime | None = None) -> None:
         self._rt = runtime or rt.current()
 
-    def _ref(self, method: str, *args: Any) -> Any:
-        return self._rt.handle(self.role).call.remote(method, *args)
+    @property
+    def _actor(self) -> Any:
+        return self._rt.handle(self.role)
 
-    async def _acall(self, method: str, *args: Any) -> Any:
+    async def _await(self, ref: Any) -> Any:
         try:
-            return await self._ref(method, *args)
+            return await ref
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
 
-    def _call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+    def _get(self, ref: Any, timeout_s: float | None = None) -> Any:
         try:
-            return rt.get(self._ref(method, *args), timeout_s)
+            return rt.get(ref, timeout_s)
         except ray.exceptions.RayTaskError as exc:
             raise _unwrap(exc) from None
 
@@ -72,11 +75,12 @@ class TaskManager(_Facade):
 
     async def create_task(self, request: TaskCreateRequest) -> Task:
         """Store a task (PENDING, not yet queued); ``TaskQueueManager.submit_task`` queues it."""
-        tasks: list[Task] = await self._acall("create", [request], [_new_id()])
+        tasks: list[Task] = await self._await(
+            self._actor.create.remote([request], [_new_id()], False))
         return tasks[0]
 
     def create_task_sync(self, request: TaskCreateRequest) -> Task:
-        return self._call("create", [request], [_new_id()])[0]
+        return self._get(self._actor.create.remote([request], [_new_id()], False))[0]
 
     async def submit(self, request: TaskCreateRequest) -> Task:
         """Create and queue in one call, at the request's priority."""
@@ -87,51 +91,51 @@ class TaskManager(_Facade):
 
     async def submit_many(self, requests: list[TaskCreateRequest]) -> list[Task]:
         """Create and queue many tasks in one commit; all are refused if one is invalid."""
-        return await self._acall("create_and_enqueue", requests, _new_ids(requests))
+        return await self._await(self._actor.create.remote(requests, _new_ids(requests), True))
 
     def submit_many_sync(self, requests: list[TaskCreateRequest]) -> list[Task]:
-        return self._call("create_and_enqueue", requests, _new_ids(requests))
+        return self._get(self._actor.create.remote(requests, _new_ids(requests), True))
 
     async def get_task(self, task_id: str) -> Task:
-        return await self._acall("get", task_id)
+        return await self._await(self._actor.get.remote(task_id))
 
     def get_task_sync(self, task_id: str) -> Task:
-        return self._call("get", task_id)
+        return self._get(self._actor.get.remote(task_id))
 
     async def update_task(self, task_id: str, request: TaskUpdateRequest) -> Task:
-        return await self._acall("update", task_id, request)
+        return await self._await(self._actor.update.remote(task_id, request))
 
     def update_task_sync(self, task_id: str, request: TaskUpdateRequest) -> Task:
-        return self._call("update", task_id, request)
+        return self._get(self._actor.update.remote(task_id, request))
 
     async def delete_task(self, task_id: str) -> None:
-        await self._acall("delete", task_id)
+        await self._await(self._actor.delete.remote(task_id))
 
     def delete_task_sync(self, task_id: str) -> None:
-        self._call("delete", task_id)
+        self._get(self._actor.delete.remote(task_id))
 
     async def list_tasks(self, query: TaskQuery | None = None) -> TaskPage:
         query = query or TaskQuery()
-        items, total = await self._acall("query", query)
+        items, total = await self._await(self._actor.query.remote(query))
         return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit)
 
     def list_tasks_sync(self, query: TaskQuery | None = None) -> TaskPage:
         query = query or TaskQuery()
-        items, total = self._call("query", query)
+        items, total = self._get(self._actor.query.remote(query))
         return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit)
 
     async def cancel_task(self, task_id: str) -> Task:
         """Cancel: a PENDING task at once, a RUNNING one cooperatively, then by force."""
-        return await self._acall("cancel", task_id)
+        return await self._await(self._actor.cancel.remote(task_id))
 
     def cancel_task_sync(self, task_id: str) -> Task:
-        return self._call("cancel", task_id)
+        return self._get(self._actor.cancel.remote(task_id))
 
     async def retry_task(self, task_id: str) -> Task:
-        return await self._acall("retry", task_id)
+        return await self._await(self._actor.retry.remote(task_id))
 
     def retry_task_sync(self, task_id: str) -> Task:
-        return self._call("retry", task_id)
+        return self._get(self._actor.retry.remote(task_id))
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
         """The task once finished (whatever its status).
@@ -145,20 +149,21 @@ class TaskManager(_Facade):
         return self.wait_all_sync([task_id], timeout_s)[0]
 
     async def wait_all(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
-        tasks: list[Task] = await self._acall("wait", task_ids, timeout_s)
+        tasks: list[Task] = await self._await(self._actor.wait.remote(task_ids, timeout_s))
         return _finished_or_raise(tasks, timeout_s)
 
     def wait_all_sync(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
-        return _finished_or_raise(self._call("wait", task_ids, timeout_s), timeout_s)
+        return _finished_or_raise(self._get(self._actor.wait.remote(task_ids, timeout_s)),
+                                 timeout_s)
 
     async def stats(self) -> dict[str, Any]:
-        return await self._acall("stats")
+        return await self._await(self._actor.stats.remote())
 
     def stats_sync(self) -> dict[str, Any]:
-        return self._call("stats")
+        return self._get(self._actor.stats.remote())
 
     def task_types_sync(self) -> list[TaskTypeInfo]:
-        return self._call("types")
+        return self._get(self._actor.types.remote())
 
 
 class TaskQueueManager(_Facade):
@@ -166,16 +171,16 @@ class TaskQueueManager(_Facade):
 
     async def submit_task(self, task_id: str, priority: TaskPriority | None = None) -> Task:
         """Queue a created task (optionally at a new priority); repeating it is harmless."""
-        return await self._acall("enqueue", task_id, priority)
+        return await self._await(self._actor.enqueue.remote(task_id, priority))
 
     def submit_task_sync(self, task_id: str, priority: TaskPriority | None = None) -> Task:
-        return self._call("enqueue", task_id, priority)
+        return self._get(self._actor.enqueue.remote(task_id, priority))
 
     async def queue_stats(self) -> list[QueueStats]:
-        return _queue_stats(await self._acall("stats"))
+        return list(await self._await(self._actor.queue_stats.remote()))
 
     def queue_stats_sync(self) -> list[QueueStats]:
-        return _queue_stats(self._call("stats"))
+        return list(self._get(self._actor.queue_stats.remote()))
 
 
 class TaskExecutionEngine(_Facade):
@@ -187,13 +192,14 @@ class TaskExecutionEngine(_Facade):
         Raises:
             TaskFailedError: it ended FAILED or CANCELLED.
         """
-        await self._acall("enqueue", task_id, None)
-        tasks: list[Task] = await self._acall("wait", [task_id], timeout_s)
+        await self._await(self._actor.enqueue.remote(task_id, None))
+        tasks: list[Task] = await self._await(self._actor.wait.remote([task_id], timeout_s))
         return _result_or_raise(_finished_or_raise(tasks, timeout_s)[0])
 
     def execute_task_sync(self, task_id: str, timeout_s: float | None = None) -> Any:
-        self._call("enqueue", task_id, None)
-        tasks = _finished_or_raise(self._call("wait", [task_id], timeout_s), timeout_s)
+        self._get(self._actor.enqueue.remote(task_id, None))
+        tasks = _finished_or_raise(self._get(self._actor.wait.remote([task_id], timeout_s)),
+                                   timeout_s)
         return _result_or_raise(tasks[0])
 
     def executors_sync(self) -> list[dict[str, Any]]:
@@ -207,10 +213,11 @@ class ProgressTracker(_Facade):
     role = rt.TRACKER
 
     async def get_progress(self, task_id: str) -> TaskProgress:
-        return _progress_or_raise(task_id, await self._acall("get_progress", task_id))
+        return _progress_or_raise(task_id, await self._await(
+            self._actor.get_progress.remote(task_id)))
 
     def get_progress_sync(self, task_id: str) -> TaskProgress:
-        return _progress_or_raise(task_id, self._call("get_progress", task_id))
+        return _progress_or_raise(task_id, self._get(self._actor.get_progress.remote(task_id)))
 
 
 class TaskNotificationService(_Facade):
@@ -219,20 +226,20 @@ class TaskNotificationService(_Facade):
     role = rt.NOTIFIER
 
     async def events(self, after_id: int = 0, timeout_s: float = 10.0) -> list[TaskNotification]:
-        return await self._acall("stream", after_id, timeout_s)
+        return await self._await(self._actor.stream.remote(after_id, timeout_s))
 
     def events_sync(self, after_id: int = 0, timeout_s: float = 10.0) -> list[TaskNotification]:
-        return self._call("stream", after_id, timeout_s)
+        return self._get(self._actor.stream.remote(after_id, timeout_s))
 
     async def last_event_id(self) -> int:
-        return await self._acall("last_event_id")
+        return await self._await(self._actor.last_event_id.remote())
 
     async def metrics_text(self) -> str:
         """Task metrics from the event stream, in the Prometheus text format."""
-        return await self._acall("metrics_text")
+        return await self._await(self._actor.metrics_text.remote())
 
     def last_event_id_sync(self) -> int:
-        return self._call("last_event_id")
+        return self._get(self._actor.last_event_id.remote())
 
     def subscribe(self, callback: Callable[[TaskNotification], None],
                   after_id: int | None = None,
@@ -298,7 +305,7 @@ def register_task_type(
                         max_retries=max_retries, max_concurrency=max_concurrency)
     manager = runtime.handle(rt.MANAGER)
     try:
-        info: TaskTypeInfo = rt.get(manager.call.remote("register_type", spec.dumps()))
+        info: TaskTypeInfo = rt.get(manager.register_type.remote(spec.dumps()))
     except ray.exceptions.RayTaskError as exc:
         raise _unwrap(exc) from None
     rt.get(runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers))
@@ -334,7 +341,4 @@ def _progress_or_raise(task_id: str, progress: TaskProgress | None) -> TaskProgr
         raise TaskNotFoundError(task_id)
     return progress
 
-
-def _queue_stats(stats: dict[str, Any]) -> list[QueueStats]:
-    return [QueueStats.model_validate(q) for q in stats["queues"]]
 

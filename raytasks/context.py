@@ -39,7 +39,7 @@ class TaskExecutionContext:
         *,
         checkpoint: Any = None,
         on_progress: Callable[[float, str, str | None], None] | None = None,
-        on_checkpoint: Callable[[Any], None] | None = None,
+        on_checkpoint: Callable[[Any], object] | None = None,
         cancel_event: threading.Event | None = None,
         owner: str | None = None,
         settings: Settings | None = None,

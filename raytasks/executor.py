@@ -2,10 +2,16 @@
 
 One executor is one process (a restartable Ray actor). Its work thread leases
 and runs tasks; its monitor thread sends heartbeats and progress, and enforces
-timeouts and forced cancels: when a handler overstays, the monitor reports
-the outcome and ends the process, and Ray starts a fresh one in its place, so
-the pool keeps its size even when the handler is CPU-bound code that never
-looks at its context.
+timeouts, forced cancels and lost leases: when a handler overstays, the monitor
+reports the outcome and ends the process, and Ray starts a fresh one in its
+place, so the pool keeps its size even when the handler is CPU-bound code that
+never looks at its context.
+
+An attempt that learns it lost its lease (a heartbeat says so: it was paused
+past its TTL, or partitioned, and the task went to someone else) stops: first
+cooperatively through its context, then by replacing the process after the
+cancel grace. Whatever it still writes is fenced: its report is rejected, and
+its files live in its own attempt directory, which the task never points at.
 """
 
 from __future__ import annotations
@@ -15,14 +21,15 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .context import TaskExecutionContext
 from .errors import TaskCancelledError
-from .models import Lease, TaskErrorInfo
+from .messages import Lease, LeaseRequest, ProgressReport, RenewAnswer, Report, ReportAnswer
+from .models import TaskErrorInfo
 from .registry import TaskTypeSpec
 from .settings import Settings
 from .store.base import clean_floats, to_json
@@ -34,44 +41,48 @@ log = logging.getLogger(__name__)
 TARGET_BATCH_S = 0.02
 
 
+class ManagerLink(Protocol):
+    """The blocking calls an executor makes on the system actors."""
+
+    def report_and_lease(self, request: LeaseRequest) -> list[Lease]: ...
+    def report(self, reports: list[Report]) -> ReportAnswer: ...
+    def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
+                  progress: list[ProgressReport]) -> RenewAnswer: ...
+    def checkpoint(self, task_id: str) -> Any: ...
+    def save_checkpoint(self, task_id: str, token: int, state: Any) -> bool: ...
+    def type_blob(self, name: str) -> bytes: ...
+
+
 @dataclass
 class _Running:
     lease: Lease
     started: float
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_at: float | None = None
+    lost: bool = False
     progress: tuple[float, str, str | None] | None = None
+    progress_at: float = 0.0
     progress_sent: float = 0.0
 
 
 class TaskExecutor:
     """The plain class behind one executor actor.
 
-    ``call(method, *args)`` performs a blocking call on a system actor
-    (``"manager"`` or ``"tracker"``); ``runtime`` supplies it, tests may too.
-    ``exit_process`` ends the process (``os._exit`` in production).
+    ``link`` makes the blocking calls on the manager and the tracker (``runtime``
+    supplies it, tests may too). ``exit_process`` ends the process (``os._exit``).
     """
 
-    def __init__(
-        self,
-        executor_id: str,
-        task_type: str,
-        settings: Settings,
-        call: Callable[..., Any],
-        *,
-        exit_process: Callable[[int], None] = os._exit,
-        start: bool = True,
-    ) -> None:
+    def __init__(self, executor_id: str, task_type: str, settings: Settings, link: ManagerLink,
+                 *, exit_process: Any = os._exit, start: bool = True) -> None:
         self.executor_id = executor_id
         self.task_type = task_type
         self.settings = settings
-        self.call = call
+        self.link = link
         self.exit_process = exit_process
         self._specs: dict[int, TaskTypeSpec] = {}
         self._lock = threading.Lock()
         self._held: dict[str, _Running] = {}  # leased, not yet reported
         self._current: _Running | None = None
-        self._cancelled: set[str] = set()
         self._avg_run_s = 1.0
         self._stop = threading.Event()
         self.completed = 0
@@ -89,10 +100,7 @@ class TaskExecutor:
             run = self._held.get(task_id)
             if run is None or run.lease.token != token:
                 return False
-            run.cancel.set()
-            if run.cancel_at is None:
-                run.cancel_at = time.time()
-            self._cancelled.add(task_id)
+            self._stop_attempt(run)
         return True
 
     def state(self) -> dict[str, Any]:
@@ -111,15 +119,20 @@ class TaskExecutor:
         return max(1, min(self.settings.lease_batch_max, int(TARGET_BATCH_S / self._avg_run_s)))
 
     def _work_loop(self) -> None:
-        reports: list[dict[str, Any]] = []
+        reports: list[Report] = []
+        request: LeaseRequest | None = None
         backoff = 0.1
         while not self._stop.is_set():
+            # a failed call is retried with the same request id: never two sets of leases
+            request = request or LeaseRequest(
+                request_id=uuid.uuid4().hex, executor_id=self.executor_id,
+                task_types=[self.task_type], n=self._batch_size(), wait_s=1.0,
+                reports=reports)
             try:
-                leases = self.call("report_and_lease", reports, self.executor_id,
-                                   [self.task_type], self._batch_size(), 1.0)
-                reports = []
+                leases = self.link.report_and_lease(request)
+                request, reports = None, []
                 backoff = 0.1
-            except Exception as exc:  # manager restarting: keep the reports, try again
+            except Exception as exc:  # manager restarting: keep the request, try again
                 log.warning("executor %s: manager call failed (%s); retrying",
                             self.executor_id, type(exc).__name__)
                 time.sleep(backoff)
@@ -129,51 +142,59 @@ class TaskExecutor:
                 for lease in leases:
                     self._held[lease.task_id] = _Running(lease, 0.0)
             for lease in leases:
-                reports.append(self._run(lease))
+                report = self._run(lease)
+                if report is not None:
+                    reports.append(report)
 
-    def _run(self, lease: Lease) -> dict[str, Any]:
+    def _run(self, lease: Lease) -> Report | None:
         with self._lock:
             run = self._held[lease.task_id]
+            if run.lost:  # superseded before it started: nothing to run or report
+                del self._held[lease.task_id]
+                return None
             run.started = time.time()
             self._current = run
-        base = {"task_id": lease.task_id, "token": lease.token}
         try:
-            if lease.task_id in self._cancelled:
+            if run.cancel.is_set():
                 raise TaskCancelledError(lease.task_id)
             spec = self._spec(lease)
-            checkpoint = self.call("checkpoint", lease.task_id) if lease.attempt else None
+            checkpoint = self.link.checkpoint(lease.task_id) if lease.attempt else None
             ctx = TaskExecutionContext(
                 lease.task_id, lease.task_type, lease.attempt, lease.parameters,
                 checkpoint=checkpoint, cancel_event=run.cancel, owner=lease.owner,
                 settings=self.settings, artifact_dir=self._attempt_dir(lease),
-                on_progress=lambda f, m, s: setattr(run, "progress", (f, m, s)),
-                on_checkpoint=lambda state: self.call(
-                    "save_checkpoint", lease.task_id, lease.token, state),
+                on_progress=lambda f, m, s: self._progress(run, f, m, s),
+                on_checkpoint=lambda state: self.link.save_checkpoint(
+                    lease.task_id, lease.token, state),
             )
             value = spec.handler(spec.parse(lease.parameters), ctx)
-            outcome = {**base, "outcome": "completed", **self._result(lease, value)}
+            report = Report(lease.task_id, lease.token, "completed",
+                            **self._result(lease, value))
         except TaskCancelledError as exc:
-            outcome = {**base, "outcome": "cancelled", "error": TaskErrorInfo(
-                type="TaskCancelledError", message=str(exc), reason="cancelled").model_dump()}
+            report = Report(lease.task_id, lease.token, "cancelled", error=TaskErrorInfo(
+                type="TaskCancelledError", message=str(exc), reason="cancelled"))
         except Exception as exc:
-            outcome = {**base, "outcome": "failed", "error": TaskErrorInfo(
+            report = Report(lease.task_id, lease.token, "failed", error=TaskErrorInfo(
                 type=type(exc).__name__, message=str(exc)[:4000],
-                traceback=traceback.format_exc()[-16000:], reason="error").model_dump()}
+                traceback=traceback.format_exc()[-16000:], reason="error"))
         elapsed = time.time() - run.started
         self._avg_run_s = 0.8 * self._avg_run_s + 0.2 * max(elapsed, 1e-6)
         with self._lock:
             self._current = None
             self._held.pop(lease.task_id, None)
-            self._cancelled.discard(lease.task_id)
             self.completed += 1
-        if run.progress is not None and run.progress_sent < run.started:
-            self._send_progress([(lease.task_id, run.progress)])
-        return outcome
+        if run.progress is not None and run.progress_sent < run.progress_at:
+            self._send_progress([run])
+        return None if run.lost else report
+
+    def _progress(self, run: _Running, fraction: float, message: str,
+                  stage: str | None) -> None:
+        run.progress, run.progress_at = (fraction, message, stage), time.time()
 
     def _spec(self, lease: Lease) -> TaskTypeSpec:
         spec = self._specs.get(lease.handler_version)
         if spec is None:
-            spec = TaskTypeSpec.loads(self.call("type_blob", lease.task_type))
+            spec = TaskTypeSpec.loads(self.link.type_blob(lease.task_type))
             self._specs = {lease.handler_version: spec}
         return spec
 
@@ -211,7 +232,8 @@ class TaskExecutor:
                 held = list(self._held.values())
             if run is not None:
                 self._enforce_limits(run, now)
-            due = [r for r in held if r.progress is not None and r.progress_sent < now - 0.2]
+            due = [r for r in held if r.progress is not None
+                   and r.progress_sent < r.progress_at and r.progress_sent < now - 0.2]
             if due or (held and now - last_beat >= self.settings.heartbeat_interval_s):
                 last_beat = now
                 self._heartbeat(held, due, now)
@@ -220,58 +242,75 @@ class TaskExecutor:
         for r in due:
             r.progress_sent = now
         try:
-            answer = self.call("heartbeat", self.executor_id,
-                               [(r.lease.task_id, r.lease.token) for r in held],
-                               [_progress_row(r.lease.task_id, r.progress) for r in due
-                                if r.progress is not None])
+            answer = self.link.heartbeat(self.executor_id,
+                                         [(r.lease.task_id, r.lease.token) for r in held
+                                          if not r.lost],
+                                         [self._progress_report(r) for r in due])
         except Exception as exc:
             log.warning("executor %s: heartbeat failed (%s)", self.executor_id, exc)
             return
-        for task_id in answer.get("cancel", []):
-            run = next((r for r in held if r.lease.task_id == task_id), None)
-            if run is not None:
-                self.cancel(task_id, run.lease.token)
+        by_id = {r.lease.task_id: r for r in held}
+        with self._lock:
+            for task_id in answer.lost:
+                run = by_id.get(task_id)
+                if run is not None and not run.lost:
+                    log.warning("executor %s: lost the lease of %s; stopping that attempt",
+                                self.executor_id, task_id)
+                    run.lost = True
+                    self._stop_attempt(run)
+            for task_id in answer.cancel:
+                run = by_id.get(task_id)
+                if run is not None:
+                    self._stop_attempt(run)
 
-    def _send_progress(self, rows: list[tuple[str, tuple[float, str, str | None]]]) -> None:
+    def _stop_attempt(self, run: _Running) -> None:
+        run.cancel.set()
+        if run.cancel_at is None:
+            run.cancel_at = time.time()
+
+    def _progress_report(self, run: _Running) -> ProgressReport:
+        assert run.progress is not None
+        fraction, message, stage = run.progress
+        return ProgressReport(task_id=run.lease.task_id, token=run.lease.token,
+                              percentage=fraction, message=message, stage=stage,
+                              updated_at=run.progress_at, owner=run.lease.owner)
+
+    def _send_progress(self, runs: list[_Running]) -> None:
         try:
-            self.call("heartbeat", self.executor_id, [],
-                      [_progress_row(task_id, p) for task_id, p in rows])
+            self.link.heartbeat(self.executor_id, [], [self._progress_report(r) for r in runs])
         except Exception as exc:
             log.warning("executor %s: progress report failed (%s)", self.executor_id, exc)
 
     def _enforce_limits(self, run: _Running, now: float) -> None:
         lease = run.lease
         timeout_s = lease.timeout_s
-        if timeout_s is not None and run.started and now - run.started > timeout_s:
-            self._abandon(run, "failed", TaskErrorInfo(
+        if run.lost and run.cancel_at is not None and \
+                now - run.cancel_at > self.settings.cancel_grace_s:
+            self._abandon(run, None)
+        elif timeout_s is not None and run.started and now - run.started > timeout_s:
+            self._abandon(run, Report(lease.task_id, lease.token, "failed", error=TaskErrorInfo(
                 type="TaskTimeoutError", reason="timeout",
-                message=f"ran over its timeout of {timeout_s:g} s; the process was replaced"))
+                message=f"ran over its timeout of {timeout_s:g} s; the process was replaced")))
         elif run.cancel_at is not None and now - run.cancel_at > self.settings.cancel_grace_s:
-            self._abandon(run, "cancelled", TaskErrorInfo(
+            self._abandon(run, Report(lease.task_id, lease.token, "cancelled", error=TaskErrorInfo(
                 type="TaskCancelledError", reason="cancelled",
-                message="did not stop within the cancel grace period; the process was replaced"))
+                message="did not stop within the cancel grace period; the process was replaced")))
 
-    def _abandon(self, run: _Running, outcome: str, error: TaskErrorInfo) -> None:
+    def _abandon(self, run: _Running, report: Report | None) -> None:
         """Report ``run``'s end, hand back the rest of the batch, and end this process."""
         with self._lock:
-            others = [r for r in self._held.values() if r is not run]
-        reports = [{"task_id": run.lease.task_id, "token": run.lease.token,
-                    "outcome": outcome, "error": error.model_dump()}]
-        reports += [{"task_id": r.lease.task_id, "token": r.lease.token, "outcome": "released"}
-                    for r in others]
+            others = [r for r in self._held.values() if r is not run and not r.lost]
+        reports = [report] if report is not None else []
+        reports += [Report(r.lease.task_id, r.lease.token, "released") for r in others]
         for _ in range(20):
             try:
-                self.call("report", reports)
+                if reports:
+                    self.link.report(reports)
                 break
             except Exception:
                 time.sleep(0.25)  # if it never lands, the leases expire and are retried
         log.warning("executor %s: replacing process after %s of %s", self.executor_id,
-                    error.reason, run.lease.task_id)
+                    report.error.reason if report and report.error else "a lost lease",
+                    run.lease.task_id)
         self._stop.set()
         self.exit_process(1)
-
-
-def _progress_row(task_id: str, progress: tuple[float, str, str | None]) -> dict[str, Any]:
-    fraction, message, stage = progress
-    return {"task_id": task_id, "percentage": fraction, "message": message, "stage": stage,
-            "updated_at": time.time()}

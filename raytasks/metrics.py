@@ -12,6 +12,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+#: Tasks whose queue/start times are remembered; past it the oldest are forgotten.
+TRACKED_MAX = 100_000
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200)
 
 
@@ -66,7 +69,7 @@ class MetricsRecorder:
             labels = (p.get("task_type") or "", str(p.get("priority") or ""))
             tags = {"task_type": labels[0], "priority": labels[1]}
             if status == "PENDING":
-                self._queued_at[task_id] = at
+                _bounded_put(self._queued_at, task_id, at)
                 if p.get("previous") == "RUNNING":
                     self.retries.labels(*labels).inc()
                     if self.ray.enabled:
@@ -74,7 +77,7 @@ class MetricsRecorder:
                     self._observe_run(task_id, at, labels, tags)
             elif status == "RUNNING":
                 self.started.labels(*labels).inc()
-                self._started_at[task_id] = at
+                _bounded_put(self._started_at, task_id, at)
                 queued = self._queued_at.pop(task_id, None)
                 if queued is not None:
                     self.wait.labels(*labels).observe(max(0.0, at - queued))
@@ -97,6 +100,13 @@ class MetricsRecorder:
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
+
+
+def _bounded_put(times: dict[str, float], task_id: str, at: float) -> None:
+    times.pop(task_id, None)
+    times[task_id] = at
+    while len(times) > TRACKED_MAX:  # tasks whose end was never seen (deleted, pruned)
+        del times[next(iter(times))]
 
 
 def queue_metrics_text(stats: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -173,29 +174,17 @@ class TaskQuery(BaseModel):
     order_by: OrderField = "-created_at"
 
 
-class QueuedTask(BaseModel):
-    """What the scheduler holds for a task waiting to run."""
+@dataclass(slots=True)
+class QueuedTask:
+    """What the scheduler holds for a task waiting to run (small: one per queued task)."""
 
     task_id: str
     task_type: str
     priority: TaskPriority
     queue: str = "default"
-    enqueued_at: float
+    enqueued_at: float = 0.0
     not_before: float = 0.0
     attempt: int = 0
-
-
-class Lease(BaseModel):
-    """A task handed to an executor: run it, report with ``token`` before ``deadline``."""
-
-    task_id: str
-    task_type: str
-    token: int
-    attempt: int
-    parameters: dict[str, Any]
-    timeout_s: float | None
-    deadline: float
-    handler_version: int = 0
     owner: str | None = None
 
 

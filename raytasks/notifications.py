@@ -39,9 +39,9 @@ class NotificationHub:
         self._new = asyncio.Event()
         self.metrics = MetricsRecorder()
 
-    def poll(self) -> int:
+    async def poll(self) -> int:
         """Read new events from the store into the ring; wake streams. Returns how many."""
-        rows = self.store.events_after(self.cursor, limit=5000)
+        rows = await asyncio.to_thread(self.store.events_after, self.cursor, 5000)
         if rows:
             self.metrics.observe(rows)
             self.ring.extend(rows)
@@ -53,7 +53,7 @@ class NotificationHub:
     async def stream(self, after_id: int = 0, timeout_s: float = 10.0,
                      limit: int = 1000) -> list[TaskNotification]:
         """Events with id > ``after_id`` (oldest first); waits up to ``timeout_s`` for one."""
-        self.poll()
+        await self.poll()
         if after_id >= self.cursor and timeout_s > 0:
             try:
                 await asyncio.wait_for(self._new.wait(), timeout=timeout_s)
@@ -62,11 +62,11 @@ class NotificationHub:
         if self.ring and self.ring[0]["id"] <= after_id + 1:
             rows = [r for r in self.ring if r["id"] > after_id][:limit]
         else:
-            rows = self.store.events_after(after_id, limit=limit)
+            rows = await asyncio.to_thread(self.store.events_after, after_id, limit)
         return [to_notification(r) for r in rows]
 
-    def metrics_text(self) -> str:
-        self.poll()
+    async def metrics_text(self) -> str:
+        await self.poll()
         return self.metrics.text()
 
     def last_event_id(self) -> int:

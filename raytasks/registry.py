@@ -40,6 +40,15 @@ class TaskTypeSpec:
             return parameters
         return self.params_model.model_validate(parameters)
 
+    def work_units(self, parameters: dict[str, Any]) -> int:
+        """How much work the parameters ask for, if the model says (``work_units()``), else 1.
+
+        Owners' ``max_work_units`` quota is checked against it.
+        """
+        if self.params_model is None or not hasattr(self.params_model, "work_units"):
+            return 1
+        return int(self.params_model.model_validate(parameters).work_units())
+
     def info(self) -> TaskTypeInfo:
         return TaskTypeInfo(
             name=self.name,
@@ -120,9 +129,15 @@ class TaskTypeRegistry:
     def __init__(self, specs: list[TaskTypeSpec] | None = None) -> None:
         self._specs: dict[str, TaskTypeSpec] = {s.name: s for s in specs or []}
 
-    def register(self, spec: TaskTypeSpec) -> TaskTypeSpec:
-        previous = self._specs.get(spec.name)
-        version = previous.version + 1 if previous else spec.version
+    def next_version(self, name: str) -> int:
+        previous = self._specs.get(name)
+        return previous.version + 1 if previous else 0
+
+    def register(self, spec: TaskTypeSpec, version: int | None = None) -> TaskTypeSpec:
+        """Add or replace a type; its version goes up by one unless ``version`` is given."""
+        if version is None:
+            previous = self._specs.get(spec.name)
+            version = previous.version + 1 if previous else spec.version
         spec = TaskTypeSpec(**{**spec.__dict__, "version": version})
         self._specs[spec.name] = spec
         return spec

@@ -1,8 +1,17 @@
-"""TaskScheduler: per-priority FIFO queues with aging, delayed retries and leases.
+"""TaskScheduler: per-priority FIFO lanes with aging, fair share between owners, leases.
 
 Pure Python. Every method that depends on time takes ``now`` (seconds, any
-monotonic origin), so tests drive the clock. One scheduler serves one named
-queue; the TaskManager holds one per queue and rebuilds them from the store.
+origin), so tests drive the clock. One scheduler serves one named queue; the
+TaskManager holds one per configured queue and rebuilds them from the store.
+
+Waiting tasks sit in *lanes*, one per (task type, priority, owner), FIFO
+inside a lane. A lane's head competes with an effective priority: its
+priority minus one level per ``aging_interval_s`` waited, where the wait is
+counted from the later of the head's enqueue time and the lane's last
+service. So LOW work is never starved (its lane is not served, it keeps
+aging), and one owner's backlog never shuts another owner out: a lane that
+was just served starts waiting again, and the other owner's lane, waiting
+longer, goes next.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter, deque
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from .errors import QueueFullError
@@ -17,8 +27,11 @@ from .models import QueuedTask, QueueStats, TaskPriority
 
 PRIORITIES = tuple(TaskPriority)
 
+#: Whether a task of (owner, task_type) may start now (quotas, concurrency limits).
+Admit = Callable[[str | None, str], bool]
 
-@dataclass
+
+@dataclass(slots=True)
 class LeaseRecord:
     task_id: str
     task_type: str
@@ -26,6 +39,14 @@ class LeaseRecord:
     executor_id: str
     deadline: float
     priority: TaskPriority = TaskPriority.MEDIUM
+    owner: str | None = None
+
+
+@dataclass(slots=True)
+class _Lane:
+    owner: str | None
+    items: deque[QueuedTask] = field(default_factory=deque)
+    served_at: float = float("-inf")
 
 
 @dataclass
@@ -35,7 +56,8 @@ class TaskScheduler:
     queue: str = "default"
     max_queue_size: int = 100_000
     aging_interval_s: float = 30.0
-    _ready: dict[str, dict[TaskPriority, deque[QueuedTask]]] = field(default_factory=dict)
+    _lanes: dict[tuple[str, TaskPriority, str | None], _Lane] = field(default_factory=dict)
+    _by_type: dict[str, list[_Lane]] = field(default_factory=dict)
     _delayed: list[tuple[float, int, QueuedTask]] = field(default_factory=list)
     _waiting: dict[str, QueuedTask] = field(default_factory=dict)
     _leases: dict[str, LeaseRecord] = field(default_factory=dict)
@@ -65,50 +87,77 @@ class TaskScheduler:
         if item.not_before > now:
             heapq.heappush(self._delayed, (item.not_before, next(self._seq), item))
         else:
-            self._ready_deque(item.task_type, item.priority).append(item)
+            self._lane(item).items.append(item)
 
     def free_slots(self) -> int:
         return self.max_queue_size - len(self._waiting)
 
+    def waiting(self, task_id: str) -> QueuedTask | None:
+        return self._waiting.get(task_id)
+
     def remove(self, task_id: str) -> bool:
-        """Forget a waiting task (cancel, delete). Its deque entry is skipped later."""
+        """Forget a waiting task (cancel, delete). Its lane entry is skipped later."""
         return self._waiting.pop(task_id, None) is not None
 
     def reprioritise(self, task_id: str, priority: TaskPriority, now: float) -> bool:
         item = self._waiting.pop(task_id, None)
         if item is None:
             return False
-        self.enqueue(item.model_copy(update={"priority": priority}), now, force=True)
+        item = QueuedTask(item.task_id, item.task_type, priority, item.queue, item.enqueued_at,
+                          item.not_before, item.attempt, item.owner)
+        self.enqueue(item, now, force=True)
         return True
 
-    def _ready_deque(self, task_type: str, priority: TaskPriority) -> deque[QueuedTask]:
-        by_priority = self._ready.get(task_type)
-        if by_priority is None:
-            by_priority = self._ready[task_type] = {p: deque() for p in PRIORITIES}
-        return by_priority[priority]
+    def _lane(self, item: QueuedTask) -> _Lane:
+        key = (item.task_type, item.priority, item.owner)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(item.owner)
+            self._by_type.setdefault(item.task_type, []).append(lane)
+        return lane
 
     def _promote_due(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
             _, _, item = heapq.heappop(self._delayed)
             if self._waiting.get(item.task_id) is item:
-                self._ready_deque(item.task_type, item.priority).append(item)
+                self._lane(item).items.append(item)
 
-    def _head(self, dq: deque[QueuedTask]) -> QueuedTask | None:
-        while dq:
-            head = dq[0]
-            if self._waiting.get(head.task_id) is head:
-                return head
-            dq.popleft()  # removed or re-enqueued since: drop the stale entry
+    def _head(self, lane: _Lane, exclude: Container[str]) -> QueuedTask | None:
+        """The first live item of ``lane`` not in ``exclude``; drops stale entries on the way."""
+        items = lane.items
+        while items and self._waiting.get(items[0].task_id) is not items[0]:
+            items.popleft()  # removed or re-enqueued since: drop the stale entry
+        for item in items:
+            if self._waiting.get(item.task_id) is item and item.task_id not in exclude:
+                return item
         return None
 
-    def effective_priority(self, item: QueuedTask, now: float) -> float:
-        """Priority value minus one level per ``aging_interval_s`` waited (lower runs first)."""
-        waited = max(0.0, now - max(item.enqueued_at, item.not_before))
+    def effective_priority(self, item: QueuedTask, now: float,
+                           served_at: float = float("-inf")) -> float:
+        """Priority value minus one level per ``aging_interval_s`` waited (lower runs first).
+
+        The wait counts from the latest of the task's enqueue time, its ``not_before``
+        and ``served_at`` (when its lane last had a task leased).
+        """
+        waited = max(0.0, now - max(item.enqueued_at, item.not_before, served_at))
         return float(item.priority) - waited / self.aging_interval_s
 
     def peek_best(self, task_types: list[str], now: float,
-                  limits: dict[str, int | None] | None = None) -> QueuedTask | None:
-        """The task ``pop_best`` would return, without taking it."""
+                  limits: dict[str, int | None] | None = None,
+                  *, admit: Admit | None = None,
+                  exclude: Container[str] = ()) -> QueuedTask | None:
+        """The task to lease next among ``task_types``, without taking it.
+
+        ``limits`` caps RUNNING tasks per type in this queue; ``admit`` refuses owners
+        or types at a quota; ``exclude`` skips tasks already chosen in this round.
+        """
+        found = self.best(task_types, now, limits, admit=admit, exclude=exclude)
+        return found[1] if found else None
+
+    def best(self, task_types: list[str], now: float,
+             limits: dict[str, int | None] | None = None, *, admit: Admit | None = None,
+             exclude: Container[str] = ()) -> tuple[tuple[float, int, float], QueuedTask] | None:
+        """Like :meth:`peek_best`, with the winner's sort key (to compare across queues)."""
         self._promote_due(now)
         best: QueuedTask | None = None
         best_key: tuple[float, int, float] | None = None
@@ -116,32 +165,37 @@ class TaskScheduler:
             limit = (limits or {}).get(task_type)
             if limit is not None and self._running[task_type] >= limit:
                 continue
-            for dq in self._ready.get(task_type, {}).values():
-                head = self._head(dq)
-                if head is None:
+            for lane in self._by_type.get(task_type, ()):
+                head = self._head(lane, exclude)
+                if head is None or (admit is not None and not admit(lane.owner, task_type)):
                     continue
-                key = (self.effective_priority(head, now), int(head.priority), head.enqueued_at)
+                key = (self.effective_priority(head, now, lane.served_at), int(head.priority),
+                       head.enqueued_at)
                 if best_key is None or key < best_key:
                     best, best_key = head, key
-        return best
+        return (best_key, best) if best is not None and best_key is not None else None
 
-    def pop(self, item: QueuedTask) -> None:
+    def pop(self, item: QueuedTask, now: float = float("-inf")) -> None:
         """Take ``item`` (as returned by ``peek_best``) out of the waiting set."""
-        dq = self._ready[item.task_type][item.priority]
-        if dq and dq[0] is item:
-            dq.popleft()
+        lane = self._lane(item)
+        if lane.items and lane.items[0] is item:
+            lane.items.popleft()
+        lane.served_at = max(lane.served_at, now)
         del self._waiting[item.task_id]
 
     # -- leases ----------------------------------------------------------------
 
     def grant(self, item: QueuedTask, token: int, executor_id: str, deadline: float) -> None:
         self._leases[item.task_id] = LeaseRecord(
-            item.task_id, item.task_type, token, executor_id, deadline, item.priority
-        )
+            item.task_id, item.task_type, token, executor_id, deadline, item.priority,
+            item.owner)
         self._running[item.task_type] += 1
 
     def lease_of(self, task_id: str) -> LeaseRecord | None:
         return self._leases.get(task_id)
+
+    def running(self, task_type: str) -> int:
+        return self._running[task_type]
 
     def renew(self, task_id: str, token: int, deadline: float) -> bool:
         """Push a lease's deadline out; False when the token is not the current lease."""

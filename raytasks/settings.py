@@ -220,6 +220,10 @@ class Settings(BaseSettings):
     )
     lease_ttl_s: float = Field(default=10.0, gt=0)
     lease_batch_max: int = Field(default=32, ge=1, description="most tasks one lease call takes")
+    store_busy_timeout_s: float = Field(
+        default=0.0, ge=0, description="how long a store write waits for another writer; "
+        "0: min(2 s, lease_ttl_s / 4), well under the lease TTL so one stall cannot expire "
+        "healthy leases")
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
 
     default_timeout_s: float | None = Field(default=3600.0, gt=0)
@@ -254,6 +258,8 @@ class Settings(BaseSettings):
             self.artifact_root = self.data_dir / "artifacts"
         if self.store_url is None:
             self.store_url = f"sqlite:///{self.data_dir / 'tasks.db'}"
+        if not self.store_busy_timeout_s:
+            self.store_busy_timeout_s = min(2.0, self.lease_ttl_s / 4)
         self.resources = self.resources.with_defaults(self.data_dir)
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ from raytasks.errors import (
     UnknownTaskTypeError,
 )
 from raytasks.manager import TaskManagerCore
+from raytasks.messages import Lease, LeaseRequest, Report, ReportAnswer
 from raytasks.models import (
+    Task,
     TaskCreateRequest,
+    TaskErrorInfo,
     TaskPriority,
     TaskQuery,
     TaskStatus,
@@ -44,6 +48,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def make_core(store_url: str, tmp_path: Path, clock: Clock) -> Any:
+    made: list[TaskManagerCore] = []
+
     def make(**overrides: Any) -> TaskManagerCore:
         values: dict[str, Any] = {"data_dir": tmp_path, "store_url": store_url,
                                   "retry_backoff_base_s": 1.0, "retry_jitter": 0.0,
@@ -52,208 +58,325 @@ def make_core(store_url: str, tmp_path: Path, clock: Clock) -> Any:
         core = TaskManagerCore(Settings(**values), clock=clock)
         core.registry.register(TaskTypeSpec("noop", lambda p, c: None))
         core.reconcile()
+        made.append(core)
         return core
-    return make
+
+    yield make
+    for core in made:
+        core.close()
 
 
 @pytest.fixture
-def core(make_core: Any) -> TaskManagerCore:
+async def core(make_core: Any) -> TaskManagerCore:
     return make_core()
 
 
-def _req(priority: TaskPriority = TaskPriority.MEDIUM, **kw: Any) -> TaskCreateRequest:
+def req(priority: TaskPriority = TaskPriority.MEDIUM, **kw: Any) -> TaskCreateRequest:
     return TaskCreateRequest(name="n", task_type=kw.pop("task_type", "noop"),
                              priority=priority, **kw)
 
 
-def _done(core: TaskManagerCore, lease: Any, outcome: str = "completed", **kw: Any) -> Any:
-    rep = {"task_id": lease.task_id, "token": lease.token, "outcome": outcome, **kw}
-    if outcome == "completed":
-        rep.setdefault("result", '{"ok": true}')
-    else:
-        rep.setdefault("error", {"type": "E", "message": "boom", "reason": "error"})
-    return core.report([rep])
+def unchecked(**kw: Any) -> TaskCreateRequest:
+    """A request that skipped the model's validation, as a Ray client could send one."""
+    return TaskCreateRequest.model_construct(name="n", task_type="noop", **kw)
 
 
-def test_invalid_input_names_the_problem(core: TaskManagerCore) -> None:
+async def create(core: TaskManagerCore, *requests: TaskCreateRequest,
+                 enqueue: bool = True) -> list[Task]:
+    return await core.create(list(requests), [uuid.uuid4().hex for _ in requests], enqueue)
+
+
+async def lease(core: TaskManagerCore, n: int = 1, executor: str = "e",
+                types: tuple[str, ...] = ("noop",), request_id: str | None = None) -> list[Lease]:
+    return await core.report_and_lease(LeaseRequest(
+        request_id=request_id or uuid.uuid4().hex, executor_id=executor,
+        task_types=list(types), n=n))
+
+
+async def done(core: TaskManagerCore, held: Lease, outcome: str = "completed",
+               token: int | None = None) -> ReportAnswer:
+    error = None if outcome == "completed" else TaskErrorInfo(type="E", message="boom")
+    return await core.report([Report(held.task_id, held.token if token is None else token,
+                                     outcome, result='{"ok": true}' if error is None else None,
+                                     error=error)])  # type: ignore[arg-type]
+
+
+async def test_invalid_input_names_the_problem(core: TaskManagerCore) -> None:
     with pytest.raises(UnknownTaskTypeError, match="unknown task type 'nope'"):
-        core.create([_req(task_type="nope")])
+        await create(core, req(task_type="nope"))
     with pytest.raises(InvalidParametersError) as info:
-        core.create([_req(task_type="prediction",
-                          parameters={"stock_code": "000001", "days": 500})])
+        await create(core, req(task_type="prediction",
+                               parameters={"stock_code": "000001", "days": 500}))
     fields = {e["field"] for e in info.value.errors}
     assert fields == {"parameters.stock_code", "parameters.days"}
     assert "parameters.stock_code" in str(info.value)
     with pytest.raises(PayloadTooLargeError, match="over the limit"):
-        core.create([_req(parameters={"blob": "x" * 2_000_000})])
+        await create(core, req(parameters={"blob": "x" * 2_000_000}))
     with pytest.raises(InvalidParametersError, match="depends_on"):
-        core.create([_req(depends_on=["no-such-task"])])
+        await create(core, req(depends_on=["no-such-task"]))
+    with pytest.raises(InvalidParametersError, match="unknown queue 'elsewhere'"):
+        await create(core, req(queue="elsewhere"))
+    with pytest.raises(InvalidParametersError, match="NaN"):
+        await create(core, unchecked(parameters={"x": float("nan")}))
     with pytest.raises(ValidationError, match="priority"):
         TaskCreateRequest(name="n", task_type="noop", priority=7)  # type: ignore[arg-type]
     with pytest.raises(TaskNotFoundError):
-        core.get("no-such-task")
+        await core.get("no-such-task")
     assert core.store.status_counts() == {}  # nothing was stored by the refused requests
 
 
-def test_batch_errors_point_at_the_request(core: TaskManagerCore) -> None:
+async def test_batch_errors_point_at_the_request(core: TaskManagerCore) -> None:
     with pytest.raises(InvalidParametersError, match=r"requests\[1\]\.parameters\.stock_code"):
-        core.create([_req(task_type="prediction", parameters={"stock_code": "000001.SZ"}),
-                     _req(task_type="prediction", parameters={"stock_code": "bad"})])
+        await create(core, req(task_type="prediction", parameters={"stock_code": "000001.SZ"}),
+                     req(task_type="prediction", parameters={"stock_code": "bad"}))
     assert core.store.status_counts() == {}
 
 
-def test_idempotent_create(core: TaskManagerCore) -> None:
-    a = core.create([_req(idempotency_key="k")])[0]
-    b = core.create([_req(idempotency_key="k")])[0]
-    c = core.create([_req()], ids=[a.id])[0]  # a retried call carries the same id
-    assert a.id == b.id == c.id and core.store.status_counts() == {"PENDING": 1}
+async def test_idempotent_create_is_scoped_to_the_owner(core: TaskManagerCore) -> None:
+    a = (await create(core, req(idempotency_key="k")))[0]
+    b = (await create(core, req(idempotency_key="k")))[0]
+    c = (await core.create([req()], [a.id], True))[0]  # a retried call carries the same id
+    assert a.id == b.id == c.id
+    # Given alice's key, when bob uses the same key, then bob gets a task of his own
+    alice = (await create(core, req(idempotency_key="shared", owner="alice")))[0]
+    bob = (await create(core, req(idempotency_key="shared", owner="bob")))[0]
+    again = (await create(core, req(idempotency_key="shared", owner="alice")))[0]
+    assert bob.id != alice.id and bob.owner == "bob" and again.id == alice.id
+    assert core.store.status_counts() == {"PENDING": 3}
 
 
-def test_priority_order_and_fencing(core: TaskManagerCore, clock: Clock) -> None:
-    low = core.create([_req(TaskPriority.LOW)], enqueue=True)[0]
-    high = core.create([_req(TaskPriority.HIGH)], enqueue=True)[0]
-    first = core.lease_now("e1", ["noop"], 1)[0]
+async def test_priority_order_and_fencing(core: TaskManagerCore) -> None:
+    low = (await create(core, req(TaskPriority.LOW)))[0]
+    high = (await create(core, req(TaskPriority.HIGH)))[0]
+    (first,) = await lease(core)
     assert first.task_id == high.id
-    second = core.lease_now("e1", ["noop"], 1)[0]
+    (second,) = await lease(core)
     assert second.task_id == low.id
-    stale = second.model_copy(update={"token": second.token - 1})
-    assert _done(core, stale) == {"accepted": [], "rejected": [low.id]}
-    assert _done(core, second) == {"accepted": [low.id], "rejected": []}
-    assert _done(core, second) == {"accepted": [], "rejected": [low.id]}  # never twice
-    assert core.get(low.id).status is TaskStatus.COMPLETED
-    assert core.get(low.id).result == {"ok": True}
+    assert await done(core, second, token=second.token - 1) == ReportAnswer([], [low.id])
+    assert await done(core, second) == ReportAnswer([low.id], [])
+    assert await done(core, second) == ReportAnswer([], [low.id])  # never twice
+    finished = await core.get(low.id)
+    assert finished.status is TaskStatus.COMPLETED and finished.result == {"ok": True}
 
 
-def test_retry_waits_for_backoff_then_fails_when_spent(core: TaskManagerCore,
-                                                       clock: Clock) -> None:
-    task = core.create([_req(max_retries=1)], enqueue=True)[0]
-    lease = core.lease_now("e", ["noop"])[0]
-    _done(core, lease, "failed")
-    assert core.get(task.id).status is TaskStatus.PENDING and core.get(task.id).attempt == 1
-    assert core.lease_now("e", ["noop"]) == []  # backoff: 1 s for the first retry
+async def test_retry_waits_for_backoff_then_fails_when_spent(core: TaskManagerCore,
+                                                             clock: Clock) -> None:
+    task = (await create(core, req(max_retries=1)))[0]
+    await done(core, (await lease(core))[0], "failed")
+    stored = await core.get(task.id)
+    assert stored.status is TaskStatus.PENDING and stored.attempt == 1
+    assert await lease(core) == []  # backoff: 1 s for the first retry
     clock.now += 1.01
-    lease = core.lease_now("e", ["noop"])[0]
-    assert lease.attempt == 1
-    _done(core, lease, "failed")
-    done = core.get(task.id)
-    assert done.status is TaskStatus.FAILED and done.error is not None
-    assert done.error.message == "boom" and done.finished_at is not None
+    (again,) = await lease(core)
+    assert again.attempt == 1
+    await done(core, again, "failed")
+    ended = await core.get(task.id)
+    assert ended.status is TaskStatus.FAILED and ended.error is not None
+    assert ended.error.message == "boom" and ended.finished_at is not None
 
 
-def test_expired_lease_is_retried_then_failed_as_lost(core: TaskManagerCore,
-                                                      clock: Clock) -> None:
-    task = core.create([_req(max_retries=1)], enqueue=True)[0]
-    core.lease_now("e", ["noop"])
+async def test_expired_lease_is_retried_then_failed_as_lost(core: TaskManagerCore,
+                                                            clock: Clock) -> None:
+    task = (await create(core, req(max_retries=1)))[0]
+    (held,) = await lease(core)
     clock.now += 3
-    assert core.renew([(task.id, 1)]) == {"lost": [], "cancel": []}
-    clock.now += 4  # renewed at +3 to +8: not yet expired
-    assert core.expire_leases() == []
+    assert core.renew([(task.id, held.token)]).lost == []
+    clock.now += 4  # renewed at +3 until +8: not yet expired
+    assert await core.expire_leases() == []
     clock.now += 2
-    assert core.expire_leases() == [task.id]
-    assert core.get(task.id).status is TaskStatus.PENDING
+    assert await core.expire_leases() == [task.id]
+    assert (await core.get(task.id)).status is TaskStatus.PENDING
+    assert core.renew([(task.id, held.token)]).lost == [task.id]  # the old attempt is told
     clock.now += 2
-    core.lease_now("e", ["noop"])
+    await lease(core)
     clock.now += 6
-    core.expire_leases()
-    done = core.get(task.id)
-    assert done.status is TaskStatus.FAILED and done.error is not None
-    assert done.error.reason == "lost"
+    await core.expire_leases()
+    ended = await core.get(task.id)
+    assert ended.status is TaskStatus.FAILED and ended.error is not None
+    assert ended.error.reason == "lost"
 
 
-def test_restart_reconciles_from_the_store(make_core: Any, clock: Clock) -> None:
+async def test_restart_reconciles_from_the_store(make_core: Any, clock: Clock) -> None:
     core = make_core()
-    running = core.create([_req()], enqueue=True)[0]
-    lease = core.lease_now("e", ["noop"])[0]
-    waiting = core.create([_req(TaskPriority.LOW)], enqueue=True)[0]
-    created_only = core.create([_req(TaskPriority.HIGH)])[0]
+    running = (await create(core, req()))[0]
+    (held,) = await lease(core)
+    waiting = (await create(core, req(TaskPriority.LOW)))[0]
+    created_only = (await create(core, req(TaskPriority.HIGH), enqueue=False))[0]
     # When the manager is replaced by a fresh one on the same store
     again = make_core()
     # Then queued work is queued again, unqueued work stays put, and the running
     # task's executor may still report under its token
-    assert [x.task_id for x in again.lease_now("e2", ["noop"], 5)] == [waiting.id]
-    assert _done(again, lease)["accepted"] == [running.id]
-    assert again.get(created_only.id).status is TaskStatus.PENDING
+    assert [x.task_id for x in await lease(again, 5, "e2")] == [waiting.id]
+    assert (await done(again, held)).accepted == [running.id]
+    assert (await again.get(created_only.id)).status is TaskStatus.PENDING
 
 
-def test_cancel_update_delete_retry_rules(core: TaskManagerCore) -> None:
-    pending = core.create([_req()], enqueue=True)[0]
-    running = core.create([_req()], enqueue=True)[0]
-    lease = core.lease_now("e", ["noop"])[0]
-    assert lease.task_id == pending.id
-    assert core.cancel(pending.id).status is TaskStatus.RUNNING  # it was running: asked
-    assert core.renew([(pending.id, lease.token)])["cancel"] == [pending.id]
-    _done(core, lease, "cancelled")
-    assert core.get(pending.id).status is TaskStatus.CANCELLED
-    assert core.cancel(running.id).status is TaskStatus.CANCELLED  # pending: at once
+async def test_restart_during_backoff_keeps_the_backoff_and_the_wait(make_core: Any,
+                                                                    clock: Clock) -> None:
+    # Given a task waiting 30 s for its retry, and LOW work queued long ago
+    core = make_core(retry_backoff_base_s=30.0, aging_interval_s=10.0)
+    retried = (await create(core, req(TaskPriority.HIGH, max_retries=2)))[0]
+    await done(core, (await lease(core))[0], "failed")
+    old_low = (await create(core, req(TaskPriority.LOW)))[0]
+    clock.now += 25  # old_low has aged two levels: from LOW to HIGH
+    # When the manager restarts during the backoff
+    again = make_core(retry_backoff_base_s=30.0, aging_interval_s=10.0)
+    fresh_high = (await create(again, req(TaskPriority.HIGH)))[0]
+    # Then the backoff still holds, and the old LOW task kept its place in line
+    assert [x.task_id for x in await lease(again, 5)] == [old_low.id, fresh_high.id]
+    clock.now += 10
+    assert [x.task_id for x in await lease(again, 5)] == [retried.id]
+
+
+async def test_a_retried_report_and_lease_gets_the_same_leases(make_core: Any) -> None:
+    core = make_core()
+    tasks = await create(core, req(), req())
+    first = await lease(core, 2, request_id="call-1")
+    # When Ray retries the call (same request id), in the same life...
+    assert await lease(core, 2, request_id="call-1") == first
+    # ...and after a manager restart, its leases come back instead of new ones
+    again = make_core()
+    assert [x.task_id for x in await lease(again, 2, request_id="call-1")] == \
+        [x.task_id for x in first]
+    assert await lease(again, 2, request_id="call-2") == []
+    assert sorted((await done(again, first[0])).accepted + (await done(again, first[1])).accepted) \
+        == sorted(t.id for t in tasks)
+
+
+async def test_a_failed_commit_leaves_memory_as_it_was(core: TaskManagerCore) -> None:
+    task = (await create(core, req()))[0]
+    (held,) = await lease(core)
+    real_commit = core.store.commit
+
+    def failing(batch: Any) -> list[int]:
+        raise OSError("disk full")
+
+    core.pipeline._commit = failing
+    # When the completion cannot be committed
+    with pytest.raises(Exception, match="try again"):
+        await done(core, held)
+    # Then the lease is still held, and the executor's resent report is accepted
+    assert core.renew([(task.id, held.token)]).lost == []
+    core.pipeline._commit = real_commit
+    assert (await done(core, held)).accepted == [task.id]
+    assert (await core.get(task.id)).status is TaskStatus.COMPLETED
+
+
+async def test_memory_behind_the_store_is_reloaded_not_trusted(core: TaskManagerCore) -> None:
+    from raytasks.store.base import RowUpdate, WriteBatch
+
+    task = (await create(core, req()))[0]
+    (held,) = await lease(core)
+    # Given another writer that moved the lease on behind this manager's back
+    core.store.commit(WriteBatch(updates=[RowUpdate(task.id, {"lease_token": 99})]))
+    # When the old attempt reports, the fenced update finds the token changed
+    answer = await done(core, held)
+    # Then nothing is applied, and memory now follows the store
+    assert answer.accepted == []
+    assert core.renew([(task.id, 99)]).lost == []
+    assert (await core.get(task.id)).status is TaskStatus.RUNNING
+
+
+async def test_cancel_update_delete_retry_rules(core: TaskManagerCore) -> None:
+    first, second = await create(core, req(), req())
+    (held,) = await lease(core)
+    assert held.task_id == first.id
+    assert (await core.cancel(first.id)).status is TaskStatus.RUNNING  # running: asked
+    assert core.renew([(first.id, held.token)]).cancel == [first.id]
+    await done(core, held, "cancelled")
+    assert (await core.get(first.id)).status is TaskStatus.CANCELLED
+    assert (await core.cancel(second.id)).status is TaskStatus.CANCELLED  # pending: at once
     with pytest.raises(InvalidTransitionError):
-        core.cancel(running.id)
+        await core.cancel(second.id)
     with pytest.raises(InvalidTransitionError, match="cannot become deleted"):
-        core.delete(core.create([_req()], enqueue=True)[0].id)
-    retried = core.retry(running.id)
+        await core.delete((await create(core, req()))[0].id)
+    retried = await core.retry(second.id)
     assert retried.status is TaskStatus.PENDING and retried.attempt == 1
-    core.delete(pending.id)
+    await core.delete(first.id)
     with pytest.raises(TaskNotFoundError):
-        core.get(pending.id)
-    updated = core.update(retried.id, TaskUpdateRequest(name="renamed", tags=["a"],
-                                                        priority=TaskPriority.HIGH))
+        await core.get(first.id)
+    updated = await core.update(retried.id, TaskUpdateRequest(
+        name="renamed", tags=["a"], priority=TaskPriority.HIGH))
     assert (updated.name, updated.tags, updated.priority) == ("renamed", ["a"],
                                                               TaskPriority.HIGH)
-    page, total = core.query(TaskQuery(tags=["a"]))
+    page, total = await core.query(TaskQuery(tags=["a"]))
     assert total == 1 and page[0].id == retried.id
 
 
-def test_full_queue_refuses_whole_batches(make_core: Any) -> None:
+async def test_a_completion_in_flight_beats_a_cancel(core: TaskManagerCore) -> None:
+    task = (await create(core, req()))[0]
+    (held,) = await lease(core)
+    await core.cancel(task.id)
+    # When the attempt's completion arrives after the cancel was accepted
+    await done(core, held)
+    # Then the work it did stands: the task is COMPLETED with its result
+    ended = await core.get(task.id)
+    assert ended.status is TaskStatus.COMPLETED and ended.result == {"ok": True}
+    assert ended.cancel_requested
+
+
+async def test_full_queue_refuses_whole_batches(make_core: Any) -> None:
     core = make_core(max_queue_size=2)
-    core.create([_req()], enqueue=True)
+    await create(core, req())
     with pytest.raises(QueueFullError, match="1 of 2"):
-        core.create([_req(), _req()], enqueue=True)
+        await create(core, req(), req())
     assert core.store.status_counts() == {"PENDING": 1}
-    core.create([_req()])  # created but not queued: admitted
+    await create(core, req(), enqueue=False)  # created but not queued: admitted
     assert core.store.status_counts() == {"PENDING": 2}
 
 
-def test_dependencies_release_in_order_and_failures_cascade(core: TaskManagerCore) -> None:
-    a = core.create([_req()], enqueue=True)[0]
-    b = core.create([_req(depends_on=[a.id], max_retries=0)], enqueue=True)[0]
-    c = core.create([_req(depends_on=[b.id])], enqueue=True)[0]
-    lease = core.lease_now("e", ["noop"], 5)
-    assert [x.task_id for x in lease] == [a.id]
-    _done(core, lease[0])
-    lease = core.lease_now("e", ["noop"], 5)
-    assert [x.task_id for x in lease] == [b.id]
-    _done(core, lease[0], "failed")
-    ended = core.get(c.id)
-    assert core.get(b.id).status is TaskStatus.FAILED
-    assert ended.status is TaskStatus.FAILED and ended.error is not None
-    assert ended.error.reason == "dependency"
+async def test_dependencies_release_in_order_and_failures_cascade(
+        core: TaskManagerCore) -> None:
+    a = (await create(core, req()))[0]
+    b = (await create(core, req(depends_on=[a.id], max_retries=0)))[0]
+    c = (await create(core, req(depends_on=[b.id])))[0]
+    held = await lease(core, 5)
+    assert [x.task_id for x in held] == [a.id]
+    with pytest.raises(InvalidTransitionError):  # b waits for it
+        await core.delete(a.id)
+    await done(core, held[0])
+    held = await lease(core, 5)
+    assert [x.task_id for x in held] == [b.id]
+    await done(core, held[0], "failed")
+    ended = await core.wait([c.id], timeout_s=5)
+    assert (await core.get(b.id)).status is TaskStatus.FAILED
+    assert ended[0].status is TaskStatus.FAILED and ended[0].error is not None
+    assert ended[0].error.reason == "dependency"
 
 
-def test_concurrency_limit_per_type(make_core: Any) -> None:
+async def test_concurrency_limit_per_type(make_core: Any) -> None:
     core = make_core(task_types={"noop": TaskTypeSettings(max_concurrency=1)})
-    core.create([_req(), _req()], enqueue=True)
-    assert len(core.lease_now("e", ["noop"], 5)) == 1
-    assert core.lease_now("e2", ["noop"], 5) == []
+    await create(core, req(), req())
+    assert len(await lease(core, 5)) == 1
+    assert await lease(core, 5, "e2") == []
 
 
-async def test_long_poll_lease_gets_work_as_soon_as_it_is_queued(core: TaskManagerCore) -> None:
-    waiting = asyncio.ensure_future(core.lease("e", ["noop"], 1, wait_s=5))
+async def test_long_poll_lease_gets_work_as_soon_as_it_is_queued(
+        core: TaskManagerCore) -> None:
+    waiting = asyncio.ensure_future(core.report_and_lease(LeaseRequest(
+        "poll", "e", ["noop"], 1, wait_s=5)))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    task = (await core.create_and_enqueue([_req()]))[0]
+    task = (await create(core, req()))[0]
     leases = await asyncio.wait_for(waiting, timeout=1)
     assert [x.task_id for x in leases] == [task.id]
 
 
 async def test_wait_returns_when_the_task_finishes(core: TaskManagerCore) -> None:
-    task = core.create([_req()], enqueue=True)[0]
+    task = (await create(core, req()))[0]
     waiter = asyncio.ensure_future(core.wait([task.id], timeout_s=5))
     await asyncio.sleep(0.01)
-    _done(core, core.lease_now("e", ["noop"])[0])
-    (done,) = await asyncio.wait_for(waiter, timeout=1)
-    assert done.status is TaskStatus.COMPLETED
+    await done(core, (await lease(core))[0])
+    (ended,) = await asyncio.wait_for(waiter, timeout=1)
+    assert ended.status is TaskStatus.COMPLETED
+    # and a wait that times out leaves nothing behind
+    other = (await create(core, req()))[0]
+    await core.wait([other.id], timeout_s=0.01)
+    assert len(core.waiters) == 0
 
 
-async def test_concurrent_submits_share_one_commit_and_fail_alone(core: TaskManagerCore) -> None:
+async def test_concurrent_submits_share_one_commit_and_fail_alone(
+        core: TaskManagerCore) -> None:
     commits = []
     real_commit = core.store.commit
 
@@ -261,22 +384,46 @@ async def test_concurrent_submits_share_one_commit_and_fail_alone(core: TaskMana
         commits.append(len(batch.inserts))
         return real_commit(batch)
 
-    core.store.commit = counting_commit  # type: ignore[method-assign]
-    calls = [core.create_and_enqueue([_req()]),
-             core.create_and_enqueue([_req(task_type="prediction",
-                                           parameters={"stock_code": "bad"})]),
-             core.create_and_enqueue([_req(idempotency_key="k"), _req(idempotency_key="k")]),
-             core.create_and_enqueue([_req(idempotency_key="k")])]
-    first, bad, pair, repeat = await asyncio.gather(*calls, return_exceptions=True)
+    core.pipeline._commit = counting_commit
+    calls = [create(core, req()),
+             create(core, req(task_type="prediction", parameters={"stock_code": "bad"})),
+             create(core, req(), req()),
+             create(core, unchecked(parameters={"x": float("inf")}, owner="mallory")),
+             create(core, unchecked(tags=["\ud800"]))]
+    first, bad, pair, poison, surrogate = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(bad, InvalidParametersError)
-    assert commits == [2]  # one transaction: the first task and the one keyed "k"
-    assert pair[0].id == pair[1].id == repeat[0].id != first[0].id  # type: ignore[index]
+    # refused before the group commit: they never fail anyone else's create
+    assert isinstance(poison, InvalidParametersError)
+    assert isinstance(surrogate, InvalidParametersError)
+    assert commits == [3]  # one transaction for the three good tasks of two calls
+    assert len({first[0].id, pair[0].id, pair[1].id}) == 3  # type: ignore[index]
+    # And concurrent creates under one key make one task, whichever round they land in
+    keyed = await asyncio.gather(*[create(core, req(idempotency_key="k")) for _ in range(3)])
+    assert len({k[0].id for k in keyed}) == 1
+    assert core.store.status_counts() == {"PENDING": 4}
+
+
+async def test_a_failing_group_commit_is_retried_one_by_one(core: TaskManagerCore) -> None:
+    real_commit = core.store.commit
+
+    def refuse_mallory(batch: Any) -> list[int]:
+        if any(row["owner"] == "mallory" for row in batch.inserts):
+            raise ValueError("a row the store refuses")
+        return real_commit(batch)
+
+    core.pipeline._commit = refuse_mallory
+    good, bad, other = await asyncio.gather(
+        create(core, req(owner="alice")), create(core, req(owner="mallory")),
+        create(core, req(owner="bob")), return_exceptions=True)
+    assert isinstance(bad, Exception) and not isinstance(good, Exception)
+    assert not isinstance(other, Exception)
     assert core.store.status_counts() == {"PENDING": 2}
 
 
-def test_named_queues_are_scheduled_and_reported_apart(core: TaskManagerCore) -> None:
-    core.create([_req(queue="research"), _req(queue="research", priority=TaskPriority.HIGH),
-                 _req()], enqueue=True)
-    stats = {q["queue"]: q for q in core.stats()["queues"]}
+async def test_named_queues_are_scheduled_and_reported_apart(make_core: Any) -> None:
+    core = make_core(queues=["default", "research"])
+    await create(core, req(queue="research"), req(queue="research", priority=TaskPriority.HIGH),
+                 req())
+    stats = {q["queue"]: q for q in (await core.stats())["queues"]}
     assert stats["research"]["waiting"] == {"HIGH": 1, "MEDIUM": 1, "LOW": 0}
     assert stats["default"]["waiting"]["MEDIUM"] == 1

@@ -11,8 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from raytasks.errors import StoreError
+from raytasks.messages import ProgressReport
 from raytasks.models import TaskPriority, TaskQuery, TaskStatus
 from raytasks.store import SCHEMA_VERSION, SqlTaskStore, WriteBatch, open_store
+from raytasks.store.base import RowUpdate, StaleWriteError
 
 
 def _row(task_id: str, **over: Any) -> dict[str, Any]:
@@ -45,21 +47,40 @@ def test_insert_and_read_back_every_field(store: SqlTaskStore) -> None:
     assert task.tags == ["alpha", "beta"] and task.owner == "quant1"
     assert task.created_at.tzinfo is not None
     assert store.get("missing") is None
-    assert store.find_idempotent(["k1", "k2"])["k1"].id == "a"
+    assert store.find_idempotent("quant1", ["k1", "k2"])["k1"].id == "a"
+    assert store.find_idempotent("", ["k1"]) == {}  # keys belong to their owner
 
 
-def test_idempotency_keys_are_unique(store: SqlTaskStore) -> None:
-    store.commit(WriteBatch(inserts=[_row("a", idempotency_key="same")]))
+def test_idempotency_keys_are_unique_per_owner(store: SqlTaskStore) -> None:
+    store.commit(WriteBatch(inserts=[_row("a", idempotency_key="same", owner="alice")]))
     with pytest.raises(sa.exc.IntegrityError):
-        store.commit(WriteBatch(inserts=[_row("b", idempotency_key="same")]))
+        store.commit(WriteBatch(inserts=[_row("b", idempotency_key="same", owner="alice")]))
     assert store.get("b") is None  # the failed batch left nothing behind
+    store.commit(WriteBatch(inserts=[_row("c", idempotency_key="same", owner="bob"),
+                                     _row("d", idempotency_key="same")]))
+    assert store.find_idempotent("bob", ["same"])["same"].id == "c"
+    assert store.find_idempotent("", ["same"])["same"].id == "d"
 
 
 def test_fenced_update_applies_only_with_the_current_token(store: SqlTaskStore) -> None:
     store.commit(WriteBatch(inserts=[_row("a", status="RUNNING", lease_token=2)]))
-    store.commit(WriteBatch(updates=[("a", {"status": "COMPLETED", "result": "1"}, 1)]))
+    store.commit(WriteBatch(inserts=[_row("b")]))
+    # Given a batch whose fenced update carries a stale token
+    with pytest.raises(StaleWriteError) as info:
+        store.commit(WriteBatch(
+            updates=[RowUpdate("b", {"name": "renamed"}),
+                     RowUpdate("a", {"status": "COMPLETED", "result": "1"}, token=1)],
+            events=[{"task_id": "a", "kind": "status", "payload": "{}", "created_at": 1.0}]))
+    # Then nothing of the batch is applied, and the error names the stale row
+    assert info.value.task_ids == ["a"]
     assert store.get("a").status is TaskStatus.RUNNING  # type: ignore[union-attr]
-    store.commit(WriteBatch(updates=[("a", {"status": "COMPLETED", "result": "2"}, 2)]))
+    assert store.get("b").name == "task b" and store.max_event_id() == 0  # type: ignore[union-attr]
+    with pytest.raises(StaleWriteError):  # a status guard, and a row that is gone
+        store.commit(WriteBatch(updates=[RowUpdate("b", {"queued": False}, status="RUNNING")]))
+    with pytest.raises(StaleWriteError):
+        store.commit(WriteBatch(updates=[RowUpdate("gone", {"queued": False})]))
+    store.commit(WriteBatch(updates=[RowUpdate("a", {"status": "COMPLETED", "result": "2"},
+                                               token=2, status="RUNNING")]))
     task = store.get("a")
     assert task is not None and task.status is TaskStatus.COMPLETED and task.result == 2
 
@@ -99,7 +120,9 @@ def test_query_filters_pagination_and_ordering(store: SqlTaskStore) -> None:
 def test_active_status_counts_and_delete(store: SqlTaskStore) -> None:
     store.commit(WriteBatch(inserts=[_row("p"), _row("r", status="RUNNING"),
                                      _row("c", status="COMPLETED")]))
-    assert {t.id for t in store.active()} == {"p", "r"}
+    assert {t.id for t in store.active_rows()} == {"p", "r"}
+    assert store.states(["p", "c", "x"]) == {"p": (TaskStatus.PENDING, None),
+                                              "c": (TaskStatus.COMPLETED, None)}
     assert store.status_counts() == {"PENDING": 1, "RUNNING": 1, "COMPLETED": 1}
     store.commit(WriteBatch(deletes=["c"]))
     assert store.get("c") is None
@@ -115,20 +138,123 @@ def test_events_get_increasing_ids_in_commit_order(store: SqlTaskStore) -> None:
     assert store.max_event_id() == more[-1]
 
 
-def test_progress_and_task_types_are_upserted(store: SqlTaskStore) -> None:
-    store.save_progress([{"task_id": "a", "payload": '{"p": 1}', "updated_at": 1.0}])
-    store.save_progress([{"task_id": "a", "payload": '{"p": 2}', "updated_at": 2.0}])
-    assert store.get_progress("a")["payload"] == '{"p": 2}'  # type: ignore[index]
+def test_progress_is_written_only_under_the_current_lease(store: SqlTaskStore) -> None:
+    store.commit(WriteBatch(inserts=[_row("a", status="RUNNING", lease_token=2),
+                                     _row("done", status="COMPLETED", lease_token=1)]))
+
+    def report(task_id: str, token: int, pct: float) -> tuple[ProgressReport, str]:
+        return (ProgressReport(task_id, token, pct, updated_at=pct),
+                json.dumps({"task_id": task_id, "percentage": pct}))
+
+    store.record_progress([report("a", 2, 0.25)], now=1.0)
+    # a stale attempt's progress and a finished task's progress are both dropped
+    store.record_progress([report("a", 1, 0.75), report("done", 1, 0.9)], now=2.0)
+    store.record_progress([report("a", 2, 0.5)], now=3.0)
+    assert json.loads(store.get_progress("a")["payload"])["percentage"] == 0.5  # type: ignore[index]
+    assert store.get_progress("done") is None
+    events = store.events_after(0)
+    assert [(e["task_id"], json.loads(e["payload"])["percentage"]) for e in events] == \
+        [("a", 0.25), ("a", 0.5)]
+
+
+def test_task_types_are_upserted(store: SqlTaskStore) -> None:
     store.save_task_type("spin", b"v1", 1)
     store.save_task_type("spin", b"v2", 2)
     assert store.task_types() == [("spin", b"v2", 2)]
 
 
-def test_schema_is_versioned_and_a_newer_store_is_refused(store_url: str) -> None:
-    store = open_store(store_url)
+def test_old_events_are_pruned_behind_every_cursor(store: SqlTaskStore) -> None:
+    rows = [{"task_id": "a", "kind": "status", "payload": "{}", "created_at": float(t)}
+            for t in range(10)]
+    ids = store.append_events(rows)
+    store.set_cursor("email", ids[3])  # a channel that has delivered up to the fourth
+    assert store.prune_events(before=8.0) == 4  # older than 8 s and passed by the cursor
+    assert [e["id"] for e in store.events_after(0)] == ids[4:]
+    store.set_cursor("email", ids[-1])
+    assert store.prune_events(before=100.0) == 5  # the newest is always kept
+    assert store.max_event_id() == ids[-1]
+    assert store.append_events(rows[:1])[0] > ids[-1]  # ids never go back
+
+
+def test_the_schema_is_the_migrations_head(store: SqlTaskStore) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from raytasks.store.migrate import current_revision, head_revision
+    from raytasks.store.schema import metadata
+
+    assert current_revision(store.engine) == head_revision()
     assert store.schema_version() == SCHEMA_VERSION
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_a_store_written_by_the_previous_version_opens_and_works(store_url: str) -> None:
+    from raytasks.store import migrate
+    from tests.old_store import write_v1_store
+
+    # Given a store as raytasks 0.1 left it: schema 1, no Alembic table, tasks and events
+    write_v1_store(store_url)
+    # When this version opens it
+    store = open_store(store_url)
+    try:
+        # Then it is migrated, every old task reads back, and it works as a new one does
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        old = store.get("v1-done")
+        assert old is not None and old.status is TaskStatus.COMPLETED and old.result == 42
+        assert {r.id for r in store.active_rows()} == {"v1-queued"}
+        queued = store.active_rows()[0]
+        assert queued.enqueued_at == queued.created_at  # aging starts from the old time
+        assert store.find_idempotent("alice", ["old-key"])["old-key"].id == "v1-done"
+        store.commit(WriteBatch(inserts=[_row("new", idempotency_key="old-key",
+                                              owner="bob")]))
+        assert store.events_after(0)[0]["task_id"] == "v1-done"
+    finally:
+        store.close()
+
+
+def test_a_newer_store_is_refused(store_url: str) -> None:
+    store = open_store(store_url)
     with store.engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO rt_schema (version, applied_at) VALUES (99, 0)"))
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
     store.close()
-    with pytest.raises(StoreError, match="schema version 99"):
+    with pytest.raises(StoreError, match="newer raytasks"):
         open_store(store_url)
+
+
+def test_concurrent_event_writers_never_let_a_cursor_skip_an_event(store_url: str) -> None:
+    """Two writers insert events at once (the manager and the tracker): a reader that
+    follows the stream by ``id > cursor`` sees every event, whatever the interleaving."""
+    import random
+    import threading
+
+    writers = [open_store(store_url), open_store(store_url)]
+    reader = open_store(store_url)
+    per_writer = 150
+    for w in writers:  # widen the window between an insert and its commit
+        sa.event.listen(w._writer, "commit",
+                        lambda _conn: time.sleep(random.random() * 0.004))
+    try:
+        def write(store: SqlTaskStore, name: str) -> None:
+            for i in range(per_writer):
+                store.append_events([{"task_id": name, "kind": "status",
+                                      "payload": json.dumps({"i": i}),
+                                      "created_at": time.time()}])
+
+        threads = [threading.Thread(target=write, args=(w, f"w{k}"))
+                   for k, w in enumerate(writers)]
+        for t in threads:
+            t.start()
+        seen: list[int] = []
+        cursor = 0
+        while any(t.is_alive() for t in threads) or cursor < reader.max_event_id():
+            for row in reader.events_after(cursor, limit=7):
+                seen.append(row["id"])
+                cursor = row["id"]
+        for t in threads:
+            t.join()
+        assert len(seen) == 2 * per_writer == len(set(seen))
+    finally:
+        for s in [*writers, reader]:
+            s.close()

@@ -9,26 +9,82 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import StoreError
 from ..models import Task, TaskErrorInfo, TaskQuery, TaskStatus, TaskSummary
 
-SCHEMA_VERSION = 1
+#: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
+SCHEMA_VERSION = 2
+
+
+@dataclass(slots=True)
+class RowUpdate:
+    """Change ``fields`` of one task, only while its guards hold.
+
+    ``token``: the stored ``lease_token`` must equal it (fencing). ``status``: the
+    stored status must equal it. A row that is missing or fails a guard makes the
+    whole batch fail with :class:`StaleWriteError` (nothing is committed).
+    """
+
+    task_id: str
+    fields: dict[str, Any]
+    token: int | None = None
+    status: str | None = None
 
 
 @dataclass
 class WriteBatch:
-    """Changes committed together in one transaction (a group commit).
-
-    ``updates`` rows are ``(task_id, fields, expect_token)``: with a token the
-    row changes only while the stored ``lease_token`` still equals it (fencing).
-    """
+    """Changes committed together in one transaction (a group commit)."""
 
     inserts: list[dict[str, Any]] = field(default_factory=list)
-    updates: list[tuple[str, dict[str, Any], int | None]] = field(default_factory=list)
+    updates: list[RowUpdate] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.updates or self.deletes or self.events)
+
+    def extend(self, other: WriteBatch) -> None:
+        self.inserts += other.inserts
+        self.updates += other.updates
+        self.deletes += other.deletes
+        self.events += other.events
+
+
+@dataclass(slots=True)
+class ActiveRow:
+    """What the TaskManager rebuilds its memory from: one PENDING or RUNNING task."""
+
+    id: str
+    task_type: str
+    status: TaskStatus
+    priority: int
+    queue: str
+    attempt: int
+    max_retries: int
+    timeout_s: float | None
+    parameters: dict[str, Any]
+    owner: str | None
+    queued: bool
+    lease_token: int
+    created_at: float
+    enqueued_at: float | None
+    not_before: float | None
+    cancel_requested: bool
+    depends_on: list[str]
+    lease_request: str | None
+    lease_executor: str | None
+
+
+class StaleWriteError(StoreError):
+    """A guarded update found its row changed or gone: memory was behind the store."""
+
+    def __init__(self, task_ids: list[str]) -> None:
+        super().__init__(f"{len(task_ids)} task(s) changed in the store meanwhile: "
+                         + ", ".join(task_ids[:5]), task_ids=task_ids)
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self.data["task_ids"])
 
 
 class TaskStore(abc.ABC):
@@ -36,9 +92,42 @@ class TaskStore(abc.ABC):
 
     url: str
 
+    # -- writes ------------------------------------------------------------------
+
     @abc.abstractmethod
     def commit(self, batch: WriteBatch) -> list[int]:
-        """Apply ``batch`` atomically; return the ids given to its events, in order."""
+        """Apply ``batch`` atomically; return the ids given to its events, in order.
+
+        Raises:
+            StaleWriteError: a guarded update's row changed or is gone (nothing applied).
+        """
+
+    @abc.abstractmethod
+    def append_events(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Append ``{"task_id", "kind", "payload", "created_at"}`` rows; return their ids."""
+
+    @abc.abstractmethod
+    def record_progress(self, reports: list[tuple[Any, str]], now: float) -> None:
+        """Save progress and its events while each attempt still holds its lease."""
+
+    @abc.abstractmethod
+    def prune_events(self, before: float) -> int:
+        """Delete events older than ``before`` that every delivery cursor has passed."""
+
+    @abc.abstractmethod
+    def save_task_type(self, name: str, blob: bytes, version: int) -> None: ...
+
+    @abc.abstractmethod
+    def set_cursor(self, name: str, last_id: int) -> None:
+        """Remember how far a notification channel has delivered."""
+
+    @abc.abstractmethod
+    def log_delivery(self, rows: list[dict[str, Any]]) -> None: ...
+
+    @abc.abstractmethod
+    def set_delivery_outcome(self, channel: str, outcome: str, new_outcome: str) -> None: ...
+
+    # -- reads -------------------------------------------------------------------
 
     @abc.abstractmethod
     def get(self, task_id: str) -> Task | None: ...
@@ -47,16 +136,20 @@ class TaskStore(abc.ABC):
     def get_many(self, task_ids: list[str]) -> dict[str, Task]: ...
 
     @abc.abstractmethod
-    def find_idempotent(self, keys: list[str]) -> dict[str, Task]:
-        """Tasks carrying these idempotency keys, by key."""
+    def find_idempotent(self, scope: str, keys: list[str]) -> dict[str, Task]:
+        """Tasks of one owner (``scope``, "" for none) carrying these keys, by key."""
 
     @abc.abstractmethod
     def query(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
         """One page of tasks matching ``query`` and the total count of matches."""
 
     @abc.abstractmethod
-    def active(self) -> list[Task]:
+    def active_rows(self, task_ids: list[str] | None = None) -> list[ActiveRow]:
         """Every PENDING or RUNNING task (for reconciliation after a restart)."""
+
+    @abc.abstractmethod
+    def states(self, task_ids: list[str]) -> dict[str, tuple[TaskStatus, str | None]]:
+        """Status and owner of each of these tasks that exists."""
 
     @abc.abstractmethod
     def status_counts(self) -> dict[str, int]: ...
@@ -65,37 +158,16 @@ class TaskStore(abc.ABC):
     def events_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
-    def append_events(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Append ``{"task_id", "kind", "payload", "created_at"}`` rows; return their ids."""
-
-    @abc.abstractmethod
     def max_event_id(self) -> int: ...
-
-    @abc.abstractmethod
-    def save_progress(self, rows: list[dict[str, Any]]) -> None:
-        """Upsert ``{"task_id", "payload", "updated_at"}`` rows."""
 
     @abc.abstractmethod
     def get_progress(self, task_id: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
-    def save_task_type(self, name: str, blob: bytes, version: int) -> None: ...
-
-    @abc.abstractmethod
     def task_types(self) -> list[tuple[str, bytes, int]]: ...
 
     @abc.abstractmethod
-    def set_cursor(self, name: str, last_id: int) -> None:
-        """Remember how far a notification channel has delivered."""
-
-    @abc.abstractmethod
     def get_cursor(self, name: str) -> int | None: ...
-
-    @abc.abstractmethod
-    def log_delivery(self, rows: list[dict[str, Any]]) -> None: ...
-
-    @abc.abstractmethod
-    def set_delivery_outcome(self, channel: str, outcome: str, new_outcome: str) -> None: ...
 
     @abc.abstractmethod
     def deliveries(self, channel: str | None = None, outcome: str | None = None,

@@ -1,4 +1,15 @@
-"""SqlTaskStore: the TaskStore contract on SQLite (WAL) or PostgreSQL, via SQLAlchemy Core."""
+"""SqlTaskStore: the TaskStore contract on SQLite (WAL) or PostgreSQL, via SQLAlchemy Core.
+
+Two disciplines make concurrent writers safe:
+
+- **Guarded updates.** A :class:`RowUpdate` with a token or status guard that finds
+  its row changed (or gone) fails the whole batch (:class:`StaleWriteError`).
+- **One ordered outbox.** Event ids must become visible in id order, or a reader's
+  cursor could move past an id that commits later. On PostgreSQL every transaction
+  that inserts events first takes one advisory lock, held to commit; on SQLite every
+  write transaction begins IMMEDIATE (writers are serialised anyway). So the next
+  event-writing transaction starts only after the previous one committed.
+"""
 
 from __future__ import annotations
 
@@ -11,109 +22,24 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..errors import StoreError
-from ..models import Task, TaskQuery, TaskSummary
+from ..messages import ProgressReport
+from ..models import Task, TaskQuery, TaskStatus, TaskSummary
+from . import migrate
 from .base import (
-    SCHEMA_VERSION,
+    ActiveRow,
+    RowUpdate,
+    StaleWriteError,
     TaskStore,
     WriteBatch,
     encode_tags,
     row_to_summary,
     row_to_task,
+    to_json,
 )
+from .schema import cursors, deliveries, events, progress, schema, task_types, tasks
 
-metadata = sa.MetaData()
-
-tasks = sa.Table(
-    "rt_tasks",
-    metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("task_type", sa.String(64), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("priority", sa.Integer, nullable=False),
-    sa.Column("queue", sa.String(64), nullable=False),
-    sa.Column("parameters", sa.Text, nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False, default=0),
-    sa.Column("max_retries", sa.Integer, nullable=False, default=0),
-    sa.Column("timeout_s", sa.Float, nullable=True),
-    sa.Column("depends_on", sa.Text, nullable=False, default="[]"),
-    sa.Column("idempotency_key", sa.String(200), nullable=True, unique=True),
-    sa.Column("tags", sa.Text, nullable=False, default=""),
-    sa.Column("owner", sa.String(200), nullable=True),
-    sa.Column("notify", sa.Text, nullable=False, default="[]"),
-    sa.Column("result", sa.Text, nullable=True),
-    sa.Column("result_uri", sa.Text, nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("checkpoint", sa.Text, nullable=True),
-    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
-    sa.Column("queued", sa.Boolean, nullable=False, default=False),
-    sa.Column("lease_token", sa.BigInteger, nullable=False, default=0),
-    sa.Column("not_before", sa.Float, nullable=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=True),
-    sa.Column("finished_at", sa.Float, nullable=True),
-    sa.Index("rt_tasks_status", "status"),
-    sa.Index("rt_tasks_created", "created_at"),
-    sa.Index("rt_tasks_owner", "owner"),
-)
-
-events = sa.Table(
-    "rt_events",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("task_id", sa.String(64), nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-
-progress = sa.Table(
-    "rt_progress",
-    metadata,
-    sa.Column("task_id", sa.String(64), primary_key=True),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-)
-
-task_types = sa.Table(
-    "rt_task_types",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("blob", sa.LargeBinary, nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-)
-
-cursors = sa.Table(
-    "rt_cursors",
-    metadata,
-    sa.Column("name", sa.String(200), primary_key=True),
-    sa.Column("last_id", sa.BigInteger, nullable=False),
-)
-
-deliveries = sa.Table(
-    "rt_deliveries",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("channel", sa.String(200), nullable=False),
-    sa.Column("target", sa.Text, nullable=False),
-    sa.Column("event_id", sa.BigInteger, nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("outcome", sa.String(32), nullable=False),
-    sa.Column("detail", sa.Text, nullable=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Index("rt_deliveries_channel", "channel", "outcome"),
-)
-
-schema = sa.Table(
-    "rt_schema",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
+#: PostgreSQL advisory lock key taken by every transaction that inserts events.
+EVENTS_LOCK = 727275
 
 _ORDER = {
     "created_at": tasks.c.created_at,
@@ -122,58 +48,62 @@ _ORDER = {
     "name": tasks.c.name,
 }
 
+_PROGRESS_GUARD = ("FROM rt_tasks WHERE id = :task_id AND status = 'RUNNING' "
+                   "AND lease_token = :token")
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode survives any process crash; only an OS crash or power
-    # loss can drop the last commits.
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def apply(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives any process crash; only an OS crash or power
+        # loss can drop the last commits.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cur.close()
+    return apply
 
 
 class SqlTaskStore(TaskStore):
-    """One implementation for both SQL backends; dialect differences stay in ``__init__``."""
+    """One implementation for both SQL backends; dialect differences stay in ``__init__``.
 
-    def __init__(self, url: str) -> None:
+    ``busy_timeout_s`` bounds how long a write waits for another writer (SQLite):
+    keep it well under the lease TTL, so one stall cannot expire healthy leases.
+    """
+
+    def __init__(self, url: str, *, busy_timeout_s: float = 2.0) -> None:
         self.url = url
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = sa.create_engine(url, connect_args={"timeout": 10})
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            pragmas = _sqlite_pragmas(int(busy_timeout_s * 1000))
+            args = {"timeout": busy_timeout_s, "check_same_thread": False}
+            self.engine: Engine = sa.create_engine(url, connect_args=args)
+            sa.event.listen(self.engine, "connect", pragmas)
+            self._writer: Engine = sa.create_engine(url, connect_args=args)
+            sa.event.listen(self._writer, "connect", pragmas)
+            sa.event.listen(self._writer, "connect", _manual_transactions)
+            sa.event.listen(self._writer, "begin", _begin_immediate)
         elif url.startswith("postgresql"):
             if url.startswith("postgresql://"):
                 url = "postgresql+psycopg://" + url[len("postgresql://"):]
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self.engine = self._writer = sa.create_engine(url, pool_pre_ping=True)
         else:
             raise StoreError(f"unsupported store URL {url!r}: use sqlite:/// or postgresql://")
-        self._migrate()
+        migrate.upgrade(self._writer, self.url)
 
-    # -- schema ----------------------------------------------------------------
-
-    def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                # one migrator at a time across processes
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))
-            metadata.create_all(conn, checkfirst=True)
-            found = conn.execute(sa.select(sa.func.max(schema.c.version))).scalar()
-            if found is None:
-                conn.execute(schema.insert().values(version=SCHEMA_VERSION,
-                                                    applied_at=time.time()))
-            elif found > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {self.url} is at schema version {found}, newer than this "
-                    f"raytasks ({SCHEMA_VERSION}); upgrade raytasks"
-                )
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.max(schema.c.version))).scalar() or 0)
+
+    def _lock_events(self, conn: sa.Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
 
     # -- writes ----------------------------------------------------------------
 
@@ -181,15 +111,13 @@ class SqlTaskStore(TaskStore):
         if not batch:
             return []
         ids: list[int] = []
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
+            if batch.events:
+                self._lock_events(conn)
             if batch.inserts:
                 conn.execute(tasks.insert(), [_task_row(r) for r in batch.inserts])
-            for (fields, fenced), rows in _group_updates(batch.updates).items():
-                stmt = tasks.update().where(tasks.c.id == sa.bindparam("b_id"))
-                if fenced:
-                    stmt = stmt.where(tasks.c.lease_token == sa.bindparam("b_token"))
-                stmt = stmt.values({f: sa.bindparam(f"v_{f}") for f in fields})
-                conn.execute(stmt, rows)
+            for key, group in _group_updates(batch.updates).items():
+                _apply_updates(conn, key, group)
             if batch.deletes:
                 conn.execute(tasks.delete().where(tasks.c.id.in_(batch.deletes)))
                 conn.execute(progress.delete().where(progress.c.task_id.in_(batch.deletes)))
@@ -200,29 +128,59 @@ class SqlTaskStore(TaskStore):
     def append_events(self, rows: list[dict[str, Any]]) -> list[int]:
         if not rows:
             return []
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
+            self._lock_events(conn)
             return _insert_events(conn, rows)
 
-    def max_event_id(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0)
+    def record_progress(self, reports: list[tuple[ProgressReport, str]],
+                        now: float) -> None:
+        """Save progress and append its events, each only while its attempt holds the lease.
 
-    def save_progress(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
+        ``reports`` pairs each report with its event payload (JSON). The guard (RUNNING
+        under the report's token) is checked in the same transaction as the writes, under
+        the events lock: a progress event can never follow its task's final status.
+        """
+        if not reports:
             return
-        with self.engine.begin() as conn:
-            ids = [r["task_id"] for r in rows]
-            conn.execute(progress.delete().where(progress.c.task_id.in_(ids)))
-            conn.execute(progress.insert(), rows)
+        rows = [{"task_id": r.task_id, "token": r.token, "payload": payload,
+                 "progress": json.dumps({"task_id": r.task_id, "status": "RUNNING",
+                                         "percentage": r.percentage, "message": r.message,
+                                         "stage": r.stage, "updated_at": r.updated_at}),
+                 "now": now} for r, payload in reports]
+        with self._writer.begin() as conn:
+            self._lock_events(conn)
+            conn.execute(sa.text(f"DELETE FROM rt_progress WHERE task_id = :task_id AND "
+                                 f"EXISTS (SELECT 1 {_PROGRESS_GUARD})"), rows)
+            conn.execute(sa.text(
+                "INSERT INTO rt_progress (task_id, payload, updated_at) SELECT id, "
+                f"CAST(:progress AS TEXT), CAST(:now AS DOUBLE PRECISION) {_PROGRESS_GUARD}"),
+                rows)
+            conn.execute(sa.text(
+                "INSERT INTO rt_events (task_id, kind, payload, created_at) SELECT id, "
+                "'progress', CAST(:payload AS TEXT), CAST(:now AS DOUBLE PRECISION) "
+                f"{_PROGRESS_GUARD}"), rows)
+
+    def prune_events(self, before: float) -> int:
+        """Delete events older than ``before`` that every delivery cursor has passed.
+
+        The newest event is always kept, so ids never restart and cursors stay valid.
+        """
+        with self._writer.begin() as conn:
+            self._lock_events(conn)
+            newest = conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0
+            lowest_cursor = conn.execute(sa.select(sa.func.min(cursors.c.last_id))).scalar()
+            limit = newest if lowest_cursor is None else min(newest, int(lowest_cursor) + 1)
+            return int(conn.execute(events.delete().where(events.c.id < limit)
+                                    .where(events.c.created_at < before)).rowcount or 0)
 
     def save_task_type(self, name: str, blob: bytes, version: int) -> None:
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             conn.execute(task_types.delete().where(task_types.c.name == name))
             conn.execute(task_types.insert().values(
                 name=name, blob=blob, version=version, updated_at=time.time()))
 
     def set_cursor(self, name: str, last_id: int) -> None:
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             updated = conn.execute(cursors.update().where(cursors.c.name == name)
                                    .values(last_id=last_id)).rowcount
             if not updated:
@@ -237,11 +195,11 @@ class SqlTaskStore(TaskStore):
     def log_delivery(self, rows: list[dict[str, Any]]) -> None:
         """Append ``{"channel", "target", "event_id", "attempt", "outcome", "detail", "at"}``."""
         if rows:
-            with self.engine.begin() as conn:
+            with self._writer.begin() as conn:
                 conn.execute(deliveries.insert(), rows)
 
     def set_delivery_outcome(self, channel: str, outcome: str, new_outcome: str) -> None:
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             conn.execute(deliveries.update().where(deliveries.c.channel == channel)
                          .where(deliveries.c.outcome == outcome).values(outcome=new_outcome))
 
@@ -278,11 +236,12 @@ class SqlTaskStore(TaskStore):
                 sa.select(tasks.c.checkpoint).where(tasks.c.id == task_id)).scalar()
         return json.loads(raw) if raw else None
 
-    def find_idempotent(self, keys: list[str]) -> dict[str, Task]:
+    def find_idempotent(self, scope: str, keys: list[str]) -> dict[str, Task]:
         if not keys:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(tasks).where(tasks.c.idempotency_key.in_(keys)))
+            rows = conn.execute(sa.select(tasks).where(tasks.c.idempotency_scope == scope)
+                                .where(tasks.c.idempotency_key.in_(keys)))
             found = [row_to_task(r) for r in rows]
         return {t.idempotency_key: t for t in found if t.idempotency_key}
 
@@ -319,20 +278,38 @@ class SqlTaskStore(TaskStore):
             total = conn.execute(sa.select(sa.func.count()).select_from(tasks).where(where))
             return rows, int(total.scalar() or 0)
 
-    def active(self) -> list[Task]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(tasks)
-                .where(tasks.c.status.in_(["PENDING", "RUNNING"]))
-                .order_by(tasks.c.created_at)
-            )
-            return [row_to_task(r) for r in rows]
+    def active_rows(self, task_ids: list[str] | None = None) -> list[ActiveRow]:
+        """Every PENDING or RUNNING task (of ``task_ids``), oldest first.
 
-    def queued_flags(self, task_ids: list[str]) -> dict[str, bool]:
+        What the manager rebuilds its memory from.
+        """
+        c = tasks.c
+        stmt = (sa.select(c.id, c.task_type, c.status, c.priority, c.queue, c.attempt,
+                          c.max_retries, c.timeout_s, c.parameters, c.owner, c.queued,
+                          c.lease_token, c.created_at, c.enqueued_at, c.not_before,
+                          c.cancel_requested, c.depends_on, c.lease_request, c.lease_executor)
+                .where(c.status.in_(["PENDING", "RUNNING"])).order_by(c.created_at))
+        if task_ids is not None:
+            stmt = stmt.where(c.id.in_(task_ids))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(tasks.c.id, tasks.c.queued).where(tasks.c.id.in_(task_ids)))
-            return {r[0]: bool(r[1]) for r in rows}
+            return [ActiveRow(
+                id=r[0], task_type=r[1], status=TaskStatus(r[2]), priority=r[3], queue=r[4],
+                attempt=r[5], max_retries=r[6], timeout_s=r[7], parameters=json.loads(r[8]),
+                owner=r[9], queued=bool(r[10]), lease_token=r[11], created_at=r[12],
+                enqueued_at=r[13], not_before=r[14], cancel_requested=bool(r[15]),
+                depends_on=json.loads(r[16]), lease_request=r[17], lease_executor=r[18])
+                for r in conn.execute(stmt)]
+
+    def states(self, task_ids: list[str]) -> dict[str, tuple[TaskStatus, str | None]]:
+        """Status and owner of each task that exists, by id."""
+        out: dict[str, tuple[TaskStatus, str | None]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(task_ids), 500):
+                chunk = task_ids[start:start + 500]
+                for r in conn.execute(sa.select(tasks.c.id, tasks.c.status, tasks.c.owner)
+                                      .where(tasks.c.id.in_(chunk))):
+                    out[r[0]] = (TaskStatus(r[1]), r[2])
+        return out
 
     def status_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -348,6 +325,10 @@ class SqlTaskStore(TaskStore):
             )
             return [dict(r._mapping) for r in rows]
 
+    def max_event_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0)
+
     def get_progress(self, task_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(progress).where(progress.c.task_id == task_id)).first()
@@ -361,6 +342,16 @@ class SqlTaskStore(TaskStore):
 
     def close(self) -> None:
         self.engine.dispose()
+        self._writer.dispose()
+
+
+def _manual_transactions(dbapi_conn: Any, _record: Any) -> None:
+    # let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (pysqlite would defer it)
+    dbapi_conn.isolation_level = None
+
+
+def _begin_immediate(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _insert_events(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]:
@@ -374,18 +365,51 @@ def _insert_events(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]
 def _task_row(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["tags"] = encode_tags(out.get("tags") or [])
+    out["idempotency_scope"] = out.get("owner") or ""
     return out
 
 
-def _group_updates(
-    updates: list[tuple[str, dict[str, Any], int | None]],
-) -> dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]]:
-    groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
-    for task_id, fields, token in updates:
-        key = (tuple(sorted(fields)), token is not None)
-        row = {f"v_{k}": v for k, v in fields.items()}
-        row["b_id"] = task_id
-        if token is not None:
-            row["b_token"] = token
-        groups.setdefault(key, []).append(row)
+_UpdateKey = tuple[tuple[str, ...], bool, bool]
+
+
+def _group_updates(updates: list[RowUpdate]) -> dict[_UpdateKey, list[RowUpdate]]:
+    groups: dict[_UpdateKey, list[RowUpdate]] = {}
+    for u in updates:
+        key = (tuple(sorted(u.fields)), u.token is not None, u.status is not None)
+        groups.setdefault(key, []).append(u)
     return groups
+
+
+def _apply_updates(conn: sa.Connection, key: _UpdateKey, group: list[RowUpdate]) -> None:
+    """One executemany per shape; a row missing or failing its guard fails the batch."""
+    fields, fenced, guarded = key
+    stmt = tasks.update().where(tasks.c.id == sa.bindparam("b_id"))
+    if fenced:
+        stmt = stmt.where(tasks.c.lease_token == sa.bindparam("b_token"))
+    if guarded:
+        stmt = stmt.where(tasks.c.status == sa.bindparam("b_status"))
+    stmt = stmt.values({f: sa.bindparam(f"v_{f}") for f in fields})
+    rows = []
+    for u in group:
+        row = {f"v_{k}": v for k, v in u.fields.items()}
+        row["b_id"] = u.task_id
+        if fenced:
+            row["b_token"] = u.token
+        if guarded:
+            row["b_status"] = u.status
+        rows.append(row)
+    changed = conn.execute(stmt, rows).rowcount
+    if changed != len(rows):
+        raise StaleWriteError(_stale(conn, group))
+
+
+def _stale(conn: sa.Connection, group: list[RowUpdate]) -> list[str]:
+    found = {r[0]: (r[1], r[2]) for r in conn.execute(
+        sa.select(tasks.c.id, tasks.c.lease_token, tasks.c.status)
+        .where(tasks.c.id.in_([u.task_id for u in group])))}
+    return [u.task_id for u in group if u.task_id not in found
+            or (u.token is not None and found[u.task_id][0] != u.token)
+            or (u.status is not None and found[u.task_id][1] != u.status)]
+
+
+__all__ = ["EVENTS_LOCK", "SqlTaskStore", "to_json"]

@@ -22,6 +22,7 @@ from raytasks import (
     TaskStatus,
     register_task_type,
 )
+from raytasks.messages import Report, ReportAnswer
 from tests.conftest import wait_for
 from tests.helpers import SleepParams, sleepy, starts
 
@@ -194,9 +195,9 @@ def test_killed_executor_reruns_the_task_exactly_once(service: Any, tmp_path: Pa
     assert len(completions) == 1
     # And a report from the stale attempt is rejected
     manager = service.handle("manager")
-    answer = ray.get(manager.call.remote("report", [{
-        "task_id": task.id, "token": first_token, "outcome": "completed", "result": "1"}]))
-    assert answer == {"accepted": [], "rejected": [task.id]}
+    answer = ray.get(manager.report.remote([Report(task.id, first_token, "completed",
+                                                   result="1")]))
+    assert answer == ReportAnswer(accepted=[], rejected=[task.id])
     assert tm.get_task_sync(task.id).result == done.result
 
 

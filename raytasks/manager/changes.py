@@ -1,0 +1,435 @@
+"""Every change of a task's state, as a plan for the :class:`CommitPipeline`.
+
+Each method returns a *planner*: it reads memory, claims the tasks it changes in
+the round, and returns the rows to commit and an ``apply`` that changes memory
+once they are committed. Nothing here changes memory before the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidTransitionError
+from ..lifecycle import check_transition
+from ..messages import Lease, LeaseRequest, Report, ReportAnswer
+from ..models import Task, TaskCreateRequest, TaskErrorInfo, TaskPriority, TaskStatus
+from ..models import TaskUpdateRequest as UpdateRequest
+from ..store.base import RowUpdate, WriteBatch, encode_tags, to_json
+from .intake import Known, row_to_new_task
+from .outbox import status_event
+from .outcomes import decide, lost_report
+from .pipeline import Plan, Planner, Round
+from .state import Entry
+
+if TYPE_CHECKING:
+    from .core import TaskManagerCore
+
+P, R = TaskStatus.PENDING, TaskStatus.RUNNING
+
+
+class Changes:
+    def __init__(self, core: TaskManagerCore, rng: random.Random) -> None:
+        self.core = core
+        self.rng = rng
+        self.stale_reports = 0
+
+    # ------------------------------------------------------------- creation
+
+    def create(self, requests: list[TaskCreateRequest], ids: list[str], known: Known,
+               enqueue: bool) -> Planner:
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim([*ids, *(d for r in requests for d in r.depends_on if d in core.active)])
+            intake = core.intake.plan(requests, ids, ctx, known, enqueue=enqueue)
+            ctx.keys.update(intake.claimed)
+            batch = WriteBatch(inserts=intake.rows, events=[status_event(
+                task_id=r["id"], task_type=r["task_type"], owner=r["owner"], attempt=0,
+                priority=r["priority"], previous=None, status=P, now=ctx.now)
+                for r in intake.rows])
+
+            def apply(event_ids: list[int]) -> list[Task]:
+                created = {r["id"]: row_to_new_task(r) for r in intake.rows}
+                entries = []
+                for row in intake.rows:
+                    entry = Entry(task_id=row["id"], task_type=row["task_type"], status=P,
+                                  priority=TaskPriority(row["priority"]), queue=row["queue"],
+                                  attempt=0, max_retries=row["max_retries"],
+                                  timeout_s=row["timeout_s"],
+                                  parameters=json.loads(row["parameters"]), owner=row["owner"],
+                                  queued=enqueue, token=0, created_at=ctx.now,
+                                  enqueued_at=row.get("enqueued_at"))
+                    core.active.add(entry)
+                    entries.append((entry, created[entry.task_id].depends_on))
+                stored = {d: s for d, (s, _owner) in known.deps.items()}
+                for entry, depends_on in entries:
+                    self.arm(entry, depends_on, stored)
+                core.publish(batch.events, event_ids)
+                return [r if isinstance(r, Task) else created.get(r["id"]) or row_to_new_task(r)
+                        for r in intake.results]
+            return Plan(batch, apply)
+        return plan
+
+    def arm(self, entry: Entry, depends_on: list[str],
+            stored: dict[str, TaskStatus]) -> None:
+        """Block a PENDING task on its unfinished dependencies, or queue it, or end it."""
+        core = self.core
+        blocked, ended = set(), None
+        for dep in depends_on:
+            if dep in core.active:
+                blocked.add(dep)
+            elif stored.get(dep) is not TaskStatus.COMPLETED:
+                ended = stored.get(dep)
+                break
+        if ended is not None or any(d not in core.active and d not in stored
+                                    for d in depends_on):
+            why = f"a task it depends on ended {ended.value}" if ended else \
+                "a task it depends on no longer exists"
+            target = TaskStatus.CANCELLED if ended is TaskStatus.CANCELLED else TaskStatus.FAILED
+            core.pipeline.submit(self.end_pending(entry.task_id, target, TaskErrorInfo(
+                type="DependencyFailed", reason="dependency", message=why)))
+            return
+        core.deps.block(entry.task_id, blocked)
+        if not blocked and entry.queued:
+            self._push(entry)
+
+    def enqueue(self, task_id: str, priority: TaskPriority | None) -> Planner:
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim([task_id])
+            entry = core.active.get(task_id)
+            if entry is None:
+                raise InvalidTransitionError(task_id, "finished", "queued")
+            fields: dict[str, Any] = {"queued": True, "updated_at": ctx.now}
+            reprioritise = priority is not None and priority != entry.priority \
+                and entry.status is P
+            if reprioritise:
+                assert priority is not None
+                fields["priority"] = int(priority)
+            if not entry.queued:
+                if not core.deps.blocked(task_id):
+                    core.intake.admit_queue(entry.queue, 1, ctx)
+                fields["enqueued_at"] = ctx.now
+            if len(fields) == 2 and entry.queued:
+                return Plan()
+
+            def apply(_ids: list[int]) -> None:
+                if reprioritise:
+                    assert priority is not None
+                    entry.priority = priority
+                    core.queues[entry.queue].reprioritise(task_id, priority, core.clock())
+                if not entry.queued:
+                    entry.queued, entry.enqueued_at = True, ctx.now
+                    if not core.deps.blocked(task_id) and entry.status is P:
+                        self._push(entry)
+            return Plan(WriteBatch(updates=[RowUpdate(task_id, fields)]), apply)
+        return plan
+
+    # --------------------------------------------------------------- leases
+
+    def lease(self, request: LeaseRequest) -> Planner:
+        core = self.core
+        settings = core.settings
+
+        def plan(ctx: Round) -> Plan:
+            n = max(1, min(request.n, settings.lease_batch_max))
+            deadline = ctx.now + settings.lease_ttl_s
+            chosen: list[tuple[Entry, Any, Lease]] = []
+            batch = WriteBatch()
+            while len(chosen) < n:
+                item = core.queues.best(request.task_types, ctx.now,
+                                        allowance=lambda t: self._allowance(t, ctx),
+                                        admit=lambda o, t: self._admit(o, t, ctx),
+                                        exclude=ctx.touched)
+                if item is None:
+                    break
+                entry = core.active.get(item.task_id)
+                assert entry is not None
+                ctx.claim([entry.task_id])
+                ctx.running[entry.owner] += 1
+                ctx.running_by_type[(entry.owner, entry.task_type)] += 1
+                ctx.starts[entry.task_type] += 1
+                token = entry.token + 1
+                batch.updates.append(RowUpdate(entry.task_id, {
+                    "status": R.value, "lease_token": token, "started_at": ctx.now,
+                    "updated_at": ctx.now, "not_before": None,
+                    "lease_request": request.request_id,
+                    "lease_executor": request.executor_id}, token=entry.token, status=P.value))
+                batch.events.append(_event(entry, P, R, ctx.now))
+                chosen.append((entry, item, Lease(
+                    task_id=entry.task_id, task_type=entry.task_type, token=token,
+                    attempt=entry.attempt, parameters=entry.parameters,
+                    timeout_s=entry.timeout_s, deadline=deadline, owner=entry.owner,
+                    handler_version=core.registry.get(entry.task_type).version)))
+            if not chosen:
+                return Plan(apply=lambda _ids: [])
+
+            def apply(event_ids: list[int]) -> list[Lease]:
+                for entry, item, lease in chosen:
+                    sched = core.queues[entry.queue]
+                    sched.pop(item, ctx.now)
+                    sched.grant(item, lease.token, request.executor_id, lease.deadline)
+                    entry.token, entry.not_before = lease.token, None
+                    core.active.set_status(entry, R)
+                leases = [lease for _, _, lease in chosen]
+                core.remember(request.request_id, leases)
+                core.publish(batch.events, event_ids)
+                return leases
+            return Plan(batch, apply)
+        return plan
+
+    def _allowance(self, task_type: str, ctx: Round) -> int | None:
+        core = self.core
+        limit = core.settings.for_type(task_type).max_concurrency
+        if limit is None and task_type in core.registry:
+            limit = core.registry.get(task_type).max_concurrency
+        if limit is None:
+            return None
+        return limit - core.queues.running(task_type) - ctx.starts[task_type]
+
+    def _admit(self, owner: str | None, task_type: str, ctx: Round) -> bool:
+        """Whether one more task of ``owner`` and ``task_type`` may start (running quotas)."""
+        quota = self.core.settings.quota_for(owner)
+        if quota is None:
+            return True
+        active = self.core.active
+        if quota.max_running is not None and \
+                active.running[owner] + ctx.running[owner] >= quota.max_running:
+            return False
+        limit = quota.max_running_per_type.get(task_type)
+        return limit is None or active.running_by_type[(owner, task_type)] \
+            + ctx.running_by_type[(owner, task_type)] < limit
+
+    # -------------------------------------------------------------- reports
+
+    def reports(self, reports: list[Report]) -> Planner:
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim(r.task_id for r in reports)
+            batch = WriteBatch()
+            accepted, rejected, steps = [], [], []
+            for rep in reports:
+                entry = core.active.get(rep.task_id)
+                rec = core.queues.lease_of(entry.queue, rep.task_id) if entry else None
+                if entry is None or rec is None or rec.token != rep.token \
+                        or rep.task_id in accepted:
+                    rejected.append(rep.task_id)
+                    continue
+                step = decide(entry, rep, ctx.now, core.settings, self.rng)
+                accepted.append(rep.task_id)
+                steps.append((entry, rep, step))
+                batch.updates.append(RowUpdate(rep.task_id, step.fields, token=rep.token,
+                                               status=R.value))
+                batch.events.append(_event(entry, R, step.target, ctx.now, step.error,
+                                           attempt=step.attempt))
+
+            def apply(event_ids: list[int]) -> ReportAnswer:
+                self.stale_reports += len(rejected)
+                for entry, rep, step in steps:
+                    core.queues[entry.queue].release(entry.task_id, rep.token)
+                    if step.attempt is not None:
+                        entry.attempt = step.attempt
+                    if step.requeue_at is not None:
+                        core.active.set_status(entry, P)
+                        entry.enqueued_at = ctx.now
+                        entry.not_before = step.requeue_at if step.requeue_at > ctx.now \
+                            else None
+                        self._push(entry)
+                    else:
+                        self._finish(entry, step.target)
+                core.publish(batch.events, event_ids)
+                return ReportAnswer(accepted=accepted, rejected=rejected)
+            return Plan(batch, apply)
+        return plan
+
+    def expired(self) -> Planner:
+        """Retry or fail (as lost) the tasks whose leases ran out (as of the round)."""
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            reports = []
+            for _queue, rec in core.queues.expired(ctx.now):
+                entry = core.active.get(rec.task_id)
+                reports.append(lost_report(rec.task_id, rec.token, rec.executor_id,
+                                           bool(entry and entry.cancel_requested)))
+            return self.reports(reports)(ctx)
+        return plan
+
+    def checkpoint(self, task_id: str, token: int, state: Any) -> Planner:
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim([task_id])
+            entry = core.active.get(task_id)
+            if entry is None or entry.token != token or entry.status is not R:
+                return Plan(apply=lambda _ids: False)
+            row = RowUpdate(task_id, {"checkpoint": to_json(state)}, token=token,
+                            status=R.value)
+            return Plan(WriteBatch(updates=[row]), apply=lambda _ids: True)
+        return plan
+
+    # -------------------------------------------------- cancel, retry, update
+
+    def cancel(self, task_id: str) -> Planner:
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            entry = core.active.get(task_id)
+            if entry is None:
+                raise InvalidTransitionError(task_id, "finished", "CANCELLED")
+            if entry.status is P:
+                return self.end_pending(task_id, TaskStatus.CANCELLED, TaskErrorInfo(
+                    type="Cancelled", reason="cancelled", message="cancelled while pending"))(ctx)
+            ctx.claim([task_id])
+            if entry.cancel_requested:
+                return Plan()
+            row = RowUpdate(task_id, {"cancel_requested": True, "updated_at": ctx.now},
+                            status=R.value)
+
+            def apply(_ids: list[int]) -> None:
+                entry.cancel_requested = True
+                rec = core.queues.lease_of(entry.queue, task_id)
+                if rec is not None and core.on_cancel is not None:
+                    core.on_cancel(rec.executor_id, task_id, rec.token)
+            return Plan(WriteBatch(updates=[row]), apply)
+        return plan
+
+    def end_pending(self, task_id: str, target: TaskStatus, error: TaskErrorInfo) -> Planner:
+        """End a PENDING task without running it (cancelled, or a dependency failed)."""
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim([task_id])
+            entry = core.active.get(task_id)
+            if entry is None or entry.status is not P:
+                return Plan()  # it moved on meanwhile
+            check_transition(task_id, entry.status, target)
+            err = error.model_dump_json()
+            batch = WriteBatch(
+                updates=[RowUpdate(task_id, {"status": target.value, "error": err,
+                                             "finished_at": ctx.now, "updated_at": ctx.now},
+                                   status=P.value)],
+                events=[_event(entry, P, target, ctx.now, err)])
+
+            def apply(event_ids: list[int]) -> None:
+                self._finish(entry, target)
+                core.publish(batch.events, event_ids)
+            return Plan(batch, apply)
+        return plan
+
+    def retry(self, stored: Task, dep_states: dict[str, TaskStatus]) -> Planner:
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim([stored.id])
+            check_transition(stored.id, stored.status, P)
+            attempt = stored.attempt + 1
+            fields = {"status": P.value, "attempt": attempt, "error": None,
+                      "finished_at": None, "started_at": None, "cancel_requested": False,
+                      "queued": True, "updated_at": ctx.now, "not_before": None,
+                      "enqueued_at": ctx.now, "lease_request": None, "lease_executor": None}
+            entry = Entry(task_id=stored.id, task_type=stored.task_type, status=P,
+                          priority=stored.priority, queue=stored.queue, attempt=attempt,
+                          max_retries=stored.max_retries, timeout_s=stored.timeout_s,
+                          parameters=stored.parameters, owner=stored.owner, queued=True,
+                          token=stored.lease_token, created_at=stored.created_at.timestamp(),
+                          enqueued_at=ctx.now)
+            batch = WriteBatch(updates=[RowUpdate(stored.id, fields, status=stored.status.value)],
+                               events=[_event(entry, stored.status, P, ctx.now)])
+
+            def apply(event_ids: list[int]) -> None:
+                core.active.add(entry)
+                if core.queues.get(entry.queue) is None:
+                    core.queues.add(entry.queue)
+                self.arm(entry, stored.depends_on, dep_states)
+                core.publish(batch.events, event_ids)
+            return Plan(batch, apply)
+        return plan
+
+    def update(self, stored: Task, request: UpdateRequest) -> Planner:
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim([stored.id])
+            entry = core.active.get(stored.id)
+            status = entry.status if entry is not None else stored.status
+            fields: dict[str, Any] = {"updated_at": ctx.now}
+            if request.name is not None:
+                fields["name"] = request.name
+            if request.tags is not None:
+                fields["tags"] = encode_tags(request.tags)
+            if request.notify is not None:
+                fields["notify"] = json.dumps(request.notify)
+            priority = request.priority
+            if priority is not None and priority != stored.priority:
+                if status is not P:
+                    raise InvalidTransitionError(stored.id, status.value,
+                                                 f"re-prioritised to {priority.name}")
+                fields["priority"] = int(priority)
+
+            def apply(_ids: list[int]) -> None:
+                if entry is not None and "priority" in fields:
+                    assert priority is not None
+                    entry.priority = priority
+                    core.queues[entry.queue].reprioritise(stored.id, priority, core.clock())
+            return Plan(WriteBatch(updates=[RowUpdate(stored.id, fields)]), apply)
+        return plan
+
+    def delete(self, stored: Task) -> Planner:
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim([stored.id])
+            if not stored.status.finished or stored.id in core.active:
+                raise InvalidTransitionError(stored.id, stored.status.value, "deleted")
+
+            def apply(_ids: list[int]) -> None:
+                assert core.settings.artifact_root is not None
+                folder = core.settings.artifact_root / stored.id
+                asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, folder, True)
+            return Plan(WriteBatch(deletes=[stored.id]), apply)
+        return plan
+
+    # ---------------------------------------------------------------- memory
+
+    def _push(self, entry: Entry) -> None:
+        core = self.core
+        now = core.clock()
+        core.queues.push(entry.queued_item(), now)
+        if entry.not_before and entry.not_before > now:
+            core.arrivals.at(entry.not_before - now, entry.task_type)
+        else:
+            core.arrivals.arrived(entry.task_type)
+
+    def _finish(self, entry: Entry, status: TaskStatus) -> None:
+        """A task ended: forget it, wake its waiters, release or end its dependents."""
+        core = self.core
+        core.active.remove(entry.task_id)
+        core.queues.remove(entry.queue, entry.task_id)
+        core.deps.forget(entry.task_id)
+        core.waiters.finished(entry.task_id)
+        if status is TaskStatus.COMPLETED:
+            for child_id in core.deps.completed(entry.task_id):
+                child = core.active.get(child_id)
+                if child is not None and child.queued and child.status is P:
+                    self._push(child)
+            return
+        target = TaskStatus.CANCELLED if status is TaskStatus.CANCELLED else TaskStatus.FAILED
+        for child_id in core.deps.ended(entry.task_id):
+            core.pipeline.submit(self.end_pending(child_id, target, TaskErrorInfo(
+                type="DependencyFailed", reason="dependency",
+                message=f"a task it depends on ended {status.value}")))
+
+
+def _event(entry: Entry, previous: TaskStatus | None, status: TaskStatus, now: float,
+           error: str | None = None, attempt: int | None = None) -> dict[str, Any]:
+    return status_event(task_id=entry.task_id, task_type=entry.task_type, owner=entry.owner,
+                        attempt=entry.attempt if attempt is None else attempt,
+                        priority=int(entry.priority), previous=previous, status=status,
+                        now=now, error=error)

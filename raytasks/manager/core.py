@@ -1,0 +1,399 @@
+"""TaskManagerCore: the single source of truth, composed of small parts.
+
+- :class:`~raytasks.manager.state.ActiveTasks`: memory of PENDING and RUNNING tasks;
+- :class:`~raytasks.manager.queues.Queues`: the named queues and their leases;
+- :class:`~raytasks.manager.deps.Dependencies`: who waits for whom;
+- :class:`~raytasks.manager.waiters.Waiters` / ``Arrivals``: clients and executors waiting;
+- :class:`~raytasks.manager.intake.Intake`: validation, tenancy and quotas of creates;
+- :class:`~raytasks.manager.pipeline.CommitPipeline`: plan, commit (off the event loop),
+  then apply — every change goes through it.
+
+``runtime.py`` turns this class into the detached ``manager`` actor; its public
+async methods are the actor's API. Tests drive it directly, with a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InvalidTransitionError, TaskNotFoundError
+from ..handlers import BUILTIN_TYPES
+from ..messages import Lease, LeaseRequest, RenewAnswer, Report, ReportAnswer
+from ..models import (
+    QueueStats,
+    Task,
+    TaskCreateRequest,
+    TaskPriority,
+    TaskQuery,
+    TaskStatus,
+    TaskSummary,
+    TaskTypeInfo,
+    TaskUpdateRequest,
+)
+from ..registry import TaskTypeRegistry, TaskTypeSpec
+from ..settings import Settings
+from ..store import SqlTaskStore
+from .changes import Changes
+from .deps import Dependencies
+from .intake import Intake, Known
+from .pipeline import CommitPipeline, DuplicateKeyError
+from .queues import Queues
+from .state import ActiveTasks, Entry
+from .waiters import Arrivals, Waiters
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[list[dict[str, Any]]], None]
+CancelSink = Callable[[str, str, int], None]
+
+#: How many report_and_lease answers are remembered for retried calls.
+ANSWERS_KEPT = 4096
+
+
+class TaskManagerCore:
+    """The TaskManager's logic; every public coroutine is a method of the manager actor."""
+
+    def __init__(self, settings: Settings, *, store: SqlTaskStore | None = None,
+                 clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        assert settings.store_url is not None
+        self.settings = settings
+        self.store = store or SqlTaskStore(settings.store_url,
+                                           busy_timeout_s=settings.store_busy_timeout_s)
+        self.clock = clock
+        self.registry = TaskTypeRegistry(BUILTIN_TYPES)
+        self.active = ActiveTasks()
+        self.queues = Queues(settings)
+        self.deps = Dependencies()
+        self.waiters = Waiters()
+        self.arrivals = Arrivals()
+        self.intake = Intake(self.registry, settings, self.queues, self.active)
+        self.pipeline = CommitPipeline(self.store.commit, clock, resync=self._resync)
+        self.answers: OrderedDict[str, list[Lease]] = OrderedDict()
+        self.on_events: EventSink | None = None
+        self.on_cancel: CancelSink | None = None
+        self.ops = Changes(self, rng or random.Random())
+
+    # ------------------------------------------------------------------ start
+
+    def reconcile(self) -> dict[str, int]:
+        """Rebuild memory from the store (call with an event loop running).
+
+        Waiting work is queued again with its enqueue time and retry backoff; a
+        RUNNING task gets a fresh lease deadline under its stored token, so a live
+        executor keeps heartbeating and reporting, and a dead one's lease expires.
+        """
+        for _name, blob, version in self.store.task_types():
+            try:
+                self.registry.register(TaskTypeSpec.loads(blob), version)
+            except Exception:  # a type whose code no longer imports stays unknown
+                continue
+        now = self.clock()
+        rows = self.store.active_rows()
+        for row in rows:
+            if self.queues.get(row.queue) is None:
+                log.warning("task %s is in queue %r, no longer configured; serving it anyway",
+                            row.id, row.queue)
+                self.queues.add(row.queue)
+            self.active.add(Entry.from_row(row))
+        dep_ids = sorted({d for r in rows for d in r.depends_on} - {r.id for r in rows})
+        stored = self.store.states(dep_ids) if dep_ids else {}
+        counts = {"pending": 0, "running": 0}
+        for row in rows:
+            entry = self.active.get(row.id)
+            assert entry is not None
+            if entry.status is TaskStatus.RUNNING:
+                counts["running"] += 1
+                self.queues[entry.queue].grant(entry.queued_item(), entry.token,
+                                               row.lease_executor or "recovered",
+                                               now + self.settings.lease_ttl_s)
+                if row.lease_request:
+                    self.answers.setdefault(row.lease_request, []).append(self.lease_of(entry))
+            else:
+                counts["pending"] += 1
+                self.ops.arm(entry, row.depends_on,
+                             {d: s for d, (s, _owner) in stored.items()})
+        return counts
+
+    def lease_of(self, entry: Entry) -> Lease:
+        return Lease(task_id=entry.task_id, task_type=entry.task_type, token=entry.token,
+                     attempt=entry.attempt, parameters=dict(entry.parameters),
+                     timeout_s=entry.timeout_s,
+                     deadline=self.clock() + self.settings.lease_ttl_s, owner=entry.owner,
+                     handler_version=self.registry.get(entry.task_type).version
+                     if entry.task_type in self.registry else 0)
+
+    # -------------------------------------------------------------- creation
+
+    async def create(self, requests: list[TaskCreateRequest], ids: list[str],
+                     enqueue: bool = False) -> list[Task]:
+        """Validate, store and (with ``enqueue``) queue tasks; concurrent calls share a commit.
+
+        Repeating a call with the same ``ids``, or a request with an idempotency key its
+        owner used before, returns the stored task instead of a new one.
+
+        Raises:
+            UnknownTaskTypeError, InvalidParametersError, PayloadTooLargeError,
+            QuotaExceededError, QueueFullError: nothing of the call is stored.
+        """
+        for attempt in range(2):
+            known = await self._known(requests, ids, full=attempt > 0)
+            try:
+                tasks: list[Task] = await self.pipeline.run(
+                    self.ops.create(requests, ids, known, enqueue))
+                return tasks
+            except DuplicateKeyError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _known(self, requests: list[TaskCreateRequest], ids: list[str],
+                     full: bool) -> Known:
+        """What the store holds under a call's ids, keys and dependencies (read off-loop).
+
+        A repeated id is rare (a call Ray retried after a restart): it is looked up in
+        memory, and in the store only after an insert collided (``full``).
+        """
+        by_id = ids if full else [i for i in ids if i in self.active]
+        scopes: dict[str, list[str]] = {}
+        for r in requests:
+            if r.idempotency_key:
+                scopes.setdefault(r.owner or "", []).append(r.idempotency_key)
+        deps = sorted({d for r in requests for d in r.depends_on if d not in self.active}
+                      - set(ids))
+        if not (by_id or scopes or deps):
+            return Known()  # nothing to read: no thread hop, so concurrent calls group
+
+        def read() -> Known:
+            known = Known()
+            if by_id:
+                known.by_id = self.store.get_many(by_id)
+            for scope, keys in scopes.items():
+                for key, task in self.store.find_idempotent(scope, keys).items():
+                    known.by_key[(scope, key)] = task
+            if deps:
+                known.deps = self.store.states(deps)
+            return known
+
+        return await asyncio.to_thread(read)
+
+    async def enqueue(self, task_id: str, priority: TaskPriority | None = None) -> Task:
+        """Queue a created task (``TaskQueueManager.submit_task``); repeating it is harmless."""
+        if task_id not in self.active:
+            task = await self._stored(task_id)
+            raise InvalidTransitionError(task_id, task.status.value, "queued")
+        await self.pipeline.run(self.ops.enqueue(task_id, priority))
+        return await self._stored(task_id)
+
+    # ------------------------------------------------------------ executors
+
+    async def report_and_lease(self, request: LeaseRequest) -> list[Lease]:
+        """An executor's one round trip per batch: report what it ran, lease what is next.
+
+        Idempotent by ``request.request_id``: a call Ray retries after a manager restart
+        gets the leases granted to the first one (they are in the store), no new ones.
+        """
+        if request.request_id in self.answers:
+            return self.answers[request.request_id]
+        if request.reports:
+            await self.pipeline.run(self.ops.reports(request.reports))
+        deadline = time.monotonic() + request.wait_s
+        while True:
+            leases: list[Lease] = await self.pipeline.run(self.ops.lease(request))
+            remaining = deadline - time.monotonic()
+            if leases or remaining <= 0:
+                return leases
+            await self.arrivals.wait(request.task_types, min(remaining, 1.0))
+
+    async def report(self, reports: list[Report]) -> ReportAnswer:
+        """Apply executor outcomes; a report under a stale lease token is rejected."""
+        answer: ReportAnswer = await self.pipeline.run(self.ops.reports(reports))
+        return answer
+
+    def renew(self, items: list[tuple[str, int]]) -> RenewAnswer:
+        """Heartbeats: extend leases (memory only). Says which are lost or to be cancelled."""
+        deadline = self.clock() + self.settings.lease_ttl_s
+        lost, cancel = [], []
+        for task_id, token in items:
+            entry = self.active.get(task_id)
+            sched = self.queues.get(entry.queue) if entry is not None else None
+            if entry is None or sched is None or not sched.renew(task_id, token, deadline):
+                lost.append(task_id)
+            elif entry.cancel_requested:
+                cancel.append(task_id)
+        return RenewAnswer(lost=lost, cancel=cancel)
+
+    async def expire_leases(self) -> list[str]:
+        """Retry or fail (as lost) every task whose lease ran out. Returns their ids."""
+        if not self.queues.expired(self.clock()):
+            return []
+        answer: ReportAnswer = await self.pipeline.run(self.ops.expired())
+        return answer.accepted
+
+    async def save_checkpoint(self, task_id: str, token: int, state: Any) -> bool:
+        """Persist a running attempt's checkpoint; False if the attempt lost its lease."""
+        saved: bool = await self.pipeline.run(self.ops.checkpoint(task_id, token, state))
+        return saved
+
+    async def checkpoint(self, task_id: str) -> Any:
+        return await asyncio.to_thread(self.store.checkpoint, task_id)
+
+    # ----------------------------------------------------------- client calls
+
+    async def get(self, task_id: str) -> Task:
+        return await asyncio.to_thread(self._get_with_artifact, task_id)
+
+    def _get_with_artifact(self, task_id: str) -> Task:
+        task = self.store.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return _with_artifact(task)
+
+    async def _stored(self, task_id: str) -> Task:
+        task = await asyncio.to_thread(self.store.get, task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    async def get_many(self, task_ids: list[str]) -> list[Task]:
+        return await asyncio.to_thread(self._get_many, task_ids)
+
+    def _get_many(self, task_ids: list[str]) -> list[Task]:
+        found = self.store.get_many(task_ids)
+        missing = [t for t in task_ids if t not in found]
+        if missing:
+            raise TaskNotFoundError(missing[0])
+        return [_with_artifact(found[t]) for t in task_ids]
+
+    async def query(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
+        return await asyncio.to_thread(self.store.query, query)
+
+    async def update(self, task_id: str, request: TaskUpdateRequest) -> Task:
+        stored = await self._stored(task_id)
+        await self.pipeline.run(self.ops.update(stored, request))
+        return await self._stored(task_id)
+
+    async def delete(self, task_id: str) -> None:
+        """Delete a finished task, its events' subject and its artifacts."""
+        stored = await self._stored(task_id)
+        await self.pipeline.run(self.ops.delete(stored))
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a PENDING task at once; ask a RUNNING one to stop (forced after a grace).
+
+        A RUNNING task whose completion is already in flight ends COMPLETED.
+        """
+        entry = self.active.get(task_id)
+        if entry is None:
+            task = await self._stored(task_id)
+            raise InvalidTransitionError(task_id, task.status.value, "CANCELLED")
+        await self.pipeline.run(self.ops.cancel(task_id))
+        return await self._stored(task_id)
+
+    async def retry(self, task_id: str) -> Task:
+        """Run a FAILED or CANCELLED task again (attempt + 1)."""
+        stored = await self._stored(task_id)
+        deps = [d for d in stored.depends_on if d not in self.active]
+        states = await asyncio.to_thread(self.store.states, deps) if deps else {}
+        await self.pipeline.run(self.ops.retry(stored, {d: s for d, (s, _o) in states.items()}))
+        return await self._stored(task_id)
+
+    async def wait(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
+        """Return once every task is finished (or ``timeout_s`` passed: then as they are)."""
+        await self.waiters.wait([t for t in task_ids if t in self.active], timeout_s)
+        return await self.get_many(task_ids)
+
+    # ------------------------------------------------------------------ types
+
+    async def register_type(self, blob: bytes) -> TaskTypeInfo:
+        spec = TaskTypeSpec.loads(blob)
+        version = self.registry.next_version(spec.name)
+        await asyncio.to_thread(self.store.save_task_type, spec.name, blob, version)
+        return self.registry.register(spec, version).info()
+
+    def type_blob(self, name: str) -> bytes:
+        return self.registry.get(name).dumps()
+
+    def types(self) -> list[TaskTypeInfo]:
+        return [s.info() for s in self.registry.specs()]
+
+    def queue_stats(self) -> list[QueueStats]:
+        return self.queues.stats(self.clock())
+
+    async def stats(self) -> dict[str, Any]:
+        counts = await asyncio.to_thread(self.store.status_counts)
+        return {
+            "queues": [q.model_dump() for q in self.queue_stats()],
+            "status_counts": counts,
+            "active": len(self.active),
+            "stale_reports_rejected": self.ops.stale_reports,
+            "commit_rounds": self.pipeline.rounds,
+            "commits": self.pipeline.commits,
+        }
+
+    async def prune(self) -> int:
+        """Delete events past their retention that every delivery cursor has passed."""
+        if self.settings.event_retention_s is None:
+            return 0
+        cutoff = self.clock() - self.settings.event_retention_s
+        return await asyncio.to_thread(self.store.prune_events, cutoff)
+
+    # -------------------------------------------------------------- internals
+
+    def publish(self, events: list[dict[str, Any]], ids: list[int]) -> None:
+        """Events committed: hand them (with their ids) to the notifier's poke."""
+        if not ids or self.on_events is None:
+            return
+        for event, event_id in zip(events, ids, strict=True):
+            event["event_id"] = event_id
+        self.on_events(events)
+
+    def remember(self, request_id: str, leases: list[Lease]) -> None:
+        self.answers[request_id] = leases
+        while len(self.answers) > ANSWERS_KEPT:
+            self.answers.popitem(last=False)
+
+    def _resync(self, task_ids: list[str]) -> None:
+        """A guarded write found the store ahead of memory: reload these tasks from it."""
+        log.warning("reloading %d task(s) that changed in the store: %s", len(task_ids),
+                    task_ids[:5])
+        rows = {r.id: r for r in self.store.active_rows(task_ids)}
+        now = self.clock()
+        for task_id in task_ids:
+            entry = self.active.remove(task_id)
+            if entry is not None:
+                sched = self.queues[entry.queue]
+                sched.remove(task_id)
+                sched.release(task_id)
+            row = rows.get(task_id)
+            if row is None:
+                self.waiters.finished(task_id)
+                continue
+            fresh = Entry.from_row(row)
+            self.active.add(fresh)
+            if fresh.status is TaskStatus.RUNNING:
+                self.queues[fresh.queue].grant(fresh.queued_item(), fresh.token,
+                                               row.lease_executor or "recovered",
+                                               now + self.settings.lease_ttl_s)
+            elif fresh.queued and not self.deps.blocked(task_id):
+                self.queues.push(fresh.queued_item(), now)
+
+    def close(self) -> None:
+        self.pipeline.close()
+        self.store.close()
+
+
+def _with_artifact(task: Task) -> Task:
+    """Load a result that was stored as an artifact file (the accepted attempt's own)."""
+    if task.result is None and task.result_uri:
+        with open(task.result_uri, encoding="utf-8") as fh:
+            return task.model_copy(update={"result": json.loads(fh.read())})
+    return task
+

@@ -1,0 +1,246 @@
+"""Turning create requests into store rows: validation, defaults, tenancy, idempotency.
+
+No I/O: the TaskManager first reads what a call may refer to (tasks stored under
+its ids, its idempotency keys, the tasks named in ``depends_on``) into
+:class:`Known`, then plans each call here, inside a commit round. Every check
+that can refuse a request runs here, before the group commit, so one caller's
+bad request never fails another caller's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidParametersError, QueueFullError, QuotaExceededError
+from ..models import Task, TaskCreateRequest, TaskStatus
+from ..registry import TaskTypeRegistry, TaskTypeSpec, validate_parameters
+from ..settings import QuotaSettings, Settings
+from ..store.base import ts
+from .pipeline import Round
+from .queues import Queues
+from .state import ActiveTasks
+
+
+@dataclass
+class Known:
+    """What the store held, before the round, that a call's requests may refer to."""
+
+    by_id: dict[str, Task] = field(default_factory=dict)
+    by_key: dict[tuple[str, str], Task] = field(default_factory=dict)
+    deps: dict[str, tuple[TaskStatus, str | None]] = field(default_factory=dict)
+
+
+@dataclass
+class CreationPlan:
+    """What one call creates: per request a stored Task (a repeat) or the row of a new one
+    (shared when requests of the round carry the same key)."""
+
+    results: list[Task | dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    claimed: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Intake:
+    registry: TaskTypeRegistry
+    settings: Settings
+    queues: Queues
+    active: ActiveTasks
+
+    def plan(self, requests: list[TaskCreateRequest], ids: list[str], ctx: Round,
+             known: Known, *, enqueue: bool) -> CreationPlan:
+        """Validate a call's requests and build their rows; the first error refuses it all.
+
+        Raises:
+            UnknownTaskTypeError, InvalidParametersError, PayloadTooLargeError,
+            QuotaExceededError, QueueFullError: nothing of the call is stored.
+        """
+        plan = CreationPlan()
+        same_call = set(ids)
+        for i, (task_id, req) in enumerate(zip(ids, requests, strict=True)):
+            scope = (req.owner or "", req.idempotency_key or "")
+            if task_id in known.by_id:
+                plan.results.append(known.by_id[task_id])
+                continue
+            if req.idempotency_key:
+                earlier = known.by_key.get(scope) or plan.claimed.get(scope) \
+                    or ctx.keys.get(scope)
+                if isinstance(earlier, Task):
+                    plan.results.append(earlier)
+                    continue
+                if earlier is not None:
+                    plan.results.append(earlier)
+                    continue
+            prefix = f"requests[{i}]." if len(requests) > 1 else ""
+            row = self.new_row(task_id, req, ctx.now, prefix)
+            self._check_dependencies(task_id, req, prefix, known, same_call)
+            if req.idempotency_key:
+                plan.claimed[scope] = row
+            row["queued"] = enqueue
+            if enqueue:
+                row["enqueued_at"] = ctx.now
+            plan.rows.append(row)
+            plan.results.append(row)
+        self._admit(plan.rows, ctx, enqueue)
+        return plan
+
+    def new_row(self, task_id: str, req: TaskCreateRequest, now: float,
+                prefix: str = "") -> dict[str, Any]:
+        """The store row of a new task: parameters validated, defaults and ceilings applied."""
+        spec = self.registry.get(req.task_type)
+        quota = self.settings.quota_for(req.owner)
+        limit = self.settings.max_parameters_bytes
+        if quota is not None and quota.max_parameters_bytes is not None:
+            limit = min(limit, quota.max_parameters_bytes)
+        try:
+            params = validate_parameters(spec, req.parameters, limit)
+        except InvalidParametersError as exc:
+            raise InvalidParametersError(
+                [{"field": prefix + e["field"], "reason": e["reason"]} for e in exc.errors]
+            ) from None
+        self.queues.check(req.queue, prefix + "queue")
+        text = _strict_json(params, prefix + "parameters")
+        for name, value in (("name", req.name), ("idempotency_key", req.idempotency_key),
+                            ("owner", req.owner), *((f"tags.{k}", t)
+                                                    for k, t in enumerate(req.tags)),
+                            *((f"notify.{k}", t) for k, t in enumerate(req.notify))):
+            _check_text(value, prefix + name)
+        type_settings = self.settings.for_type(req.task_type)
+        timeout_s = _first(req.timeout_s, type_settings.timeout_s, spec.timeout_s,
+                           self.settings.default_timeout_s)
+        max_retries = _first(req.max_retries, type_settings.max_retries, spec.max_retries,
+                             self.settings.default_max_retries)
+        if quota is not None:
+            timeout_s, max_retries = _ceilings(quota, req, spec, params, timeout_s,
+                                               max_retries, prefix)
+        return {
+            "id": task_id, "name": req.name, "task_type": req.task_type,
+            "status": TaskStatus.PENDING.value, "priority": int(req.priority),
+            "queue": req.queue, "parameters": text, "attempt": 0,
+            "max_retries": max_retries, "timeout_s": timeout_s,
+            "depends_on": json.dumps(req.depends_on),
+            "idempotency_key": req.idempotency_key, "tags": req.tags, "owner": req.owner,
+            "notify": json.dumps(req.notify), "cancel_requested": False, "queued": False,
+            "lease_token": 0, "created_at": now, "updated_at": now,
+        }
+
+    def _check_dependencies(self, task_id: str, req: TaskCreateRequest, prefix: str,
+                            known: Known, same_call: set[str]) -> None:
+        """A task may depend on tasks of its own owner only; another owner's task gets
+        the same answer as an id that does not exist."""
+        for dep in req.depends_on:
+            if dep == task_id:
+                raise InvalidParametersError(
+                    [{"field": f"{prefix}depends_on", "reason": "a task cannot depend on itself"}])
+            if dep in same_call:
+                continue
+            entry = self.active.get(dep)
+            owner = entry.owner if entry is not None else \
+                known.deps[dep][1] if dep in known.deps else None
+            exists = entry is not None or dep in known.deps
+            if not exists or (req.owner is not None and owner != req.owner):
+                raise InvalidParametersError(
+                    [{"field": f"{prefix}depends_on", "reason": f"no task with id {dep!r}"}])
+
+    def _admit(self, rows: list[dict[str, Any]], ctx: Round, enqueue: bool) -> None:
+        """Admission control and pending quotas: refuse a whole call that does not fit."""
+        per_queue: dict[str, int] = {}
+        per_owner: dict[str | None, int] = {}
+        for row in rows:
+            per_queue[row["queue"]] = per_queue.get(row["queue"], 0) + 1
+            per_owner[row["owner"]] = per_owner.get(row["owner"], 0) + 1
+        for owner, count in per_owner.items():
+            quota = self.settings.quota_for(owner)
+            if owner is None or quota is None or quota.max_pending is None:
+                continue
+            total = self.active.pending[owner] + ctx.pending[owner] + count
+            if total > quota.max_pending:
+                raise QuotaExceededError(owner, "max_pending", total, quota.max_pending)
+        if enqueue:
+            for queue, count in per_queue.items():
+                self._check_room(queue, count, ctx)
+            for queue, count in per_queue.items():
+                ctx.queued[queue] += count
+        for owner, count in per_owner.items():
+            ctx.pending[owner] += count
+
+    def admit_queue(self, queue: str, count: int, ctx: Round) -> None:
+        """Admission control for tasks entering ``queue``: refuse them when it is full."""
+        self._check_room(queue, count, ctx)
+        ctx.queued[queue] += count
+
+    def _check_room(self, queue: str, count: int, ctx: Round) -> None:
+        sched = self.queues[queue]
+        if count + ctx.queued[queue] > sched.free_slots():
+            raise QueueFullError(queue, len(sched) + ctx.queued[queue], sched.max_queue_size)
+
+
+def row_to_new_task(row: dict[str, Any]) -> Task:
+    """The Task a freshly inserted row stands for (without reading it back)."""
+    return Task(
+        id=row["id"], name=row["name"], task_type=row["task_type"],
+        status=TaskStatus(row["status"]), priority=row["priority"], queue=row["queue"],
+        parameters=json.loads(row["parameters"]), attempt=0,
+        max_retries=row["max_retries"], timeout_s=row["timeout_s"],
+        depends_on=json.loads(row["depends_on"]), idempotency_key=row["idempotency_key"],
+        tags=row["tags"], owner=row["owner"], notify=json.loads(row["notify"]),
+        created_at=ts(row["created_at"]), updated_at=ts(row["updated_at"]),
+    )
+
+
+def _ceilings(quota: QuotaSettings, req: TaskCreateRequest, spec: TaskTypeSpec,
+              params: dict[str, Any], timeout_s: float | None, max_retries: int,
+              prefix: str) -> tuple[float | None, int]:
+    """An owner's ceilings: a request over one is refused; a default over one is capped."""
+    errors = []
+    if quota.max_timeout_s is not None:
+        if req.timeout_s is not None and req.timeout_s > quota.max_timeout_s:
+            errors.append({"field": prefix + "timeout_s", "reason":
+                           f"{req.timeout_s:g} s is over the limit max_timeout_s="
+                           f"{quota.max_timeout_s:g}"})
+        timeout_s = quota.max_timeout_s if timeout_s is None \
+            else min(timeout_s, quota.max_timeout_s)
+    if quota.max_retries is not None:
+        if req.max_retries is not None and req.max_retries > quota.max_retries:
+            errors.append({"field": prefix + "max_retries", "reason":
+                           f"{req.max_retries} is over the limit max_retries="
+                           f"{quota.max_retries}"})
+        max_retries = min(max_retries, quota.max_retries)
+    if quota.max_work_units is not None:
+        units = spec.work_units(params)
+        if units > quota.max_work_units:
+            errors.append({"field": prefix + "parameters", "reason":
+                           f"{units:,} work units is over the limit max_work_units="
+                           f"{quota.max_work_units:,}"})
+    if errors:
+        raise InvalidParametersError(errors)
+    return timeout_s, max_retries
+
+
+def _strict_json(params: dict[str, Any], field: str) -> str:
+    """The stored JSON text; NaN, infinities and unpaired surrogates are refused here."""
+    try:
+        text = json.dumps(params, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        reason = "must be JSON without NaN, Infinity or unpaired surrogates"
+        raise InvalidParametersError([{"field": field, "reason": f"{reason} ({exc})"[:300]}]) \
+            from None
+    return text
+
+
+def _check_text(value: str | None, field: str) -> None:
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParametersError(
+            [{"field": field, "reason": "contains an unpaired surrogate (not UTF-8 text)"}]
+        ) from None
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)

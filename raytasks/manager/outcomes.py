@@ -1,0 +1,87 @@
+"""What an attempt's report does to its task: pure decisions, checked against the one table.
+
+A report that arrives while a cancel was requested ends the task CANCELLED,
+unless the attempt *completed*: a completion already in flight wins over a
+cancel (the work was done and its result is valid), as a revoke does in
+Celery. Failures go back to the queue while retries remain, after an
+exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from ..lifecycle import check_transition, retry_delay_s
+from ..messages import Report
+from ..models import TaskErrorInfo, TaskStatus
+from ..settings import Settings
+from .state import Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The planned change: the new status, the stored fields, when to queue it again."""
+
+    target: TaskStatus
+    fields: dict[str, Any]
+    requeue_at: float | None = None
+    error: str | None = None
+
+    @property
+    def attempt(self) -> int | None:
+        value = self.fields.get("attempt")
+        return None if value is None else int(value)
+
+
+def decide(entry: Entry, report: Report, now: float, settings: Settings,
+           rng: random.Random) -> Transition:
+    """The transition ``report`` makes ``entry`` (a RUNNING task under the report's lease).
+
+    Raises:
+        InvalidTransitionError: never for a current lease (the table allows all of these).
+    """
+    fields: dict[str, Any] = {"updated_at": now}
+    requeue_at: float | None = None
+    error_json: str | None = None
+    if report.outcome == "released":  # handed back unstarted: same attempt, no backoff
+        target = TaskStatus.PENDING
+        requeue_at = now
+    elif report.outcome == "completed":
+        target = TaskStatus.COMPLETED
+        fields.update(result=report.result, result_uri=report.result_uri, error=None,
+                      finished_at=now)
+    else:
+        error = report.error or TaskErrorInfo(type="Unknown", message="no error reported")
+        if report.outcome == "cancelled" or entry.cancel_requested:
+            target = TaskStatus.CANCELLED
+            error = error.model_copy(update={"reason": "cancelled"})
+        elif entry.attempt < entry.max_retries:
+            target = TaskStatus.PENDING
+        else:
+            target = TaskStatus.FAILED
+        error_json = error.model_dump_json()
+        fields["error"] = error_json
+        if target is TaskStatus.PENDING:
+            delay = retry_delay_s(entry.attempt + 1, settings.retry_backoff_base_s,
+                                  settings.retry_backoff_max_s, settings.retry_jitter, rng)
+            requeue_at = now + delay
+            fields.update(attempt=entry.attempt + 1)
+        else:
+            fields["finished_at"] = now
+    check_transition(entry.task_id, entry.status, target)
+    fields["status"] = target.value
+    if requeue_at is not None:
+        fields.update(not_before=requeue_at if requeue_at > now else None, enqueued_at=now,
+                      lease_request=None, lease_executor=None)
+    return Transition(target, fields, requeue_at, error_json)
+
+
+def lost_report(task_id: str, token: int, executor_id: str, cancel_requested: bool) -> Report:
+    """The report the manager writes for an attempt whose lease expired."""
+    return Report(task_id=task_id, token=token,
+                  outcome="cancelled" if cancel_requested else "failed",
+                  error=TaskErrorInfo(type="LeaseExpired", reason="lost",
+                                      message=f"lease held by {executor_id} expired: the "
+                                              "executor or its node stopped answering"))

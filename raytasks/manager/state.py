@@ -1,0 +1,100 @@
+"""What the TaskManager keeps in memory of its PENDING and RUNNING tasks.
+
+Memory follows the store: an :class:`Entry` changes only after the change it
+mirrors was committed. :class:`ActiveTasks` also keeps per-owner counts, so
+quotas are checked without a query.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..models import QueuedTask, TaskPriority, TaskStatus
+from ..store.base import ActiveRow
+
+
+@dataclass(slots=True)
+class Entry:
+    """One PENDING or RUNNING task."""
+
+    task_id: str
+    task_type: str
+    status: TaskStatus
+    priority: TaskPriority
+    queue: str
+    attempt: int
+    max_retries: int
+    timeout_s: float | None
+    parameters: dict[str, object]
+    owner: str | None
+    queued: bool
+    token: int
+    created_at: float
+    enqueued_at: float | None = None
+    not_before: float | None = None
+    cancel_requested: bool = False
+
+    @classmethod
+    def from_row(cls, row: ActiveRow) -> Entry:
+        return cls(task_id=row.id, task_type=row.task_type, status=row.status,
+                   priority=TaskPriority(row.priority), queue=row.queue, attempt=row.attempt,
+                   max_retries=row.max_retries, timeout_s=row.timeout_s,
+                   parameters=row.parameters, owner=row.owner, queued=row.queued,
+                   token=row.lease_token, created_at=row.created_at,
+                   enqueued_at=row.enqueued_at, not_before=row.not_before,
+                   cancel_requested=row.cancel_requested)
+
+    def queued_item(self) -> QueuedTask:
+        """What the scheduler holds while this task waits."""
+        return QueuedTask(task_id=self.task_id, task_type=self.task_type,
+                          priority=self.priority, queue=self.queue,
+                          enqueued_at=self.enqueued_at or self.created_at,
+                          not_before=self.not_before or 0.0, attempt=self.attempt,
+                          owner=self.owner)
+
+
+class ActiveTasks:
+    """PENDING and RUNNING tasks by id, with counts per owner for the quotas."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Entry] = {}
+        self.pending: Counter[str | None] = Counter()
+        self.running: Counter[str | None] = Counter()
+        self.running_by_type: Counter[tuple[str | None, str]] = Counter()
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._by_id.values())
+
+    def get(self, task_id: str) -> Entry | None:
+        return self._by_id.get(task_id)
+
+    def add(self, entry: Entry) -> None:
+        self._by_id[entry.task_id] = entry
+        self._count(entry, +1)
+
+    def remove(self, task_id: str) -> Entry | None:
+        entry = self._by_id.pop(task_id, None)
+        if entry is not None:
+            self._count(entry, -1)
+        return entry
+
+    def set_status(self, entry: Entry, status: TaskStatus) -> None:
+        """Change a task's status, keeping the counts in step."""
+        self._count(entry, -1)
+        entry.status = status
+        self._count(entry, +1)
+
+    def _count(self, entry: Entry, delta: int) -> None:
+        if entry.status is TaskStatus.RUNNING:
+            self.running[entry.owner] += delta
+            self.running_by_type[(entry.owner, entry.task_type)] += delta
+        else:
+            self.pending[entry.owner] += delta

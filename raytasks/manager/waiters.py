@@ -1,0 +1,70 @@
+"""Clients waiting for tasks to finish, and executors waiting for work to arrive."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+
+class Waiters:
+    """Futures of clients waiting for tasks to finish; a timed-out wait leaves nothing behind."""
+
+    def __init__(self) -> None:
+        self._by_task: dict[str, set[asyncio.Future[None]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(f) for f in self._by_task.values())
+
+    async def wait(self, task_ids: Iterable[str], timeout_s: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        mine: list[tuple[str, asyncio.Future[None]]] = []
+        for task_id in task_ids:
+            future: asyncio.Future[None] = loop.create_future()
+            self._by_task.setdefault(task_id, set()).add(future)
+            mine.append((task_id, future))
+        try:
+            if mine:
+                await asyncio.wait([f for _, f in mine], timeout=timeout_s)
+        finally:
+            for task_id, future in mine:
+                futures = self._by_task.get(task_id)
+                if futures is not None:
+                    futures.discard(future)
+                    if not futures:
+                        del self._by_task[task_id]
+
+    def finished(self, task_id: str) -> None:
+        for future in self._by_task.pop(task_id, set()):
+            if not future.done():
+                future.set_result(None)
+
+
+class Arrivals:
+    """Wakes executors long-polling for work when a task of their type becomes runnable."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, set[asyncio.Future[None]]] = {}
+
+    async def wait(self, task_types: list[str], timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        for t in task_types:
+            self._by_type.setdefault(t, set()).add(future)
+        try:
+            await asyncio.wait([future], timeout=timeout_s)
+        finally:
+            for t in task_types:
+                futures = self._by_type.get(t)
+                if futures is not None:
+                    futures.discard(future)
+                    if not futures:
+                        del self._by_type[t]
+
+    def arrived(self, task_type: str) -> None:
+        for future in self._by_type.pop(task_type, set()):
+            if not future.done():
+                future.set_result(None)
+
+    def at(self, when_s: float, task_type: str) -> None:
+        """Wake waiters of ``task_type`` after ``when_s`` seconds (a delayed retry comes due)."""
+        asyncio.get_running_loop().call_later(max(0.0, when_s), self.arrived, task_type)

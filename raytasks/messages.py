@@ -1,0 +1,90 @@
+"""Typed messages between executors, the progress tracker and the TaskManager.
+
+Small frozen dataclasses (cheap to pickle, one per task and call), so a reader,
+mypy and a call graph can follow a task from an executor into the manager.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .models import TaskErrorInfo
+
+#: What an attempt ended in. ``released``: handed back unstarted (same attempt, no backoff).
+Outcome = Literal["completed", "failed", "cancelled", "released"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A task handed to an executor: run it, report with ``token`` before ``deadline``."""
+
+    task_id: str
+    task_type: str
+    token: int
+    attempt: int
+    parameters: dict[str, Any]
+    timeout_s: float | None
+    deadline: float
+    handler_version: int = 0
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """How an attempt ended, fenced by its lease ``token``.
+
+    ``result`` is the JSON text of a small result; a large one is a file in the
+    attempt's own directory (``result_uri``). Either becomes the task's result
+    only if this attempt still holds the lease when the report is committed.
+    """
+
+    task_id: str
+    token: int
+    outcome: Outcome
+    result: str | None = None
+    result_uri: str | None = None
+    error: TaskErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAnswer:
+    accepted: list[str]
+    rejected: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    """An executor's one call per batch: report what it ran, lease what is next.
+
+    ``request_id`` makes the call idempotent: Ray retrying it after a manager
+    restart gets the leases the first call was granted, never a second set.
+    """
+
+    request_id: str
+    executor_id: str
+    task_types: list[str]
+    n: int = 1
+    wait_s: float = 0.0
+    reports: list[Report] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RenewAnswer:
+    """Heartbeat answer: leases this executor no longer holds, and tasks to cancel."""
+
+    lost: list[str] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """A running attempt's progress, fenced by its lease ``token`` like its report."""
+
+    task_id: str
+    token: int
+    percentage: float
+    message: str = ""
+    stage: str | None = None
+    updated_at: float = 0.0
+    owner: str | None = None

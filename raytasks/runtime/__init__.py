@@ -1,0 +1,118 @@
+"""The one place where raytasks meets Ray: named actors, get-or-create, ``connect()``.
+
+:mod:`raytasks.runtime.actors` holds the actor classes (each a plain class plus
+its loops); :class:`Runtime` gets or creates them in the settings' namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from typing import Any
+
+import ray
+from ray.actor import ActorHandle
+
+from ..errors import NotConnectedError
+from ..settings import Settings
+from .actors import ENGINE, MANAGER, NOTIFIER, TRACKER, Engine, Manager, Notifier, Tracker, get
+
+log = logging.getLogger(__name__)
+
+_ROLES: dict[str, type] = {MANAGER: Manager, TRACKER: Tracker, NOTIFIER: Notifier,
+                           ENGINE: Engine}
+
+
+class Runtime:
+    """A client's connection: settings plus handles to the system actors."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._handles: dict[str, ActorHandle] = {}
+        self._lock = threading.Lock()
+
+    def handle(self, role: str) -> ActorHandle:
+        handle = self._handles.get(role)
+        if handle is None:
+            with self._lock:
+                handle = self._handles[role] = self._get_or_create(role)
+        return handle
+
+    def forget(self, role: str) -> None:
+        self._handles.pop(role, None)
+
+    def _get_or_create(self, role: str) -> ActorHandle:
+        options: dict[str, Any] = {
+            "name": role, "namespace": self.settings.namespace, "lifetime": "detached",
+            "get_if_exists": True, "max_restarts": -1, "num_cpus": 0,
+        }
+        if self.settings.system_actors_on_head:
+            # worker nodes come and go (autoscaling); the head stays
+            options["resources"] = {"node:__internal_head__": 0.001}
+        if role != ENGINE:
+            options.update(max_concurrency=10_000, max_task_retries=-1)
+        actor: Any = ray.remote(_ROLES[role])
+        handle: ActorHandle = actor.options(**options).remote(self.settings)
+        return handle
+
+    def start(self) -> Runtime:
+        """Bring every system actor up, and one executor pool per known task type."""
+        types: list[Any] = get(self.handle(MANAGER).types.remote())
+        get(self.handle(TRACKER).ready.remote())
+        get(self.handle(NOTIFIER).last_event_id.remote())
+        get(self.handle(ENGINE).ensure_pools.remote([t.name for t in types]))
+        return self
+
+    def shutdown(self) -> None:
+        """Kill this namespace's system actors and executors (state stays in the store)."""
+        try:
+            ray.get(self.handle(ENGINE).shutdown.remote(), timeout=30)
+        except Exception as exc:
+            log.warning("engine shutdown: %s", exc)
+        for role in (ENGINE, MANAGER, TRACKER, NOTIFIER):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(role, namespace=self.settings.namespace),
+                         no_restart=True)
+        self._handles.clear()
+
+
+_current: Runtime | None = None
+
+
+def connect(address: str | None = None, *, settings: Settings | None = None,
+            **overrides: Any) -> Runtime:
+    """Join a Ray cluster (``"auto"``, ``"ray://host:10001"``) or start an embedded one.
+
+    With no address and no ``RAY_ADDRESS`` a local Ray is started in this
+    process. The system actors are created if missing (detached, so they
+    outlive this client on a real cluster) and reused if present.
+    """
+    global _current
+    settings = settings or Settings(**overrides)
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAYTASKS_ADDRESS") or None
+        ray.init(address=address, namespace=settings.namespace, include_dashboard=False,
+                 log_to_driver=os.environ.get("RAYTASKS_WORKER_LOGS", "0") == "1",
+                 configure_logging=False)
+    _current = Runtime(settings).start()
+    return _current
+
+
+def current() -> Runtime:
+    """The runtime of the last :func:`connect`, connecting with defaults if there is none."""
+    if _current is None:
+        return connect()
+    if not ray.is_initialized():
+        raise NotConnectedError("Ray was shut down after raytasks.connect(); connect again")
+    return _current
+
+
+def disconnect() -> None:
+    global _current
+    _current = None
+
+
+__all__ = ["ENGINE", "MANAGER", "NOTIFIER", "TRACKER", "Runtime", "connect", "current",
+           "disconnect", "get"]

@@ -1,0 +1,106 @@
+"""The store's tables at the current schema revision (Alembic migrations lead here)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+tasks = sa.Table(
+    "rt_tasks",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("task_type", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("queue", sa.String(64), nullable=False),
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, default=0),
+    sa.Column("max_retries", sa.Integer, nullable=False, default=0),
+    sa.Column("timeout_s", sa.Float, nullable=True),
+    sa.Column("depends_on", sa.Text, nullable=False, default="[]"),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    # keys are unique per owner: "" for tasks without one (trusted clients)
+    sa.Column("idempotency_scope", sa.String(200), nullable=False, server_default=""),
+    sa.Column("tags", sa.Text, nullable=False, default=""),
+    sa.Column("owner", sa.String(200), nullable=True),
+    sa.Column("notify", sa.Text, nullable=False, default="[]"),
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("result_uri", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("checkpoint", sa.Text, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("queued", sa.Boolean, nullable=False, default=False),
+    sa.Column("lease_token", sa.BigInteger, nullable=False, default=0),
+    sa.Column("not_before", sa.Float, nullable=True),
+    sa.Column("enqueued_at", sa.Float, nullable=True),
+    sa.Column("lease_request", sa.String(64), nullable=True),
+    sa.Column("lease_executor", sa.String(200), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Index("rt_tasks_status", "status"),
+    sa.Index("rt_tasks_created", "created_at"),
+    sa.Index("rt_tasks_owner", "owner"),
+    sa.Index("rt_tasks_idempotency", "idempotency_scope", "idempotency_key", unique=True),
+)
+
+events = sa.Table(
+    "rt_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("rt_events_created", "created_at"),
+)
+
+progress = sa.Table(
+    "rt_progress",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+task_types = sa.Table(
+    "rt_task_types",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+cursors = sa.Table(
+    "rt_cursors",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+)
+
+deliveries = sa.Table(
+    "rt_deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("channel", sa.String(200), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("rt_deliveries_channel", "channel", "outcome"),
+)
+
+schema = sa.Table(
+    "rt_schema",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
