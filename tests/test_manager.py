@@ -427,3 +427,67 @@ async def test_named_queues_are_scheduled_and_reported_apart(make_core: Any) -> 
     stats = {q["queue"]: q for q in (await core.stats())["queues"]}
     assert stats["research"]["waiting"] == {"HIGH": 1, "MEDIUM": 1, "LOW": 0}
     assert stats["default"]["waiting"]["MEDIUM"] == 1
+
+
+async def test_owner_quotas_refuse_with_the_limit_named(make_core: Any) -> None:
+    from pydantic import BaseModel
+
+    from raytasks.errors import QuotaExceededError
+    from raytasks.settings import QuotaSettings
+
+    class Grid(BaseModel):
+        points: int = 1
+
+        def work_units(self) -> int:
+            return self.points
+
+    core = make_core(quotas={"*": QuotaSettings(max_pending=2, max_timeout_s=60, max_retries=1,
+                                                 max_work_units=1000, max_running=1)})
+    core.registry.register(TaskTypeSpec("grid", lambda p, c: None, Grid, timeout_s=600))
+    # Ceilings: a request over one is refused, naming the field and the limit...
+    with pytest.raises(InvalidParametersError, match="max_timeout_s=60"):
+        await create(core, req(owner="alice", timeout_s=120))
+    with pytest.raises(InvalidParametersError, match="max_retries=1"):
+        await create(core, req(owner="alice", max_retries=5))
+    with pytest.raises(InvalidParametersError, match="max_work_units=1,000") as info:
+        await create(core, req(owner="alice", task_type="grid", parameters={"points": 10**6}))
+    assert info.value.errors[0]["field"] == "parameters"
+    # ...and a type's default over one is capped to it
+    capped = (await create(core, req(owner="alice", task_type="grid")))[0]
+    assert capped.timeout_s == 60 and capped.max_retries == 1
+    # Pending: the third waiting task is refused; trusted clients (no owner) are not limited
+    await create(core, req(owner="alice"))
+    with pytest.raises(QuotaExceededError, match="max_pending=2"):
+        await create(core, req(owner="alice"))
+    await create(core, req(owner="bob"), req(), req(), req())
+    # Running: alice's second task waits while bob's starts
+    started = [x.task_id for x in await lease(core, 10, types=("noop", "grid"))]
+    owners = [(await core.get(t)).owner for t in started]
+    assert owners.count("alice") == 1 and owners.count("bob") == 1 and owners.count(None) == 3
+
+
+async def test_one_owners_backlog_does_not_shut_out_another(core: TaskManagerCore,
+                                                           clock: Clock) -> None:
+    alice = await create(core, *[req(owner="alice") for _ in range(20)])
+    clock.now += 1
+    bob = (await create(core, req(owner="bob")))[0]
+    started = []
+    for _ in range(3):
+        clock.now += 0.1
+        (held,) = await lease(core)
+        started.append(held.task_id)
+        await done(core, held)
+    assert started[0] == alice[0].id and bob.id in started[1:3]
+
+
+async def test_dependencies_stay_within_an_owner(core: TaskManagerCore) -> None:
+    alices = (await create(core, req(owner="alice")))[0]
+    with pytest.raises(InvalidParametersError) as other:
+        await create(core, req(owner="bob", depends_on=[alices.id]))
+    with pytest.raises(InvalidParametersError) as unknown:
+        await create(core, req(owner="bob", depends_on=["f" * 32]))
+    # the same answer as for an id that does not exist: no existence oracle
+    assert other.value.errors[0]["reason"].replace(alices.id, "?") == \
+        unknown.value.errors[0]["reason"].replace("f" * 32, "?")
+    assert (await create(core, req(owner="alice", depends_on=[alices.id])))[0].depends_on \
+        == [alices.id]

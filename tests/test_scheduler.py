@@ -91,3 +91,22 @@ def test_leases_renew_expire_and_fence() -> None:
     assert [r.task_id for r in s.expired(now=21)] == ["a"]
     assert s.release("a", token=6) is None
     assert s.release("a", token=7) is not None and "a" not in s
+
+
+def test_fair_share_between_owners_within_a_priority() -> None:
+    # Given alice's backlog of ten tasks, queued before bob's single one
+    s = TaskScheduler(aging_interval_s=30)
+    for i in range(10):
+        s.enqueue(QueuedTask(f"a{i}", "t", M, enqueued_at=0.0, owner="alice"), now=0)
+    s.enqueue(QueuedTask("b0", "t", M, enqueued_at=1.0, owner="bob"), now=1)
+    # When tasks are leased one by one, then bob's goes second, not eleventh
+    order = []
+    for step in range(4):
+        item = s.peek_best(["t"], now=2 + step)
+        assert item is not None
+        s.pop(item, now=2 + step)
+        order.append(item.task_id)
+    assert order == ["a0", "b0", "a1", "a2"]
+    # And an owner at its quota is passed over
+    s.enqueue(QueuedTask("b1", "t", M, enqueued_at=9.0, owner="bob"), now=9)
+    assert s.peek_best(["t"], now=10, admit=lambda owner, _t: owner != "alice").task_id == "b1"  # type: ignore[union-attr]
