@@ -9,7 +9,11 @@ import pytest
 from raytasks.quant import risk
 from raytasks.quant.calendar import is_trading_day, trading_days
 from raytasks.quant.synthetic import garch_returns
+from raytasks.quant.corporate import adjusted_close
+from raytasks.quant.synthetic import generate_bars
 from raytasks.quant.volatility import (
+    _nll_grad,
+    backcast,
     ewma_variance,
     fit_garch,
     fit_har,
@@ -29,6 +33,39 @@ def test_garch_recovers_known_parameters() -> None:
     assert g.long_run_variance == pytest.approx(2e-6 / 0.02, rel=0.35)
     fc = g.forecast(r, 10)
     assert np.all(np.diff(np.abs(fc - g.long_run_variance)) <= 1e-15)  # mean-reverting
+
+
+@pytest.mark.parametrize("code", ["000001.SZ", "600000.SH", "300750.SZ", "688111.SH"])
+def test_garch_agrees_with_arch(code: str) -> None:
+    from arch import arch_model  # the dev extra: a comparison, not a dependency
+
+    # Given adjusted daily log returns of a stock over nine years
+    bars = generate_bars([code], "2016-01-01", "2024-12-31", seed=3)
+    r = np.diff(np.log(adjusted_close(bars[~bars["suspended"]])))
+    # When both fit a constant-mean Gaussian GARCH(1,1) (arch on percent returns)
+    ours = fit_garch(r)
+    theirs = arch_model(r * 100, mean="Constant", vol="GARCH", p=1, q=1, dist="normal",
+                        rescale=False).fit(disp="off")
+    p = theirs.params
+    # Then the estimates agree to 1e-3 and ours is at least as likely
+    assert ours.alpha == pytest.approx(p["alpha[1]"], abs=1e-3)
+    assert ours.beta == pytest.approx(p["beta[1]"], abs=1e-3)
+    assert ours.omega * 1e4 == pytest.approx(p["omega"], rel=1e-3)
+    assert ours.mu * 100 == pytest.approx(p["mu"], abs=1e-3)
+    assert ours.loglik >= theirs.loglikelihood + len(r) * np.log(100) - 1e-6
+
+
+def test_garch_gradient_matches_finite_differences() -> None:
+    rng = np.random.default_rng(5)
+    x, _ = garch_returns(1500, omega=0.05, alpha=0.1, beta=0.85, rng=rng)
+    theta = np.array([0.01, 0.07, 0.09, 0.88])
+    bc = backcast(x - x.mean())
+    _, grad = _nll_grad(theta, x, bc)
+    for i in range(4):
+        h = np.zeros(4)
+        h[i] = 1e-6
+        numeric = (_nll_grad(theta + h, x, bc)[0] - _nll_grad(theta - h, x, bc)[0]) / 2e-6
+        assert grad[i] == pytest.approx(numeric, rel=1e-5)
 
 
 def test_ewma_matches_pandas() -> None:
