@@ -21,6 +21,14 @@ def equity_curve(params: dict[str, Any], ctx: TaskExecutionContext) -> dict[str,
     return {"equity_curve": [1.0, 1.02, 0.99, 1.05, 1.08, 1.04, 1.11]}
 
 
+def sign_in(page: Any, url: str, token: str) -> None:
+    """Open the dashboard and sign in with the login form (the token is not kept)."""
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("#login")
+    expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+
+
 def _submit(page: Any, task_type: str, name: str, params: str) -> Any:
     """Fill in and send the submit form; the row of the new task."""
     page.select_option("#f-type", task_type)
@@ -37,8 +45,7 @@ def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f"{api.url}/?token={TOKENS['alice']}")
-        expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+        sign_in(page, api.url, TOKENS["alice"])
         # Given the submit form, when a 2-second task is submitted
         row = _submit(page, "sleepy", "dash-run", '{"seconds": 2}')
         bar = row.locator(".bar")
