@@ -8,9 +8,8 @@ import pytest
 
 from raytasks.quant import risk
 from raytasks.quant.calendar import is_trading_day, trading_days
-from raytasks.quant.synthetic import garch_returns
 from raytasks.quant.corporate import adjusted_close
-from raytasks.quant.synthetic import generate_bars
+from raytasks.quant.synthetic import garch_returns, generate_bars
 from raytasks.quant.volatility import (
     _nll_grad,
     backcast,
