@@ -32,12 +32,15 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     if params.kind == "optimize":
         return optimize(params, market, costs, ctx)
     ctx.report_progress(0.3, f"simulating {params.strategy}", stage="simulate")
-    result = bt.run(market, signal(params, market.close, bars, resources), params.cash, costs)
+    # signals read adjusted prices; the engine trades raw ones and applies the ex-dates
+    result = bt.run(market, signal(params, market.adjusted_close, bars, resources),
+                    params.cash, costs)
     out: dict[str, Any] = {"kind": params.kind, "stock_code": params.stock_code,
                            "strategy": params.strategy, **result.to_dict()}
     traded = float((result.trades["qty"] * result.trades["price"]).sum())
     ctx.report_progress(0.8, "risk statistics", stage="risk")
-    buy_hold = market.close / market.close[0] * params.cash
+    adjusted = market.adjusted_close  # buy and hold with dividends reinvested
+    buy_hold = adjusted / adjusted[0] * params.cash
     out["risk"] = risk.summary(result.equity, benchmark=buy_hold, traded=traded)
     out["benchmark_total_return"] = float(buy_hold[-1] / buy_hold[0] - 1)
     ctx.report_progress(1.0, "done", stage="done")
@@ -77,7 +80,7 @@ def portfolio(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, An
     bars = resources.load_bars(params.source, params.codes, params.start, params.end,
                                params.seed)
     markets = {code: bt.Market.from_bars(frame) for code, frame in bars.groupby("code")}
-    close = wide(bars, "close")
+    close = wide(bars, "close")  # adjusted by the factor
     if params.strategy == "model":
         scores = model_scores(params, bars, resources)
     else:
@@ -97,6 +100,7 @@ def portfolio(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, An
             "rebalance_days": params.rebalance_days,
             "total_return": float(equity[-1] / equity[0] - 1),
             "fees": float(sum(t["fee"] for t in res["trades"])), "trades": len(res["trades"]),
+            "dividends": res["dividends"], "dividend_tax": res["dividend_tax"],
             "equity_curve": [round(float(x), 2) for x in equity[::step]],
             "equity_dates": [d.strftime("%Y-%m-%d") for d in res["dates"][::step]],
             "trade_log": res["trades"][:500], "final_positions": res["final_positions"],

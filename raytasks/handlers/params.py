@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from ..quant.clock import completed_through
 from ..resources import MODEL_ID, MODEL_NAME, ResourceKind
 from ..settings import RESOURCE_NAME
 
@@ -56,7 +57,8 @@ class DataSource(BaseModel):
     source: ResourceName = Field(default="synthetic", description="a data source of the "
                                  "operator's settings (resources.data_sources)")
     start: str = Field(default="2016-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
-    end: str = Field(default="2024-12-31", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    end: str = Field(default_factory=completed_through, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                     description="default: through the last completed trading day")
     seed: int = 7
 
     @model_validator(mode="after")
@@ -215,7 +217,8 @@ class DataParams(BaseModel):
     store: ResourceName = Field(default="market", description="the bar store "
                                 "(resources.bar_stores); each owner has its own part of it")
     start: str = Field(default="2016-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
-    end: str = Field(default="2024-12-31", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    end: str = Field(default_factory=completed_through, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                     description="default: through the last completed trading day")
     seed: int = 7
     windows: list[Window] = Field(default_factory=lambda: [5, 10, 20, 30, 60], min_length=1,
                                   max_length=10)

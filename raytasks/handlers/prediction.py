@@ -13,7 +13,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..context import TaskExecutionContext
+from ..quant.corporate import adjusted_close
 from ..quant.learning import build_dataset, regression_quality, time_split
+from ..quant.risk import DAYS
 from ..quant.volatility import ewma_variance, fit_garch, fit_har, har_design, qlike
 from ..resources import Resources
 from .params import PredictionParams
@@ -119,9 +121,8 @@ def volatility(params: PredictionParams, ctx: TaskExecutionContext) -> dict[str,
     ctx.report_progress(0.05, "loading bars", stage="data")
     bars = Resources.of(ctx).load_bars(params.source, [params.stock_code], params.start,
                                        params.end, params.seed)
-    bars = bars[~bars["suspended"]]
-    close = bars["close"].to_numpy(float)
-    r = np.diff(np.log(close))
+    bars = bars[~bars["suspended"]].sort_values("date")
+    r = np.diff(np.log(adjusted_close(bars)))  # no false moves on ex-dates
     high, low = bars["high"].to_numpy(float)[1:], bars["low"].to_numpy(float)[1:]
     n_test = int(len(r) * params.test_fraction)
     split = len(r) - n_test
@@ -147,7 +148,7 @@ def volatility(params: PredictionParams, ctx: TaskExecutionContext) -> dict[str,
         "kind": "volatility", "model": params.model, "stock_code": params.stock_code,
         "horizon_days": params.days,
         "forecast": [float(np.sqrt(v)) for v in path],
-        "annualized_vol": float(np.sqrt(np.mean(path) * 252)),
+        "annualized_vol": float(np.sqrt(np.mean(path) * DAYS)),
         "quality": quality, "fitted": fitted,
     }
 

@@ -6,13 +6,15 @@ end of the library's current year; asking outside that range raises.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+from .clock import SHANGHAI, completed_through
+
+__all__ = ["SHANGHAI", "completed_through", "is_trading_day", "last_completed_session",
+           "trading_days", "trading_days_back"]
 
 
 @lru_cache(maxsize=1)
@@ -40,14 +42,6 @@ def trading_days_back(end: str | pd.Timestamp, count: int) -> pd.DatetimeIndex:
     if len(span) < count:
         raise ValueError(f"the calendar has only {len(span)} sessions before {end_ts.date()}")
     return span[-count:]
-
-
-def completed_through(now: datetime | None = None) -> str:
-    """The date through which every session has closed, as ``YYYY-MM-DD``, without loading
-    the calendar: a session closes at 15:00 Shanghai time, so it is the Shanghai date of
-    ``now - 15 h``. Bars up to this date end on the last completed trading day."""
-    moment = (now or datetime.now(SHANGHAI)).astimezone(SHANGHAI) - timedelta(hours=15)
-    return moment.strftime("%Y-%m-%d")
 
 
 def last_completed_session(now: datetime | None = None) -> pd.Timestamp:
