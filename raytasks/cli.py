@@ -419,6 +419,17 @@ def bench_backtest(fasts: int, slows: int, as_json: bool) -> None:
     _emit(as_json, figures, lambda: click.echo(format_backtest(figures)))
 
 
+@bench.command("volatility")
+@click.option("--stocks", type=int, default=300, help="stocks in the batch fan-out")
+@click.option("--json", "as_json", is_flag=True)
+def bench_volatility(stocks: int, as_json: bool) -> None:
+    """GARCH fit time beside plain scipy and arch (same run), and a batch over many stocks."""
+    from .bench import format_volatility, run_volatility
+
+    figures = run_volatility(stocks=stocks)
+    _emit(as_json, figures, lambda: click.echo(format_volatility(figures)))
+
+
 def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     cli(obj={})

@@ -195,22 +195,27 @@ class BacktestResult:
         }
 
 
-def _simulate(market: Market, target: np.ndarray, cash: float, costs: CostModel,
-              shares: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def kernel_args(market: Market, target: np.ndarray, cash: float, costs: CostModel,
+                shares: float = 0.0) -> tuple[Any, ...]:
+    """The kernel's arguments; its trade log and totals are the last two (written in)."""
     target = np.asarray(target, dtype=float)
     if target.shape != market.close.shape:
         raise ValueError(f"target has {target.shape[0]} values for {len(market.close)} bars")
-    trades = np.zeros((len(target), 6))
-    totals = np.zeros(3)
     r = market.rates
     regime = market.regime if costs.dividend_tax else np.full(len(target), EXEMPT)
-    equity, n = _kernel(market.open, market.close, market.limit_up, market.limit_down,
-                        market.suspended, market.ratio, market.cash_div, market.taxable,
-                        regime, market.days, market.month, market.year, target, float(cash),
-                        float(shares), costs.commission_rate, costs.commission_min,
-                        r["stamp_buy"], r["stamp_sell"], r["transfer_amount"],
-                        r["transfer_share"], market.lot_min, market.lot_step, trades, totals)
-    return equity, trades[:n], totals
+    return (market.open, market.close, market.limit_up, market.limit_down, market.suspended,
+            market.ratio, market.cash_div, market.taxable, regime, market.days, market.month,
+            market.year, target, float(cash), float(shares), costs.commission_rate,
+            costs.commission_min, r["stamp_buy"], r["stamp_sell"], r["transfer_amount"],
+            r["transfer_share"], market.lot_min, market.lot_step, np.zeros((len(target), 6)),
+            np.zeros(3))
+
+
+def _simulate(market: Market, target: np.ndarray, cash: float, costs: CostModel,
+              shares: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    args = kernel_args(market, target, cash, costs, shares)
+    equity, n = _kernel(*args)
+    return equity, args[-2][:n], args[-1]
 
 
 def run(market: Market, target: np.ndarray, cash: float = 1_000_000.0,
