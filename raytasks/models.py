@@ -37,22 +37,6 @@ FailureReason = Literal["error", "timeout", "lost", "cancelled", "dependency"]
 _NAME_MAX = 200
 
 
-def _check_notify(cls: type, value: list[str] | None) -> list[str] | None:
-    return None if value is None else inputs.check_notify(value)
-
-
-def _check_tags(cls: type, value: list[str] | None) -> list[str] | None:
-    return None if value is None else inputs.check_tags(value)
-
-
-def _check_text(cls: type, value: str | None) -> str | None:
-    return None if value is None else inputs.check_text(value)
-
-
-def _check_parameters(cls: type, value: dict[str, Any]) -> dict[str, Any]:
-    return inputs.check_json_tree(value)  # type: ignore[no-any-return]
-
-
 class TaskCreateRequest(BaseModel):
     """A request to create a task. ``parameters`` are checked by the task type's model."""
 
@@ -72,10 +56,26 @@ class TaskCreateRequest(BaseModel):
     notify: list[str] = Field(default_factory=list)
 
     # untrusted input stops here, before any store or group commit sees it
-    _notify = field_validator("notify")(classmethod(_check_notify))
-    _tags = field_validator("tags")(classmethod(_check_tags))
-    _text = field_validator("name", "idempotency_key", "owner")(classmethod(_check_text))
-    _parameters = field_validator("parameters")(classmethod(_check_parameters))
+    @field_validator("notify")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return inputs.check_notify(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        return inputs.check_tags(value)
+
+    @field_validator("name", "idempotency_key", "owner")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else inputs.check_text(value)
+
+    @field_validator("parameters")
+    @classmethod
+    def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        inputs.check_json_tree(value)
+        return value
 
 
 class TaskUpdateRequest(BaseModel):
@@ -89,9 +89,20 @@ class TaskUpdateRequest(BaseModel):
     notify: list[str] | None = None
 
     # a PATCH is checked exactly like a create
-    _notify = field_validator("notify")(classmethod(_check_notify))
-    _tags = field_validator("tags")(classmethod(_check_tags))
-    _text = field_validator("name")(classmethod(_check_text))
+    @field_validator("notify")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else inputs.check_notify(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else inputs.check_tags(value)
+
+    @field_validator("name")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else inputs.check_text(value)
 
 
 class TaskErrorInfo(BaseModel):

@@ -114,3 +114,20 @@ def api(make_service: Callable[..., Any]) -> Iterator[Any]:
     server.service = service  # type: ignore[attr-defined]
     yield server
     server.close()
+
+
+@pytest.fixture
+def make_api(make_service: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """HTTP APIs over fresh services with settings of the test's choosing (tokens of alice,
+    bob and root=admin; ``sleepy`` registered with ``sleepy_workers`` workers)."""
+    from tests.httpserver import start_api
+
+    servers: list[Any] = []
+
+    def make(sleepy_workers: int = 1, **overrides: Any) -> Any:
+        servers.append(start_api(make_service, sleepy_workers, **overrides))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()

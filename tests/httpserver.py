@@ -47,3 +47,18 @@ class ApiServer:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def start_api(make_service: Any, sleepy_workers: int = 1, **overrides: Any) -> ApiServer:
+    """A service with the three test tokens and ``sleepy`` registered, and its HTTP API."""
+    from raytasks import register_task_type
+    from raytasks.settings import ApiSettings
+    from tests.helpers import SleepParams, sleepy
+
+    overrides.setdefault("api", ApiSettings(tokens=api_tokens(), max_body_bytes=64 * 1024))
+    service = make_service(**overrides)
+    register_task_type("sleepy", sleepy, params_model=SleepParams, workers=sleepy_workers,
+                       runtime=service)
+    server = ApiServer(service)
+    server.service = service  # type: ignore[attr-defined]
+    return server

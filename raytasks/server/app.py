@@ -152,7 +152,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             log.error("request %s failed: %s", request_id, exc, exc_info=exc)
             return error(status, type(exc).__name__, "the service is not available; quote "
                          f"request id {request_id} to the operator", request_id=request_id)
-        data = {k: v for k, v in exc.data.items() if isinstance(v, str | int | float | list)}
+        data: dict[str, Any] = {k: v for k, v in exc.data.items()
+                                if isinstance(v, str | int | float | list)}
         if "errors" in data:
             data["errors"] = [{"field": str(e["field"]), "reason": scrub(str(e["reason"]))}
                               for e in data["errors"]]
