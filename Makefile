@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint test-deps bench clean
+.PHONY: demo test lint test-deps bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(STAMP) test-deps lint
 
 bench: $(STAMP)
 	$(BIN)/raytasks bench
+
+# The long chaos run: ~2,000 tasks, ~45 random kills and pauses, figures printed as JSON.
+# SOAK_ARGS="--store-url postgresql://..." runs it on PostgreSQL.
+soak: $(STAMP)
+	$(BIN)/python -m tests.chaos --tasks 2000 --kills 45 --seconds 240 $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .raytasks build *.egg-info

@@ -42,6 +42,7 @@ class NotificationHub:
     async def poll(self) -> int:
         """Read new events from the store into the ring; wake streams. Returns how many."""
         rows = await asyncio.to_thread(self.store.events_after, self.cursor, 5000)
+        rows = [r for r in rows if r["id"] > self.cursor]  # another poll may have run meanwhile
         if rows:
             self.metrics.observe(rows)
             self.ring.extend(rows)

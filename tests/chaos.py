@@ -1,0 +1,326 @@
+"""Chaos: real work under random kills, restarts during restarts and paused executors.
+
+``run()`` starts raytasks on the Ray this process joined, submits a mix of work
+(plain tasks, failures that retry, large results written as artifacts,
+dependency chains, cancels) and, while it runs, kills every kind of system
+actor and executor at random, kills the manager again while it reconciles, and
+pauses an executor with SIGSTOP past its lease TTL before resuming it. Then it
+checks the store and the event stream and returns a report with every
+violation it found (an empty list is a pass).
+
+``python -m tests.chaos --tasks 2000 --kills 45`` is the long soak (``make soak``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import BaseModel
+
+import raytasks
+from raytasks import (
+    Settings,
+    TaskCreateRequest,
+    TaskExecutionContext,
+    TaskManager,
+    TaskNotificationService,
+    TaskStatus,
+    register_task_type,
+)
+from raytasks.settings import TaskTypeSettings
+from raytasks.store import open_store
+
+LEASE_TTL_S = 2.0
+
+
+class WorkParams(BaseModel):
+    seconds: float = 0.05
+    fail_attempts: int = 0
+    blob: int = 0
+
+
+def work(params: WorkParams, ctx: TaskExecutionContext) -> dict[str, Any]:
+    """Sleeps in steps with progress; fails its first attempts; may return a large result."""
+    run_id = uuid.uuid4().hex
+    (ctx.artifact_dir / "run").write_text(run_id)
+    if ctx.attempt < params.fail_attempts:
+        raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
+    steps = max(1, int(params.seconds / 0.02))
+    for i in range(steps):
+        ctx.check_cancelled()
+        time.sleep(params.seconds / steps)
+        ctx.report_progress((i + 1) / steps, f"step {i + 1}")
+    (ctx.artifact_dir / "done").write_text(run_id)
+    return {"attempt": ctx.attempt, "run": run_id, "blob": "x" * params.blob}
+
+
+class Chaos:
+    """The disruptions, each a method, chosen at random by a background thread."""
+
+    def __init__(self, runtime: Any, rng: random.Random) -> None:
+        self.runtime = runtime
+        self.namespace = runtime.settings.namespace
+        self.rng = rng
+        self.done: Counter[str] = Counter()
+        self.stop = threading.Event()
+
+    def _actor(self, name: str) -> Any:
+        return ray.get_actor(name, namespace=self.namespace)
+
+    def kill(self, name: str) -> None:
+        try:
+            ray.kill(self._actor(name), no_restart=False)
+        except ValueError:
+            return
+
+    def manager(self) -> None:
+        self.kill("manager")
+
+    def manager_twice(self) -> None:
+        """Kill the manager, then again while it reconciles."""
+        self.kill("manager")
+        time.sleep(self.rng.uniform(0.2, 1.0))
+        self.kill("manager")
+
+    def tracker(self) -> None:
+        self.kill("progress-tracker")
+
+    def notifier(self) -> None:
+        self.kill("notifier")
+
+    def engine(self) -> None:
+        self.kill("engine")
+
+    def executor(self) -> None:
+        self.kill(f"executor:chaos:{self.rng.randrange(2)}")
+
+    def everything(self) -> None:
+        for name in ("manager", "progress-tracker", "notifier", "engine",
+                     "executor:chaos:0", "executor:chaos:1"):
+            self.kill(name)
+
+    def pause(self) -> None:
+        """SIGSTOP an executor past its lease TTL, then SIGCONT it."""
+        try:
+            state = ray.get(self._actor(f"executor:chaos:{self.rng.randrange(2)}")
+                            .state.remote(), timeout=10)
+        except Exception:
+            return
+        pid = state["pid"]
+        for _ in range(40):  # pause it in the middle of a task, when there is one
+            if state.get("current"):
+                break
+            time.sleep(0.05)
+            state = ray.get(self._actor(state["executor_id"]).state.remote(), timeout=10)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(LEASE_TTL_S * self.rng.uniform(1.5, 2.5))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def loop(self, kills: int, duration_s: float) -> None:
+        moves = [self.manager, self.manager_twice, self.tracker, self.notifier, self.engine,
+                 self.executor, self.executor, self.everything, self.pause, self.pause]
+        gap = duration_s / max(1, kills)
+        for k in range(kills):
+            if self.stop.wait(self.rng.uniform(0.3, 1.7) * gap):
+                return
+            move = moves[k % len(moves)] if k < len(moves) else self.rng.choice(moves)
+            move()
+            self.done[move.__name__] += 1
+
+
+def _requests(count: int, rng: random.Random) -> list[list[TaskCreateRequest]]:
+    """Batches of work: independent tasks, and chains of three (each a batch of its own)."""
+    batches: list[list[TaskCreateRequest]] = []
+    made = 0
+    while made < count:
+        if rng.random() < 0.15:
+            batches.append([TaskCreateRequest(name="chain", task_type="chaos",
+                                              parameters={"seconds": 0.05}, max_retries=6)
+                            for _ in range(3)])
+            made += 3
+            continue
+        p: dict[str, Any] = {"seconds": rng.choice([0.02, 0.05, 0.2, 0.6])}
+        if rng.random() < 0.2:
+            p["fail_attempts"] = 1
+        if rng.random() < 0.1:
+            p["blob"] = 100_000  # over inline_result_max_bytes: an artifact file
+        batches.append([TaskCreateRequest(name="work", task_type="chaos", parameters=p,
+                                          priority=rng.choice([1, 2, 3]), max_retries=6)])
+        made += 1
+    return batches
+
+
+def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
+        seed: int = 1, duration_s: float = 40.0) -> dict[str, Any]:
+    rng = random.Random(seed)
+    settings = Settings(namespace=f"chaos-{uuid.uuid4().hex[:8]}", data_dir=data_dir,
+                        store_url=store_url, lease_ttl_s=LEASE_TTL_S,
+                        heartbeat_interval_s=0.3, retry_backoff_base_s=0.1,
+                        retry_backoff_max_s=1.0, cancel_grace_s=1.0, workers_per_type=0,
+                        progress_flush_interval_s=0.2,
+                        task_types={"chaos": TaskTypeSettings(workers=2)})
+    runtime = raytasks.connect(settings=settings)
+    register_task_type("chaos", work, params_model=WorkParams, runtime=runtime)
+    tm = TaskManager(runtime)
+    seen: list[Any] = []
+    subscription = TaskNotificationService(runtime).subscribe(seen.append, after_id=0)
+    chaos = Chaos(runtime, rng)
+    killer = threading.Thread(target=chaos.loop, args=(kills, duration_s), daemon=True)
+    started = time.monotonic()
+    killer.start()
+    ids: list[str] = []
+    chains: list[list[str]] = []
+    cancels: set[str] = set()
+    for batch in _requests(tasks, rng):
+        if batch[0].name == "chain":
+            a = _submit(tm, batch[0])
+            b = _submit(tm, batch[1].model_copy(update={"depends_on": [a]}))
+            c = _submit(tm, batch[2].model_copy(update={"depends_on": [b]}))
+            chains.append([a, b, c])
+            ids += [a, b, c]
+        else:
+            ids.append(_submit(tm, batch[0]))
+        if rng.random() < 0.05:
+            victim = rng.choice(ids)
+            if _call(lambda v=victim: tm.cancel_task_sync(v), allow_errors=True):
+                cancels.add(victim)
+        time.sleep(rng.uniform(0, 2 * duration_s / max(1, tasks)) * 0.6)
+    killer.join()
+    done = _call(lambda: tm.wait_all_sync(ids, timeout_s=240))
+    elapsed = time.monotonic() - started
+    # the subscription catches up with the end of the stream
+    store = open_store(store_url)
+    last = store.max_event_id()
+    deadline = time.monotonic() + 60
+    while (not seen or seen[-1].event_id < last) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    subscription.close()
+    assert settings.artifact_root is not None
+    report = check(store, done, chains, [e.event_id for e in seen], settings.artifact_root)
+    store.close()
+    report.update(tasks=len(ids), seconds=round(elapsed, 1), kills=dict(chaos.done),
+                  cancelled_by_client=len(cancels), store=store_url.split(":")[0])
+    runtime.shutdown()
+    return report
+
+
+def _submit(tm: TaskManager, request: TaskCreateRequest) -> str:
+    task_id: str = _call(lambda: tm.submit_sync(request).id)
+    return task_id
+
+
+def _call(fn: Any, allow_errors: bool = False) -> Any:
+    """A client call that retries while the system actors restart (as a client would)."""
+    from raytasks.errors import RaytasksError
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return fn()
+        except RaytasksError:
+            if allow_errors:
+                return None
+            raise
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def check(store: Any, tasks: list[Any], chains: list[list[str]], streamed: list[int],
+          artifact_root: Path) -> dict[str, Any]:
+    """Every guarantee, checked against the store and the stream; violations listed."""
+    problems: list[str] = []
+    superseded = finished_late = 0
+    events = store.events_after(0, limit=10**7)
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        by_task[e["task_id"]].append(e)
+    statuses: Counter[str] = Counter()
+    for t in tasks:
+        statuses[t.status.value] += 1
+        if not t.status.finished:
+            problems.append(f"{t.id} is stuck {t.status.value}")
+            continue
+        mine = by_task[t.id]
+        finals = [e for e in mine if e["kind"] == "status"
+                  and json.loads(e["payload"])["status"] in ("COMPLETED", "FAILED", "CANCELLED")]
+        if [json.loads(e["payload"])["status"] for e in finals].count("COMPLETED") > 1:
+            problems.append(f"{t.id} completed twice")
+        if not finals:
+            problems.append(f"{t.id} has no final event")
+            continue
+        late = [e for e in mine if e["kind"] == "progress" and e["id"] > finals[-1]["id"]]
+        if late:
+            problems.append(f"{t.id} has {len(late)} progress event(s) after its final status")
+        runs = sorted((artifact_root / t.id).glob("*/run"))
+        superseded += len(runs) > 1
+        if t.status is TaskStatus.COMPLETED:
+            # the result is the one the attempt holding the final lease computed
+            accepted = artifact_root / t.id / f"{t.attempt}-{t.lease_token}" / "run"
+            if not accepted.exists() or t.result["run"] != accepted.read_text():
+                problems.append(f"{t.id}: its result is not the accepted attempt's "
+                                f"(attempt {t.attempt}, token {t.lease_token})")
+            if t.result_uri and Path(t.result_uri).parent != accepted.parent:
+                problems.append(f"{t.id}: result file {t.result_uri} of another attempt")
+            # attempts that ran to the end but were not accepted: superseded and fenced off
+            finished_late += sum(1 for d in (artifact_root / t.id).glob("*/done")
+                                 if d.parent != accepted.parent)
+        elif t.status is TaskStatus.FAILED and t.error and t.error.reason == "lost":
+            problems.append(f"{t.id} failed as lost")
+    by_id = {t.id: t for t in tasks}
+    for chain in chains:
+        for parent, child in itertools.pairwise(chain):
+            p, c = by_id[parent], by_id[child]
+            if c.status is TaskStatus.COMPLETED and p.status is not TaskStatus.COMPLETED:
+                problems.append(f"{child} completed though {parent} ended {p.status.value}")
+            if c.started_at and p.finished_at and c.started_at < p.finished_at:
+                problems.append(f"{child} started before {parent} finished")
+    stored_ids = [e["id"] for e in events]
+    if streamed != stored_ids:
+        missing = sorted(set(stored_ids) - set(streamed))
+        problems.append(f"the stream skipped {len(missing)} event(s), e.g. {missing[:5]}; "
+                        f"repeats: {len(streamed) - len(set(streamed))}")
+    return {"problems": problems, "statuses": dict(statuses), "events": len(events),
+            "tasks_run_more_than_once": superseded,
+            "superseded_attempts_that_finished": finished_late}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--kills", type=int, default=45)
+    parser.add_argument("--seconds", type=float, default=240.0)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--store-url", default=None)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="raytasks-soak-")
+    url = args.store_url or f"sqlite:///{Path(data_dir) / 'tasks.db'}"
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        report = run(url, data_dir, tasks=args.tasks, kills=args.kills, seed=args.seed,
+                     duration_s=args.seconds)
+    finally:
+        ray.shutdown()
+    print(json.dumps(report, indent=2))
+    raise SystemExit(1 if report["problems"] else 0)
+
+
+if __name__ == "__main__":
+    main()
