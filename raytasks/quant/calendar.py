@@ -13,8 +13,8 @@ import pandas as pd
 
 from .clock import SHANGHAI, completed_through
 
-__all__ = ["SHANGHAI", "completed_through", "is_trading_day", "last_completed_session",
-           "trading_days", "trading_days_back"]
+__all__ = ["SHANGHAI", "calendar_end", "completed_through", "is_trading_day",
+           "last_completed_session", "trading_days", "trading_days_back"]
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +29,12 @@ def trading_days(start: str | pd.Timestamp, end: str | pd.Timestamp) -> pd.Datet
     cal = _calendar()
     sessions = cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))  # type: ignore[attr-defined]
     return pd.DatetimeIndex(sessions).tz_localize(None)
+
+
+def calendar_end() -> pd.Timestamp:
+    """The last session the installed calendar knows (the end of its current year)."""
+    last = pd.Timestamp(_calendar().last_session)  # type: ignore[attr-defined]
+    return last.tz_localize(None) if last.tz is not None else last
 
 
 def is_trading_day(day: str | pd.Timestamp) -> bool:
@@ -47,7 +53,5 @@ def trading_days_back(end: str | pd.Timestamp, count: int) -> pd.DatetimeIndex:
 def last_completed_session(now: datetime | None = None) -> pd.Timestamp:
     """The last XSHG session that has closed at ``now`` (default: the current time)."""
     cal = _calendar()
-    day = pd.Timestamp(completed_through(now))
-    last = cal.last_session.tz_localize(None) if cal.last_session.tz else cal.last_session  # type: ignore[attr-defined]
-    day = min(day, pd.Timestamp(last))
+    day = min(pd.Timestamp(completed_through(now)), calendar_end())
     return pd.Timestamp(cal.date_to_session(day, direction="previous")).tz_localize(None)  # type: ignore[attr-defined]

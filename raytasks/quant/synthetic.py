@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from .calendar import completed_through, trading_days
+from .calendar import calendar_end, completed_through, trading_days
 from .market import board, limit_pct_series
 
 FIRST_SESSION = "2007-01-04"
@@ -57,14 +57,14 @@ def generate_bars(codes: list[str], start: str, end: str | None = None, seed: in
                   suspension_rate: float = 0.002, st_share: float = 0.1) -> pd.DataFrame:
     """Daily bars for ``codes`` over the sessions from ``start`` to ``end`` (default and at
     most: the last completed session)."""
-    last = completed_through()
-    hi = min(pd.Timestamp(end or last), pd.Timestamp(last))
+    last = min(pd.Timestamp(completed_through()), calendar_end())
+    hi = min(pd.Timestamp(end or last), last)
     lo = pd.Timestamp(start)
     if lo < pd.Timestamp(FIRST_SESSION) or lo > hi:
         raise ValueError(f"synthetic bars cover {FIRST_SESSION} to the last completed "
-                         f"session ({last}); asked {start}..{end}")
+                         f"session ({last.date()}); asked {start}..{end}")
     # whole years, so each year's streams draw the same count whatever the end
-    dates = trading_days(FIRST_SESSION, f"{hi.year}-12-31")
+    dates = trading_days(FIRST_SESSION, min(pd.Timestamp(f"{hi.year}-12-31"), calendar_end()))
     frames = []
     for code in codes:
         frame = _one(code, dates, seed, suspension_rate, st_share)

@@ -48,7 +48,10 @@ def test_backtest_strategy_on_csv_matches_the_library(quant: Any, tmp_path: Path
     save_csv(bars, tmp_path / "csv")
     done = _run(quant, "backtest", kind="strategy", stock_code="600000.SH", source="csv",
                 start="2019-01-01", end="2023-12-31", fast=5, slow=30)
-    expected = run(Market.from_bars(bars), sma_crossover(bars["close"].to_numpy(), 5, 30))
+    market = Market.from_bars(bars)  # ex-dates and factors round-trip through the CSV
+    expected = run(market, sma_crossover(market.adjusted_close, 5, 30))
+    assert expected.dividends > 0
+    assert done.result["dividends"] == pytest.approx(expected.dividends, rel=1e-9)
     assert done.result["total_return"] == pytest.approx(expected.total_return, rel=1e-6)
     assert done.result["fees"] == pytest.approx(expected.fees, rel=1e-6)
     assert done.result["trades"] == len(expected.trades)
@@ -179,6 +182,10 @@ def test_training_kinds_register_models_that_predictions_and_backtests_use(
 
 def test_price_trend_batch_and_portfolio(quant: Any) -> None:
     price = _run(quant, "prediction", stock_code="000001.SZ", days=5).result
+    recent = generate_bars(["000001.SZ"], "2026-01-01")  # by default, to the latest bar
+    latest = recent[~recent["suspended"]].iloc[-1]
+    assert price["last_date"] == latest["date"].strftime("%Y-%m-%d")
+    assert price["last_close"] == latest["close"]
     last = price["last_close"]
     assert price["predicted_price"] == pytest.approx(last * (1 + price["predicted_return"]),
                                                      abs=0.006)
