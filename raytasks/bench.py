@@ -200,11 +200,11 @@ def run_volatility(stocks: int = 300, sample: int = 20, start: str = "2016-01-01
     figures: dict[str, Any] = {"returns": len(series[0]), "sample": sample,
                                "raytasks_ms": ours_s * 1e3, "scipy_ms": ref_s * 1e3,
                                "speedup_vs_scipy": ref_s / ours_s}
-    try:
+    import importlib.util
+
+    if importlib.util.find_spec("arch") is not None:  # the dev extra: a comparison only
         from arch import arch_model
-    except ImportError:
-        arch_model = None
-    if arch_model is not None:
+
         def fit_arch(r: np.ndarray) -> Any:
             return arch_model(r * 100, mean="Constant", vol="GARCH", p=1, q=1, dist="normal",
                               rescale=False).fit(disp="off").params
