@@ -124,6 +124,17 @@ class SessionInfo(BaseModel):
     csrf: str = Field(description=f"send it back as {CSRF_HEADER} on every change")
 
 
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    """A field named the way the manager names it: ``priority``, ``requests[2].notify``,
+    ``parameters.days``; query parameters keep their ``query.`` prefix."""
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+        if parts and isinstance(parts[0], int):
+            parts[0] = f"requests[{parts[0]}]"
+    return ".".join(str(p) for p in parts) or "body"
+
+
 def public(task: Task) -> Task:
     """A task as a client may see it: no traceback, no server paths in its error."""
     if task.error is None:
@@ -162,8 +173,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
-                  for e in exc.errors()]
+        errors = [{"field": _field(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         return error(422, "InvalidParametersError", f"invalid request: {detail}",
                      errors=errors)

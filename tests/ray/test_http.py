@@ -55,7 +55,7 @@ def test_errors_are_json_with_the_right_status(api: Any) -> None:
         assert r.status_code == 422
         assert r.json()["errors"][0]["field"] == "parameters.stock_code"
         r = c.post("/tasks", json={**PREDICTION, "priority": 9})
-        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.priority"
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "priority"
         r = c.post("/tasks", json={**PREDICTION, "task_type": "astrology"})
         assert r.status_code == 422 and "unknown task type 'astrology'" in r.json()["message"]
         r = c.post("/tasks", json={**PREDICTION, "name": "x" * 100_000})
