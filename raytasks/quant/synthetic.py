@@ -29,7 +29,7 @@ from .market import board, limit_pct_series
 FIRST_SESSION = "2007-01-04"
 #: typical price levels (CNY) by board, and a few well-known codes at their own
 BOARD_LEVEL = {"main": 10.0, "chinext": 25.0, "star": 40.0, "bse": 12.0}
-KNOWN_LEVEL = {"000001.SZ": 11.0, "600000.SH": 9.0, "600519.SH": 1500.0, "300750.SZ": 250.0,
+KNOWN_LEVEL = {"000001.SZ": 10.0, "600000.SH": 9.0, "600519.SH": 1500.0, "300750.SZ": 250.0,
                "002594.SZ": 300.0, "688111.SH": 280.0, "688981.SH": 90.0, "601318.SH": 50.0}
 
 
@@ -134,7 +134,7 @@ def _prices(ret: np.ndarray, gap: np.ndarray, jitter: np.ndarray, spread: np.nda
             continue
         up = _r2(base * (1.0 + pct[t]) + 1e-9)
         down = _r2(base * (1.0 - pct[t]) + 1e-9)
-        pull = 0.002 * np.log(level / base)  # a weak pull towards the stock's level
+        pull = 0.004 * np.log(level / base)  # a weak pull towards the stock's level
         c = min(max(_r2(base * np.exp(ret[t] + pull)), down), up)
         o = min(max(_r2(base * np.exp(gap[t] * abs(ret[t]) + jitter[t])), down), up)
         half = 0.3 * daily_vol * spread[t]
