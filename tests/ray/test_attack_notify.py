@@ -55,22 +55,25 @@ def test_a_poisoned_address_is_refused_at_create_and_patch_and_mail_flows(
         assert not any("everyone" in m["X-Envelope-To"] for m in smtp.messages)
 
 
-@pytest.mark.parametrize("notify, field", [
+UNALLOWED = [
     ([f"victim{i}@example.com" for i in range(47)], "notify"),
     (["ceo@victim.cn"], "notify.0"),
     (["quant@example.com", "someone@evil.example.net"], "notify.1"),
     (["<victim@example.com>"], "notify"),
     (["Victim <victim@example.com>"], "notify"),
     (["victim@example.com, other@example.com"], "notify"),
-])
-def test_tasks_cannot_mail_whom_the_operator_did_not_allow(
-        mail_api: Any, notify: list[str], field: str) -> None:
+]
+
+
+def test_tasks_cannot_mail_whom_the_operator_did_not_allow(mail_api: Any) -> None:
     with httpx.Client(base_url=mail_api.url, headers=auth("alice")) as alice:
-        created = alice.post("/tasks", json=_sleepy(notify=notify))
-        assert created.status_code == 422 and created.json()["errors"][0]["field"] == field
         task = alice.post("/tasks", json=_sleepy()).json()
-        patched = alice.patch(f"/tasks/{task['id']}", json={"notify": notify})
-        assert patched.status_code == 422
+        for notify, field in UNALLOWED:
+            created = alice.post("/tasks", json=_sleepy(notify=notify))
+            assert created.status_code == 422, notify
+            assert created.json()["errors"][0]["field"] == field, created.text
+            assert alice.patch(f"/tasks/{task['id']}", json={"notify": notify}) \
+                .status_code == 422
 
 
 def test_the_rate_limit_counts_one_recipient_however_it_is_spelt(
