@@ -36,6 +36,7 @@ class Changes:
         self.core = core
         self.rng = rng
         self.stale_reports = 0
+        self.limits: dict[str, int | None] = {}  # concurrency limit by type (cleared on change)
 
     # ------------------------------------------------------------- creation
 
@@ -183,11 +184,33 @@ class Changes:
             return Plan(batch, apply)
         return plan
 
+    def report_and_lease(self, request: LeaseRequest) -> Planner:
+        """An executor's reports and its next leases, in one round and one commit."""
+        reports, lease = self.reports(request.reports), self.lease(request)
+
+        def plan(ctx: Round) -> Plan:
+            first = reports(ctx) if request.reports else Plan()
+            second = lease(ctx)
+            batch = WriteBatch()
+            batch.extend(first.batch)
+            batch.extend(second.batch)
+            split = len(first.batch.events)
+
+            def apply(event_ids: list[int]) -> list[Lease]:
+                first.apply(event_ids[:split])
+                leases: list[Lease] = second.apply(event_ids[split:])
+                return leases
+            return Plan(batch, apply)
+        return plan
+
     def _allowance(self, task_type: str, ctx: Round) -> int | None:
         core = self.core
-        limit = core.settings.for_type(task_type).max_concurrency
-        if limit is None and task_type in core.registry:
-            limit = core.registry.get(task_type).max_concurrency
+        if task_type not in self.limits:
+            limit = core.settings.for_type(task_type).max_concurrency
+            if limit is None and task_type in core.registry:
+                limit = core.registry.get(task_type).max_concurrency
+            self.limits[task_type] = limit
+        limit = self.limits[task_type]
         if limit is None:
             return None
         return limit - core.queues.running(task_type) - ctx.starts[task_type]

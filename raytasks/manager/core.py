@@ -202,15 +202,14 @@ class TaskManagerCore:
         """
         if request.request_id in self.answers:
             return self.answers[request.request_id]
-        if request.reports:
-            await self.pipeline.run(self.ops.reports(request.reports))
         deadline = time.monotonic() + request.wait_s
+        leases: list[Lease] = await self.pipeline.run(self.ops.report_and_lease(request))
         while True:
-            leases: list[Lease] = await self.pipeline.run(self.ops.lease(request))
             remaining = deadline - time.monotonic()
             if leases or remaining <= 0:
                 return leases
             await self.arrivals.wait(request.task_types, min(remaining, 1.0))
+            leases = await self.pipeline.run(self.ops.lease(request))
 
     async def report(self, reports: list[Report]) -> ReportAnswer:
         """Apply executor outcomes; a report under a stale lease token is rejected."""
@@ -316,7 +315,9 @@ class TaskManagerCore:
         spec = TaskTypeSpec.loads(blob)
         version = self.registry.next_version(spec.name)
         await asyncio.to_thread(self.store.save_task_type, spec.name, blob, version)
-        return self.registry.register(spec, version).info()
+        info = self.registry.register(spec, version).info()
+        self.ops.limits.clear()
+        return info
 
     def type_blob(self, name: str) -> bytes:
         return self.registry.get(name).dumps()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidParametersError, QueueFullError, QuotaExceededError
-from ..models import Task, TaskCreateRequest, TaskStatus
+from ..models import Task, TaskCreateRequest, TaskPriority, TaskStatus
 from ..registry import TaskTypeRegistry, TaskTypeSpec, validate_parameters
 from ..settings import QuotaSettings, Settings
 from ..store.base import ts
@@ -178,16 +178,18 @@ class Intake:
 
 
 def row_to_new_task(row: dict[str, Any]) -> Task:
-    """The Task a freshly inserted row stands for (without reading it back)."""
-    return Task(
+    """The Task a freshly inserted row stands for (built without validation: we made it)."""
+    created = ts(row["created_at"])
+    return Task.model_construct(
         id=row["id"], name=row["name"], task_type=row["task_type"],
-        status=TaskStatus(row["status"]), priority=row["priority"], queue=row["queue"],
-        parameters=json.loads(row["parameters"]), attempt=0,
+        status=TaskStatus(row["status"]), priority=TaskPriority(row["priority"]),
+        queue=row["queue"], parameters=json.loads(row["parameters"]), attempt=0,
         max_retries=row["max_retries"], timeout_s=row["timeout_s"],
         depends_on=json.loads(row["depends_on"]), idempotency_key=row["idempotency_key"],
-        tags=row["tags"], owner=row["owner"], notify=json.loads(row["notify"]),
-        created_at=ts(row["created_at"]), updated_at=ts(row["updated_at"]),
-    )
+        tags=list(row["tags"]), owner=row["owner"], notify=json.loads(row["notify"]),
+        result=None, result_uri=None, error=None, cancel_requested=False, lease_token=0,
+        not_before=None, created_at=created, updated_at=created, started_at=None,
+        finished_at=None)
 
 
 def _ceilings(quota: QuotaSettings, req: TaskCreateRequest, spec: TaskTypeSpec,
