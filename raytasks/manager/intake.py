@@ -10,6 +10,7 @@ bad request never fails another caller's.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,6 @@ from ..errors import InvalidParametersError, QueueFullError, QuotaExceededError
 from ..models import Task, TaskCreateRequest, TaskPriority, TaskStatus
 from ..registry import TaskTypeRegistry, TaskTypeSpec, validate_parameters
 from ..settings import QuotaSettings, Settings
-from ..store.base import ts
 from .pipeline import Round
 from .queues import Queues
 from .state import ActiveTasks
@@ -179,7 +179,7 @@ class Intake:
 
 def row_to_new_task(row: dict[str, Any]) -> Task:
     """The Task a freshly inserted row stands for (built without validation: we made it)."""
-    created = ts(row["created_at"])
+    created = datetime.fromtimestamp(row["created_at"], tz=UTC)
     return Task.model_construct(
         id=row["id"], name=row["name"], task_type=row["task_type"],
         status=TaskStatus(row["status"]), priority=TaskPriority(row["priority"]),
