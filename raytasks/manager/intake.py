@@ -10,8 +10,8 @@ bad request never fails another caller's.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import InvalidParametersError, QueueFullError, QuotaExceededError
