@@ -17,7 +17,8 @@ from ray.actor import ActorHandle
 
 from ..errors import NotConnectedError
 from ..settings import Settings
-from .actors import ENGINE, MANAGER, NOTIFIER, TRACKER, Engine, Manager, Notifier, Tracker, get
+from .actors import ENGINE, MANAGER, NOTIFIER, TRACKER, Manager, Notifier, Tracker, get
+from .engine import Engine
 
 log = logging.getLogger(__name__)
 
