@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from raytasks import TaskExecutionContext, register_task_type
+from tests.conftest import wait_for
 from tests.httpserver import TOKENS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -75,3 +76,66 @@ def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path
     out = Path("test-output")
     out.mkdir(exist_ok=True)
     shutil.copy(shot, out / "dashboard.png")
+
+
+PAYLOADS = ["<img src=x onerror=window.__pwned=1;alert(1)>",
+            "<script>window.__pwned=2</script>",
+            '"><svg onload=window.__pwned=3>']
+
+
+def evil_result(params: dict[str, Any], ctx: TaskExecutionContext) -> dict[str, Any]:
+    """A result whose keys and values are script payloads, one of them a charted series."""
+    if params.get("fail"):
+        raise ValueError(PAYLOADS[0])
+    return {PAYLOADS[0]: [1.0, 2.0, 1.5, 3.0], "equity_curve": [1, 2, 3],
+            PAYLOADS[1]: PAYLOADS[2]}
+
+
+def test_script_payloads_in_every_field_never_run(api: Any) -> None:
+    import httpx
+
+    from tests.httpserver import auth
+
+    register_task_type("evil", evil_result, workers=1, runtime=api.service)
+    # Given tasks whose name, tags, parameters, error and result are script payloads
+    with httpx.Client(base_url=api.url, headers=auth("alice")) as alice:
+        ok = alice.post("/tasks", json={"name": PAYLOADS[0], "task_type": "evil",
+                                        "tags": [PAYLOADS[0], PAYLOADS[2]],
+                                        "parameters": {PAYLOADS[1]: PAYLOADS[2]}}).json()
+        bad = alice.post("/tasks", json={"name": PAYLOADS[2], "task_type": "evil",
+                                         "max_retries": 0, "parameters": {"fail": True}}).json()
+        for task in (ok, bad):
+            wait_for(lambda t=task: alice.get(f"/tasks/{t['id']}").json()["status"]
+                     in ("COMPLETED", "FAILED"), what="the evil tasks to finish")
+    dialogs: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        # When the admin opens the dashboard, the table, and each task's detail with charts
+        sign_in(page, api.url, TOKENS["root"])
+        rows = page.locator("tr[data-task-id]")
+        expect(rows).to_have_count(2, timeout=20_000)
+        expect(page.locator(f"tr[data-task-id='{bad['id']}'] .status")).to_have_text("FAILED")
+        for task in (ok, bad):
+            page.locator(f"tr[data-task-id='{task['id']}'] button.details").click()
+            expect(page.locator("#detail h2")).to_have_text(task["name"])
+            if task is ok:
+                expect(page.locator("#detail svg polyline")).to_have_count(2)
+                expect(page.locator("#detail h3").first).to_have_text(PAYLOADS[0])
+            else:
+                expect(page.locator("#detail .task-error")).to_contain_text(PAYLOADS[0])
+        # Then every payload is shown as text, and none of them ran
+        ok_row = page.locator(f"tr[data-task-id='{ok['id']}']")
+        expect(ok_row.locator(".name")).to_have_text(PAYLOADS[0])
+        expect(ok_row.locator(".tags .tag")).to_have_text([PAYLOADS[0], PAYLOADS[2]])
+        expect(page.locator(f"tr[data-task-id='{bad['id']}'] .message")) \
+            .to_have_text(PAYLOADS[0])
+        assert page.locator("img, script:not([src]), #tasks svg, iframe").count() == 0
+        assert page.evaluate("window.__pwned") is None and dialogs == []
+        # And the token is nowhere page script can read it
+        assert page.evaluate("Object.keys(localStorage).length + "
+                             "Object.keys(sessionStorage).length") == 0
+        assert "raytasks_session" not in page.evaluate("document.cookie")
+        assert TOKENS["root"] not in page.content()
+        browser.close()

@@ -171,6 +171,7 @@ function seriesOf(value) {
 
 async function showDetail(taskId) {
   const task = await api("/tasks/" + encodeURIComponent(taskId));
+  showTask(task);  // the full task: its row also shows the error message
   const detail = $("detail");
   detail.replaceChildren(el("h2", task.name));
   if (task.error) detail.appendChild(el("p", `${task.error.type}: ${task.error.message}`,
