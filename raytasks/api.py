@@ -31,10 +31,14 @@ T = TypeVar("T")
 
 
 class TaskPage(BaseModel):
+    """A page of tasks. ``next_after`` fetches the next page (``TaskQuery(after=...)``);
+    ``total`` is None when more than 10,000 tasks match filters the counters cannot tell."""
+
     items: list[TaskSummary]
-    total: int
+    total: int | None
     offset: int
     limit: int
+    next_after: str | None = None
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -116,13 +120,15 @@ class TaskManager(_Facade):
 
     async def list_tasks(self, query: TaskQuery | None = None) -> TaskPage:
         query = query or TaskQuery()
-        items, total = await self._await(self._actor.query.remote(query))
-        return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit)
+        items, total, after = await self._await(self._actor.query.remote(query))
+        return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit,
+                        next_after=after)
 
     def list_tasks_sync(self, query: TaskQuery | None = None) -> TaskPage:
         query = query or TaskQuery()
-        items, total = self._get(self._actor.query.remote(query))
-        return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit)
+        items, total, after = self._get(self._actor.query.remote(query))
+        return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit,
+                        next_after=after)
 
     async def cancel_task(self, task_id: str) -> Task:
         """Cancel: a PENDING task at once, a RUNNING one cooperatively, then by force."""

@@ -16,6 +16,7 @@ its files live in its own attempt directory, which the task never points at.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -158,16 +159,17 @@ class TaskExecutor:
             if run.cancel.is_set():
                 raise TaskCancelledError(lease.task_id)
             spec = self._spec(lease)
+            parameters = json.loads(lease.parameters)
             checkpoint = self.link.checkpoint(lease.task_id) if lease.attempt else None
             ctx = TaskExecutionContext(
-                lease.task_id, lease.task_type, lease.attempt, lease.parameters,
+                lease.task_id, lease.task_type, lease.attempt, parameters,
                 checkpoint=checkpoint, cancel_event=run.cancel, owner=lease.owner,
                 settings=self.settings, artifact_dir=self._attempt_dir(lease),
                 on_progress=lambda f, m, s: self._progress(run, f, m, s),
                 on_checkpoint=lambda state: self.link.save_checkpoint(
                     lease.task_id, lease.token, state),
             )
-            value = spec.handler(spec.parse(lease.parameters), ctx)
+            value = spec.handler(spec.parse(parameters), ctx)
             report = Report(lease.task_id, lease.token, "completed",
                             **self._result(lease, value))
         except TaskCancelledError as exc:

@@ -7,7 +7,7 @@ mypy and a call graph can follow a task from an executor into the manager.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from .models import TaskErrorInfo
 
@@ -23,7 +23,7 @@ class Lease:
     task_type: str
     token: int
     attempt: int
-    parameters: dict[str, Any]
+    parameters: str  # JSON text: decoded by the executor, not on the manager's event loop
     timeout_s: float | None
     deadline: float
     handler_version: int = 0

@@ -180,9 +180,13 @@ class TaskQuery(BaseModel):
     created_after: datetime | None = None
     created_before: datetime | None = None
     text: str | None = Field(default=None, description="substring of the name")
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000,
+                        description="rows to skip (prefer ``after`` on large stores)")
     limit: int = Field(default=100, ge=1, le=10_000)
     order_by: OrderField = "-created_at"
+    after: str | None = Field(default=None, max_length=400,
+                              description="the ``next_after`` of the previous page: "
+                                          "keyset pagination, as fast on page 1,000 as on 1")
 
 
 @dataclass(slots=True)

@@ -299,7 +299,7 @@ async def test_cancel_update_delete_retry_rules(core: TaskManagerCore) -> None:
         name="renamed", tags=["a"], priority=TaskPriority.HIGH))
     assert (updated.name, updated.tags, updated.priority) == ("renamed", ["a"],
                                                               TaskPriority.HIGH)
-    page, total = await core.query(TaskQuery(tags=["a"]))
+    page, total, _ = await core.query(TaskQuery(tags=["a"]))
     assert total == 1 and page[0].id == retried.id
 
 
@@ -491,3 +491,25 @@ async def test_dependencies_stay_within_an_owner(core: TaskManagerCore) -> None:
         unknown.value.errors[0]["reason"].replace("f" * 32, "?")
     assert (await create(core, req(owner="alice", depends_on=[alices.id])))[0].depends_on \
         == [alices.id]
+
+
+async def test_listing_pages_by_keyset_and_totals_from_counters(core: TaskManagerCore) -> None:
+    made = await create(core, *[req(owner="alice") for _ in range(7)], req(owner="bob"))
+    await done(core, (await lease(core))[0])
+    pages, after = [], None
+    while True:
+        page = await core.query(TaskQuery(owner="alice", limit=3, after=after))
+        pages.append([t.id for t in page.items])
+        assert page.total == 7  # from the counters: no count query
+        after = page.next_after
+        if after is None:
+            break
+    # one call: one creation time, so the id breaks the tie (newest first means id descending)
+    newest_first = sorted((t.id for t in made[:7]), reverse=True)
+    assert [i for p in pages for i in p] == newest_first and [len(p) for p in pages] == [3, 3, 1]
+    assert core.status_counts() == {"PENDING": 7, "COMPLETED": 1}
+    assert core.status_counts("alice") == {"PENDING": 6, "COMPLETED": 1}
+    done_page = await core.query(TaskQuery(status=[TaskStatus.COMPLETED]))
+    assert done_page.total == 1 and done_page.items[0].id == made[0].id
+    with pytest.raises(InvalidParametersError, match="after"):
+        await core.query(TaskQuery(after="not-a-cursor"))

@@ -96,25 +96,37 @@ def test_query_filters_pagination_and_ordering(store: SqlTaskStore) -> None:
                          tags=["x"] if i % 5 == 0 else ["y", "x_"],
                          name=f"sweep {i}" if i % 4 == 0 else f"job {i}"))
     store.commit(WriteBatch(inserts=rows))
-    items, total = store.query(TaskQuery(limit=7))
+    items, total, _ = store.query(TaskQuery(limit=7))
     assert total == 30 and [t.id for t in items] == [f"t{i:02d}" for i in range(29, 22, -1)]
-    items, total = store.query(TaskQuery(offset=28, limit=7, order_by="created_at"))
+    items, total, _ = store.query(TaskQuery(offset=28, limit=7, order_by="created_at"))
     assert [t.id for t in items] == ["t28", "t29"] and total == 30
-    items, total = store.query(TaskQuery(status=[TaskStatus.COMPLETED],
+    items, total, _ = store.query(TaskQuery(status=[TaskStatus.COMPLETED],
                                          task_type=["backtest"]))
     assert {t.id for t in items} == {f"t{i:02d}" for i in range(30) if i % 6 == 5}
-    items, _ = store.query(TaskQuery(owner="alice", priority=[TaskPriority.HIGH]))
+    items, _, _ = store.query(TaskQuery(owner="alice", priority=[TaskPriority.HIGH]))
     assert {t.id for t in items} == {"t00", "t03", "t06", "t09"}
-    items, _ = store.query(TaskQuery(tags=["x"]))  # exact tag, not a prefix ("x_")
+    items, _, _ = store.query(TaskQuery(tags=["x"]))  # exact tag, not a prefix ("x_")
     assert {t.id for t in items} == {f"t{i:02d}" for i in range(0, 30, 5)}
-    items, _ = store.query(TaskQuery(text="sweep"))
+    items, _, _ = store.query(TaskQuery(text="sweep"))
     assert {t.id for t in items} == {f"t{i:02d}" for i in range(0, 30, 4)}
-    items, _ = store.query(TaskQuery(
+    items, _, _ = store.query(TaskQuery(
         created_after=datetime.fromtimestamp(base + 10, tz=UTC),
         created_before=datetime.fromtimestamp(base + 12, tz=UTC)))
     assert {t.id for t in items} == {"t10", "t11"}
-    items, _ = store.query(TaskQuery(order_by="priority", limit=3))
+    items, _, _ = store.query(TaskQuery(order_by="priority", limit=3))
     assert all(t.priority is TaskPriority.HIGH for t in items)
+    # keyset pages walk every row once, in order, whatever the sort
+    for order in ("-created_at", "priority", "-finished_at", "name"):
+        seen, after = [], None
+        while True:
+            page = store.query(TaskQuery(limit=4, order_by=order, after=after), count=False)
+            seen += [t.id for t in page.items]
+            if page.next_after is None:
+                break
+            after = page.next_after
+        everything = [t.id for t in store.query(TaskQuery(limit=100, order_by=order)).items]
+        assert seen == everything and len(set(seen)) == 30, order
+    assert store.query(TaskQuery(limit=1)).total == 30
 
 
 def test_active_status_counts_and_delete(store: SqlTaskStore) -> None:

@@ -61,7 +61,7 @@ class Changes:
                                   priority=TaskPriority(row["priority"]), queue=row["queue"],
                                   attempt=0, max_retries=row["max_retries"],
                                   timeout_s=row["timeout_s"],
-                                  parameters=json.loads(row["parameters"]), owner=row["owner"],
+                                  parameters=row["parameters"], owner=row["owner"],
                                   queued=enqueue, token=0, created_at=ctx.now,
                                   enqueued_at=row.get("enqueued_at"))
                     core.active.add(entry)
@@ -360,13 +360,15 @@ class Changes:
             entry = Entry(task_id=stored.id, task_type=stored.task_type, status=P,
                           priority=stored.priority, queue=stored.queue, attempt=attempt,
                           max_retries=stored.max_retries, timeout_s=stored.timeout_s,
-                          parameters=stored.parameters, owner=stored.owner, queued=True,
+                          parameters=json.dumps(stored.parameters, separators=(",", ":")),
+                          owner=stored.owner, queued=True,
                           token=stored.lease_token, created_at=stored.created_at.timestamp(),
                           enqueued_at=ctx.now)
             batch = WriteBatch(updates=[RowUpdate(stored.id, fields, status=stored.status.value)],
                                events=[_event(entry, stored.status, P, ctx.now)])
 
             def apply(event_ids: list[int]) -> None:
+                core.finished.add(stored.owner, stored.status, -1)
                 core.active.add(entry)
                 if core.queues.get(entry.queue) is None:
                     core.queues.add(entry.queue)
@@ -413,6 +415,7 @@ class Changes:
                 raise InvalidTransitionError(stored.id, stored.status.value, "deleted")
 
             def apply(_ids: list[int]) -> None:
+                core.finished.add(stored.owner, stored.status, -1)
                 assert core.settings.artifact_root is not None
                 folder = core.settings.artifact_root / stored.id
                 asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, folder, True)
@@ -434,6 +437,7 @@ class Changes:
         """A task ended: forget it, wake its waiters, release or end its dependents."""
         core = self.core
         core.active.remove(entry.task_id)
+        core.finished.add(entry.owner, status)
         core.queues.remove(entry.queue, entry.task_id)
         core.deps.forget(entry.task_id)
         core.waiters.finished(entry.task_id)

@@ -33,19 +33,19 @@ from ..models import (
     TaskPriority,
     TaskQuery,
     TaskStatus,
-    TaskSummary,
     TaskTypeInfo,
     TaskUpdateRequest,
 )
 from ..registry import TaskTypeRegistry, TaskTypeSpec
 from ..settings import Settings
 from ..store import SqlTaskStore
+from ..store.base import TaskRows
 from .changes import Changes
 from .deps import Dependencies
 from .intake import Intake, Known
 from .pipeline import CommitPipeline, DuplicateKeyError
 from .queues import Queues
-from .state import ActiveTasks, Entry
+from .state import ActiveTasks, Entry, FinishedCounts
 from .waiters import Arrivals, Waiters
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class TaskManagerCore:
         self.clock = clock
         self.registry = TaskTypeRegistry(BUILTIN_TYPES)
         self.active = ActiveTasks()
+        self.finished = FinishedCounts()
         self.queues = Queues(settings)
         self.deps = Dependencies()
         self.waiters = Waiters()
@@ -96,6 +97,7 @@ class TaskManagerCore:
             except Exception:  # a type whose code no longer imports stays unknown
                 continue
         now = self.clock()
+        self.finished = FinishedCounts(self.store.finished_counts())
         rows = self.store.active_rows()
         for row in rows:
             if self.queues.get(row.queue) is None:
@@ -124,7 +126,7 @@ class TaskManagerCore:
 
     def lease_of(self, entry: Entry) -> Lease:
         return Lease(task_id=entry.task_id, task_type=entry.task_type, token=entry.token,
-                     attempt=entry.attempt, parameters=dict(entry.parameters),
+                     attempt=entry.attempt, parameters=entry.parameters,
                      timeout_s=entry.timeout_s,
                      deadline=self.clock() + self.settings.lease_ttl_s, owner=entry.owner,
                      handler_version=self.registry.get(entry.task_type).version
@@ -271,8 +273,28 @@ class TaskManagerCore:
             raise TaskNotFoundError(missing[0])
         return [_with_artifact(found[t]) for t in task_ids]
 
-    async def query(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
-        return await asyncio.to_thread(self.store.query, query)
+    async def query(self, query: TaskQuery) -> TaskRows:
+        """A page of tasks. Its total comes from the counters when the filters are only
+        owner and status (no count query at all), else from a capped count."""
+        counted = not (query.task_type or query.priority or query.queue or query.tags
+                       or query.created_after or query.created_before or query.text)
+        page: TaskRows = await asyncio.to_thread(self.store.query, query, count=not counted)
+        if counted:
+            counts = self.status_counts(query.owner)
+            statuses = [s.value for s in query.status] if query.status else list(counts)
+            page = page._replace(total=sum(counts.get(s, 0) for s in statuses))
+        return page
+
+    def status_counts(self, owner: str | None = None) -> dict[str, int]:
+        """Tasks by status (of one owner, or all), from memory: no scan of the store."""
+        owners: set[str | None] | None = None if owner is None else {owner}
+        counts = self.finished.by_status(owners)
+        for status, by_owner in ((TaskStatus.PENDING, self.active.pending),
+                                 (TaskStatus.RUNNING, self.active.running)):
+            n = sum(v for o, v in by_owner.items() if owners is None or o in owners)
+            if n:
+                counts[status.value] = n
+        return dict(counts)
 
     async def update(self, task_id: str, request: TaskUpdateRequest) -> Task:
         stored = await self._stored(task_id)
@@ -329,10 +351,9 @@ class TaskManagerCore:
         return self.queues.stats(self.clock())
 
     async def stats(self) -> dict[str, Any]:
-        counts = await asyncio.to_thread(self.store.status_counts)
         return {
             "queues": [q.model_dump() for q in self.queue_stats()],
-            "status_counts": counts,
+            "status_counts": self.status_counts(),
             "active": len(self.active),
             "stale_reports_rejected": self.ops.stale_reports,
             "commit_rounds": self.pipeline.rounds,

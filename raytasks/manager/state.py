@@ -27,7 +27,7 @@ class Entry:
     attempt: int
     max_retries: int
     timeout_s: float | None
-    parameters: dict[str, object]
+    parameters: str  # JSON text: small, and decoded only by the executor
     owner: str | None
     queued: bool
     token: int
@@ -98,3 +98,25 @@ class ActiveTasks:
             self.running_by_type[(entry.owner, entry.task_type)] += delta
         else:
             self.pending[entry.owner] += delta
+
+
+class FinishedCounts:
+    """Finished tasks by (owner, status): counted once from the store at start, then kept
+    in step with every change, so stats and list totals never scan the tasks table."""
+
+    def __init__(self, seed: dict[tuple[str | None, str], int] | None = None) -> None:
+        self._n: Counter[tuple[str | None, str]] = Counter(seed or {})
+
+    def add(self, owner: str | None, status: TaskStatus, n: int = 1) -> None:
+        key = (owner, status.value)
+        self._n[key] += n
+        if self._n[key] <= 0:
+            del self._n[key]
+
+    def by_status(self, owners: set[str | None] | None = None) -> Counter[str]:
+        """Counts by status, of every owner or of ``owners``."""
+        out: Counter[str] = Counter()
+        for (owner, status), n in self._n.items():
+            if owners is None or owner in owners:
+                out[status] += n
+        return out

@@ -7,13 +7,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import StoreError
 from ..models import Task, TaskErrorInfo, TaskQuery, TaskStatus, TaskSummary
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(slots=True)
@@ -62,7 +62,7 @@ class ActiveRow:
     attempt: int
     max_retries: int
     timeout_s: float | None
-    parameters: dict[str, Any]
+    parameters: str  # JSON text
     owner: str | None
     queued: bool
     lease_token: int
@@ -73,6 +73,14 @@ class ActiveRow:
     depends_on: list[str]
     lease_request: str | None
     lease_executor: str | None
+
+
+class TaskRows(NamedTuple):
+    """A page of a task listing."""
+
+    items: list[TaskSummary]
+    total: int | None
+    next_after: str | None
 
 
 class StaleWriteError(StoreError):
@@ -140,8 +148,8 @@ class TaskStore(abc.ABC):
         """Tasks of one owner (``scope``, "" for none) carrying these keys, by key."""
 
     @abc.abstractmethod
-    def query(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
-        """One page of tasks matching ``query`` and the total count of matches."""
+    def query(self, query: TaskQuery, *, count: bool = True) -> TaskRows:
+        """One page of tasks matching ``query``, its total (if counted) and next cursor."""
 
     @abc.abstractmethod
     def active_rows(self, task_ids: list[str] | None = None) -> list[ActiveRow]:

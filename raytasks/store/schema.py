@@ -42,8 +42,10 @@ tasks = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.Index("rt_tasks_status", "status"),
-    sa.Index("rt_tasks_created", "created_at"),
-    sa.Index("rt_tasks_owner", "owner"),
+    sa.Index("rt_tasks_created_id", "created_at", "id"),
+    sa.Index("rt_tasks_owner_created", "owner", "created_at", "id"),
+    sa.Index("rt_tasks_status_created", "status", "created_at", "id"),
+    sa.Index("rt_tasks_finished", "finished_at"),
     sa.Index("rt_tasks_idempotency", "idempotency_scope", "idempotency_key", unique=True),
 )
 

@@ -13,6 +13,8 @@ Two disciplines make concurrent writers safe:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from pathlib import Path
@@ -21,14 +23,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..errors import StoreError
+from ..errors import InvalidParametersError, StoreError
 from ..messages import ProgressReport
-from ..models import Task, TaskQuery, TaskStatus, TaskSummary
+from ..models import Task, TaskQuery, TaskStatus
 from . import migrate
 from .base import (
     ActiveRow,
     RowUpdate,
     StaleWriteError,
+    TaskRows,
     TaskStore,
     WriteBatch,
     encode_tags,
@@ -41,12 +44,55 @@ from .schema import cursors, deliveries, events, progress, schema, task_types, t
 #: PostgreSQL advisory lock key taken by every transaction that inserts events.
 EVENTS_LOCK = 727275
 
-_ORDER = {
+_ORDER: dict[str, sa.ColumnElement[Any]] = {
     "created_at": tasks.c.created_at,
     "priority": tasks.c.priority,
-    "finished_at": tasks.c.finished_at,
+    # unfinished tasks sort as finished at 0, so a keyset cursor never meets a NULL
+    "finished_at": sa.func.coalesce(tasks.c.finished_at, 0.0),
     "name": tasks.c.name,
 }
+#: ``total`` is counted up to this many matches; past it a page says None (unknown).
+COUNT_CAP = 10_000
+
+
+def encode_cursor(value: Any, task_id: str) -> str:
+    """The opaque ``after`` token of a row: its sort value and id."""
+    return base64.urlsafe_b64encode(json.dumps([value, task_id]).encode()).decode()
+
+
+def decode_cursor(token: str) -> tuple[Any, str]:
+    """Raises :class:`InvalidParametersError` for a token this store did not make."""
+    try:
+        value, task_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(task_id, str) or not isinstance(value, int | float | str):
+            raise ValueError("bad cursor")
+        return value, task_id
+    except (ValueError, TypeError, UnicodeError, binascii.Error):
+        raise InvalidParametersError(
+            [{"field": "after", "reason": "not a cursor from a previous page"}]) from None
+
+
+def _conditions(query: TaskQuery) -> list[sa.ColumnElement[bool]]:
+    cond: list[sa.ColumnElement[bool]] = []
+    if query.status:
+        cond.append(tasks.c.status.in_([s.value for s in query.status]))
+    if query.task_type:
+        cond.append(tasks.c.task_type.in_(query.task_type))
+    if query.priority:
+        cond.append(tasks.c.priority.in_([int(p) for p in query.priority]))
+    if query.queue:
+        cond.append(tasks.c.queue == query.queue)
+    if query.owner:
+        cond.append(tasks.c.owner == query.owner)
+    for tag in query.tags or []:
+        cond.append(tasks.c.tags.contains(f",{tag},", autoescape=True))
+    if query.created_after:
+        cond.append(tasks.c.created_at >= query.created_after.timestamp())
+    if query.created_before:
+        cond.append(tasks.c.created_at < query.created_before.timestamp())
+    if query.text:
+        cond.append(tasks.c.name.contains(query.text, autoescape=True))
+    return cond
 
 _PROGRESS_GUARD = ("FROM rt_tasks WHERE id = :task_id AND status = 'RUNNING' "
                    "AND lease_token = :token")
@@ -245,38 +291,39 @@ class SqlTaskStore(TaskStore):
             found = [row_to_task(r) for r in rows]
         return {t.idempotency_key: t for t in found if t.idempotency_key}
 
-    def query(self, query: TaskQuery) -> tuple[list[TaskSummary], int]:
-        cond: list[sa.ColumnElement[bool]] = []
-        if query.status:
-            cond.append(tasks.c.status.in_([s.value for s in query.status]))
-        if query.task_type:
-            cond.append(tasks.c.task_type.in_(query.task_type))
-        if query.priority:
-            cond.append(tasks.c.priority.in_([int(p) for p in query.priority]))
-        if query.queue:
-            cond.append(tasks.c.queue == query.queue)
-        if query.owner:
-            cond.append(tasks.c.owner == query.owner)
-        for tag in query.tags or []:
-            cond.append(tasks.c.tags.contains(f",{tag},", autoescape=True))
-        if query.created_after:
-            cond.append(tasks.c.created_at >= query.created_after.timestamp())
-        if query.created_before:
-            cond.append(tasks.c.created_at < query.created_before.timestamp())
-        if query.text:
-            cond.append(tasks.c.name.contains(query.text, autoescape=True))
-        where = sa.and_(sa.true(), *cond)
+    def query(self, query: TaskQuery, *, count: bool = True) -> TaskRows:
+        """One page of tasks matching ``query``, newest first by default.
+
+        ``next_after`` continues after the page's last row (keyset pagination: an index
+        range, not an OFFSET scan). ``total`` counts up to ``COUNT_CAP`` matches (None
+        past it, or when ``count`` is off: the manager's counters know the common totals).
+        """
+        cond = _conditions(query)
         field = query.order_by.lstrip("-")
         column = _ORDER[field]
-        order = column.desc() if query.order_by.startswith("-") else column.asc()
-        stmt = (
-            sa.select(tasks).where(where).order_by(order, tasks.c.id)
-            .offset(query.offset).limit(query.limit)
-        )
+        desc = query.order_by.startswith("-")
+        if query.after:
+            value, last_id = decode_cursor(query.after)
+            key = sa.tuple_(column, tasks.c.id)
+            cond.append(key < sa.tuple_(value, last_id) if desc
+                        else key > sa.tuple_(value, last_id))
+        where = sa.and_(sa.true(), *cond)
+        order = [column.desc(), tasks.c.id.desc()] if desc else [column.asc(), tasks.c.id.asc()]
+        stmt = (sa.select(tasks, column.label("_key")).where(where).order_by(*order)
+                .offset(query.offset).limit(query.limit))
+        total: int | None = None
         with self.engine.connect() as conn:
-            rows = [row_to_summary(r) for r in conn.execute(stmt)]
-            total = conn.execute(sa.select(sa.func.count()).select_from(tasks).where(where))
-            return rows, int(total.scalar() or 0)
+            raw = list(conn.execute(stmt))
+            if count:
+                capped = sa.select(sa.literal(1)).select_from(tasks).where(
+                    sa.and_(sa.true(), *_conditions(query))).limit(COUNT_CAP + 1).subquery()
+                n = int(conn.execute(sa.select(sa.func.count()).select_from(capped)).scalar()
+                        or 0)
+                total = n if n <= COUNT_CAP else None
+        rows = [row_to_summary(r) for r in raw]
+        after = encode_cursor(raw[-1]._mapping["_key"], raw[-1]._mapping["id"]) \
+            if len(raw) == query.limit else None
+        return TaskRows(rows, total, after)
 
     def active_rows(self, task_ids: list[str] | None = None) -> list[ActiveRow]:
         """Every PENDING or RUNNING task (of ``task_ids``), oldest first.
@@ -294,7 +341,7 @@ class SqlTaskStore(TaskStore):
         with self.engine.connect() as conn:
             return [ActiveRow(
                 id=r[0], task_type=r[1], status=TaskStatus(r[2]), priority=r[3], queue=r[4],
-                attempt=r[5], max_retries=r[6], timeout_s=r[7], parameters=json.loads(r[8]),
+                attempt=r[5], max_retries=r[6], timeout_s=r[7], parameters=r[8],
                 owner=r[9], queued=bool(r[10]), lease_token=r[11], created_at=r[12],
                 enqueued_at=r[13], not_before=r[14], cancel_requested=bool(r[15]),
                 depends_on=json.loads(r[16]), lease_request=r[17], lease_executor=r[18])
@@ -316,6 +363,15 @@ class SqlTaskStore(TaskStore):
             rows = conn.execute(
                 sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status))
             return {r[0]: int(r[1]) for r in rows}
+
+    def finished_counts(self) -> dict[tuple[str | None, str], int]:
+        """Finished tasks by (owner, status): what the manager's counters start from."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tasks.c.owner, tasks.c.status, sa.func.count())
+                .where(tasks.c.status.in_(["COMPLETED", "FAILED", "CANCELLED"]))
+                .group_by(tasks.c.owner, tasks.c.status))
+            return {(r[0], r[1]): int(r[2]) for r in rows}
 
     def events_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
