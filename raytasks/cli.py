@@ -254,7 +254,8 @@ def ls(ctx: click.Context, status: tuple[str, ...], task_type: tuple[str, ...],
             for t in page.items:
                 click.echo(f"{t.id:32}  {t.status.value:9}  {t.priority.name:6}  "
                            f"{t.task_type:12}  {t.attempt:3}  {t.name}")
-            click.echo(f"{len(page.items)} of {page.total}")
+            total = "more than 10,000" if page.total is None else page.total
+            click.echo(f"{len(page.items)} of {total}")
 
         _emit(as_json, page.model_dump(mode="json"), human)
 
