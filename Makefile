@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint test-deps bench soak clean
+.PHONY: demo test lint test-deps bench soak clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 
 test: $(STAMP) test-deps lint
 	$(BIN)/python -m pytest -ra -p no:cacheprovider tests
+
+# A longer schemathesis pass than the one `make test` runs (tests/ray/test_fuzz.py).
+fuzz: $(STAMP)
+	RAYTASKS_FUZZ_EXAMPLES=300 RAYTASKS_FUZZ_SECONDS=900 \
+	  $(BIN)/python -m pytest -ra -p no:cacheprovider tests/ray/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/raytasks bench
