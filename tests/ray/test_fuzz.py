@@ -30,7 +30,7 @@ def test_the_openapi_fuzzed_gives_no_5xx_and_no_schema_violation(make_api: Any,
          "--max-examples", str(EXAMPLES), "--max-time", str(SECONDS), "--seed", "7",
          "--workers", "1", "--request-timeout", "30", "--no-shrink",
          "--report", "junit", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=SECONDS + 240,
+        capture_output=True, text=True, timeout=SECONDS + 240, cwd=tmp_path,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     # Then it finds nothing
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
