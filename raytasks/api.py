@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import ray
 from pydantic import BaseModel
 
 from . import runtime as rt
-from .errors import RaytasksError, TaskFailedError, TaskNotFoundError, WaitTimeoutError
+from .client import Watcher, compact, new_task
+from .errors import TaskFailedError, TaskNotFoundError, WaitTimeoutError
+from .messages import Ack, NewTask
 from .models import (
     QueueStats,
     Task,
@@ -26,6 +31,7 @@ from .models import (
     TaskUpdateRequest,
 )
 from .registry import Handler, TaskTypeSpec
+from .runtime.session import unwrap
 
 T = TypeVar("T")
 
@@ -39,14 +45,6 @@ class TaskPage(BaseModel):
     offset: int
     limit: int
     next_after: str | None = None
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """Ray wraps an actor's exception; give the caller raytasks' own error back."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, RaytasksError):
-        return cause
-    return exc
 
 
 class _Facade:
@@ -65,40 +63,54 @@ class _Facade:
         try:
             return await ref
         except ray.exceptions.RayTaskError as exc:
-            raise _unwrap(exc) from None
+            raise unwrap(exc) from None
 
     def _get(self, ref: Any, timeout_s: float | None = None) -> Any:
         try:
             return rt.get(ref, timeout_s)
         except ray.exceptions.RayTaskError as exc:
-            raise _unwrap(exc) from None
+            raise unwrap(exc) from None
 
 
 class TaskManager(_Facade):
-    """Create, query, change and wait for tasks."""
+    """Create, query, change and wait for tasks.
+
+    Submits and creates take the fast path: parameters are validated here when the
+    type's model is known, calls made while another is in flight go together in the
+    next one (one actor call, one commit), and every wait of this client rides one
+    stream of finished tasks.
+    """
 
     async def create_task(self, request: TaskCreateRequest) -> Task:
         """Store a task (PENDING, not yet queued); ``TaskQueueManager.submit_task`` queues it."""
-        tasks: list[Task] = await self._await(
-            self._actor.create.remote([request], [_new_id()], False))
-        return tasks[0]
+        return (await self._create([request], enqueue=False))[0]
 
     def create_task_sync(self, request: TaskCreateRequest) -> Task:
-        return self._get(self._actor.create.remote([request], [_new_id()], False))[0]
+        return self._create_sync([request], enqueue=False)[0]
 
     async def submit(self, request: TaskCreateRequest) -> Task:
         """Create and queue in one call, at the request's priority."""
-        return (await self.submit_many([request]))[0]
+        return (await self._create([request], enqueue=True))[0]
 
     def submit_sync(self, request: TaskCreateRequest) -> Task:
-        return self.submit_many_sync([request])[0]
+        return self._create_sync([request], enqueue=True)[0]
 
     async def submit_many(self, requests: list[TaskCreateRequest]) -> list[Task]:
         """Create and queue many tasks in one commit; all are refused if one is invalid."""
-        return await self._await(self._actor.create.remote(requests, _new_ids(requests), True))
+        return await self._create(requests, enqueue=True)
 
     def submit_many_sync(self, requests: list[TaskCreateRequest]) -> list[Task]:
-        return self._get(self._actor.create.remote(requests, _new_ids(requests), True))
+        return self._create_sync(requests, enqueue=True)
+
+    async def _create(self, requests: list[TaskCreateRequest], enqueue: bool) -> list[Task]:
+        session = self._rt.session
+        sent = compact(requests, session.types, self._rt.settings.max_parameters_bytes)
+        return _tasks(sent, await session.submit_async(sent, enqueue))
+
+    def _create_sync(self, requests: list[TaskCreateRequest], enqueue: bool) -> list[Task]:
+        session = self._rt.session
+        sent = compact(requests, session.types, self._rt.settings.max_parameters_bytes)
+        return _tasks(sent, session.submit(sent, enqueue))
 
     async def get_task(self, task_id: str) -> Task:
         return await self._await(self._actor.get.remote(task_id))
@@ -155,12 +167,49 @@ class TaskManager(_Facade):
         return self.wait_all_sync([task_id], timeout_s)[0]
 
     async def wait_all(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
-        tasks: list[Task] = await self._await(self._actor.wait.remote(task_ids, timeout_s))
-        return _finished_or_raise(tasks, timeout_s)
+        """Every task once finished, in the order asked (one stream serves all waits).
+
+        Raises:
+            WaitTimeoutError: some still unfinished after ``timeout_s`` (their ids named).
+            TaskNotFoundError: an id that does not exist.
+        """
+        watcher = self._rt.session.watcher
+        futures = await asyncio.to_thread(watcher.futures, task_ids)
+        if futures:
+            await asyncio.wait([asyncio.wrap_future(f) for f in futures], timeout=timeout_s)
+        return _collected(watcher, task_ids, futures, timeout_s)
 
     def wait_all_sync(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
-        return _finished_or_raise(self._get(self._actor.wait.remote(task_ids, timeout_s)),
-                                 timeout_s)
+        watcher = self._rt.session.watcher
+        futures = watcher.futures(task_ids)
+        concurrent.futures.wait(futures, timeout=timeout_s)
+        return _collected(watcher, task_ids, futures, timeout_s)
+
+    def as_completed_sync(self, task_ids: list[str],
+                          timeout_s: float | None = None) -> Iterator[Task]:
+        """Each task as it finishes, first finished first.
+
+        Raises:
+            WaitTimeoutError: tasks still unfinished after ``timeout_s``.
+        """
+        futures = self._rt.session.watcher.futures(task_ids)
+        try:
+            for future in concurrent.futures.as_completed(futures, timeout=timeout_s):
+                yield future.result()
+        except TimeoutError:
+            raise WaitTimeoutError([t for t, f in zip(task_ids, futures, strict=True)
+                                    if not f.done()], timeout_s or 0.0) from None
+
+    async def as_completed(self, task_ids: list[str],
+                           timeout_s: float | None = None) -> AsyncIterator[Task]:
+        futures = await asyncio.to_thread(self._rt.session.watcher.futures, task_ids)
+        try:
+            for next_done in asyncio.as_completed([asyncio.wrap_future(f) for f in futures],
+                                                  timeout=timeout_s):
+                yield await next_done
+        except TimeoutError:
+            raise WaitTimeoutError([t for t, f in zip(task_ids, futures, strict=True)
+                                    if not f.done()], timeout_s or 0.0) from None
 
     async def stats(self) -> dict[str, Any]:
         return await self._await(self._actor.stats.remote())
@@ -199,14 +248,11 @@ class TaskExecutionEngine(_Facade):
             TaskFailedError: it ended FAILED or CANCELLED.
         """
         await self._await(self._actor.enqueue.remote(task_id, None))
-        tasks: list[Task] = await self._await(self._actor.wait.remote([task_id], timeout_s))
-        return _result_or_raise(_finished_or_raise(tasks, timeout_s)[0])
+        return _result_or_raise(await TaskManager(self._rt).wait(task_id, timeout_s))
 
     def execute_task_sync(self, task_id: str, timeout_s: float | None = None) -> Any:
         self._get(self._actor.enqueue.remote(task_id, None))
-        tasks = _finished_or_raise(self._get(self._actor.wait.remote([task_id], timeout_s)),
-                                   timeout_s)
-        return _result_or_raise(tasks[0])
+        return _result_or_raise(TaskManager(self._rt).wait_sync(task_id, timeout_s))
 
     def executors_sync(self) -> list[dict[str, Any]]:
         return rt.get(self._rt.handle(rt.ENGINE).stats.remote())
@@ -313,7 +359,8 @@ def register_task_type(
     try:
         info: TaskTypeInfo = rt.get(manager.register_type.remote(spec.dumps()))
     except ray.exceptions.RayTaskError as exc:
-        raise _unwrap(exc) from None
+        raise unwrap(exc) from None
+    runtime.session.types.add(spec, info.version)
     rt.get(runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers))
     return info
 
@@ -327,11 +374,16 @@ def _new_ids(requests: list[TaskCreateRequest]) -> list[str]:
     return [_new_id() for _ in requests]
 
 
-def _finished_or_raise(tasks: list[Task], timeout_s: float | None) -> list[Task]:
-    unfinished = [t.id for t in tasks if not t.status.finished]
+def _collected(watcher: Watcher, task_ids: list[str], futures: list[Future[Task]],
+               timeout_s: float | None) -> list[Task]:
+    """The finished tasks; a waiter that gives up leaves no future behind."""
+    unfinished = [t for t, f in zip(task_ids, futures, strict=True) if not f.done()]
     if unfinished:
+        for task_id, future in zip(task_ids, futures, strict=True):
+            if not future.done():
+                watcher.forget(task_id, future)
         raise WaitTimeoutError(unfinished, timeout_s or 0.0)
-    return tasks
+    return [f.result() for f in futures]
 
 
 def _result_or_raise(task: Task) -> Any:
@@ -348,3 +400,6 @@ def _progress_or_raise(task_id: str, progress: TaskProgress | None) -> TaskProgr
     return progress
 
 
+def _tasks(sent: list[NewTask], answers: list[Ack | Task]) -> list[Task]:
+    return [new_task(s, a) if isinstance(a, Ack) else a
+            for s, a in zip(sent, answers, strict=True)]

@@ -7,7 +7,7 @@ mypy and a call graph can follow a task from an executor into the manager.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from .models import TaskErrorInfo
 
@@ -88,3 +88,44 @@ class ProgressReport:
     stage: str | None = None
     updated_at: float = 0.0
     owner: str | None = None
+
+
+class NewTask(NamedTuple):
+    """A create request in its compact form (what a submit sends; pickles as a tuple).
+
+    ``checked_version`` is the task type's version whose parameter model the client
+    already validated ``parameters`` against (their work units in ``work_units``); the
+    manager re-validates when it holds another version, or when it is None.
+    """
+
+    id: str
+    name: str
+    task_type: str
+    parameters: dict[str, Any]
+    priority: int = 2
+    queue: str = "default"
+    timeout_s: float | None = None
+    max_retries: int | None = None
+    depends_on: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    tags: tuple[str, ...] = ()
+    owner: str | None = None
+    notify: tuple[str, ...] = ()
+    checked_version: int | None = None
+    work_units: int | None = None
+
+
+class Ack(NamedTuple):
+    """A submit's answer for a task it created (the client knows the rest of it)."""
+
+    id: str
+    created_at: float
+    max_retries: int
+    timeout_s: float | None
+
+
+class WatchAnswer(NamedTuple):
+    """Tasks a session watches that had already finished, and ids that do not exist."""
+
+    finished: list[Any]
+    missing: list[str]

@@ -259,6 +259,10 @@ class QueueStats(BaseModel):
     leased: int
     max_queue_size: int
     oldest_wait_s: float
+    waiting_by_type: dict[str, int] = Field(default_factory=dict,
+                                            description="ready to run, by task type")
+    leased_by_type: dict[str, int] = Field(default_factory=dict,
+                                           description="running (leased), by task type")
 
 
 class TaskTypeInfo(BaseModel):
@@ -268,3 +272,4 @@ class TaskTypeInfo(BaseModel):
     max_concurrency: int | None
     builtin: bool
     placeholder: bool
+    version: int = 0

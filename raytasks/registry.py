@@ -57,6 +57,7 @@ class TaskTypeSpec:
             max_concurrency=self.max_concurrency,
             builtin=self.builtin,
             placeholder=self.placeholder,
+            version=self.version,
         )
 
     def dumps(self) -> bytes:

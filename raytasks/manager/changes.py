@@ -19,7 +19,7 @@ from ..messages import Lease, LeaseRequest, Report, ReportAnswer
 from ..models import Task, TaskCreateRequest, TaskErrorInfo, TaskPriority, TaskStatus
 from ..models import TaskUpdateRequest as UpdateRequest
 from ..store.base import RowUpdate, WriteBatch, encode_tags, to_json
-from .intake import Known, row_to_new_task
+from .intake import Known
 from .outbox import status_event
 from .outcomes import decide, lost_report
 from .pipeline import Plan, Planner, Round
@@ -41,20 +41,23 @@ class Changes:
     # ------------------------------------------------------------- creation
 
     def create(self, requests: list[TaskCreateRequest], ids: list[str], known: Known,
-               enqueue: bool) -> Planner:
+               enqueue: bool, *, checked: dict[str, int] | None = None,
+               watch: str | None = None) -> Planner:
+        """Store (and queue) new tasks. The answer has, per request, the stored Task of a
+        repeat or the row of a new task; ``watch`` registers them in a client's session."""
         core = self.core
 
         def plan(ctx: Round) -> Plan:
             ctx.claim([*ids, *(d for r in requests for d in r.depends_on if d in core.active)])
-            intake = core.intake.plan(requests, ids, ctx, known, enqueue=enqueue)
+            intake = core.intake.plan(requests, ids, ctx, known, enqueue=enqueue,
+                                      checked=checked)
             ctx.keys.update(intake.claimed)
             batch = WriteBatch(inserts=intake.rows, events=[status_event(
                 task_id=r["id"], task_type=r["task_type"], owner=r["owner"], attempt=0,
                 priority=r["priority"], previous=None, status=P, now=ctx.now)
                 for r in intake.rows])
 
-            def apply(event_ids: list[int]) -> list[Task]:
-                created = {r["id"]: row_to_new_task(r) for r in intake.rows}
+            def apply(event_ids: list[int]) -> list[Task | dict[str, Any]]:
                 entries = []
                 for row in intake.rows:
                     entry = Entry(task_id=row["id"], task_type=row["task_type"], status=P,
@@ -65,13 +68,14 @@ class Changes:
                                   queued=enqueue, token=0, created_at=ctx.now,
                                   enqueued_at=row.get("enqueued_at"))
                     core.active.add(entry)
-                    entries.append((entry, created[entry.task_id].depends_on))
+                    entries.append((entry, json.loads(row["depends_on"])))
+                if watch is not None:
+                    core.sessions.watch(watch, (e.task_id for e, _ in entries))
                 stored = {d: s for d, (s, _owner) in known.deps.items()}
                 for entry, depends_on in entries:
                     self.arm(entry, depends_on, stored)
                 core.publish(batch.events, event_ids)
-                return [r if isinstance(r, Task) else created.get(r["id"]) or row_to_new_task(r)
-                        for r in intake.results]
+                return intake.results
             return Plan(batch, apply)
         return plan
 
@@ -368,7 +372,7 @@ class Changes:
                                events=[_event(entry, stored.status, P, ctx.now)])
 
             def apply(event_ids: list[int]) -> None:
-                core.finished.add(stored.owner, stored.status, -1)
+                core.counts.add(stored.owner, stored.status, -1)
                 core.active.add(entry)
                 if core.queues.get(entry.queue) is None:
                     core.queues.add(entry.queue)
@@ -415,7 +419,7 @@ class Changes:
                 raise InvalidTransitionError(stored.id, stored.status.value, "deleted")
 
             def apply(_ids: list[int]) -> None:
-                core.finished.add(stored.owner, stored.status, -1)
+                core.counts.add(stored.owner, stored.status, -1)
                 assert core.settings.artifact_root is not None
                 folder = core.settings.artifact_root / stored.id
                 asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, folder, True)
@@ -437,10 +441,11 @@ class Changes:
         """A task ended: forget it, wake its waiters, release or end its dependents."""
         core = self.core
         core.active.remove(entry.task_id)
-        core.finished.add(entry.owner, status)
+        core.counts.add(entry.owner, status)
         core.queues.remove(entry.queue, entry.task_id)
         core.deps.forget(entry.task_id)
         core.waiters.finished(entry.task_id)
+        core.sessions.finished(entry.task_id)
         if status is TaskStatus.COMPLETED:
             for child_id in core.deps.completed(entry.task_id):
                 child = core.active.get(child_id)

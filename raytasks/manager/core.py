@@ -23,9 +23,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import InvalidTransitionError, TaskNotFoundError
+from ..errors import InvalidTransitionError, RaytasksError, TaskNotFoundError
 from ..handlers import BUILTIN_TYPES
-from ..messages import Lease, LeaseRequest, RenewAnswer, Report, ReportAnswer
+from ..messages import (
+    Ack,
+    Lease,
+    LeaseRequest,
+    NewTask,
+    RenewAnswer,
+    Report,
+    ReportAnswer,
+    WatchAnswer,
+)
 from ..models import (
     QueueStats,
     Task,
@@ -42,9 +51,10 @@ from ..store import SqlTaskStore
 from ..store.base import TaskRows
 from .changes import Changes
 from .deps import Dependencies
-from .intake import Intake, Known
+from .intake import Intake, Known, row_to_new_task
 from .pipeline import CommitPipeline, DuplicateKeyError
 from .queues import Queues
+from .sessions import Sessions
 from .state import ActiveTasks, Entry, FinishedCounts
 from .waiters import Arrivals, Waiters
 
@@ -70,10 +80,11 @@ class TaskManagerCore:
         self.clock = clock
         self.registry = TaskTypeRegistry(BUILTIN_TYPES)
         self.active = ActiveTasks()
-        self.finished = FinishedCounts()
+        self.counts = FinishedCounts()
         self.queues = Queues(settings)
         self.deps = Dependencies()
         self.waiters = Waiters()
+        self.sessions = Sessions()
         self.arrivals = Arrivals()
         self.intake = Intake(self.registry, settings, self.queues, self.active)
         self.pipeline = CommitPipeline(self.store.commit, clock, resync=self._resync)
@@ -97,7 +108,7 @@ class TaskManagerCore:
             except Exception:  # a type whose code no longer imports stays unknown
                 continue
         now = self.clock()
-        self.finished = FinishedCounts(self.store.finished_counts())
+        self.counts = FinishedCounts(self.store.finished_counts())
         rows = self.store.active_rows()
         for row in rows:
             if self.queues.get(row.queue) is None:
@@ -145,16 +156,72 @@ class TaskManagerCore:
             UnknownTaskTypeError, InvalidParametersError, PayloadTooLargeError,
             QuotaExceededError, QueueFullError: nothing of the call is stored.
         """
+        results = await self._create(requests, ids, enqueue)
+        return [r if isinstance(r, Task) else row_to_new_task(r) for r in results]
+
+    async def _create(self, requests: list[TaskCreateRequest], ids: list[str], enqueue: bool,
+                      checked: dict[str, int] | None = None,
+                      watch: str | None = None) -> list[Task | dict[str, Any]]:
         for attempt in range(2):
             known = await self._known(requests, ids, full=attempt > 0)
             try:
-                tasks: list[Task] = await self.pipeline.run(
-                    self.ops.create(requests, ids, known, enqueue))
-                return tasks
+                results: list[Task | dict[str, Any]] = await self.pipeline.run(
+                    self.ops.create(requests, ids, known, enqueue, checked=checked,
+                                    watch=watch))
+                return results
             except DuplicateKeyError:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    async def submit(self, calls: list[list[NewTask]], enqueue: bool = True,
+                     watch: str | None = None) -> list[list[Ack | Task] | RaytasksError]:
+        """Many clients' creates in compact form, each call on its own, in one commit round.
+
+        The fast path of ``TaskManager.submit``: a new task is answered with an
+        :class:`Ack` (the client knows the rest), a repeat with its stored Task, a refused
+        call with its error. ``watch`` registers the new tasks in the client's session.
+        """
+        async def one(call: list[NewTask]) -> list[Ack | Task] | RaytasksError:
+            requests = [_request(t) for t in call]
+            checked = {t.id: t.work_units or 1 for t in call
+                       if t.checked_version is not None and t.task_type in self.registry
+                       and self.registry.get(t.task_type).version == t.checked_version}
+            try:
+                results = await self._create(requests, [t.id for t in call], enqueue,
+                                             checked, watch)
+            except RaytasksError as exc:
+                return exc
+            return [r if isinstance(r, Task) else
+                    Ack(r["id"], r["created_at"], r["max_retries"], r["timeout_s"])
+                    for r in results]
+
+        return list(await asyncio.gather(*(one(call) for call in calls)))
+
+    async def watch(self, session_id: str, task_ids: list[str]) -> WatchAnswer:
+        """Watch tasks for a client's session; those already finished are answered now."""
+        waiting = [t for t in task_ids if t in self.active]
+        self.sessions.watch(session_id, waiting)
+        rest = [t for t in task_ids if t not in self.active]
+        found = await asyncio.to_thread(self.store.get_many, rest) if rest else {}
+        loaded = await asyncio.to_thread(lambda: [_with_artifact(t) for t in found.values()])
+        return WatchAnswer(finished=loaded, missing=[t for t in rest if t not in found])
+
+    async def finished(self, session_id: str, timeout_s: float = 10.0) -> list[Task] | None:
+        """A client's stream of finished tasks (one long poll for all it waits on).
+
+        None when the session is unknown (this manager restarted): watch again.
+        """
+        if not self.sessions.known(session_id):
+            return None
+        ready = await self.sessions.next(session_id, timeout_s)
+        if not ready:
+            return []
+        return await asyncio.to_thread(self._get_many_present, ready)
+
+    def _get_many_present(self, task_ids: list[str]) -> list[Task]:
+        found = self.store.get_many(task_ids)
+        return [_with_artifact(found[t]) for t in task_ids if t in found]
 
     async def _known(self, requests: list[TaskCreateRequest], ids: list[str],
                      full: bool) -> Known:
@@ -288,7 +355,7 @@ class TaskManagerCore:
     def status_counts(self, owner: str | None = None) -> dict[str, int]:
         """Tasks by status (of one owner, or all), from memory: no scan of the store."""
         owners: set[str | None] | None = None if owner is None else {owner}
-        counts = self.finished.by_status(owners)
+        counts = self.counts.by_status(owners)
         for status, by_owner in ((TaskStatus.PENDING, self.active.pending),
                                  (TaskStatus.RUNNING, self.active.running)):
             n = sum(v for o, v in by_owner.items() if owners is None or o in owners)
@@ -419,3 +486,12 @@ def _with_artifact(task: Task) -> Task:
             return task.model_copy(update={"result": json.loads(fh.read())})
     return task
 
+
+def _request(task: NewTask) -> TaskCreateRequest:
+    """The request a compact create stands for (its fields were checked by the client)."""
+    return TaskCreateRequest.model_construct(
+        name=task.name, task_type=task.task_type, parameters=task.parameters,
+        priority=TaskPriority(task.priority), queue=task.queue, timeout_s=task.timeout_s,
+        max_retries=task.max_retries, depends_on=list(task.depends_on),
+        idempotency_key=task.idempotency_key, tags=list(task.tags), owner=task.owner,
+        notify=list(task.notify))

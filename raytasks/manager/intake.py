@@ -14,9 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import InvalidParametersError, QueueFullError, QuotaExceededError
+from ..errors import (
+    InvalidParametersError,
+    PayloadTooLargeError,
+    QueueFullError,
+    QuotaExceededError,
+)
 from ..models import Task, TaskCreateRequest, TaskPriority, TaskStatus
-from ..registry import TaskTypeRegistry, TaskTypeSpec, validate_parameters
+from ..registry import TaskTypeRegistry, validate_parameters
 from ..settings import QuotaSettings, Settings
 from .pipeline import Round
 from .queues import Queues
@@ -50,8 +55,12 @@ class Intake:
     active: ActiveTasks
 
     def plan(self, requests: list[TaskCreateRequest], ids: list[str], ctx: Round,
-             known: Known, *, enqueue: bool) -> CreationPlan:
+             known: Known, *, enqueue: bool,
+             checked: dict[str, int] | None = None) -> CreationPlan:
         """Validate a call's requests and build their rows; the first error refuses it all.
+
+        ``checked`` maps ids whose parameters the client already validated against the
+        type's current model to their work units: their model is not run again here.
 
         Raises:
             UnknownTaskTypeError, InvalidParametersError, PayloadTooLargeError,
@@ -74,7 +83,8 @@ class Intake:
                     plan.results.append(earlier)
                     continue
             prefix = f"requests[{i}]." if len(requests) > 1 else ""
-            row = self.new_row(task_id, req, ctx.now, prefix)
+            row = self.new_row(task_id, req, ctx.now, prefix,
+                               (checked or {}).get(task_id))
             self._check_dependencies(task_id, req, prefix, known, same_call)
             if req.idempotency_key:
                 plan.claimed[scope] = row
@@ -87,21 +97,29 @@ class Intake:
         return plan
 
     def new_row(self, task_id: str, req: TaskCreateRequest, now: float,
-                prefix: str = "") -> dict[str, Any]:
-        """The store row of a new task: parameters validated, defaults and ceilings applied."""
+                prefix: str = "", work_units: int | None = None) -> dict[str, Any]:
+        """The store row of a new task: parameters validated, defaults and ceilings applied.
+
+        With ``work_units`` the parameters were validated by the client: only their size
+        and JSON form are checked here.
+        """
         spec = self.registry.get(req.task_type)
         quota = self.settings.quota_for(req.owner)
         limit = self.settings.max_parameters_bytes
         if quota is not None and quota.max_parameters_bytes is not None:
             limit = min(limit, quota.max_parameters_bytes)
-        try:
-            params = validate_parameters(spec, req.parameters, limit)
-        except InvalidParametersError as exc:
-            raise InvalidParametersError(
-                [{"field": prefix + e["field"], "reason": e["reason"]} for e in exc.errors]
-            ) from None
+        params = req.parameters
+        if work_units is None:
+            try:
+                params = validate_parameters(spec, req.parameters, limit)
+            except InvalidParametersError as exc:
+                raise InvalidParametersError(
+                    [{"field": prefix + e["field"], "reason": e["reason"]} for e in exc.errors]
+                ) from None
         self.queues.check(req.queue, prefix + "queue")
         text = _strict_json(params, prefix + "parameters")
+        if len(text) > limit:
+            raise PayloadTooLargeError(prefix + "parameters", len(text), limit)
         for name, value in (("name", req.name), ("idempotency_key", req.idempotency_key),
                             ("owner", req.owner), *((f"tags.{k}", t)
                                                     for k, t in enumerate(req.tags)),
@@ -113,8 +131,9 @@ class Intake:
         max_retries = _first(req.max_retries, type_settings.max_retries, spec.max_retries,
                              self.settings.default_max_retries)
         if quota is not None:
-            timeout_s, max_retries = _ceilings(quota, req, spec, params, timeout_s,
-                                               max_retries, prefix)
+            units = spec.work_units(params) if work_units is None else work_units
+            timeout_s, max_retries = _ceilings(quota, req, units, timeout_s, max_retries,
+                                               prefix)
         return {
             "id": task_id, "name": req.name, "task_type": req.task_type,
             "status": TaskStatus.PENDING.value, "priority": int(req.priority),
@@ -192,8 +211,8 @@ def row_to_new_task(row: dict[str, Any]) -> Task:
         finished_at=None)
 
 
-def _ceilings(quota: QuotaSettings, req: TaskCreateRequest, spec: TaskTypeSpec,
-              params: dict[str, Any], timeout_s: float | None, max_retries: int,
+def _ceilings(quota: QuotaSettings, req: TaskCreateRequest, units: int,
+              timeout_s: float | None, max_retries: int,
               prefix: str) -> tuple[float | None, int]:
     """An owner's ceilings: a request over one is refused; a default over one is capped."""
     errors = []
@@ -210,12 +229,10 @@ def _ceilings(quota: QuotaSettings, req: TaskCreateRequest, spec: TaskTypeSpec,
                            f"{req.max_retries} is over the limit max_retries="
                            f"{quota.max_retries}"})
         max_retries = min(max_retries, quota.max_retries)
-    if quota.max_work_units is not None:
-        units = spec.work_units(params)
-        if units > quota.max_work_units:
-            errors.append({"field": prefix + "parameters", "reason":
-                           f"{units:,} work units is over the limit max_work_units="
-                           f"{quota.max_work_units:,}"})
+    if quota.max_work_units is not None and units > quota.max_work_units:
+        errors.append({"field": prefix + "parameters", "reason":
+                       f"{units:,} work units is over the limit max_work_units="
+                       f"{quota.max_work_units:,}"})
     if errors:
         raise InvalidParametersError(errors)
     return timeout_s, max_retries

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from typing import Any
 
@@ -17,8 +16,11 @@ from ray.actor import ActorHandle
 
 from ..errors import NotConnectedError
 from ..settings import Settings
+from . import connection
 from .actors import ENGINE, MANAGER, NOTIFIER, TRACKER, Manager, Notifier, Tracker, get
+from .connection import Connection
 from .engine import Engine
+from .session import ClientSession
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,24 @@ _ROLES: dict[str, type] = {MANAGER: Manager, TRACKER: Tracker, NOTIFIER: Notifie
 class Runtime:
     """A client's connection: settings plus handles to the system actors."""
 
+    #: how this process joined Ray (None when Ray was already initialised)
+    connection: Connection | None = None
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._handles: dict[str, ActorHandle] = {}
         self._lock = threading.Lock()
+        self._session: ClientSession | None = None
+
+    @property
+    def session(self) -> ClientSession:
+        """This client's fast submit path and wait stream (made on first use)."""
+        if self._session is None:
+            manager = self.handle(MANAGER)
+            with self._lock:
+                if self._session is None:
+                    self._session = ClientSession(self.settings, manager)
+        return self._session
 
     def handle(self, role: str) -> ActorHandle:
         handle = self._handles.get(role)
@@ -84,20 +100,27 @@ _current: Runtime | None = None
 
 def connect(address: str | None = None, *, settings: Settings | None = None,
             **overrides: Any) -> Runtime:
-    """Join a Ray cluster (``"auto"``, ``"ray://host:10001"``) or start an embedded one.
+    """Join a Ray cluster or start an embedded one, then bring the system actors up.
 
-    With no address and no ``RAY_ADDRESS`` a local Ray is started in this
-    process. The system actors are created if missing (detached, so they
-    outlive this client on a real cluster) and reused if present.
+    ``address`` takes every form Ray does: ``"auto"``, ``"host:6379"`` (a GCS),
+    ``"ray://host:10001"`` (a Ray client server); without one,
+    ``RAYTASKS_ADDRESS`` or ``RAY_ADDRESS``, else an embedded local Ray (with
+    Ray's dashboard and Jobs API when ``settings.ray_dashboard``). Token auth is
+    arranged as the cluster needs (:mod:`raytasks.runtime.connection`). The
+    system actors are created if missing (detached, so they outlive this
+    client on a real cluster) and reused if present.
+
+    Raises:
+        NotConnectedError: the cluster cannot be joined; the message says why and
+            what to set (it fails within seconds, not after Ray's 30 s timeout).
     """
     global _current
     settings = settings or Settings(**overrides)
+    joined = None
     if not ray.is_initialized():
-        address = address or os.environ.get("RAYTASKS_ADDRESS") or None
-        ray.init(address=address, namespace=settings.namespace, include_dashboard=False,
-                 log_to_driver=os.environ.get("RAYTASKS_WORKER_LOGS", "0") == "1",
-                 configure_logging=False)
+        joined = connection.join(address, settings)
     _current = Runtime(settings).start()
+    _current.connection = joined
     return _current
 
 

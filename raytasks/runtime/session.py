@@ -1,0 +1,89 @@
+"""A client's session with the manager: its fast submit path and its one wait stream.
+
+Ray glue around :mod:`raytasks.client` (pure): the combiners send coalesced submits as
+one ``manager.submit`` call, the watcher polls ``manager.finished``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from ..client import ClientTypes, Combiner, PerLoop, Watcher
+from ..errors import RaytasksError
+from ..messages import NewTask, WatchAnswer
+from ..models import Task
+from ..settings import Settings
+from .actors import MANAGER, get
+
+
+class ClientSession:
+    """Per client (one per :class:`~raytasks.runtime.Runtime`): combiners and a watcher."""
+
+    def __init__(self, settings: Settings, manager: Any) -> None:
+        self.settings = settings
+        self._manager = manager
+        self.types = ClientTypes()
+        self.watcher = Watcher(self._watch, self._finished)
+        self._sync: dict[bool, Combiner[list[NewTask], list[Any]]] = {
+            flag: Combiner(self._sender(flag)) for flag in (True, False)}
+        self._async: dict[bool, PerLoop[list[NewTask], list[Any]]] = {
+            flag: PerLoop(self._async_sender(flag)) for flag in (True, False)}
+
+    def submit(self, calls: list[NewTask], enqueue: bool) -> list[Any]:
+        """One call's answers (blocking): an Ack or Task per request, or raises its error."""
+        answer: list[Any] = self._sync[enqueue].call(calls)
+        return answer
+
+    async def submit_async(self, calls: list[NewTask], enqueue: bool) -> list[Any]:
+        answer: list[Any] = await self._async[enqueue].call(calls)
+        return answer
+
+    def _watching(self) -> str | None:
+        # new tasks join this client's wait stream only while it has one
+        return self.watcher.session if self.watcher.active else None
+
+    def _sender(self, enqueue: bool) -> Any:
+        def send(calls: list[list[NewTask]]) -> list[Any]:
+            return _unwrapped(lambda: get(self._manager.submit.remote(
+                calls, enqueue, self._watching())))
+        return send
+
+    def _async_sender(self, enqueue: bool) -> Any:
+        async def send(calls: list[list[NewTask]]) -> list[Any]:
+            try:
+                answer: list[Any] = await self._manager.submit.remote(
+                    calls, enqueue, self._watching())
+            except ray.exceptions.RayTaskError as exc:
+                raise unwrap(exc) from None
+            return answer
+        return send
+
+    def _watch(self, session: str, task_ids: list[str]) -> WatchAnswer:
+        answer: WatchAnswer = _unwrapped(lambda: get(self._manager.watch.remote(session,
+                                                                               task_ids)))
+        return answer
+
+    def _finished(self, session: str, timeout_s: float) -> list[Task] | None:
+        tasks: list[Task] | None = get(self._manager.finished.remote(session, timeout_s),
+                                       timeout_s + 30)
+        return tasks
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Ray wraps an actor's exception; give the caller raytasks' own error back."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RaytasksError):
+        return cause
+    return exc
+
+
+def _unwrapped(fn: Any) -> Any:
+    try:
+        return fn()
+    except ray.exceptions.RayTaskError as exc:
+        raise unwrap(exc) from None
+
+
+__all__ = ["MANAGER", "ClientSession", "unwrap"]
