@@ -335,6 +335,8 @@ async def test_dependencies_release_in_order_and_failures_cascade(
     with pytest.raises(InvalidTransitionError):  # b waits for it
         await core.delete(a.id)
     await done(core, held[0])
+    with pytest.raises(InvalidTransitionError, match="depending on it"):  # b still names it
+        await core.delete(a.id)
     held = await lease(core, 5)
     assert [x.task_id for x in held] == [b.id]
     await done(core, held[0], "failed")
@@ -513,3 +515,34 @@ async def test_listing_pages_by_keyset_and_totals_from_counters(core: TaskManage
     assert done_page.total == 1 and done_page.items[0].id == made[0].id
     with pytest.raises(InvalidParametersError, match="after"):
         await core.query(TaskQuery(after="not-a-cursor"))
+
+
+async def test_retention_prunes_old_finished_tasks_and_archives_them(make_core: Any,
+                                                                     clock: Clock,
+                                                                     tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    core = make_core(task_retention_s=3600, archive_dir=tmp_path / "archive")
+    old = await create(core, req(owner="alice"), req(owner="alice"))
+    for held in await lease(core, 2):
+        await done(core, held)
+    parent = (await create(core, req()))[0]
+    await done(core, (await lease(core))[0])
+    child = (await create(core, req(depends_on=[parent.id]), enqueue=False))[0]
+    clock.now += 2 * 3600
+    young = (await create(core, req()))[0]
+    await done(core, (await lease(core))[0])
+    # When retention runs
+    pruned = await core.prune()
+    # Then the old finished tasks are gone (archived first), the young one stays, and a
+    # finished parent that a waiting child depends on is kept
+    assert pruned["tasks"] == 2
+    for task in old:
+        with pytest.raises(TaskNotFoundError):
+            await core.get(task.id)
+    assert (await core.get(young.id)).status is TaskStatus.COMPLETED
+    assert (await core.get(child.id)).status is TaskStatus.PENDING
+    archived = [r for f in (tmp_path / "archive").glob("*.parquet")
+                for r in pq.read_table(f).to_pylist()]
+    assert sorted(r["id"] for r in archived) == sorted(t.id for t in old)
+    assert core.status_counts("alice") == {}  # the counters follow

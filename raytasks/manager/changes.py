@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidTransitionError
@@ -98,7 +99,7 @@ class Changes:
             core.pipeline.submit(self.end_pending(entry.task_id, target, TaskErrorInfo(
                 type="DependencyFailed", reason="dependency", message=why)))
             return
-        core.deps.block(entry.task_id, blocked)
+        core.deps.block(entry.task_id, set(depends_on), blocked)
         if not blocked and entry.queued:
             self._push(entry)
 
@@ -417,6 +418,9 @@ class Changes:
             ctx.claim([stored.id])
             if not stored.status.finished or stored.id in core.active:
                 raise InvalidTransitionError(stored.id, stored.status.value, "deleted")
+            if core.deps.has_dependents(stored.id):  # a live task still names it
+                raise InvalidTransitionError(stored.id, f"{stored.status.value} with tasks "
+                                             "depending on it", "deleted")
 
             def apply(_ids: list[int]) -> None:
                 core.counts.add(stored.owner, stored.status, -1)
@@ -424,6 +428,24 @@ class Changes:
                 folder = core.settings.artifact_root / stored.id
                 asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, folder, True)
             return Plan(WriteBatch(deletes=[stored.id]), apply)
+        return plan
+
+    def prune(self, rows: list[dict[str, Any]]) -> Planner:
+        """Delete finished tasks (retention), with their artifacts."""
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            gone = [r for r in rows if r["id"] not in core.active]
+            ctx.claim(r["id"] for r in gone)
+
+            def apply(_ids: list[int]) -> int:
+                assert core.settings.artifact_root is not None
+                folders = [core.settings.artifact_root / r["id"] for r in gone]
+                for r in gone:
+                    core.counts.add(r["owner"], TaskStatus(r["status"]), -1)
+                asyncio.get_running_loop().run_in_executor(None, _remove, folders)
+                return len(gone)
+            return Plan(WriteBatch(deletes=[r["id"] for r in gone]), apply)
         return plan
 
     # ---------------------------------------------------------------- memory
@@ -465,3 +487,8 @@ def _event(entry: Entry, previous: TaskStatus | None, status: TaskStatus, now: f
                         attempt=entry.attempt if attempt is None else attempt,
                         priority=int(entry.priority), previous=previous, status=status,
                         now=now, error=error)
+
+
+def _remove(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -49,6 +49,7 @@ from ..registry import TaskTypeRegistry, TaskTypeSpec
 from ..settings import Settings
 from ..store import SqlTaskStore
 from ..store.base import TaskRows
+from .archive import archive
 from .changes import Changes
 from .deps import Dependencies
 from .intake import Intake, Known, row_to_new_task
@@ -427,12 +428,28 @@ class TaskManagerCore:
             "commits": self.pipeline.commits,
         }
 
-    async def prune(self) -> int:
-        """Delete events past their retention that every delivery cursor has passed."""
-        if self.settings.event_retention_s is None:
-            return 0
-        cutoff = self.clock() - self.settings.event_retention_s
-        return await asyncio.to_thread(self.store.prune_events, cutoff)
+    async def prune(self, batch: int = 5000) -> dict[str, int]:
+        """Retention: finished tasks past ``task_retention_s`` (archived to Parquet first
+        when ``archive_dir`` is set, their artifacts deleted) and events past
+        ``event_retention_s`` that every delivery cursor has passed."""
+        pruned = {"tasks": 0, "events": 0}
+        now = self.clock()
+        if self.settings.task_retention_s is not None:
+            while True:
+                rows = await asyncio.to_thread(self.store.finished_before,
+                                               now - self.settings.task_retention_s, batch)
+                rows = [r for r in rows if not self.deps.has_dependents(r["id"])]
+                if not rows:
+                    break
+                if self.settings.archive_dir is not None:
+                    await asyncio.to_thread(archive, rows, self.settings.archive_dir, now)
+                pruned["tasks"] += await self.pipeline.run(self.ops.prune(rows))
+                if len(rows) < batch:
+                    break
+        if self.settings.event_retention_s is not None:
+            cutoff = now - self.settings.event_retention_s
+            pruned["events"] = await asyncio.to_thread(self.store.prune_events, cutoff)
+        return pruned
 
     # -------------------------------------------------------------- internals
 

@@ -163,6 +163,14 @@ class TaskStore(abc.ABC):
     def status_counts(self) -> dict[str, int]: ...
 
     @abc.abstractmethod
+    def finished_counts(self) -> dict[tuple[str | None, str], int]:
+        """Finished tasks by (owner, status)."""
+
+    @abc.abstractmethod
+    def finished_before(self, before: float, limit: int) -> list[dict[str, Any]]:
+        """Whole rows of tasks that finished before ``before``, oldest first."""
+
+    @abc.abstractmethod
     def events_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod

@@ -364,6 +364,14 @@ class SqlTaskStore(TaskStore):
                 sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status))
             return {r[0]: int(r[1]) for r in rows}
 
+    def finished_before(self, before: float, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` whole rows of tasks that finished before ``before``, oldest first."""
+        stmt = (sa.select(tasks).where(tasks.c.finished_at < before)
+                .where(tasks.c.status.in_(["COMPLETED", "FAILED", "CANCELLED"]))
+                .order_by(tasks.c.finished_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
     def finished_counts(self) -> dict[tuple[str | None, str], int]:
         """Finished tasks by (owner, status): what the manager's counters start from."""
         with self.engine.connect() as conn:
