@@ -17,9 +17,19 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 
 class TaskTypeSettings(BaseModel):
-    """Per-type overrides of the defaults below."""
+    """Per-type overrides of the defaults below.
 
-    workers: int | None = Field(default=None, ge=0)
+    A type's executor pool grows with its queue between ``min_workers`` and
+    ``max_workers`` and shrinks after ``idle_timeout_s`` without work;
+    ``workers`` fixes its size (min = max = workers).
+    """
+
+    workers: int | None = Field(default=None, ge=0, description="a fixed pool size")
+    min_workers: int | None = Field(default=None, ge=0)
+    max_workers: int | None = Field(default=None, ge=0)
+    idle_timeout_s: float | None = Field(default=None, gt=0,
+                                         description="an idle executor above min_workers "
+                                         "is retired after this long")
     num_cpus: float | None = Field(default=None, ge=0)
     resources: dict[str, float] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
@@ -233,7 +243,19 @@ class Settings(BaseSettings):
     retry_jitter: float = Field(default=0.5, ge=0, le=1)
     cancel_grace_s: float = Field(default=5.0, ge=0)
 
-    workers_per_type: int = Field(default=1, ge=0)
+    workers_per_type: int | None = Field(
+        default=None, ge=0, description="a fixed pool size for every type; None: pools "
+        "scale between min_workers_per_type and max_workers_per_type")
+    min_workers_per_type: int = Field(default=0, ge=0, description="0: an idle raytasks "
+                                      "holds no executor processes")
+    max_workers_per_type: int = Field(default=2, ge=0)
+    idle_timeout_s: float = Field(default=60.0, gt=0,
+                                  description="an idle executor above the minimum is "
+                                  "retired after this long")
+    autoscale_interval_s: float = Field(default=0.5, gt=0,
+                                        description="how often the engine reads queue depths")
+    ray_dashboard: bool = Field(default=True, description="embedded Ray: run Ray's own "
+                                "dashboard and Jobs API (127.0.0.1:8265)")
     system_actors_on_head: bool = Field(
         default=True, description="keep the manager, tracker, notifier and engine on the head")
     executor_num_cpus: float = Field(default=0.0, ge=0)
@@ -247,6 +269,9 @@ class Settings(BaseSettings):
     event_retention_s: float | None = Field(
         default=7 * 86400.0, gt=0, description="events older than this are pruned once every "
         "delivery cursor has passed them; None keeps them")
+    archive_dir: Path | None = Field(
+        default=None, description="finished tasks pruned by task_retention_s are first "
+        "written here as Parquet files; None deletes them outright")
     task_retention_s: float | None = Field(
         default=None, gt=0, description="finished tasks older than this are pruned with "
         "their artifacts; None keeps them")
@@ -283,8 +308,16 @@ class Settings(BaseSettings):
     def for_type(self, task_type: str) -> TaskTypeSettings:
         """The settings of one task type, defaults filled in."""
         own = self.task_types.get(task_type, TaskTypeSettings())
+        workers = self.workers_per_type if own.workers is None else own.workers
+        low = own.min_workers if own.min_workers is not None else self.min_workers_per_type
+        high = own.max_workers if own.max_workers is not None else self.max_workers_per_type
+        if workers is not None and own.min_workers is None and own.max_workers is None:
+            low = high = workers
         return TaskTypeSettings(
-            workers=self.workers_per_type if own.workers is None else own.workers,
+            workers=workers,
+            min_workers=low,
+            max_workers=max(low, high),
+            idle_timeout_s=own.idle_timeout_s or self.idle_timeout_s,
             num_cpus=self.executor_num_cpus if own.num_cpus is None else own.num_cpus,
             resources=own.resources,
             timeout_s=own.timeout_s,
