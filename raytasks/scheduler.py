@@ -226,6 +226,7 @@ class TaskScheduler:
     def stats(self, now: float) -> QueueStats:
         self._promote_due(now)
         waiting: Counter[str] = Counter()
+        by_type: Counter[str] = Counter()
         delayed = 0
         oldest = now
         for item in self._waiting.values():
@@ -233,6 +234,7 @@ class TaskScheduler:
                 delayed += 1
                 continue
             waiting[item.priority.name] += 1
+            by_type[item.task_type] += 1
             oldest = min(oldest, item.enqueued_at)
         return QueueStats(
             queue=self.queue,
@@ -241,4 +243,6 @@ class TaskScheduler:
             leased=len(self._leases),
             max_queue_size=self.max_queue_size,
             oldest_wait_s=max(0.0, now - oldest),
+            waiting_by_type=dict(by_type),
+            leased_by_type={t: n for t, n in self._running.items() if n > 0},
         )

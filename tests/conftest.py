@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# embedded clusters in tests (and their subprocesses) start without Ray's dashboard
+os.environ.setdefault("RAYTASKS_RAY_DASHBOARD", "false")
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05,

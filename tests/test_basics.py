@@ -76,7 +76,10 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("RAYTASKS_MAX_QUEUE_SIZE", "9")
     s = Settings(data_dir=tmp_path, heartbeat_interval_s=0.5)
     assert s.lease_ttl_s == 7 and s.max_queue_size == 9 and s.heartbeat_interval_s == 0.5
-    assert s.for_type("backtest").workers == 3 and s.for_type("data").workers == 1
+    assert s.for_type("backtest").workers == 3 and s.for_type("backtest").max_workers == 3
+    # a type without a fixed size scales from none (an idle raytasks holds no executors)
+    data = s.for_type("data")
+    assert data.workers is None and (data.min_workers, data.max_workers) == (0, 2)
     assert s.store_url == f"sqlite:///{tmp_path / 'tasks.db'}"
     assert Settings(data_dir=tmp_path, max_queue_size=2).max_queue_size == 2
     with pytest.raises(ValueError, match="lease_ttl_s"):

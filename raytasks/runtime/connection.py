@@ -1,0 +1,257 @@
+"""Joining Ray the way Ray users address it, and failing fast with a reason when it cannot.
+
+Every address form ``ray.init`` takes works: none (an embedded local Ray),
+``"auto"`` (the latest ``ray start`` on this machine), ``"host:port"`` (a GCS)
+and ``"ray://host:port"`` (a Ray client server). Before Ray is asked to join,
+one gRPC call with a short deadline probes the target, so what Ray would turn
+into a 20-30 s hang becomes an error at once that says why and what to set:
+
+- nothing answers: the head is down, or the port is closed from here;
+- the port is the other kind (a GCS port given as ``ray://``, or the reverse);
+- the cluster wants a token and none is found, or the one found is refused.
+
+Token auth (Ray 2.52+): Ray finds the token in ``RAY_AUTH_TOKEN``, the file
+named by ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``, but only sends it
+when ``RAY_AUTH_MODE=token``, which Ray sets by itself for ``"auto"`` only.
+When the probe shows the cluster wants a token and one is found, this module
+sets ``RAY_AUTH_MODE=token`` for the process before ``ray.init``, for every
+address form.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import ray
+
+from ..errors import NotConnectedError
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+AddressKind = Literal["embedded", "auto", "gcs", "client"]
+PROBE_TIMEOUT_S = 3.0
+TOKEN_HINT = ("put the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (`ray "
+              "get-auth-token` on the head prints it)")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How this process joined Ray: the address as given and resolved, and how long it took."""
+
+    kind: AddressKind
+    address: str | None
+    target: str | None
+    token_auth: bool
+    join_s: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed address: its kind, and the ``host:port`` to probe (none when embedded)."""
+
+    kind: AddressKind
+    address: str | None
+    hostport: str | None = None
+
+
+def parse_address(address: str | None) -> Target:
+    """Classify ``address`` as Ray does; ``None`` and ``"local"`` mean embedded.
+
+    Raises:
+        NotConnectedError: the address is of no form Ray joins (an HTTP URL, a bad port).
+    """
+    if address is None or address.strip() in ("", "local"):
+        return Target("embedded", None)
+    address = address.strip()
+    if address == "auto":
+        return Target("auto", address)
+    if address.startswith(("http://", "https://")):
+        raise NotConnectedError(
+            f"{address!r} is an HTTP address (the dashboard or Jobs API); raytasks joins a "
+            "cluster at its GCS address (host:6379) or its Ray client server "
+            "(ray://host:10001)", address=address, reason="address")
+    kind: AddressKind = "client" if address.startswith("ray://") else "gcs"
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise NotConnectedError(
+            f"{address!r} is not an address raytasks can join: use host:port (a GCS, "
+            "default port 6379) or ray://host:port (a Ray client server, default 10001)",
+            address=address, reason="address")
+    return Target(kind, address, hostport)
+
+
+def resolve_address(address: str | None) -> str | None:
+    """The address to join: the argument, else ``RAYTASKS_ADDRESS``, else ``RAY_ADDRESS``."""
+    for value in (address, os.environ.get("RAYTASKS_ADDRESS"), os.environ.get("RAY_ADDRESS")):
+        if value:
+            return value
+    return None
+
+
+def join(address: str | None, settings: Settings) -> Connection:
+    """Join Ray at ``address`` (see :func:`resolve_address`), or start an embedded Ray.
+
+    Embedded, Ray's own dashboard and Jobs API run when ``settings.ray_dashboard``.
+
+    Raises:
+        NotConnectedError: the cluster cannot be joined; the message says why and what to
+            set. ``data["reason"]`` is one of ``address``, ``no_cluster``, ``unreachable``,
+            ``wrong_port``, ``token_missing``, ``token_refused``, ``auth_mode``, ``ray``.
+    """
+    target = parse_address(resolve_address(address))
+    started = time.monotonic()
+    common: dict[str, Any] = {"namespace": settings.namespace, "configure_logging": False,
+                              "log_to_driver": os.environ.get("RAYTASKS_WORKER_LOGS") == "1"}
+    if target.kind == "embedded":
+        ray.init(address="local", include_dashboard=settings.ray_dashboard,
+                 dashboard_host="127.0.0.1", **common)
+        return Connection("embedded", None, None, _auth_mode() == "token",
+                          time.monotonic() - started)
+    if target.kind == "auto":
+        found = parse_address(_find_local_cluster())
+        target = Target(found.kind, found.address if found.kind == "client" else "auto",
+                        found.hostport)
+    assert target.hostport is not None
+    token_auth = _arrange_auth(target)
+    # the resolved address, not "auto": Ray would switch token auth on by itself for
+    # "auto" whenever a token file exists, even for a cluster that wants none
+    init_address = target.address if target.kind == "client" else target.hostport
+    try:
+        ray.init(address=init_address, **common)
+    except (ConnectionError, RuntimeError) as exc:
+        raise NotConnectedError(f"Ray could not join {target.address}: {exc}",
+                                address=target.address, reason="ray") from None
+    return Connection(target.kind, target.address, target.hostport, token_auth,
+                      time.monotonic() - started)
+
+
+def _find_local_cluster() -> str:
+    """The GCS address ``"auto"`` means: the latest ``ray start`` on this machine."""
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        found: str | None = get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        found = None
+    if not found or found == "auto":
+        raise NotConnectedError(
+            "no running Ray cluster on this machine for address 'auto': start one with "
+            "`ray start --head` (or `raytasks up`), name a cluster with "
+            "--address/RAYTASKS_ADDRESS, or connect without an address for an embedded Ray",
+            address="auto", reason="no_cluster")
+    return found
+
+
+def _auth_mode() -> str:
+    return os.environ.get("RAY_AUTH_MODE", "").strip().lower()
+
+
+def _token_header() -> dict[str, str]:
+    """The ``authorization`` header Ray would send, from wherever Ray finds the token."""
+    loader = _raylet().AuthenticationTokenLoader.instance()
+    if not loader.has_token(ignore_auth_mode=True):
+        return {}
+    header: dict[str, str] = loader.get_token_for_http_header(ignore_auth_mode=True)
+    return header
+
+
+def _arrange_auth(target: Target) -> bool:
+    """Probe ``target``; switch token auth on for this process if the cluster wants it.
+
+    Returns whether token auth is on.
+    """
+    header = _token_header()
+    status = probe(target, None)
+    if status == "ok":
+        return _auth_mode() == "token"
+    if status == "unauthenticated":
+        where = target.address
+        if _auth_mode() == "disabled":
+            raise NotConnectedError(
+                f"the cluster at {where} requires token authentication, but RAY_AUTH_MODE "
+                "is 'disabled' here: unset it or set RAY_AUTH_MODE=token, and "
+                f"{TOKEN_HINT}", address=where, reason="auth_mode")
+        if not header:
+            raise NotConnectedError(
+                f"the cluster at {where} requires token authentication and no token was "
+                f"found: {TOKEN_HINT}", address=where, reason="token_missing")
+        if probe(target, header) == "unauthenticated":
+            raise NotConnectedError(
+                f"the cluster at {where} refused the token found here (RAY_AUTH_TOKEN, "
+                f"RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): {TOKEN_HINT}",
+                address=where, reason="token_refused")
+        _enable_token_auth()
+        return True
+    if status == "wrong_port":
+        other = (f"{target.hostport} (a GCS address, without ray://)" if target.kind == "client"
+                 else f"ray://{target.hostport} (a Ray client server)")
+        what = "a Ray client server" if target.kind == "client" else "a Ray GCS"
+        raise NotConnectedError(
+            f"{target.address} answers, but it is not {what}; did you mean {other}?",
+            address=target.address, reason="wrong_port")
+    raise NotConnectedError(
+        f"nothing answers at {target.hostport} within {PROBE_TIMEOUT_S:g} s: is the Ray head "
+        "running, and is the port open from here? (GCS default 6379, Ray client server "
+        "10001, started with `ray start --head --ray-client-server-port=10001`)",
+        address=target.address, reason="unreachable")
+
+
+ProbeStatus = Literal["ok", "unauthenticated", "wrong_port", "unreachable"]
+
+
+def probe(target: Target, header: dict[str, str] | None,
+          timeout_s: float = PROBE_TIMEOUT_S) -> ProbeStatus:
+    """One cheap gRPC call to the GCS or the client server at ``target``, with a deadline."""
+    import grpc
+
+    assert target.hostport is not None
+    metadata = tuple((k.lower(), v) for k, v in (header or {}).items())
+    channel = grpc.insecure_channel(target.hostport)
+    try:
+        if target.kind == "client":
+            pb, rpc = _generated("ray_client_pb2"), _generated("ray_client_pb2_grpc")
+            rpc.RayletDriverStub(channel).ClusterInfo(
+                pb.ClusterInfoRequest(type=pb.ClusterInfoType.PING), timeout=timeout_s,
+                metadata=metadata)
+        else:
+            pb, rpc = _generated("gcs_service_pb2"), _generated("gcs_service_pb2_grpc")
+            rpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                pb.GetClusterIdRequest(), timeout=timeout_s, metadata=metadata)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return "unauthenticated"
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return "wrong_port"
+        return "unreachable"
+    finally:
+        channel.close()
+    return "ok"
+
+
+def _enable_token_auth() -> None:
+    """``RAY_AUTH_MODE=token`` for this process and its children, as Ray's own CLI does."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray caches its config at import; refresh it so this process sees the mode
+        _raylet().Config.initialize("")
+    except Exception as exc:  # an older wheel without the refresh: the env var is what counts
+        log.debug("could not refresh Ray's config: %s", exc)
+
+
+def _raylet() -> Any:
+    return importlib.import_module("ray._raylet")
+
+
+def _generated(module: str) -> Any:
+    """Ray's generated gRPC modules (untyped)."""
+    return importlib.import_module(f"ray.core.generated.{module}")
+
+
+__all__ = ["Connection", "Target", "join", "parse_address", "probe", "resolve_address"]

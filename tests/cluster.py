@@ -1,0 +1,140 @@
+"""A real ``ray start --head`` cluster of a test's own: own temp dir, own ports, token auth.
+
+`ray stop` would stop every Ray on the machine (other people's test runs included),
+so :meth:`LocalHead.stop` ends exactly this cluster's processes: the ones whose
+command line names its temp dir, its session or its GCS address, and their
+children, by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalHead:
+    """A head node started with ``ray start --head`` (Ray client server, dashboard, Jobs API)."""
+
+    def __init__(self, *, num_cpus: int = 2, resources: dict[str, float] | None = None,
+                 autoscaling_config: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        # AF_UNIX socket paths are short: keep the temp dir near the root
+        self.root = Path(tempfile.mkdtemp(prefix="rth-", dir="/tmp"))
+        self.temp_dir = self.root / "ray"
+        self.gcs_port, self.client_port, self.dashboard_port = (free_port(), free_port(),
+                                                                free_port())
+        self.num_cpus, self.resources = num_cpus, resources or {}
+        self.autoscaling_config = autoscaling_config
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+                    **(env or {})}
+        self.env.pop("RAY_ADDRESS", None)
+        self.node_ip = ""
+        self.start_s = 0.0
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def client_address(self) -> str:
+        return f"ray://127.0.0.1:{self.client_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self) -> LocalHead:
+        low = random.randrange(20000, 40000, 500)
+        cmd = [RAY, "start", "--head", "--disable-usage-stats",
+               f"--temp-dir={self.temp_dir}", f"--port={self.gcs_port}",
+               f"--ray-client-server-port={self.client_port}",
+               f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
+               f"--num-cpus={self.num_cpus}", f"--node-manager-port={free_port()}",
+               f"--object-manager-port={free_port()}", f"--metrics-export-port={free_port()}",
+               f"--runtime-env-agent-port={free_port()}",
+               f"--dashboard-agent-listen-port={free_port()}",
+               f"--dashboard-agent-grpc-port={free_port()}",
+               f"--min-worker-port={low}", f"--max-worker-port={low + 400}"]
+        if self.resources:
+            cmd.append(f"--resources={json.dumps(self.resources)}")
+        if self.autoscaling_config is not None:
+            config = self.root / "autoscaling.json"
+            config.write_text(json.dumps(self.autoscaling_config))
+            cmd.append(f"--autoscaling-config={config}")
+        started = time.monotonic()
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180,
+                             stdin=subprocess.DEVNULL)
+        if out.returncode != 0:
+            self.stop()
+            raise AssertionError(f"ray start failed:\n{out.stdout}\n{out.stderr}")
+        self.start_s = time.monotonic() - started
+        return self
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """An environment for a client process of this cluster (token auth on)."""
+        return {**self.env, "RAY_TMPDIR": str(self.root), **extra}
+
+    def _own_pids(self) -> set[int]:
+        sessions = [p.name for p in self.temp_dir.glob("session_2*")]
+        marks = [str(self.root), f":{self.gcs_port} ", f":{self.gcs_port}\0", *sessions]
+        table: dict[int, tuple[int, str]] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            table[int(proc.name)] = (ppid, cmdline + "\0")
+        own = {pid for pid, (_, cmd) in table.items()
+               if any(m in cmd for m in marks) and "pytest" not in cmd}
+        own.discard(os.getpid())
+        grew = True
+        while grew:  # and their children (workers, fake nodes' processes)
+            children = {pid for pid, (ppid, _) in table.items() if ppid in own} - own
+            grew = bool(children)
+            own |= children
+        return own
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """End this cluster's processes (TERM, then KILL), and only those."""
+        pids = self._own_pids()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout_s / 2
+            while time.monotonic() < deadline:
+                pids = {p for p in pids if Path(f"/proc/{p}").exists()
+                        and "Z" not in _state(p)}
+                if not pids:
+                    return
+                time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
