@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint test-deps bench soak clean fuzz
+.PHONY: demo test lint test-deps bench soak clean fuzz bench-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/raytasks bench
+
+# What `raytasks bench --celery` compares with: Celery and a Redis server.
+bench-deps: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && \
+	  $(APT_INSTALL) redis-server >/dev/null)
 
 # The long chaos run: ~2,000 tasks, ~45 random kills and pauses, figures printed as JSON.
 # SOAK_ARGS="--store-url postgresql://..." runs it on PostgreSQL.

@@ -390,22 +390,50 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--tasks", type=int, default=5000, help="no-op tasks per side")
-@click.option("--samples", type=int, default=200, help="idle latency samples")
+@click.option("--tasks", type=int, default=5000, help="no-op tasks per path")
+@click.option("--samples", type=int, default=200, help="latency samples")
 @click.option("--workers", type=int, default=2)
+@click.option("--celery", is_flag=True, help="also Celery + Redis, same run (pip install "
+                                             "celery redis; redis-server)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench(ctx: click.Context, tasks: int, samples: int, workers: int, as_json: bool) -> None:
-    """raytasks end to end beside bare Ray tasks (same run), plus idle latency.
+def bench(ctx: click.Context, tasks: int, samples: int, workers: int, celery: bool,
+          as_json: bool) -> None:
+    """Every path a user feels (batch, single submits, waits, latency, priority), each
+    beside bare Ray in the same run.
 
-    ``raytasks bench backtest`` measures the backtest engine instead.
+    ``raytasks bench store|footprint|backtest|volatility`` measure the rest.
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .bench import format_core, run_core
+    from .benchmarks.core import format_core, run_core
 
-    figures = run_core(tasks=tasks, samples=samples, workers=workers)
+    figures = run_core(tasks=tasks, samples=samples, workers=workers, celery=celery)
     _emit(as_json, figures, lambda: click.echo(format_core(figures)))
+
+
+@bench.command("store")
+@click.option("--store-url", default=None, help="default: a fresh SQLite file")
+@click.option("--finished", type=int, default=1_000_000)
+@click.option("--pending", type=int, default=100_000)
+@click.option("--json", "as_json", is_flag=True)
+def bench_store(store_url: str | None, finished: int, pending: int, as_json: bool) -> None:
+    """A store of a million tasks: list pages, stats, memory per queued task, reconcile."""
+    from .benchmarks.store import format_store, run_store
+
+    figures = run_store(store_url, finished, pending)
+    _emit(as_json, figures, lambda: click.echo(format_store(figures)))
+
+
+@bench.command("footprint")
+@click.option("--idle-timeout", "idle_timeout_s", type=float, default=10.0)
+@click.option("--json", "as_json", is_flag=True)
+def bench_footprint(idle_timeout_s: float, as_json: bool) -> None:
+    """Memory (PSS) of an idle raytasks beside an idle bare Ray, same run."""
+    from .benchmarks.footprint import format_footprint, run_footprint
+
+    figures = run_footprint(idle_timeout_s)
+    _emit(as_json, figures, lambda: click.echo(format_footprint(figures)))
 
 
 @bench.command("backtest")
@@ -414,7 +442,7 @@ def bench(ctx: click.Context, tasks: int, samples: int, workers: int, as_json: b
 @click.option("--json", "as_json", is_flag=True)
 def bench_backtest(fasts: int, slows: int, as_json: bool) -> None:
     """SMA parameter sweep over ~2,700 bars: backtests/s, 1 vs 2 workers, vs a naive loop."""
-    from .bench import format_backtest, run_backtest
+    from .benchmarks.quant import format_backtest, run_backtest
 
     figures = run_backtest(fasts=fasts, slows=slows)
     _emit(as_json, figures, lambda: click.echo(format_backtest(figures)))
@@ -425,7 +453,7 @@ def bench_backtest(fasts: int, slows: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def bench_volatility(stocks: int, as_json: bool) -> None:
     """GARCH fit time beside plain scipy and arch (same run), and a batch over many stocks."""
-    from .bench import format_volatility, run_volatility
+    from .benchmarks.quant import format_volatility, run_volatility
 
     figures = run_volatility(stocks=stocks)
     _emit(as_json, figures, lambda: click.echo(format_volatility(figures)))

@@ -54,14 +54,18 @@ def test_submit_show_ls_stats_and_exit_codes(make_service: Any) -> None:
     assert any(e["task_type"] == "prediction" for e in stats["executors"])
 
 
-def test_bench_runs_both_sides_and_reports_a_ratio(service: Any) -> None:
-    from raytasks.bench import format_core, run_core
+def test_bench_runs_every_path_beside_bare_ray(service: Any) -> None:
+    from raytasks.benchmarks.core import format_core, run_core
 
-    figures = run_core(tasks=300, samples=10, workers=1, runtime=service)
-    assert figures["raytasks_tasks_per_s"] > 0 and figures["bare_ray_tasks_per_s"] > 0
-    assert figures["ratio"] == figures["raytasks_tasks_per_s"] / figures["bare_ray_tasks_per_s"]
-    assert 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"]
-    assert "ratio" in format_core(figures)
+    figures = run_core(tasks=200, samples=10, workers=1, runtime=service)
+    for path in ("batch", "bare_batch", "sequential", "concurrent", "bare_concurrent",
+                 "acks_per_s"):
+        assert figures[path] > 0, path
+    assert 0 < figures["round_trip_p50_ms"] <= figures["round_trip_p99_ms"]
+    assert 0 < figures["bare_round_trip_p50_ms"] <= figures["bare_round_trip_p99_ms"]
+    assert 0 <= figures["high_overtake"] <= 1 and figures["idle_start_p50_ms"] > 0
+    text = format_core(figures)
+    assert "bare Ray" in text and "ratio" in text
 
 
 def test_every_kind_from_the_cli_on_synthetic_and_csv_data(make_service: Any,

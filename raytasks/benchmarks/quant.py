@@ -1,30 +1,13 @@
-"""Benchmarks: raytasks beside a reference measured in the same run, as a ratio.
-
-``core``: no-op tasks end to end (durable store, mixed priorities, leases,
-results) against the same count of bare ``@ray.remote`` tasks, plus
-submit-to-start latency on an idle system.
-"""
+"""Quant benchmarks: the backtest engine and the GARCH fit, each beside a reference
+measured in the same run (a plain-Python loop; plain scipy and ``arch``)."""
 
 from __future__ import annotations
 
-import statistics
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
 import ray
-
-from .api import TaskManager, register_task_type
-from .context import TaskExecutionContext
-from .models import TaskCreateRequest, TaskPriority, TaskStatus
-from .runtime import Runtime, connect
-from .settings import Settings
-
-
-def noop(params: dict[str, Any], ctx: TaskExecutionContext) -> float:
-    """Returns the time it started, so the benchmark can measure submit-to-start."""
-    return time.time()
 
 
 @ray.remote
@@ -32,90 +15,15 @@ def _bare_noop() -> float:
     return time.time()
 
 
-def bare_ray_rate(count: int) -> float:
-    """Tasks per second of ``count`` bare Ray tasks, submitted and awaited together."""
-    ray.get([_bare_noop.remote() for _ in range(min(count, 200))])  # warm the workers
-    start = time.perf_counter()
-    ray.get([_bare_noop.remote() for _ in range(count)])
-    return count / (time.perf_counter() - start)
-
-
-def raytasks_rate(tm: TaskManager, count: int, chunk: int = 500) -> float:
-    """Tasks per second through raytasks: created, stored, queued, leased, run, stored."""
-    priorities = list(TaskPriority)
-    start = time.perf_counter()
-    ids: list[str] = []
-    for offset in range(0, count, chunk):
-        batch = [TaskCreateRequest(name="noop", task_type="noop",
-                                   priority=priorities[(offset + i) % 3], max_retries=0)
-                 for i in range(min(chunk, count - offset))]
-        ids += [t.id for t in tm.submit_many_sync(batch)]
-    done = tm.wait_all_sync(ids, timeout_s=600)
-    elapsed = time.perf_counter() - start
-    failed = [t.id for t in done if t.status is not TaskStatus.COMPLETED]
-    if failed:
-        raise RuntimeError(f"{len(failed)} benchmark tasks did not complete")
-    return count / elapsed
-
-
-def idle_latency_ms(tm: TaskManager, samples: int) -> list[float]:
-    """Submit-to-start latency of single tasks on an otherwise idle system."""
-    out = []
-    for _ in range(samples):
-        t0 = time.time()
-        task = tm.submit_sync(TaskCreateRequest(name="latency", task_type="noop",
-                                                priority=TaskPriority.HIGH))
-        done = tm.wait_sync(task.id, timeout_s=30)
-        out.append((float(done.result) - t0) * 1000.0)
-    return out
-
-
-def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2,
-             runtime: Runtime | None = None) -> dict[str, Any]:
-    """Run the core benchmark and return its figures."""
-    owned = runtime is None
-    if runtime is None:
-        data_dir = tempfile.mkdtemp(prefix="raytasks-bench-")
-        runtime = connect(settings=Settings(namespace="raytasks-bench", data_dir=data_dir,
-                                            workers_per_type=0))
-    register_task_type("noop", noop, workers=workers, max_retries=0, runtime=runtime)
-    tm = TaskManager(runtime)
-    raytasks_rate(tm, min(tasks, 500))  # warm-up: executors started, code paths hot
-    idle_latency_ms(tm, 10)
-    figures: dict[str, Any] = {"tasks": tasks, "executors": workers}
-    figures["raytasks_tasks_per_s"] = raytasks_rate(tm, tasks)
-    figures["bare_ray_tasks_per_s"] = bare_ray_rate(tasks)
-    figures["ratio"] = figures["raytasks_tasks_per_s"] / figures["bare_ray_tasks_per_s"]
-    lat = sorted(idle_latency_ms(tm, samples))
-    figures["latency_samples"] = samples
-    figures["latency_p50_ms"] = statistics.median(lat)
-    figures["latency_p99_ms"] = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
-    if owned:
-        runtime.shutdown()
-    return figures
-
-
-def format_core(f: dict[str, Any]) -> str:
-    return "\n".join([
-        f"raytasks core benchmark ({f['tasks']} no-op tasks, mixed priorities, durable store, "
-        f"{f['executors']} executors)",
-        f"  raytasks end to end : {f['raytasks_tasks_per_s']:9.0f} tasks/s",
-        f"  bare @ray.remote    : {f['bare_ray_tasks_per_s']:9.0f} tasks/s",
-        f"  ratio               : {f['ratio']:9.2f}  (target >= 1.0)",
-        f"  idle submit-to-start: p50 {f['latency_p50_ms']:.2f} ms, "
-        f"p99 {f['latency_p99_ms']:.2f} ms over {f['latency_samples']} tasks (target p50 <= 3 ms)",
-    ])
-
-
 def run_backtest(fasts: int = 20, slows: int = 40, start: str = "2014-01-01",
                  end: str = "2024-12-31") -> dict[str, Any]:
     """SMA sweep on one stock with its corporate actions (ex-dates, dividend tax, lots):
     backtests/s on 1 worker, on 2 Ray workers, and the kernel's loop run as plain Python."""
-    from .handlers.backtests import run_pieces
-    from .quant import backtest as bt
-    from .quant.costs import CostModel
-    from .quant.signals import sma_crossover
-    from .quant.synthetic import generate_bars
+    from ..handlers.backtests import run_pieces
+    from ..quant import backtest as bt
+    from ..quant.costs import CostModel
+    from ..quant.signals import sma_crossover
+    from ..quant.synthetic import generate_bars
 
     _ray_up()
     market = bt.Market.from_bars(generate_bars(["000001.SZ"], start, end))
@@ -164,7 +72,7 @@ def _ray_up() -> None:
 
 
 def _fit_one(r: np.ndarray) -> float:
-    from .quant.volatility import fit_garch
+    from ..quant.volatility import fit_garch
 
     return fit_garch(r).persistence
 
@@ -186,9 +94,9 @@ def run_volatility(stocks: int = 300, sample: int = 20, start: str = "2016-01-01
     """GARCH(1,1) fit time beside a plain scipy fit and ``arch`` (when installed), on the
     same adjusted returns in the same run; then ``stocks`` fits in one process, fanned out
     as Ray tasks, and the same number of no-op Ray tasks (the fan-out alone)."""
-    from .quant.corporate import adjusted_close
-    from .quant.synthetic import generate_bars
-    from .quant.volatility import fit_garch, fit_garch_reference
+    from ..quant.corporate import adjusted_close
+    from ..quant.synthetic import generate_bars
+    from ..quant.volatility import fit_garch, fit_garch_reference
 
     codes = [f"{600000 + 7 * i:06d}.SH" for i in range(stocks)]
     bars = generate_bars(codes, start, end)

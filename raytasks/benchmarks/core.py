@@ -1,0 +1,231 @@
+"""The core benchmark: every path a user feels, each beside bare Ray in the same run.
+
+No-op tasks, durable store, two executors. Paths:
+
+- ``batch``: ``submit_many`` in chunks of 500, then ``wait_all`` (bare Ray: ``.remote`` x N,
+  then one ``ray.get``);
+- ``sequential``: one ``submit_sync`` per task, then ``wait_all``;
+- ``concurrent``: N concurrent ``await tm.submit`` and N concurrent ``await tm.wait`` from
+  one event loop (bare Ray: N concurrent awaited refs);
+- ``acks``: N sequential ``await tm.submit`` (acknowledgements per second, ack p50);
+- ``round_trip``: submit then wait, one task at a time (p50/p99; bare Ray: ``ray.get(f.remote())``);
+- ``idle_start``: submit-to-start on an idle system (p50);
+- ``overtake``: with a backlog, the share of (HIGH, LOW) pairs in which HIGH, queued
+  later, started first.
+
+``--celery`` adds Celery + Redis measured the same way in the same run (pip install celery
+redis; the ``redis-server`` binary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import ray
+
+from ..api import TaskManager, register_task_type
+from ..context import TaskExecutionContext
+from ..models import TaskCreateRequest, TaskPriority, TaskStatus
+from ..runtime import Runtime, connect
+from ..settings import Settings
+
+
+def noop(params: dict[str, Any], ctx: TaskExecutionContext) -> float:
+    """Returns the time it started, so the benchmark can measure submit-to-start."""
+    if params.get("sleep_s"):
+        time.sleep(params["sleep_s"])
+    return time.time()
+
+
+@ray.remote
+def _bare_noop() -> float:
+    return time.time()
+
+
+def _req(priority: TaskPriority = TaskPriority.HIGH, **params: Any) -> TaskCreateRequest:
+    return TaskCreateRequest(name="noop", task_type="noop", priority=priority, max_retries=0,
+                             parameters=params)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _check(tasks: list[Any]) -> None:
+    failed = [t.id for t in tasks if t.status is not TaskStatus.COMPLETED]
+    if failed:
+        raise RuntimeError(f"{len(failed)} benchmark tasks did not complete")
+
+
+def batch_rate(tm: TaskManager, count: int, chunk: int = 500) -> float:
+    priorities = list(TaskPriority)
+    start = time.perf_counter()
+    ids: list[str] = []
+    for offset in range(0, count, chunk):
+        ids += [t.id for t in tm.submit_many_sync(
+            [_req(priorities[(offset + i) % 3]) for i in range(min(chunk, count - offset))])]
+    _check(tm.wait_all_sync(ids, timeout_s=600))
+    return count / (time.perf_counter() - start)
+
+
+def bare_batch_rate(count: int) -> float:
+    start = time.perf_counter()
+    ray.get([_bare_noop.remote() for _ in range(count)])
+    return count / (time.perf_counter() - start)
+
+
+def sequential_rate(tm: TaskManager, count: int) -> float:
+    start = time.perf_counter()
+    ids = [tm.submit_sync(_req()).id for _ in range(count)]
+    _check(tm.wait_all_sync(ids, timeout_s=600))
+    return count / (time.perf_counter() - start)
+
+
+def concurrent_rate(tm: TaskManager, count: int) -> float:
+    async def run() -> float:
+        start = time.perf_counter()
+        tasks = await asyncio.gather(*(tm.submit(_req()) for _ in range(count)))
+        done = await asyncio.gather(*(tm.wait(t.id, timeout_s=600) for t in tasks))
+        _check(list(done))
+        return count / (time.perf_counter() - start)
+    return asyncio.run(run())
+
+
+def bare_concurrent_rate(count: int) -> float:
+    async def run() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(_bare_noop.remote() for _ in range(count)))
+        return count / (time.perf_counter() - start)
+    return asyncio.run(run())
+
+
+def ack_figures(tm: TaskManager, count: int) -> tuple[float, float]:
+    """Sequential awaited submits: acknowledgements per second and the ack p50 (ms)."""
+    async def run() -> tuple[float, float]:
+        times = []
+        ids = []
+        start = time.perf_counter()
+        for _ in range(count):
+            t0 = time.perf_counter()
+            ids.append((await tm.submit(_req())).id)
+            times.append((time.perf_counter() - t0) * 1000)
+        rate = count / (time.perf_counter() - start)
+        await tm.wait_all(ids, timeout_s=600)
+        return rate, statistics.median(times)
+    return asyncio.run(run())
+
+
+def round_trips_ms(tm: TaskManager, samples: int) -> list[float]:
+    out = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        tm.wait_sync(tm.submit_sync(_req()).id, timeout_s=30)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def bare_round_trips_ms(samples: int) -> list[float]:
+    out = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        ray.get(_bare_noop.remote())
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def idle_start_ms(tm: TaskManager, samples: int) -> list[float]:
+    """Submit-to-start latency of single tasks on an otherwise idle system."""
+    out = []
+    for _ in range(samples):
+        t0 = time.time()
+        done = tm.wait_sync(tm.submit_sync(_req()).id, timeout_s=30)
+        out.append((float(done.result) - t0) * 1000.0)
+        time.sleep(0.005)
+    return out
+
+
+def overtake_share(tm: TaskManager, count: int = 100) -> float:
+    """With a backlog, the share of (HIGH, LOW) pairs in which HIGH started first."""
+    blockers = tm.submit_many_sync([_req(TaskPriority.HIGH, sleep_s=0.3) for _ in range(2)])
+    lows = tm.submit_many_sync([_req(TaskPriority.LOW, sleep_s=0.002) for _ in range(count)])
+    highs = tm.submit_many_sync([_req(TaskPriority.HIGH, sleep_s=0.002)
+                                 for _ in range(count)])
+    done = tm.wait_all_sync([t.id for t in blockers + lows + highs], timeout_s=600)
+    started = {t.id: t.started_at.timestamp() for t in done if t.started_at is not None}
+    low_starts = [started[t.id] for t in lows]
+    wins = sum(1 for high in highs for low in low_starts if started[high.id] < low)
+    return wins / (count * count)
+
+
+def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bool = False,
+             runtime: Runtime | None = None) -> dict[str, Any]:
+    """Run every path and return the figures."""
+    owned = runtime is None
+    if runtime is None:
+        data_dir = tempfile.mkdtemp(prefix="raytasks-bench-")
+        runtime = connect(settings=Settings(namespace="raytasks-bench", data_dir=data_dir,
+                                            workers_per_type=0))
+    register_task_type("noop", noop, workers=workers, max_retries=0, runtime=runtime)
+    tm = TaskManager(runtime)
+    batch_rate(tm, min(tasks, 500))  # warm-up: executors started, code paths hot
+    round_trips_ms(tm, 20)
+    ray.get([_bare_noop.remote() for _ in range(200)])
+    n = min(tasks, 2000)
+    f: dict[str, Any] = {"tasks": tasks, "executors": workers}
+    f["batch"] = batch_rate(tm, tasks)
+    f["bare_batch"] = bare_batch_rate(tasks)
+    f["sequential"] = sequential_rate(tm, tasks)
+    f["concurrent"] = concurrent_rate(tm, n)
+    f["bare_concurrent"] = bare_concurrent_rate(n)
+    f["concurrent_n"] = n
+    f["acks_per_s"], f["ack_p50_ms"] = ack_figures(tm, n)
+    rt_ms, bare_ms = round_trips_ms(tm, samples), bare_round_trips_ms(samples)
+    f["round_trip_p50_ms"], f["round_trip_p99_ms"] = _pct(rt_ms, 0.5), _pct(rt_ms, 0.99)
+    f["bare_round_trip_p50_ms"], f["bare_round_trip_p99_ms"] = _pct(bare_ms, 0.5), \
+        _pct(bare_ms, 0.99)
+    f["idle_start_p50_ms"] = statistics.median(idle_start_ms(tm, samples))
+    f["high_overtake"] = overtake_share(tm)
+    f["samples"] = samples
+    if celery:
+        from .celery_ref import run_celery
+
+        f["celery"] = run_celery(tasks, samples)
+    if owned:
+        runtime.shutdown()
+    return f
+
+
+def format_core(f: dict[str, Any]) -> str:
+    c = f.get("celery") or {}
+
+    def beside(key: str) -> str:
+        return f"   Celery {c[key]:8.0f}" if key in c else ""
+
+    lines = [
+        f"raytasks core benchmark ({f['tasks']} no-op tasks, durable store, "
+        f"{f['executors']} executors; references measured in this run)",
+        f"  batch (submit_many + wait_all) : {f['batch']:8.0f} tasks/s   bare Ray "
+        f"{f['bare_batch']:8.0f}   ratio {f['batch'] / f['bare_batch']:.2f} (target >= 1.5)",
+        f"  one submit_sync per task       : {f['sequential']:8.0f} tasks/s"
+        + beside("sequential"),
+        f"  {f['concurrent_n']} concurrent submit+wait   : {f['concurrent']:8.0f} tasks/s   "
+        f"bare Ray {f['bare_concurrent']:8.0f}   ratio "
+        f"{f['concurrent'] / f['bare_concurrent']:.2f} (target >= 1.0)",
+        f"  {f['concurrent_n']} sequential await submit  : {f['acks_per_s']:8.0f} acks/s    "
+        f"ack p50 {f['ack_p50_ms']:.2f} ms (target >= 1,000 acks/s, p50 <= 1 ms)",
+        f"  submit -> result, one at a time: p50 {f['round_trip_p50_ms']:.2f} ms, p99 "
+        f"{f['round_trip_p99_ms']:.2f} ms   bare Ray p50 {f['bare_round_trip_p50_ms']:.2f}, "
+        f"p99 {f['bare_round_trip_p99_ms']:.2f}"
+        + (f"   Celery p50 {c['round_trip_p50_ms']:.2f}, p99 {c['round_trip_p99_ms']:.2f}"
+           if c else "") + " (target p50 <= 2.0 ms)",
+        f"  idle submit-to-start           : p50 {f['idle_start_p50_ms']:.2f} ms "
+        "(target <= 2 ms)",
+        f"  HIGH overtakes LOW (backlog)   : {100 * f['high_overtake']:.1f} % of pairs "
+        "(target >= 95 %)",
+    ]
+    return "\n".join(lines)

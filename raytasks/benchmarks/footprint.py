@@ -1,0 +1,110 @@
+"""Idle footprint: the memory (PSS) of every process an idle raytasks started, beside
+an idle bare Ray measured the same way in the same run.
+
+PSS (proportional set size, /proc/<pid>/smaps_rollup) shares pages between processes
+fairly, so the sums compare. Both sides are measured after a warm-up (one task run)
+and, for raytasks, after its executor pools' idle timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(p) for p in task.read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], _children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += _children(child)
+    return found
+
+
+def pss_mb(pids: list[int]) -> float:
+    total_kb = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+@ray.remote
+def _warm() -> int:
+    return os.getpid()
+
+
+def _measure_bare(settle_s: float) -> tuple[float, int]:
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.get([_warm.remote() for _ in range(4)])
+        time.sleep(settle_s)
+        pids = descendants(os.getpid())
+        return pss_mb(pids), len(pids)
+    finally:
+        ray.shutdown()
+
+
+def _measure_raytasks(idle_timeout_s: float, settle_s: float) -> tuple[float, int]:
+    from ..api import TaskManager, register_task_type
+    from ..models import TaskCreateRequest
+    from ..runtime import connect
+    from ..settings import Settings, TaskTypeSettings
+    from .core import noop
+
+    settings = Settings(namespace="raytasks-footprint",
+                        data_dir=tempfile.mkdtemp(prefix="raytasks-footprint-"),
+                        idle_timeout_s=idle_timeout_s,
+                        task_types={"noop": TaskTypeSettings(min_workers=0, max_workers=2)})
+    runtime = connect(settings=settings)
+    try:
+        register_task_type("noop", noop, runtime=runtime)
+        tm = TaskManager(runtime)
+        tm.wait_all_sync([tm.submit_sync(TaskCreateRequest(name="warm", task_type=t,
+                                                           parameters=p)).id
+                          for t, p in [("noop", {}), ("prediction",
+                                                      {"stock_code": "000001.SZ"})]],
+                         timeout_s=300)
+        time.sleep(idle_timeout_s + settle_s)  # the pools shrink to their minimum
+        pids = descendants(os.getpid())
+        return pss_mb(pids), len(pids)
+    finally:
+        runtime.shutdown()
+        ray.shutdown()
+
+
+def run_footprint(idle_timeout_s: float = 10.0, settle_s: float = 5.0) -> dict[str, Any]:
+    bare, bare_n = _measure_bare(settle_s)
+    ours, ours_n = _measure_raytasks(idle_timeout_s, settle_s)
+    return {"bare_ray_mb": bare, "bare_ray_processes": bare_n, "raytasks_mb": ours,
+            "raytasks_processes": ours_n, "ratio": ours / bare}
+
+
+def format_footprint(f: dict[str, Any]) -> str:
+    return "\n".join([
+        "raytasks idle footprint (PSS of every process started, after warm-up and the idle "
+        "timeout; bare Ray measured the same way in this run)",
+        f"  raytasks : {f['raytasks_mb']:7.0f} MB in {f['raytasks_processes']} processes",
+        f"  bare Ray : {f['bare_ray_mb']:7.0f} MB in {f['bare_ray_processes']} processes",
+        f"  ratio    : {f['ratio']:7.2f} (target <= 1.5)",
+    ])
