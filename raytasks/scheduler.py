@@ -62,6 +62,7 @@ class TaskScheduler:
     _waiting: dict[str, QueuedTask] = field(default_factory=dict)
     _leases: dict[str, LeaseRecord] = field(default_factory=dict)
     _running: Counter[str] = field(default_factory=Counter)
+    _counts: Counter[tuple[TaskPriority, str]] = field(default_factory=Counter)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
     # -- waiting ---------------------------------------------------------------
@@ -84,6 +85,7 @@ class TaskScheduler:
         if not force and len(self._waiting) >= self.max_queue_size:
             raise QueueFullError(self.queue, len(self._waiting), self.max_queue_size)
         self._waiting[item.task_id] = item
+        self._counts[(item.priority, item.task_type)] += 1
         if item.not_before > now:
             heapq.heappush(self._delayed, (item.not_before, next(self._seq), item))
         else:
@@ -97,11 +99,15 @@ class TaskScheduler:
 
     def remove(self, task_id: str) -> bool:
         """Forget a waiting task (cancel, delete). Its lane entry is skipped later."""
-        return self._waiting.pop(task_id, None) is not None
-
-    def reprioritise(self, task_id: str, priority: TaskPriority, now: float) -> bool:
         item = self._waiting.pop(task_id, None)
         if item is None:
+            return False
+        self._counts[(item.priority, item.task_type)] -= 1
+        return True
+
+    def reprioritise(self, task_id: str, priority: TaskPriority, now: float) -> bool:
+        item = self._waiting.get(task_id)
+        if item is None or not self.remove(task_id):
             return False
         item = QueuedTask(item.task_id, item.task_type, priority, item.queue, item.enqueued_at,
                           item.not_before, item.attempt, item.owner)
@@ -182,6 +188,7 @@ class TaskScheduler:
             lane.items.popleft()
         lane.served_at = max(lane.served_at, now)
         del self._waiting[item.task_id]
+        self._counts[(item.priority, item.task_type)] -= 1
 
     # -- leases ----------------------------------------------------------------
 
@@ -224,18 +231,23 @@ class TaskScheduler:
     # -- reporting -------------------------------------------------------------
 
     def stats(self, now: float) -> QueueStats:
+        """Counts kept as tasks come and go: the cost follows the delayed tasks and the
+        lanes, not the (possibly hundreds of thousands of) waiting ones."""
         self._promote_due(now)
+        counts = Counter(self._counts)
+        delayed = 0
+        for _, _, item in self._delayed:
+            if self._waiting.get(item.task_id) is item:
+                delayed += 1
+                counts[(item.priority, item.task_type)] -= 1
         waiting: Counter[str] = Counter()
         by_type: Counter[str] = Counter()
-        delayed = 0
-        oldest = now
-        for item in self._waiting.values():
-            if item.not_before > now:
-                delayed += 1
-                continue
-            waiting[item.priority.name] += 1
-            by_type[item.task_type] += 1
-            oldest = min(oldest, item.enqueued_at)
+        for (priority, task_type), n in counts.items():
+            if n > 0:
+                waiting[priority.name] += n
+                by_type[task_type] += n
+        heads = (self._head(lane, ()) for lanes in self._by_type.values() for lane in lanes)
+        oldest = min((h.enqueued_at for h in heads if h is not None), default=now)
         return QueueStats(
             queue=self.queue,
             waiting={p.name: waiting.get(p.name, 0) for p in PRIORITIES},

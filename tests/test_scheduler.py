@@ -110,3 +110,21 @@ def test_fair_share_between_owners_within_a_priority() -> None:
     # And an owner at its quota is passed over
     s.enqueue(QueuedTask("b1", "t", M, enqueued_at=9.0, owner="bob"), now=9)
     assert s.peek_best(["t"], now=10, admit=lambda owner, _t: owner != "alice").task_id == "b1"  # type: ignore[union-attr]
+
+
+def test_stats_follow_tasks_as_they_come_and_go() -> None:
+    s = TaskScheduler()
+    s.enqueue(_item("a", H, at=0), now=0)
+    s.enqueue(_item("b", L, at=1, task_type="u"), now=1)
+    s.enqueue(_item("c", L, at=2, not_before=50), now=2)
+    s.enqueue(_item("d", M, at=3), now=3)
+    s.remove("d")
+    s.reprioritise("b", H, now=4)
+    stats = s.stats(now=10)
+    assert stats.waiting == {"HIGH": 2, "MEDIUM": 0, "LOW": 0} and stats.delayed == 1
+    assert stats.waiting_by_type == {"t": 1, "u": 1} and stats.oldest_wait_s == 10
+    first = s.peek_best(["t", "u"], now=10)
+    assert first is not None
+    s.pop(first, now=10)
+    after = s.stats(now=60)  # c came due
+    assert after.waiting == {"HIGH": 1, "MEDIUM": 0, "LOW": 1} and after.delayed == 0
