@@ -75,11 +75,15 @@ def test_depends_on_another_owners_task_is_the_same_422_as_a_random_id(api: Any)
             on_random.json()["message"].replace("f" * 32, "X")
 
 
-def test_an_admin_may_depend_on_any_owners_task(api: Any) -> None:
+def test_an_admin_depends_on_the_admins_own_tasks(api: Any) -> None:
+    # depends_on accepts only the caller's own tasks: for an admin, the admin's own
     with _client(api, "alice") as alice, _client(api, "root") as root:
         theirs = alice.post("/tasks", json=_sleepy(0.0)).json()
-        r = root.post("/tasks", json={**_sleepy(0.0), "depends_on": [theirs["id"]]})
+        mine = root.post("/tasks", json=_sleepy(0.0)).json()
+        r = root.post("/tasks", json={**_sleepy(0.0), "depends_on": [mine["id"]]})
         assert r.status_code == 201, r.text
+        r = root.post("/tasks", json={**_sleepy(0.0), "depends_on": [theirs["id"]]})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "depends_on"
 
 
 def test_queues_come_from_the_settings(api: Any) -> None:
