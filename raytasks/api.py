@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 class TaskPage(BaseModel):
     """A page of tasks. ``next_after`` fetches the next page (``TaskQuery(after=...)``);
-    ``total`` is None when more than 10,000 tasks match filters the counters cannot tell."""
+    ``total`` is None when more than 1,000 tasks match filters the counters cannot tell."""
 
     items: list[TaskSummary]
     total: int | None

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -64,22 +64,21 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
-def _connect(ctx: click.Context) -> Any:
-    """Join the cluster named by --address/RAYTASKS_ADDRESS, a running local one, or embed one."""
-    import ray
+def _connect(ctx: click.Context, **overrides: Any) -> Any:
+    """Join the cluster of --address/RAYTASKS_ADDRESS/RAY_ADDRESS, a running local one, or
+    embed one (without Ray's dashboard unless ``ray_dashboard=True`` is passed).
 
+    A cluster that cannot be joined is a :class:`NotConnectedError` (exit 6) within
+    seconds, saying why and what to set.
+    """
     from .runtime import connect
+    from .runtime.connection import resolve_address, running_local_cluster
+    from .settings import Settings
 
-    address = ctx.obj.get("address")
-    if address is None and not ray.is_initialized():
-        # no running cluster: connect() starts an embedded one
-        with suppress(ConnectionError, RuntimeError):
-            ray.init(address="auto", namespace="raytasks", include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-    try:
-        return connect(address)
-    except ConnectionError as exc:
-        raise click.ClickException(f"cannot reach Ray at {address}: {exc}") from None
+    address = resolve_address(ctx.obj.get("address")) or running_local_cluster()
+    if address is None:  # embedded: a one-off command has no use for Ray's dashboard
+        overrides.setdefault("ray_dashboard", False)
+    return connect(address, settings=Settings(**overrides))
 
 
 def _emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
@@ -104,17 +103,28 @@ def cli(ctx: click.Context, address: str | None) -> None:
 @click.option("--head/--no-head", default=True, help="start a local Ray head if none runs")
 @click.pass_context
 def up(ctx: click.Context, head: bool) -> None:
-    """Start (or join) a Ray cluster and bring the raytasks actors up."""
+    """Start (or join) a Ray cluster and bring the raytasks actors up.
+
+    With no address and no running local cluster it runs ``ray start --head``
+    (token auth, Ray's dashboard and Jobs API, a Ray client server on 10001).
+    """
     import ray
 
-    if head and ctx.obj.get("address") is None:
-        probe = subprocess.run([_ray_bin(), "status"], capture_output=True, text=True)
-        if probe.returncode != 0:
-            subprocess.run([_ray_bin(), "start", "--head", "--disable-usage-stats"], check=True)
-        ctx.obj["address"] = "auto"
-    rt = _connect(ctx)
+    from .runtime.connection import ensure_token, resolve_address, running_local_cluster
+
+    with _errors(False):
+        if head and resolve_address(ctx.obj.get("address")) is None \
+                and running_local_cluster() is None:
+            ensure_token()
+            env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+            subprocess.run([_ray_bin(), "start", "--head", "--disable-usage-stats",
+                            "--ray-client-server-port=10001"], check=True, env=env)
+            ctx.obj["address"] = "auto"
+        rt = _connect(ctx, ray_dashboard=True)
+    where = rt.connection.address if rt.connection and rt.connection.address else "local"
     click.echo(f"raytasks is up in namespace {rt.settings.namespace!r} "
-               f"(store {rt.settings.store_url}, Ray {ray.get_runtime_context().gcs_address})")
+               f"(store {rt.settings.store_url}, Ray {where}, node "
+               f"{ray.get_runtime_context().get_node_id()[:12]})")
 
 
 @cli.command()
@@ -254,7 +264,7 @@ def ls(ctx: click.Context, status: tuple[str, ...], task_type: tuple[str, ...],
             for t in page.items:
                 click.echo(f"{t.id:32}  {t.status.value:9}  {t.priority.name:6}  "
                            f"{t.task_type:12}  {t.attempt:3}  {t.name}")
-            total = "more than 10,000" if page.total is None else page.total
+            total = "more than 1,000" if page.total is None else page.total
             click.echo(f"{len(page.items)} of {total}")
 
         _emit(as_json, page.model_dump(mode="json"), human)
@@ -379,14 +389,27 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the HTTP API, the WebSocket stream, /metrics and the dashboard."""
     import uvicorn
 
+    from . import tokens
     from .server.app import create_app
 
-    rt = _connect(ctx)
-    if not rt.settings.api.tokens:
-        click.echo("warning: no api.tokens configured: every call but /health gets 401",
-                   err=True)
-    uvicorn.run(create_app(rt), host=host or rt.settings.api.host,
-                port=port or rt.settings.api.port, log_level="warning")
+    with _errors(False):
+        rt = _connect(ctx)
+    host, port = host or rt.settings.api.host, port or rt.settings.api.port
+    first = tokens.ensure_first_admin(rt.settings)
+    # this server accepts the token file's tokens too (read now: restart after a revoke)
+    rt.settings.api.tokens = tokens.api_tokens(rt.settings)
+    if first is not None:
+        url = f"http://{host}:{port}/"
+        click.echo(
+            "No API token was configured, so one was made for the owner 'admin' (role\n"
+            "admin). It is shown this once: only its SHA-256 digest is kept, in\n"
+            f"{tokens.token_file(rt.settings)}.\n\n"
+            f"    Token:      {first}\n"
+            f"    Dashboard:  {url}  (sign in with the token)\n"
+            f"    Login URL:  {url}#token={first}\n\n"
+            "More tokens: raytasks token create --owner NAME; list and revoke them with "
+            "raytasks token list|revoke.")
+    uvicorn.run(create_app(rt), host=host, port=port, log_level="warning")
 
 
 @cli.group(invoke_without_command=True)
@@ -461,6 +484,10 @@ def bench_volatility(stocks: int, as_json: bool) -> None:
 
 def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from . import cli_admin
+
+    cli.add_command(cli_admin.report)
+    cli.add_command(cli_admin.token)
     cli(obj={})
 
 

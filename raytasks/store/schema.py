@@ -45,6 +45,7 @@ tasks = sa.Table(
     sa.Index("rt_tasks_created_id", "created_at", "id"),
     sa.Index("rt_tasks_owner_created", "owner", "created_at", "id"),
     sa.Index("rt_tasks_status_created", "status", "created_at", "id"),
+    sa.Index("rt_tasks_owner_status_created", "owner", "status", "created_at", "id"),
     sa.Index("rt_tasks_finished", "finished_at"),
     sa.Index("rt_tasks_idempotency", "idempotency_scope", "idempotency_key", unique=True),
 )

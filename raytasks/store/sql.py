@@ -52,7 +52,7 @@ _ORDER: dict[str, sa.ColumnElement[Any]] = {
     "name": tasks.c.name,
 }
 #: ``total`` is counted up to this many matches; past it a page says None (unknown).
-COUNT_CAP = 10_000
+COUNT_CAP = 1000
 
 
 def encode_cursor(value: Any, task_id: str) -> str:
@@ -314,7 +314,9 @@ class SqlTaskStore(TaskStore):
         total: int | None = None
         with self.engine.connect() as conn:
             raw = list(conn.execute(stmt))
-            if count:
+            if count and not query.after and not query.offset and len(raw) < query.limit:
+                total = len(raw)  # the whole result fits on this first page
+            elif count:
                 capped = sa.select(sa.literal(1)).select_from(tasks).where(
                     sa.and_(sa.true(), *_conditions(query))).limit(COUNT_CAP + 1).subquery()
                 n = int(conn.execute(sa.select(sa.func.count()).select_from(capped)).scalar()
