@@ -11,6 +11,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -32,6 +33,7 @@ from . import (
     connect,
     register_task_type,
 )
+from .report import write as write_report
 
 console = Console()
 
@@ -55,7 +57,7 @@ def spin(params: SpinParams, ctx: TaskExecutionContext) -> dict[str, Any]:
     return {"spun": params.seconds, "attempt": ctx.attempt}
 
 
-async def design_snippet() -> None:
+async def design_snippet() -> str:
     task_manager = TaskManager()
     task = await task_manager.create_task(TaskCreateRequest(
         name="股票预测任务", task_type="prediction",
@@ -68,6 +70,7 @@ async def design_snippet() -> None:
                   f" days: {result['last_close']} → {result['predicted_price']} "
                   f"(out-of-sample RMSE {result['quality']['rmse']:.4f} vs naive "
                   f"{result['quality']['rmse_naive']:.4f})")
+    return task.id
 
 
 def _table(rows: list[Any], progress: dict[str, Any]) -> Table:
@@ -92,8 +95,11 @@ def main() -> None:
     console.print(f"starting an embedded local Ray; store and artifacts in {data_dir}")
     rt = connect(settings=Settings(namespace="raytasks-demo", data_dir=data_dir,
                                    retry_backoff_base_s=0.5))
+    if rt.connection is not None and rt.connection.dashboard_url:
+        console.print(f"Ray's own dashboard and Jobs API: {rt.connection.dashboard_url} "
+                      f"(Ray started in {rt.connection.join_s:.1f} s)")
     console.print("1. the DESIGN.md public-API snippet")
-    asyncio.run(design_snippet())
+    snippet_id = asyncio.run(design_snippet())
 
     console.print("2. a custom task type registered from this client: 'spin'")
     register_task_type("spin", spin, params_model=SpinParams, timeout_s=60, max_retries=2,
@@ -110,12 +116,15 @@ def main() -> None:
             name=f"spin-{priority.name.lower()}-{i}", task_type="spin", priority=priority,
             parameters={"seconds": 0.8, "fail_first": i == 4}))
     # the model registry and bar store are the settings' named defaults, under data_dir
-    families = [("prediction", {"stock_code": "600000.SH", "days": 10, "kind": "volatility"}),
+    families: list[tuple[str, dict[str, Any]]] = [
+                ("prediction", {"stock_code": "600000.SH", "days": 10, "kind": "volatility"}),
                 ("backtest", {"kind": "optimize", "stock_code": "000001.SZ"}),
+                ("backtest", {"kind": "strategy", "stock_code": "000001.SZ", "fast": 10,
+                              "slow": 60}),
                 ("training", {"kind": "train"}),
                 ("data", {"kind": "sync", "codes": ["000001.SZ", "300750.SZ"]})]
     for family, params in families:
-        requests.append(TaskCreateRequest(name=f"{family}-demo", task_type=family,
+        requests.append(TaskCreateRequest(name=f"{family}-{params['kind']}", task_type=family,
                                           parameters=params, priority=TaskPriority.MEDIUM))
     console.print(f"3. {len(requests)} tasks of every priority (LOW queued first) and family")
     tasks = tm.submit_many_sync(requests)
@@ -138,6 +147,13 @@ def main() -> None:
             time.sleep(0.15)
 
     _summary(rows)
+    research = [tm.get_task_sync(snippet_id)] + [
+        tm.get_task_sync(t.id) for t in rows
+        if t.task_type in ("prediction", "backtest", "training", "data")
+        and t.status is TaskStatus.COMPLETED]
+    path = write_report(research, Path(data_dir) / "report.html",
+                        title="raytasks demo: research report")
+    console.print(f"[bold]research report:[/] {path}")
     rt.shutdown()
 
 
@@ -187,6 +203,10 @@ def _headline(result: dict[str, Any]) -> str:
         b = result["best"]
         return (f"{result['combinations']} SMA pairs; best fast={b['fast']} slow={b['slow']} "
                 f"Sharpe {b['sharpe']:.2f}")
+    if kind == "strategy":
+        return (f"{result['stock_code']} {result['strategy']}: total return "
+                f"{result['total_return']:.1%} vs buy and hold "
+                f"{result['benchmark_total_return']:.1%}, Sharpe {result['risk']['sharpe']:.2f}")
     if kind == "train":
         m = result["metrics"]
         return (f"model {result['model_id']}: out-of-sample RMSE {m['rmse']:.4f} vs naive "

@@ -43,6 +43,8 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     buy_hold = adjusted / adjusted[0] * params.cash
     out["risk"] = risk.summary(result.equity, benchmark=buy_hold, traded=traded)
     out["benchmark_total_return"] = float(buy_hold[-1] / buy_hold[0] - 1)
+    step = max(1, len(result.equity) // 600)  # the points of equity_curve
+    out["benchmark_curve"] = [round(float(x), 2) for x in buy_hold[::step]]
     ctx.report_progress(1.0, "done", stage="done")
     return out
 
@@ -129,7 +131,11 @@ def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
             "best": {"fast": int(best["fast"]), "slow": int(best["slow"]),
                      "sharpe": float(best["sharpe"]),
                      "total_return": float(best["total_return"])},
-            "top": table.head(20).to_dict("records")}
+            "top": table.head(20).to_dict("records"),
+            # every pair's Sharpe, for a heat-map (a grid holds at most 200 x 200 pairs)
+            "sweep": {"fast": table["fast"].astype(int).tolist(),
+                      "slow": table["slow"].astype(int).tolist(),
+                      "sharpe": [round(float(x), 4) for x in table["sharpe"]]}}
 
 
 def run_pieces(market: bt.Market, pieces: list[list[tuple[int, int]]], cash: float,

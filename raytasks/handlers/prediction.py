@@ -78,8 +78,14 @@ def price_or_trend(params: PredictionParams, code: str, resources: Resources,
                                                                            data.y[train])
             out["model"] = "ridge on Alpha158-style features, fitted in this task"
             x_test, x_latest = data.x[test], data.latest
-        out["quality"] = regression_quality(data.y[test], model.predict(x_test),
-                                            x_test.index.get_level_values("date"))
+        predicted = model.predict(x_test)
+        test_dates = x_test.index.get_level_values("date")
+        out["quality"] = regression_quality(data.y[test], predicted, test_dates)
+        # the out-of-sample forecasts beside what happened, for forecast-vs-actual charts
+        out["out_of_sample"] = {
+            "dates": [d.strftime("%Y-%m-%d") for d in test_dates],
+            "actual": [round(float(v), 6) for v in data.y[test]],
+            "forecast": [round(float(v), 6) for v in predicted]}
         if loaded is None:
             model.fit(data.x, data.y)
         ret = float(model.predict(x_latest)[0])

@@ -49,6 +49,7 @@ class Connection:
     target: str | None
     token_auth: bool
     join_s: float
+    dashboard_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,11 @@ def join(address: str | None, settings: Settings) -> Connection:
     common: dict[str, Any] = {"namespace": settings.namespace, "configure_logging": False,
                               "log_to_driver": os.environ.get("RAYTASKS_WORKER_LOGS") == "1"}
     if target.kind == "embedded":
-        ray.init(address="local", include_dashboard=settings.ray_dashboard,
-                 dashboard_host="127.0.0.1", **common)
+        context = ray.init(address="local", include_dashboard=settings.ray_dashboard,
+                           dashboard_host="127.0.0.1", **common)
+        url = getattr(context, "dashboard_url", None) if settings.ray_dashboard else None
         return Connection("embedded", None, None, _auth_mode() == "token",
-                          time.monotonic() - started)
+                          time.monotonic() - started, f"http://{url}" if url else None)
     if target.kind == "auto":
         found = parse_address(_find_local_cluster())
         target = Target(found.kind, found.address if found.kind == "client" else "auto",
@@ -147,6 +149,30 @@ def _find_local_cluster() -> str:
             "--address/RAYTASKS_ADDRESS, or connect without an address for an embedded Ray",
             address="auto", reason="no_cluster")
     return found
+
+
+def running_local_cluster() -> str | None:
+    """``"auto"`` when a ``ray start`` cluster on this machine answers, else None."""
+    try:
+        found = parse_address(_find_local_cluster())
+    except NotConnectedError:
+        return None
+    if found.hostport is None or probe(found, _token_header(), timeout_s=2.0) == "unreachable":
+        return None  # the address file of a cluster that is gone
+    return "auto"
+
+
+def ensure_token() -> None:
+    """Make sure a token exists for a cluster this machine starts (``ray start`` needs one
+    with ``RAY_AUTH_MODE=token``); creates ``~/.ray/auth_token`` as Ray would."""
+    if _token_header():
+        return
+    from ray._private.authentication.authentication_token_setup import (
+        generate_and_save_token,
+    )
+
+    generate_and_save_token()
+    _raylet().AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _auth_mode() -> str:
@@ -254,4 +280,5 @@ def _generated(module: str) -> Any:
     return importlib.import_module(f"ray.core.generated.{module}")
 
 
-__all__ = ["Connection", "Target", "join", "parse_address", "probe", "resolve_address"]
+__all__ = ["Connection", "Target", "ensure_token", "join", "parse_address", "probe",
+           "resolve_address", "running_local_cluster"]
