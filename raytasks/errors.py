@@ -44,6 +44,12 @@ class TaskNotFoundError(TaskError):
         super().__init__(f"no task with id {task_id!r}", task_id=task_id)
 
 
+class ScheduleNotFoundError(TaskNotFoundError):
+    def __init__(self, schedule_id: str) -> None:
+        RaytasksError.__init__(self, f"no schedule with id {schedule_id!r}",
+                               schedule_id=schedule_id)
+
+
 class UnknownTaskTypeError(TaskError):
     def __init__(self, task_type: str, known: list[str]) -> None:
         super().__init__(

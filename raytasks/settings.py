@@ -199,6 +199,9 @@ class QuotaSettings(BaseModel):
     max_work_units: int | None = Field(
         default=50_000_000, ge=1, description="ceiling on a task's work units (a built-in "
         "type counts grid points x bars, codes x years, trials x rows...)")
+    max_schedules: int | None = Field(default=100, ge=0, description="schedules at once")
+    min_schedule_interval_s: float | None = Field(
+        default=60.0, ge=0, description="shortest time a schedule may leave between runs")
 
 
 def _default_quotas() -> dict[str, QuotaSettings]:
@@ -272,6 +275,9 @@ class Settings(BaseSettings):
     archive_dir: Path | None = Field(
         default=None, description="finished tasks pruned by task_retention_s are first "
         "written here as Parquet files; None deletes them outright")
+    task_log_max_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="what one attempt's log keeps; past it, "
+        "one 'truncated' line")
     task_retention_s: float | None = Field(
         default=None, gt=0, description="finished tasks older than this are pruned with "
         "their artifacts; None keeps them")

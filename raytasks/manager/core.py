@@ -46,6 +46,7 @@ from ..models import (
     TaskUpdateRequest,
 )
 from ..registry import TaskTypeRegistry, TaskTypeSpec
+from ..schedules.models import Schedule, ScheduleCreateRequest
 from ..settings import Settings
 from ..store import SqlTaskStore
 from ..store.base import TaskRows
@@ -55,6 +56,7 @@ from .deps import Dependencies
 from .intake import Intake, Known, row_to_new_task
 from .pipeline import CommitPipeline, DuplicateKeyError
 from .queues import Queues
+from .schedules import ScheduleRunner
 from .sessions import Sessions
 from .state import ActiveTasks, Entry, FinishedCounts
 from .waiters import Arrivals, Waiters
@@ -86,6 +88,7 @@ class TaskManagerCore:
         self.deps = Dependencies()
         self.waiters = Waiters()
         self.sessions = Sessions()
+        self.schedules = ScheduleRunner(self)
         self.arrivals = Arrivals()
         self.intake = Intake(self.registry, settings, self.queues, self.active)
         self.pipeline = CommitPipeline(self.store.commit, clock, resync=self._resync)
@@ -110,6 +113,7 @@ class TaskManagerCore:
                 continue
         now = self.clock()
         self.counts = FinishedCounts(self.store.finished_counts())
+        self.schedules.load()
         rows = self.store.active_rows()
         for row in rows:
             if self.queues.get(row.queue) is None:
@@ -399,6 +403,43 @@ class TaskManagerCore:
         await self.waiters.wait([t for t in task_ids if t in self.active], timeout_s)
         return await self.get_many(task_ids)
 
+    # -------------------------------------------------------- schedules, logs
+
+    async def create_schedule(self, request: ScheduleCreateRequest) -> Schedule:
+        return await self.schedules.create(request)
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        return self.schedules.get(schedule_id)
+
+    def list_schedules(self, owner: str | None = None) -> list[Schedule]:
+        return self.schedules.of(owner)
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        return await self.schedules.set_paused(schedule_id, True)
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        return await self.schedules.set_paused(schedule_id, False)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self.schedules.delete(schedule_id)
+
+    def next_runs(self, schedule_id: str, count: int = 5) -> list[dict[str, object]]:
+        """The next ``count`` runs of a schedule (``at``, ``provisional``)."""
+        return self.schedules.next_runs(schedule_id, count)
+
+    async def logs(self, task_id: str, attempt: int | None = None, after_id: int = 0,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+        """A task's log lines (of one attempt, or all), oldest first, after ``after_id``.
+
+        Raises:
+            TaskNotFoundError: no such task.
+        """
+        def read() -> list[dict[str, Any]]:
+            if self.store.get(task_id) is None:
+                raise TaskNotFoundError(task_id)
+            return self.store.logs.read(task_id, attempt, after_id, limit)
+        return await asyncio.to_thread(read)
+
     # ------------------------------------------------------------------ types
 
     async def register_type(self, blob: bytes) -> TaskTypeInfo:
@@ -449,6 +490,7 @@ class TaskManagerCore:
         if self.settings.event_retention_s is not None:
             cutoff = now - self.settings.event_retention_s
             pruned["events"] = await asyncio.to_thread(self.store.prune_events, cutoff)
+            pruned["log_lines"] = await asyncio.to_thread(self.store.logs.prune, cutoff)
         return pruned
 
     # -------------------------------------------------------------- internals

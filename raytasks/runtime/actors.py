@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MANAGER, TRACKER, NOTIFIER, ENGINE = "manager", "progress-tracker", "notifier", "engine"
 NOTIFIER_POKE_S = 0.02
 MAINTENANCE_INTERVAL_S = 60.0
+SCHEDULE_TICK_S = 0.5
 
 
 def get(ref: Any, timeout_s: float | None = None) -> Any:
@@ -74,7 +75,8 @@ class Manager(TaskManagerCore):
         self.recovered = self.reconcile()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._expiry_loop()),
-                       loop.create_task(self._maintenance_loop())]
+                       loop.create_task(self._maintenance_loop()),
+                       loop.create_task(self._schedule_loop())]
 
     async def _expiry_loop(self) -> None:
         interval = min(0.5, self.settings.lease_ttl_s / 4)
@@ -88,6 +90,14 @@ class Manager(TaskManagerCore):
                 # also wakes a restarted notifier, whose loops start with it
                 self._poke_notifier([])
                 self.gauges.update({"queues": [q.model_dump() for q in self.queue_stats()]})
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SCHEDULE_TICK_S)
+            try:
+                await self.schedules.tick()
+            except Exception:
+                log.exception("firing schedules failed")
 
     async def _maintenance_loop(self) -> None:
         while True:

@@ -13,7 +13,7 @@ from ..errors import StoreError
 from ..models import Task, TaskErrorInfo, TaskQuery, TaskStatus, TaskSummary
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(slots=True)

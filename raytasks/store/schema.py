@@ -107,3 +107,34 @@ schema = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("applied_at", sa.Float, nullable=False),
 )
+
+schedules = sa.Table(
+    "rt_schedules",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),  # template, rule, timezone, end, catch-up
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("last_run_at", sa.Float, nullable=True),
+    sa.Column("next_run_at", sa.Float, nullable=True),
+    sa.Column("last_task_id", sa.String(64), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("rt_schedules_owner", "owner"),
+)
+
+logs = sa.Table(
+    "rt_logs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("stream", sa.String(16), nullable=False),  # stdout, stderr, a log level, raytasks
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Index("rt_logs_task", "task_id", "attempt", "id"),
+    sa.Index("rt_logs_at", "at"),
+)

@@ -39,7 +39,9 @@ from .base import (
     row_to_task,
     to_json,
 )
-from .schema import cursors, deliveries, events, progress, schema, task_types, tasks
+from .logs import LogTable
+from .schedules import ScheduleTable
+from .schema import cursors, deliveries, events, logs, progress, schema, task_types, tasks
 
 #: PostgreSQL advisory lock key taken by every transaction that inserts events.
 EVENTS_LOCK = 727275
@@ -138,6 +140,8 @@ class SqlTaskStore(TaskStore):
         else:
             raise StoreError(f"unsupported store URL {url!r}: use sqlite:/// or postgresql://")
         migrate.upgrade(self._writer, self.url)
+        self.schedules = ScheduleTable(self.engine, self._writer)
+        self.logs = LogTable(self.engine, self._writer)
 
     @property
     def dialect(self) -> str:
@@ -167,6 +171,7 @@ class SqlTaskStore(TaskStore):
             if batch.deletes:
                 conn.execute(tasks.delete().where(tasks.c.id.in_(batch.deletes)))
                 conn.execute(progress.delete().where(progress.c.task_id.in_(batch.deletes)))
+                conn.execute(logs.delete().where(logs.c.task_id.in_(batch.deletes)))
             if batch.events:
                 ids = _insert_events(conn, batch.events)
         return ids
