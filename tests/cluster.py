@@ -8,6 +8,7 @@ children, by pid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -120,10 +121,8 @@ class LocalHead:
         pids = self._own_pids()
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + timeout_s / 2
             while time.monotonic() < deadline:
                 pids = {p for p in pids if Path(f"/proc/{p}").exists()
