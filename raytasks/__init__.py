@@ -45,6 +45,7 @@ from .models import (
     TaskUpdateRequest,
 )
 from .runtime import connect, disconnect
+from .schedules import Schedule, ScheduleCreateRequest, ScheduleRule, TradingRule
 from .settings import Settings
 
 __version__ = "0.1.0"
@@ -61,6 +62,9 @@ __all__ = [
     "QueuedTask",
     "QuotaExceededError",
     "RaytasksError",
+    "Schedule",
+    "ScheduleCreateRequest",
+    "ScheduleRule",
     "SchedulingError",
     "Settings",
     "StoreError",
@@ -86,6 +90,7 @@ __all__ = [
     "TaskStatusNotification",
     "TaskSummary",
     "TaskUpdateRequest",
+    "TradingRule",
     "UnknownTaskTypeError",
     "WaitTimeoutError",
     "__version__",

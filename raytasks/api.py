@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
@@ -32,6 +33,7 @@ from .models import (
 )
 from .registry import Handler, TaskTypeSpec
 from .runtime.session import unwrap
+from .schedules import Schedule, ScheduleCreateRequest
 
 T = TypeVar("T")
 
@@ -219,6 +221,80 @@ class TaskManager(_Facade):
 
     def task_types_sync(self) -> list[TaskTypeInfo]:
         return self._get(self._actor.types.remote())
+
+    # -------------------------------------------------------------- task logs
+
+    async def logs(self, task_id: str, attempt: int | None = None, after_id: int = 0,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+        """What a task's handler printed or logged, and raytasks' lines about each attempt:
+        ``{"id", "attempt", "at", "stream", "line"}`` rows, oldest first, after ``after_id``.
+        """
+        return await self._await(self._actor.logs.remote(task_id, attempt, after_id, limit))
+
+    def logs_sync(self, task_id: str, attempt: int | None = None, after_id: int = 0,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        return self._get(self._actor.logs.remote(task_id, attempt, after_id, limit))
+
+    def follow_logs_sync(self, task_id: str, attempt: int | None = None,
+                         poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
+        """Every log line as it comes, until the task has finished and all are read."""
+        after = 0
+        while True:
+            finished = self.get_task_sync(task_id).status.finished
+            rows = self.logs_sync(task_id, attempt, after)
+            yield from rows
+            if rows:
+                after = rows[-1]["id"]
+            elif finished:
+                return
+            else:
+                time.sleep(poll_s)
+
+    # -------------------------------------------------------------- schedules
+
+    async def create_schedule(self, request: ScheduleCreateRequest) -> Schedule:
+        """Store a schedule: ``request.template`` is created at every run of its rule."""
+        return await self._await(self._actor.create_schedule.remote(request))
+
+    def create_schedule_sync(self, request: ScheduleCreateRequest) -> Schedule:
+        return self._get(self._actor.create_schedule.remote(request))
+
+    async def list_schedules(self, owner: str | None = None) -> list[Schedule]:
+        return await self._await(self._actor.list_schedules.remote(owner))
+
+    def list_schedules_sync(self, owner: str | None = None) -> list[Schedule]:
+        return self._get(self._actor.list_schedules.remote(owner))
+
+    def get_schedule_sync(self, schedule_id: str) -> Schedule:
+        return self._get(self._actor.get_schedule.remote(schedule_id))
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        return await self._await(self._actor.get_schedule.remote(schedule_id))
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        return await self._await(self._actor.pause_schedule.remote(schedule_id))
+
+    def pause_schedule_sync(self, schedule_id: str) -> Schedule:
+        return self._get(self._actor.pause_schedule.remote(schedule_id))
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        return await self._await(self._actor.resume_schedule.remote(schedule_id))
+
+    def resume_schedule_sync(self, schedule_id: str) -> Schedule:
+        return self._get(self._actor.resume_schedule.remote(schedule_id))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._await(self._actor.delete_schedule.remote(schedule_id))
+
+    def delete_schedule_sync(self, schedule_id: str) -> None:
+        self._get(self._actor.delete_schedule.remote(schedule_id))
+
+    async def next_runs(self, schedule_id: str, count: int = 5) -> list[dict[str, Any]]:
+        """The next runs of a schedule: ``{"at": datetime, "provisional": bool}``."""
+        return await self._await(self._actor.next_runs.remote(schedule_id, count))
+
+    def next_runs_sync(self, schedule_id: str, count: int = 5) -> list[dict[str, Any]]:
+        return self._get(self._actor.next_runs.remote(schedule_id, count))
 
 
 class TaskQueueManager(_Facade):

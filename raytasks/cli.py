@@ -482,6 +482,16 @@ def bench_volatility(stocks: int, as_json: bool) -> None:
     _emit(as_json, figures, lambda: click.echo(format_volatility(figures)))
 
 
+def _register_operations() -> None:
+    from .cli_ops import logs, schedule
+
+    cli.add_command(schedule)
+    cli.add_command(logs)
+
+
+_register_operations()
+
+
 def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from . import cli_admin

@@ -281,6 +281,10 @@ class Watcher:
                     return
             try:
                 tasks = self._finished(self.session, 5.0)
+            except SystemExit:  # this process is leaving Ray: stop quietly
+                with self._lock:
+                    self._thread = None
+                return
             except Exception:
                 threading.Event().wait(0.5)  # the manager is restarting: poll again
                 continue

@@ -29,7 +29,16 @@ from typing import Any, Protocol
 
 from .context import TaskExecutionContext
 from .errors import TaskCancelledError
-from .messages import Lease, LeaseRequest, ProgressReport, RenewAnswer, Report, ReportAnswer
+from .logcapture import AttemptLog, Capture, secrets_of
+from .messages import (
+    Lease,
+    LeaseRequest,
+    LogLine,
+    ProgressReport,
+    RenewAnswer,
+    Report,
+    ReportAnswer,
+)
 from .models import TaskErrorInfo
 from .registry import TaskTypeSpec
 from .settings import Settings
@@ -48,7 +57,7 @@ class ManagerLink(Protocol):
     def report_and_lease(self, request: LeaseRequest) -> list[Lease]: ...
     def report(self, reports: list[Report]) -> ReportAnswer: ...
     def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
-                  progress: list[ProgressReport]) -> RenewAnswer: ...
+                  progress: list[ProgressReport], logs: list[LogLine]) -> RenewAnswer: ...
     def checkpoint(self, task_id: str) -> Any: ...
     def save_checkpoint(self, task_id: str, token: int, state: Any) -> bool: ...
     def type_blob(self, name: str) -> bytes: ...
@@ -64,6 +73,7 @@ class _Running:
     progress: tuple[float, str, str | None] | None = None
     progress_at: float = 0.0
     progress_sent: float = 0.0
+    log: AttemptLog | None = None
 
 
 class TaskExecutor:
@@ -88,7 +98,10 @@ class TaskExecutor:
         self._stop = threading.Event()
         self.completed = 0
         self.pid = os.getpid()
+        self.capture = Capture()
+        self._secrets = secrets_of(settings)
         if start:
+            self.capture.install()
             threading.Thread(target=self._work_loop, name="raytasks-work", daemon=True).start()
             threading.Thread(target=self._monitor_loop, name="raytasks-monitor",
                              daemon=True).start()
@@ -155,6 +168,11 @@ class TaskExecutor:
                 return None
             run.started = time.time()
             self._current = run
+            run.log = AttemptLog(lease.task_id, lease.token, lease.attempt,
+                                 self.settings.task_log_max_bytes, self._secrets)
+            run.log.add("raytasks", f"attempt {lease.attempt} started on {self.executor_id} "
+                                    f"(pid {self.pid})")
+            self.capture.current = run.log
         try:
             if run.cancel.is_set():
                 raise TaskCancelledError(lease.task_id)
@@ -181,12 +199,13 @@ class TaskExecutor:
                 traceback=traceback.format_exc()[-16000:], reason="error"))
         elapsed = time.time() - run.started
         self._avg_run_s = 0.8 * self._avg_run_s + 0.2 * max(elapsed, 1e-6)
+        self.capture.current = None
+        run.log.add("raytasks", _ending(report, elapsed))
         with self._lock:
             self._current = None
             self._held.pop(lease.task_id, None)
             self.completed += 1
-        if run.progress is not None and run.progress_sent < run.progress_at:
-            self._send_progress([run])
+        self._send_final(run)  # before the report: its lines land while the lease holds
         return None if run.lost else report
 
     def _progress(self, run: _Running, fraction: float, message: str,
@@ -243,11 +262,12 @@ class TaskExecutor:
     def _heartbeat(self, held: list[_Running], due: list[_Running], now: float) -> None:
         for r in due:
             r.progress_sent = now
+        lines = [line for r in held if r.log is not None for line in r.log.take()]
         try:
             answer = self.link.heartbeat(self.executor_id,
                                          [(r.lease.task_id, r.lease.token) for r in held
                                           if not r.lost],
-                                         [self._progress_report(r) for r in due])
+                                         [self._progress_report(r) for r in due], lines)
         except Exception as exc:
             log.warning("executor %s: heartbeat failed (%s)", self.executor_id, exc)
             return
@@ -277,9 +297,15 @@ class TaskExecutor:
                               percentage=fraction, message=message, stage=stage,
                               updated_at=run.progress_at, owner=run.lease.owner)
 
-    def _send_progress(self, runs: list[_Running]) -> None:
+    def _send_final(self, run: _Running) -> None:
+        """The attempt's last progress and log lines, sent (and written) before its report."""
+        progress = [self._progress_report(run)] if run.progress is not None \
+            and run.progress_sent < run.progress_at else []
+        lines = run.log.take() if run.log is not None else []
+        if not (progress or lines):
+            return
         try:
-            self.link.heartbeat(self.executor_id, [], [self._progress_report(r) for r in runs])
+            self.link.heartbeat(self.executor_id, [], progress, lines)
         except Exception as exc:
             log.warning("executor %s: progress report failed (%s)", self.executor_id, exc)
 
@@ -300,6 +326,11 @@ class TaskExecutor:
 
     def _abandon(self, run: _Running, report: Report | None) -> None:
         """Report ``run``'s end, hand back the rest of the batch, and end this process."""
+        if run.log is not None:
+            self.capture.current = None
+            run.log.add("raytasks", report.error.message if report and report.error
+                        else "lost its lease (paused or cut off past the TTL): stopped")
+            self._send_final(run)
         with self._lock:
             others = [r for r in self._held.values() if r is not run and not r.lost]
         reports = [report] if report is not None else []
@@ -316,3 +347,12 @@ class TaskExecutor:
                     run.lease.task_id)
         self._stop.set()
         self.exit_process(1)
+
+
+def _ending(report: Report, elapsed: float) -> str:
+    """The framework's last line about an attempt."""
+    if report.outcome == "completed":
+        return f"attempt completed in {elapsed:.3f} s"
+    error = report.error
+    what = f"{error.type}: {error.message}" if error else "no error given"
+    return f"attempt {report.outcome} after {elapsed:.3f} s: {what}"[:2000]

@@ -129,3 +129,15 @@ class WatchAnswer(NamedTuple):
 
     finished: list[Any]
     missing: list[str]
+
+
+class LogLine(NamedTuple):
+    """One line an attempt printed or logged (``stream``: stdout, stderr, a log level, or
+    raytasks for the framework's own lines), fenced by the attempt's lease ``token``."""
+
+    task_id: str
+    token: int
+    attempt: int
+    at: float
+    stream: str
+    line: str

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from .messages import ProgressReport, RenewAnswer
+from .messages import LogLine, ProgressReport, RenewAnswer
 from .models import TaskProgress, TaskStatus
 from .store import SqlTaskStore
 from .store.base import to_json
@@ -39,9 +39,17 @@ class ProgressTrackerCore:
         self._dirty: set[str] = set()
 
     async def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
-                        progress: list[ProgressReport]) -> RenewAnswer:
-        """Record ``progress`` and renew ``leases``; says which leases are lost or cancelled."""
+                        progress: list[ProgressReport],
+                        logs: list[LogLine] | None = None) -> RenewAnswer:
+        """Record ``progress``, write ``logs`` and renew ``leases``; says which leases are
+        lost or to be cancelled.
+
+        Log lines are written before the answer (fenced by their attempt's lease): an
+        attempt's last lines are stored before its report, which follows this call.
+        """
         now = self.clock()
+        if logs:
+            await asyncio.to_thread(self.store.logs.append, [line._asdict() for line in logs])
         for report in progress:
             held = self.latest.get(report.task_id)
             if held is None or (report.token, report.updated_at) >= (held.token,

@@ -18,7 +18,15 @@ from ray.actor import ActorHandle
 from ..errors import RaytasksError
 from ..executor import TaskExecutor
 from ..manager import TaskManagerCore
-from ..messages import Lease, LeaseRequest, ProgressReport, RenewAnswer, Report, ReportAnswer
+from ..messages import (
+    Lease,
+    LeaseRequest,
+    LogLine,
+    ProgressReport,
+    RenewAnswer,
+    Report,
+    ReportAnswer,
+)
 from ..metrics import RayQueueGauges
 from ..notifications import NotificationHub
 from ..notify import Dispatcher
@@ -206,9 +214,9 @@ class _RayLink:
         return answer
 
     def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
-                  progress: list[ProgressReport]) -> RenewAnswer:
+                  progress: list[ProgressReport], logs: list[LogLine]) -> RenewAnswer:
         answer: RenewAnswer = get(self.peers.must(TRACKER).heartbeat.remote(
-            executor_id, leases, progress), 60)
+            executor_id, leases, progress, logs), 60)
         return answer
 
     def checkpoint(self, task_id: str) -> Any:
