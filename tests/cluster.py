@@ -44,8 +44,10 @@ class LocalHead:
                                                                 free_port())
         self.num_cpus, self.resources = num_cpus, resources or {}
         self.autoscaling_config = autoscaling_config
+        # `python` on the nodes is this environment's, as in the raytasks image
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
-                    **(env or {})}
+                    "PATH": path, **(env or {})}
         self.env.pop("RAY_ADDRESS", None)
         self.node_ip = ""
         self.start_s = 0.0
