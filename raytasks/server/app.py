@@ -1,8 +1,10 @@
 """The HTTP face of raytasks: REST, WebSocket, metrics and the dashboard (``raytasks serve``).
 
-Thin: every route calls a client facade. Everything that arrives here is
-untrusted (see README "Security"): bodies are parsed strictly (:mod:`.edge`),
-requests are checked against the operator's named resources and notify
+Thin: every route calls a client facade. Routes live by resource: ``routes_tasks``
+(tasks and their logs), ``routes_schedules``, ``pages`` (dashboard, static files,
+interactive docs); sessions, stats, metrics and the WebSocket are here. Everything
+that arrives is untrusted (see README "Security"): bodies are parsed strictly
+(:mod:`.edge`), requests are checked against the operator's named resources and notify
 allow-list before they reach the manager, another owner's task is a 404 like a
 random id, and responses never carry a traceback or a server path.
 
@@ -17,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from importlib import resources as package
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Body, Depends, FastAPI, Path, Query, Request, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field, ValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
 
 from ..api import ProgressTracker, TaskExecutionEngine, TaskManager, TaskNotificationService
 from ..errors import (
@@ -40,32 +41,14 @@ from ..errors import (
     UnknownTaskTypeError,
     WaitTimeoutError,
 )
-from ..inputs import check_tags
 from ..metrics import queue_metrics_text
-from ..models import (
-    OrderField,
-    QueueStats,
-    Task,
-    TaskCreateRequest,
-    TaskPriority,
-    TaskProgress,
-    TaskQuery,
-    TaskStatus,
-    TaskUpdateRequest,
-)
+from ..models import QueueStats
 from ..runtime import Runtime
-from .auth import (
-    CSRF_HEADER,
-    SESSION_COOKIE,
-    SESSION_TTL_S,
-    Principal,
-    Sessions,
-    authenticate,
-    principal_for,
-)
+from . import pages, routes_schedules, routes_tasks
+from .auth import CSRF_HEADER, SESSION_COOKIE, SESSION_TTL_S, principal_for
+from .common import Auth, CsrfRefused, Services, Unauthorized
 from .edge import Edge, ErrorBody, error, scrub
 from .socket import serve_socket
-from .vetting import vet_create, vet_notify
 
 log = logging.getLogger("raytasks.server")
 
@@ -77,41 +60,7 @@ _STATUS = [
 ]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 429, 500)}
-DASHBOARD_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                 "connect-src 'self'; base-uri 'none'; form-action 'self'; "
-                 "frame-ancestors 'none'")
-_STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 _PUBLIC_EXECUTOR_FIELDS = ("executor_id", "task_type", "held", "completed", "error")
-
-
-class _Unauthorized(Exception):
-    pass
-
-
-class _CsrfRefused(Exception):
-    pass
-
-
-def principal(request: Request) -> Principal:
-    """The caller: a bearer token, or a dashboard session (with its CSRF token when the
-    request changes something); 401/403 otherwise."""
-    header = request.headers.get("authorization")
-    if header:
-        found = authenticate(header, request.app.state.tokens)
-        if found is None:
-            raise _Unauthorized()
-        return found
-    session = request.app.state.sessions.get(request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        raise _Unauthorized()
-    if request.method not in ("GET", "HEAD", "OPTIONS") and \
-            not session.csrf_ok(request.headers.get(CSRF_HEADER)):
-        raise _CsrfRefused()
-    return session.principal
-
-
-Auth = Annotated[Principal, Depends(principal)]
-TaskId = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 class Login(BaseModel):
@@ -135,24 +84,16 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in parts) or "body"
 
 
-def public(task: Task) -> Task:
-    """A task as a client may see it: no traceback, no server paths in its error."""
-    if task.error is None:
-        return task
-    return task.model_copy(update={"error": task.error.model_copy(update={
-        "traceback": None, "message": scrub(task.error.message)})})
-
-
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
-    tm, tracker = TaskManager(runtime), ProgressTracker(runtime)
-    notifier, engine = TaskNotificationService(runtime), TaskExecutionEngine(runtime)
+    svc = Services(settings, TaskManager(runtime), ProgressTracker(runtime),
+                   TaskNotificationService(runtime), TaskExecutionEngine(runtime))
+    tm, notifier, sessions = svc.tm, svc.notifier, svc.sessions
     # the OpenAPI document is served below, behind the token like everything but /health
     app = FastAPI(title="raytasks", version="0.1.0", openapi_url=None, docs_url=None,
                   redoc_url=None, description="Durable, prioritised task management on Ray",
                   responses=_ERRORS)
-    app.state.tokens = settings.api.tokens
-    app.state.sessions = sessions = Sessions()
+    app.state.services = svc
     app.add_middleware(Edge, max_body_bytes=settings.api.max_body_bytes)
 
     @app.exception_handler(RaytasksError)
@@ -178,27 +119,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         return error(422, "InvalidParametersError", f"invalid request: {detail}",
                      errors=errors)
 
-    @app.exception_handler(_Unauthorized)
+    @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, __: Exception) -> JSONResponse:
         response = error(401, "Unauthorized", "a valid bearer token is required")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    @app.exception_handler(_CsrfRefused)
+    @app.exception_handler(CsrfRefused)
     async def _csrf(_: Request, __: Exception) -> JSONResponse:
         return error(403, "CsrfError", f"a request with the session cookie must send the "
                      f"session's {CSRF_HEADER} header")
-
-    async def own_task(task_id: str, who: Principal) -> Task:
-        task = await tm.get_task(task_id)
-        if not who.may_see(task.owner):
-            raise TaskNotFoundError(task_id)  # another owner's task does not exist for you
-        return task
-
-    def stamped(request: TaskCreateRequest, who: Principal) -> TaskCreateRequest:
-        if who.admin and request.owner:
-            return request
-        return request.model_copy(update={"owner": who.owner})
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(who: Auth) -> Any:
@@ -213,10 +143,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         """Log a dashboard in: an HttpOnly session cookie and the session's CSRF token."""
         origin = request.headers.get("origin")
         if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
-            raise _CsrfRefused()
-        who = principal_for(body.token, settings.api.tokens)
+            raise CsrfRefused()
+        who = principal_for(body.token, svc.tokens())
         if who is None:
-            raise _Unauthorized()
+            raise Unauthorized()
         session_id, session = sessions.open(who)
         response.set_cookie(SESSION_COOKIE, session_id, max_age=int(SESSION_TTL_S),
                             httponly=True, samesite="strict", path="/",
@@ -227,7 +157,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def current_session(request: Request) -> SessionInfo:
         session = sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
-            raise _Unauthorized()
+            raise Unauthorized()
         return SessionInfo(owner=session.principal.owner, role=session.principal.role,
                            csrf=session.csrf)
 
@@ -238,74 +168,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    @app.post("/tasks", status_code=201)
-    async def create(request: TaskCreateRequest, who: Auth) -> Task:
-        vet_create([request], settings)
-        return public(await tm.submit(stamped(request, who)))
-
-    @app.post("/tasks/batch", status_code=201)
-    async def create_batch(
-            requests: Annotated[list[TaskCreateRequest], Body(max_length=1000)],
-            who: Auth) -> list[Task]:
-        vet_create(requests, settings)
-        return [public(t) for t in await tm.submit_many([stamped(r, who) for r in requests])]
-
-    @app.get("/tasks")
-    async def list_tasks(
-        who: Auth,
-        status: Annotated[list[TaskStatus] | None, Query(max_length=10)] = None,
-        task_type: Annotated[list[str] | None, Query(max_length=100)] = None,
-        priority: Annotated[list[TaskPriority] | None, Query(max_length=10)] = None,
-        queue: Annotated[str | None, Query(max_length=64)] = None,
-        owner: Annotated[str | None, Query(max_length=200)] = None,
-        tags: Annotated[list[str] | None, Query(max_length=20)] = None,
-        text: Annotated[str | None, Query(max_length=200)] = None,
-        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        order_by: OrderField = "-created_at",
-    ) -> Any:
-        try:
-            check_tags(tags or [])
-            query = TaskQuery.model_validate({
-                "status": status, "task_type": task_type, "priority": priority,
-                "queue": queue, "owner": owner if who.admin else who.owner, "tags": tags,
-                "text": text, "offset": offset, "limit": limit, "order_by": order_by})
-        except ValueError as exc:
-            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-            raise InvalidParametersError([{"field": "query", "reason": reason}]) from None
-        return (await tm.list_tasks(query)).model_dump(mode="json")
-
-    @app.get("/tasks/{task_id}")
-    async def get(task_id: TaskId, who: Auth) -> Task:
-        return public(await own_task(task_id, who))
-
-    @app.patch("/tasks/{task_id}")
-    async def update(task_id: TaskId, request: TaskUpdateRequest, who: Auth) -> Task:
-        await own_task(task_id, who)
-        vet_notify(request.notify or [], settings, "")
-        return public(await tm.update_task(task_id, request))
-
-    @app.post("/tasks/{task_id}/cancel")
-    async def cancel(task_id: TaskId, who: Auth) -> Task:
-        await own_task(task_id, who)
-        return public(await tm.cancel_task(task_id))
-
-    @app.post("/tasks/{task_id}/retry")
-    async def retry(task_id: TaskId, who: Auth) -> Task:
-        await own_task(task_id, who)
-        return public(await tm.retry_task(task_id))
-
-    @app.delete("/tasks/{task_id}", status_code=204)
-    async def delete(task_id: TaskId, who: Auth) -> Response:
-        await own_task(task_id, who)
-        await tm.delete_task(task_id)
-        return Response(status_code=204)
-
-    @app.get("/tasks/{task_id}/progress")
-    async def progress(task_id: TaskId, who: Auth) -> TaskProgress:
-        await own_task(task_id, who)
-        return await tracker.get_progress(task_id)
-
     @app.get("/stats/queues")
     async def queue_stats(who: Auth) -> Any:
         # aggregates only: whatever else the manager reports per queue stays inside
@@ -314,13 +176,13 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/stats/executors")
     async def executor_stats(who: Auth) -> Any:
-        rows = await asyncio.to_thread(engine.executors_sync)
+        rows = await asyncio.to_thread(svc.engine.executors_sync)
         if who.admin:
             return rows
         visible = set()
         for task_id in {r["current"] for r in rows if r.get("current")}:
             try:
-                visible.add((await own_task(task_id, who)).id)
+                visible.add((await svc.own_task(task_id, who)).id)
             except TaskNotFoundError:
                 continue
         return [{**{k: r[k] for k in _PUBLIC_EXECUTOR_FIELDS if k in r},
@@ -335,21 +197,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def metrics(who: Auth) -> str:
         return await notifier.metrics_text() + queue_metrics_text(await tm.stats())
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def dashboard() -> HTMLResponse:
-        html = package.files("raytasks.server").joinpath("dashboard.html").read_text()
-        return HTMLResponse(html, headers={"Content-Security-Policy": DASHBOARD_CSP})
-
-    @app.get("/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
-        if name not in _STATIC:  # a fixed set of files: no name reaches the file system
-            return error(404, "NotFound", "no such file")
-        body = package.files("raytasks.server").joinpath("static", name).read_bytes()
-        return Response(body, media_type=_STATIC[name])
-
     @app.websocket("/ws")
     async def ws(socket: WebSocket) -> None:
-        await serve_socket(socket, notifier, settings.api.tokens, sessions,
-                           settings.notify.ws_progress_interval_s)
+        await serve_socket(socket, svc)
 
+    for module in (routes_tasks, routes_schedules, pages):
+        app.include_router(module.router)
     return app

@@ -1,34 +1,45 @@
-"""``WS /ws``: the event stream, one owner's events per socket.
+"""``WS /ws``: the event stream, one owner's events per socket, and log lines on request.
 
 The client's first message, within :data:`AUTH_TIMEOUT_S` seconds, is the hello:
 ``{"token": "...", "after_id": 0, "task_ids": [...] or null, "filter": {"status":
-[...], "task_type": [...]}}``. The dashboard may leave out ``token``: its session
-cookie then authenticates the socket, if the page came from this server (the
-``Origin`` check stops another site's page from riding the cookie). Every
-message sent after is one event with its ``event_id``; reconnect with
-``after_id`` set to the last one seen to resume.
+[...], "task_type": [...]}, "logs": [task ids], "logs_after": {task id: line id}}``.
+The dashboard may leave out ``token``: its session cookie then authenticates the
+socket, if the page came from this server (the ``Origin`` check stops another site's
+page from riding the cookie). Every event sent after carries its ``event_id``;
+reconnect with ``after_id`` set to the last one seen to resume.
 
-Close codes: 1003 for a hello that is not JSON text, 1008 for a hello of the
-wrong shape, a wrong token, or none in time; the reason says which.
+Log lines of the tasks named in ``logs`` (at most :data:`MAX_LOG_TASKS`, each the
+caller's own) come as their own kind, ``{"kind": "log", "task_id", "id", "attempt",
+"at", "stream", "line"}``, then ``{"kind": "log_end", "task_id", "status"}`` once the
+task has finished and every line is sent. An unknown id, or another owner's, is
+``{"kind": "log_error", "task_id", "error": "TaskNotFoundError", ...}``. Later messages
+``{"logs": [...], "logs_after": {...}}`` replace the set of tasks followed.
+
+Close codes: 1003 for a message that is not JSON text, 1008 for one of the wrong
+shape, a wrong token, or no hello in time; the reason says which.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from ..api import TaskNotificationService
 from ..models import TaskStatus
-from .auth import SESSION_COOKIE, Principal, Sessions, principal_for
+from .auth import SESSION_COOKIE, Principal, principal_for
+from .common import Services
 from .edge import scrub, strict_json
+from .logs import MAX_LOG_TASKS, SocketLogs
 
 AUTH_TIMEOUT_S = 5.0
+#: Tasks whose last progress one socket remembers before it forgets stale entries.
+MAX_TRACKED = 10_000
 _FINAL = ("COMPLETED", "FAILED", "CANCELLED")
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class HelloFilter(BaseModel):
@@ -36,6 +47,17 @@ class HelloFilter(BaseModel):
 
     status: list[TaskStatus] | None = Field(default=None, max_length=10)
     task_type: list[str] | None = Field(default=None, max_length=100)
+
+
+class Follow(BaseModel):
+    """Which tasks' log lines the socket follows (the caller's own; at most
+    :data:`MAX_LOG_TASKS`), each from after its ``logs_after`` line id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    logs: list[_Id] = Field(max_length=MAX_LOG_TASKS)
+    logs_after: dict[_Id, Annotated[int, Field(ge=0, le=2**62)]] | None = \
+        Field(default=None, max_length=MAX_LOG_TASKS)
 
 
 class Hello(BaseModel):
@@ -47,11 +69,22 @@ class Hello(BaseModel):
     after_id: int | None = Field(default=None, ge=0, le=2**62)
     task_ids: list[str] | None = Field(default=None, max_length=10_000)
     filter: HelloFilter | None = None
+    logs: list[_Id] | None = Field(default=None, max_length=MAX_LOG_TASKS)
+    logs_after: dict[_Id, Annotated[int, Field(ge=0, le=2**62)]] | None = \
+        Field(default=None, max_length=MAX_LOG_TASKS)
 
 
 async def _close(socket: WebSocket, code: int, reason: str) -> None:
     # a close reason is at most 123 bytes of UTF-8
     await socket.close(code=code, reason=reason.encode()[:123].decode(errors="ignore"))
+
+
+def _invalid(exc: ValueError, what: str) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or what
+        return f"invalid {what}: {where}: {first['msg']}"
+    return f"the {what} is not JSON: {exc}"
 
 
 async def _hello(socket: WebSocket) -> Hello | None:
@@ -69,12 +102,8 @@ async def _hello(socket: WebSocket) -> Hello | None:
     try:
         return Hello.model_validate(strict_json(message["text"].encode("utf-8", "replace")))
     except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "hello"
-            await _close(socket, 1008, f"invalid hello: {where}: {first['msg']}")
-        else:
-            await _close(socket, 1003, f"the hello is not JSON: {exc}")
+        await _close(socket, 1008 if isinstance(exc, ValidationError) else 1003,
+                     _invalid(exc, "hello"))
         return None
 
 
@@ -83,66 +112,116 @@ def _same_origin(socket: WebSocket) -> bool:
     return bool(origin and host and urlsplit(origin).netloc == host)
 
 
-async def serve_socket(socket: WebSocket, notifier: TaskNotificationService,
-                       tokens: list[Any], sessions: Sessions,
-                       progress_interval_s: float) -> None:
-    """Authenticate one socket from its hello, then stream the events it may see."""
+async def serve_socket(socket: WebSocket, svc: Services) -> None:
+    """Authenticate one socket from its hello, then stream the events (and log lines) it
+    may see until the client goes away."""
     await socket.accept()
     hello = await _hello(socket)
     if hello is None:
         return
     who: Principal | None = None
     if hello.token is not None:
-        who = principal_for(hello.token, tokens)
+        who = principal_for(hello.token, svc.tokens())
     elif _same_origin(socket):
-        session = sessions.get(socket.cookies.get(SESSION_COOKIE))
+        session = svc.sessions.get(socket.cookies.get(SESSION_COOKIE))
         who = session.principal if session else None
     if who is None:
         await socket.send_json({"error": "Unauthorized", "message": "a valid token is required"})
         await _close(socket, 1008, "a valid token (or dashboard session) is required")
         return
-    cursor = hello.after_id if hello.after_id is not None else await notifier.last_event_id()
-    task_ids = set(hello.task_ids) if hello.task_ids else None
-    wanted = hello.filter or HelloFilter()
-    last_progress: dict[str, float] = {}
-    finished: set[str] = set()  # progress is flushed in batches and can trail the end
+    cursor = hello.after_id if hello.after_id is not None else await svc.notifier.last_event_id()
+    stream = EventStream(who, set(hello.task_ids) if hello.task_ids else None,
+                         hello.filter or HelloFilter(),
+                         svc.settings.notify.ws_progress_interval_s)
+    logs = SocketLogs(svc, who)
     await socket.send_json({"subscribed": True, "after_id": cursor})
+    changes: asyncio.Queue[Follow] = asyncio.Queue()
+    if hello.logs is not None:
+        changes.put_nowait(Follow(logs=hello.logs, logs_after=hello.logs_after))
+    reader = asyncio.create_task(_read_changes(socket, changes))
     try:
-        while True:
-            events = await notifier.events(cursor, timeout_s=1.0)
+        while not reader.done():
+            while not changes.empty():
+                for message in await logs.follow(changes.get_nowait()):
+                    await socket.send_json(message)
+            events = await svc.notifier.events(cursor, timeout_s=1.0)
             for event in events:
                 cursor = event.event_id
-                data = event.model_dump(mode="json")
-                if data["kind"] == "status" and data["status"] in _FINAL:
-                    finished.add(data["task_id"])
-                elif data["task_id"] in finished:
-                    continue
-                if not _wanted(data, who, task_ids, wanted, last_progress,
-                               progress_interval_s):
-                    continue
-                if data.get("error"):  # the traceback stays in the store
-                    data["error"] = {**data["error"], "traceback": None,
-                                     "message": scrub(data["error"]["message"])}
-                await socket.send_json(data)
+                data = stream.visible(event.model_dump(mode="json"))
+                if data is not None:
+                    await socket.send_json(data)
+            for message in await logs.poll():
+                await socket.send_json(message)
             if not events:  # keep-alive, and notice a client that went away
                 await socket.send_json({"heartbeat": cursor})
     except (WebSocketDisconnect, RuntimeError):
         return
+    finally:
+        reader.cancel()
+        logs.close()
 
 
-def _wanted(data: dict[str, Any], who: Principal, task_ids: set[str] | None,
-            wanted: HelloFilter, last_progress: dict[str, float], interval_s: float) -> bool:
-    if task_ids is not None and data["task_id"] not in task_ids:
-        return False
-    if not who.may_see(data.get("owner")):
-        return False
-    if data["kind"] == "status":
-        if wanted.status and data["status"] not in wanted.status:
+async def _read_changes(socket: WebSocket, changes: asyncio.Queue[Follow]) -> None:
+    """Messages after the hello: ``{"logs": [...], "logs_after": {...}}`` changes which
+    tasks' logs the socket follows; anything else closes it with the reason."""
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            await _close(socket, 1003, "messages must be JSON text")
+            return
+        try:
+            changes.put_nowait(Follow.model_validate(strict_json(text.encode("utf-8",
+                                                                             "replace"))))
+        except ValueError as exc:
+            reason = _invalid(exc, "message")
+            await _close(socket, 1008 if isinstance(exc, ValidationError) else 1003, reason)
+            return
+
+
+class EventStream:
+    """Which events one socket is sent: the owner's (an admin's: all), of its task ids,
+    matching its filter, with progress at most every ``interval_s`` per task."""
+
+    def __init__(self, who: Principal, task_ids: set[str] | None, wanted: HelloFilter,
+                 interval_s: float, clock: Any = time.monotonic) -> None:
+        self.who, self.task_ids, self.wanted = who, task_ids, wanted
+        self.interval_s, self.clock = interval_s, clock
+        # the last progress sent per task: bounded, a task's entry goes when it finishes
+        # (no progress follows a final status) and any entry older than the interval
+        # (it no longer holds anything back) when the map grows past MAX_TRACKED
+        self.last_progress: dict[str, float] = {}
+
+    def visible(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The event as sent to this socket, or None when it is not for it."""
+        task_id = data["task_id"]
+        if data["kind"] == "status" and data["status"] in _FINAL:
+            self.last_progress.pop(task_id, None)
+        if self.task_ids is not None and task_id not in self.task_ids:
+            return None
+        if not self.who.may_see(data.get("owner")):
+            return None
+        if data["kind"] == "status":
+            if self.wanted.status and data["status"] not in self.wanted.status:
+                return None
+            if self.wanted.task_type and data.get("task_type") not in self.wanted.task_type:
+                return None
+        elif not self._progress_due(task_id, data.get("percentage", 0)):
+            return None
+        if data.get("error"):  # the traceback stays in the store
+            data["error"] = {**data["error"], "traceback": None,
+                             "message": scrub(data["error"]["message"])}
+        return data
+
+    def _progress_due(self, task_id: str, percentage: float) -> bool:
+        now = self.clock()
+        if percentage < 1 and now - self.last_progress.get(task_id, -1e18) < self.interval_s:
             return False
-        return not (wanted.task_type and data.get("task_type") not in wanted.task_type)
-    now = time.monotonic()
-    if data.get("percentage", 0) < 1 and now - last_progress.get(data["task_id"], -1e9) \
-            < interval_s:
-        return False
-    last_progress[data["task_id"]] = now
-    return True
+        if len(self.last_progress) >= MAX_TRACKED and task_id not in self.last_progress:
+            self.last_progress = {k: t for k, t in self.last_progress.items()
+                                  if now - t < self.interval_s}
+        if len(self.last_progress) < MAX_TRACKED or task_id in self.last_progress:
+            self.last_progress[task_id] = now  # (else unthrottled: bounded beats throttled)
+        return True

@@ -48,13 +48,17 @@ def resource_errors(request: TaskCreateRequest, settings: Settings,
             for e in Resources(settings.resources).check(resource_refs(params))]
 
 
-def vet_create(requests: list[TaskCreateRequest], settings: Settings) -> None:
-    """Raises InvalidParametersError naming every field of every request that fails."""
+def vet_create(requests: list[TaskCreateRequest], settings: Settings,
+               prefix: str = "") -> None:
+    """Raises InvalidParametersError naming every field of every request that fails.
+
+    ``prefix`` names where a single request sits (``template.`` in a schedule).
+    """
     errors = []
     for i, request in enumerate(requests):
-        prefix = f"requests[{i}]." if len(requests) > 1 else ""
-        errors += resource_errors(request, settings, prefix)
-        errors += notify_errors(request.notify, settings, prefix)
+        where = f"{prefix}requests[{i}]." if len(requests) > 1 else prefix
+        errors += resource_errors(request, settings, where)
+        errors += notify_errors(request.notify, settings, where)
     if errors:
         raise InvalidParametersError(errors)
 

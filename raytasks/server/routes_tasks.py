@@ -1,0 +1,151 @@
+"""``/tasks``: create (one or a batch), list, read, change, cancel, retry, delete, progress
+and logs. Every route sees only the caller's tasks (an admin's: all)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
+
+from ..api import TaskPage
+from ..errors import InvalidParametersError
+from ..inputs import check_tags
+from ..models import (
+    OrderField,
+    Task,
+    TaskCreateRequest,
+    TaskPriority,
+    TaskProgress,
+    TaskQuery,
+    TaskStatus,
+    TaskUpdateRequest,
+)
+from .common import Auth, Svc, TaskId, public, stamped
+from .logs import LogCursor, LogPage, follow, page
+from .vetting import vet_create, vet_notify
+
+router = APIRouter()
+
+_NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                 "description": "with follow=true: one JSON log line per line, then "
+                                "{\"end\", \"status\", \"next_after\"}"}}
+
+
+@router.post("/tasks", status_code=201)
+async def create(request: TaskCreateRequest, who: Auth, svc: Svc) -> Task:
+    vet_create([request], svc.settings)
+    return public(await svc.tm.submit(stamped(request, who)))
+
+
+@router.post("/tasks/batch", status_code=201)
+async def create_batch(requests: Annotated[list[TaskCreateRequest], Body(max_length=1000)],
+                       who: Auth, svc: Svc) -> list[Task]:
+    vet_create(requests, svc.settings)
+    return [public(t) for t in await svc.tm.submit_many([stamped(r, who) for r in requests])]
+
+
+@router.get("/tasks")
+async def list_tasks(
+    who: Auth,
+    svc: Svc,
+    status: Annotated[list[TaskStatus] | None, Query(max_length=10)] = None,
+    task_type: Annotated[list[str] | None, Query(max_length=100)] = None,
+    priority: Annotated[list[TaskPriority] | None, Query(max_length=10)] = None,
+    queue: Annotated[str | None, Query(max_length=64)] = None,
+    owner: Annotated[str | None, Query(max_length=200)] = None,
+    tags: Annotated[list[str] | None, Query(max_length=20)] = None,
+    text: Annotated[str | None, Query(max_length=200)] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    order_by: OrderField = "-created_at",
+    after: Annotated[str | None, Query(max_length=400, description=(
+        "the next_after of the previous page (keyset pages: as fast on page 1,000 as on "
+        "page 1)"))] = None,
+) -> TaskPage:
+    """A page of the caller's tasks. ``next_after`` fetches the next page; ``total`` is
+    null when more than 1,000 tasks match."""
+    try:
+        check_tags(tags or [])
+        query = TaskQuery.model_validate({
+            "status": status, "task_type": task_type, "priority": priority,
+            "queue": queue, "owner": owner if who.admin else who.owner, "tags": tags,
+            "text": text, "offset": offset, "limit": limit, "order_by": order_by,
+            "after": after or None})
+    except ValueError as exc:
+        reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise InvalidParametersError([{"field": "query", "reason": reason}]) from None
+    return await svc.tm.list_tasks(query)
+
+
+@router.get("/tasks/{task_id}")
+async def get(task_id: TaskId, who: Auth, svc: Svc) -> Task:
+    return public(await svc.own_task(task_id, who))
+
+
+@router.patch("/tasks/{task_id}")
+async def update(task_id: TaskId, request: TaskUpdateRequest, who: Auth, svc: Svc) -> Task:
+    await svc.own_task(task_id, who)
+    vet_notify(request.notify or [], svc.settings, "")
+    return public(await svc.tm.update_task(task_id, request))
+
+
+@router.post("/tasks/{task_id}/cancel")
+async def cancel(task_id: TaskId, who: Auth, svc: Svc) -> Task:
+    await svc.own_task(task_id, who)
+    return public(await svc.tm.cancel_task(task_id))
+
+
+@router.post("/tasks/{task_id}/retry")
+async def retry(task_id: TaskId, who: Auth, svc: Svc) -> Task:
+    await svc.own_task(task_id, who)
+    return public(await svc.tm.retry_task(task_id))
+
+
+@router.delete("/tasks/{task_id}", status_code=204)
+async def delete(task_id: TaskId, who: Auth, svc: Svc) -> Response:
+    await svc.own_task(task_id, who)
+    await svc.tm.delete_task(task_id)
+    return Response(status_code=204)
+
+
+@router.get("/tasks/{task_id}/progress")
+async def progress(task_id: TaskId, who: Auth, svc: Svc) -> TaskProgress:
+    await svc.own_task(task_id, who)
+    return await svc.tracker.get_progress(task_id)
+
+
+@router.get("/tasks/{task_id}/logs", response_model=LogPage,
+            responses=_NDJSON)  # type: ignore[arg-type]
+async def logs(
+    task_id: TaskId, who: Auth, svc: Svc,
+    attempt: Annotated[int | None, Query(ge=0, le=1_000_000,
+                                         description="one attempt's lines only")] = None,
+    after: Annotated[int, Query(ge=0, le=2**62,
+                                description="the next_after of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    follow_: Annotated[bool, Query(alias="follow", description=(
+        "stream NDJSON until the task has finished and every line is sent"))] = False,
+    timeout_s: Annotated[float, Query(ge=1, le=300, description=(
+        "with follow: end the stream after this long (continue with next_after)"))] = 60,
+) -> Any:
+    """What the task's handler printed or logged, and raytasks' lines about each attempt,
+    oldest first. Lines are text: show them as text."""
+    await svc.own_task(task_id, who)
+    if not follow_:
+        result: LogPage = await page(svc.tm, task_id, attempt, after, limit)
+        return result
+    release = svc.live.acquire(who.owner)  # 429 past the owner's live readers
+
+    async def stream() -> Any:
+        try:
+            async for chunk in follow(LogCursor(svc.tm, task_id, attempt, after), timeout_s):
+                yield chunk
+        finally:
+            release()
+
+    body = stream()
+    weakref.finalize(body, release)  # a stream dropped before it started frees its slot too
+    return StreamingResponse(body, media_type="application/x-ndjson")
