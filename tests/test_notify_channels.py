@@ -75,6 +75,49 @@ def test_rules_filter_events_priorities_and_throttle_progress() -> None:
                                                                           False]
 
 
+def test_the_progress_throttle_forgets_finished_and_stale_tasks() -> None:
+    rule = RuleFilter(ChannelRule(events=["COMPLETED", "progress"], min_interval_s=1.0),
+                      max_tracked=100)
+    # Given progress from 100 tasks, then the first one finishes
+    for i in range(100):
+        assert rule.wants({"kind": "progress", "task_id": f"t{i}"}, now=0.0)
+    rule.wants({"kind": "status", "status": "COMPLETED", "task_id": "t0", "priority": 2},
+               now=0.1)
+    # Then its entry is gone, and the others still hold their throttle
+    assert "t0" not in rule._last_progress and len(rule._last_progress) == 99
+    assert not rule.wants({"kind": "progress", "task_id": "t1"}, now=0.5)
+    # When a thousand more tasks report over the next seconds
+    for i in range(1000):
+        rule.wants({"kind": "progress", "task_id": f"u{i}"}, now=2.0 + i * 0.01)
+    # Then the map never holds more than its bound, and throttling still works
+    assert len(rule._last_progress) <= 100
+    assert rule.wants({"kind": "progress", "task_id": "v"}, now=20.0)
+    assert not rule.wants({"kind": "progress", "task_id": "v"}, now=20.5)
+
+
+def test_the_email_rate_windows_forget_quiet_recipients(tmp_path: Path) -> None:
+    smtp = SmtpSink()
+    try:
+        store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+        channel = EmailChannel(EmailSettings(host="127.0.0.1", port=smtp.port,
+                                             rate_limit_count=5, rate_limit_window_s=60),
+                               store)
+        # Given forty recipients mailed once each within one window
+        for i in range(40):
+            assert channel.send(_event(i), f"r{i}@example.com", now=float(i)) == "delivered"
+        assert len(channel._sent) == 40
+        # When one more is mailed two windows later
+        channel.send(_event(99), "late@example.com", now=200.0)
+        # Then only the recipients of the current window are remembered
+        assert list(channel._sent) == [rate_key("late@example.com")]
+        # And a recipient of the current window still counts towards its limit
+        for i in range(4):
+            channel.send(_event(100 + i), "late@example.com", now=201.0 + i)
+        assert channel.send(_event(200), "late@example.com", now=210.0) == DIGEST
+    finally:
+        smtp.close()
+
+
 def test_addresses_are_normalised_to_one_canonical_form() -> None:
     assert normalise_address(" mailto:Quant@Example.COM ") == "Quant@example.com"
     assert normalise_address("MAILTO:a.b+tag@sub.example.cn") == "a.b+tag@sub.example.cn"

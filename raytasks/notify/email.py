@@ -84,7 +84,8 @@ class EmailChannel:
         self.filter = RuleFilter(settings)
         self.max_attempts = settings.max_attempts
         self.backoff_base_s, self.backoff_max_s = settings.backoff_base_s, settings.backoff_max_s
-        self._sent: dict[str, list[float]] = {}
+        self._sent: dict[str, list[float]] = {}  # by rate key: send times in the window
+        self._pruned_at = float("-inf")
         # by rate key; events held for a digest are in the delivery log, so a restart
         # keeps them
         self._held: dict[str, list[dict[str, Any]]] = {}
@@ -119,6 +120,7 @@ class EmailChannel:
             Exception: this message failed (it is retried, then dead-lettered).
         """
         key = rate_key(target)
+        self._forget_quiet(now)
         window = [t for t in self._sent.get(key, []) if now - t < self.settings.rate_limit_window_s]
         self._sent[key] = window
         if len(window) >= self.settings.rate_limit_count:
@@ -127,6 +129,15 @@ class EmailChannel:
         self._send(target, [payload])
         window.append(now)
         return "delivered"
+
+    def _forget_quiet(self, now: float) -> None:
+        """Drop the recipients whose sends are all older than the window (they hold no
+        limit back), at most once per window: ``_sent`` stays the recipients of one."""
+        if now - self._pruned_at < self.settings.rate_limit_window_s:
+            return
+        self._pruned_at = now
+        self._sent = {k: window for k, window in self._sent.items()
+                      if window and now - window[-1] < self.settings.rate_limit_window_s}
 
     def detail(self, payload: dict[str, Any], outcome: str) -> str:
         return str(payload["task_id"]) if outcome == DIGEST else ""

@@ -7,6 +7,8 @@ from typing import Any
 
 from ..settings import ChannelRule
 
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+
 
 class ChannelDown(Exception):
     """A channel's peer (SMTP server, webhook receiver) is unreachable: not this event's
@@ -33,22 +35,40 @@ def delivery_row(channel: str, target: str, event_id: int, attempt: int, outcome
             "attempt": attempt, "outcome": outcome, "detail": detail[:2000], "at": now}
 
 
-class RuleFilter:
-    """Applies a :class:`ChannelRule`; throttles progress events per task."""
+#: Tasks whose last progress a filter remembers before it drops the stale entries.
+MAX_TRACKED = 10_000
 
-    def __init__(self, rule: ChannelRule) -> None:
+
+class RuleFilter:
+    """Applies a :class:`ChannelRule`; throttles progress events per task.
+
+    The per-task map stays bounded: a task's entry goes when it finishes, and entries
+    older than ``min_interval_s`` (which no longer hold anything back) go when the map
+    reaches ``max_tracked``.
+    """
+
+    def __init__(self, rule: ChannelRule, max_tracked: int = MAX_TRACKED) -> None:
         self.rule = rule
+        self.max_tracked = max_tracked
         self._last_progress: dict[str, float] = {}
 
     def wants(self, payload: dict[str, Any], now: float) -> bool:
         if payload["kind"] == "progress":
             if "progress" not in self.rule.events:
                 return False
-            last = self._last_progress.get(payload["task_id"], float("-inf"))
+            task_id = payload["task_id"]
+            last = self._last_progress.get(task_id, float("-inf"))
             if now - last < self.rule.min_interval_s:
                 return False
-            self._last_progress[payload["task_id"]] = now
+            if len(self._last_progress) >= self.max_tracked and task_id not in \
+                    self._last_progress:
+                self._last_progress = {k: t for k, t in self._last_progress.items()
+                                       if now - t < self.rule.min_interval_s}
+            if len(self._last_progress) < self.max_tracked or task_id in self._last_progress:
+                self._last_progress[task_id] = now  # (else unthrottled: bounded first)
             return True
+        if payload.get("status") in FINISHED:  # no progress follows a final status
+            self._last_progress.pop(payload.get("task_id", ""), None)
         if payload.get("status") not in self.rule.events:
             return False
         priority = payload.get("priority")
