@@ -467,6 +467,8 @@ class TaskManagerCore:
             "stale_reports_rejected": self.ops.stale_reports,
             "commit_rounds": self.pipeline.rounds,
             "commits": self.pipeline.commits,
+            "commit_ms_avg": 1000 * self.pipeline.commit_s / max(1, self.pipeline.commits),
+            "commit_wait_ms_avg": 1000 * self.pipeline.wait_s / max(1, self.pipeline.commits),
         }
 
     async def prune(self, batch: int = 5000) -> dict[str, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -98,40 +99,60 @@ class CommitPipeline:
         self._resync = resync
         self._max_ops = max_ops
         self._ops: deque[_Op] = deque()
-        self._wake: asyncio.Event | None = None
+        self._busy = False
         self._runner: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raytasks-store")
         self.rounds = 0
         self.commits = 0
+        self.commit_s = 0.0  # time in the store's commit (on the thread)
+        self.wait_s = 0.0  # time from handing a commit to the thread until its result
 
     async def run(self, planner: Planner, *, solo: bool = False) -> Any:
-        """Plan, commit and apply one operation; its answer, or the error it raised."""
+        """Plan, commit and apply one operation; its answer, or the error it raised.
+
+        On an idle pipeline the caller runs the round itself (no hand-off to another
+        task); operations that arrive meanwhile are drained by a task of their own.
+        """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._push(_Op(planner, future, solo))
+        self._ops.append(_Op(planner, future, solo))
+        if not self._busy:
+            self._busy = True
+            try:
+                while self._ops and not future.done():
+                    await self._safe_round()
+            finally:
+                self._hand_over()
         return await future
 
     def submit(self, planner: Planner) -> None:
         """Queue an operation nobody waits for (a follow-up decided while applying)."""
-        self._push(_Op(planner, None))
+        self._ops.append(_Op(planner, None))
+        if not self._busy:
+            self._busy = True
+            self._hand_over()
 
-    def _push(self, op: _Op) -> None:
-        self._ops.append(op)
-        if self._runner is None or self._runner.done():
-            self._wake = asyncio.Event()
-            self._runner = asyncio.get_running_loop().create_task(self._loop())
-        assert self._wake is not None
-        self._wake.set()
+    def _hand_over(self) -> None:
+        """Operations are left: a task drains them; none: the pipeline is idle again."""
+        if self._ops:
+            self._runner = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._busy = False
 
-    async def _loop(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
+    async def _drain(self) -> None:
+        try:
             while self._ops:
-                try:
-                    await self._round()
-                except Exception:  # a bug; never let the pipeline die
-                    log.exception("commit round failed")
+                await self._safe_round()
+        finally:
+            self._busy = False
+            if self._ops:  # cancelled mid-way: never strand an operation
+                self._busy = True
+                self._hand_over()
+
+    async def _safe_round(self) -> None:
+        try:
+            await self._round()
+        except Exception:  # a bug; never let the pipeline die
+            log.exception("commit round failed")
 
     def _take(self) -> list[_Op]:
         if self._ops[0].solo:
@@ -175,9 +196,18 @@ class CommitPipeline:
 
     async def _commit_off_loop(self, batch: WriteBatch) -> list[int]:
         loop = asyncio.get_running_loop()
-        ids = await loop.run_in_executor(self._thread, self._commit, batch)
+        started = time.perf_counter()
+        ids = await loop.run_in_executor(self._thread, self._timed_commit, batch)
+        self.wait_s += time.perf_counter() - started
         self.commits += 1
         return ids
+
+    def _timed_commit(self, batch: WriteBatch) -> list[int]:
+        started = time.perf_counter()
+        try:
+            return self._commit(batch)
+        finally:
+            self.commit_s += time.perf_counter() - started
 
     def _failed(self, planned: list[tuple[_Op, Plan]], exc: Exception) -> None:
         """Nothing was applied. Retry each operation alone, or fail the one that failed."""
