@@ -374,7 +374,7 @@ async def test_wait_returns_when_the_task_finishes(core: TaskManagerCore) -> Non
     # and a wait that times out leaves nothing behind
     other = (await create(core, req()))[0]
     await core.wait([other.id], timeout_s=0.01)
-    assert len(core.waiters) == 0
+    assert len(core.sessions) == 0
 
 
 async def test_concurrent_submits_share_one_commit_and_fail_alone(

@@ -466,7 +466,6 @@ class Changes:
         core.counts.add(entry.owner, status)
         core.queues.remove(entry.queue, entry.task_id)
         core.deps.forget(entry.task_id)
-        core.waiters.finished(entry.task_id)
         core.sessions.finished(entry.task_id)
         if status is TaskStatus.COMPLETED:
             for child_id in core.deps.completed(entry.task_id):

@@ -3,7 +3,8 @@
 - :class:`~raytasks.manager.state.ActiveTasks`: memory of PENDING and RUNNING tasks;
 - :class:`~raytasks.manager.queues.Queues`: the named queues and their leases;
 - :class:`~raytasks.manager.deps.Dependencies`: who waits for whom;
-- :class:`~raytasks.manager.waiters.Waiters` / ``Arrivals``: clients and executors waiting;
+- :class:`~raytasks.manager.sessions.Sessions`: clients waiting for tasks (one stream each);
+- :class:`~raytasks.manager.waiters.Arrivals`: executors waiting for work;
 - :class:`~raytasks.manager.intake.Intake`: validation, tenancy and quotas of creates;
 - :class:`~raytasks.manager.pipeline.CommitPipeline`: plan, commit (off the event loop),
   then apply — every change goes through it.
@@ -19,6 +20,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -59,7 +61,7 @@ from .queues import Queues
 from .schedules import ScheduleRunner
 from .sessions import Sessions
 from .state import ActiveTasks, Entry, FinishedCounts
-from .waiters import Arrivals, Waiters
+from .waiters import Arrivals
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ EventSink = Callable[[list[dict[str, Any]]], None]
 CancelSink = Callable[[str, str, int], None]
 
 #: How many report_and_lease answers are remembered for retried calls.
-ANSWERS_KEPT = 4096
+ANSWERS_KEPT = 1024
 
 
 class TaskManagerCore:
@@ -86,7 +88,6 @@ class TaskManagerCore:
         self.counts = FinishedCounts()
         self.queues = Queues(settings)
         self.deps = Dependencies()
-        self.waiters = Waiters()
         self.sessions = Sessions()
         self.schedules = ScheduleRunner(self)
         self.arrivals = Arrivals()
@@ -399,8 +400,23 @@ class TaskManagerCore:
         return await self._stored(task_id)
 
     async def wait(self, task_ids: list[str], timeout_s: float | None = None) -> list[Task]:
-        """Return once every task is finished (or ``timeout_s`` passed: then as they are)."""
-        await self.waiters.wait([t for t in task_ids if t in self.active], timeout_s)
+        """Return once every task is finished (or ``timeout_s`` passed: then as they are).
+
+        One long poll for a client without a session of its own (the facades use
+        ``watch``/``finished``): a one-off session that ends with the call.
+        """
+        session = f"wait:{uuid.uuid4().hex}"
+        waiting = {t for t in task_ids if t in self.active}
+        self.sessions.watch(session, waiting)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            while waiting:
+                remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                waiting -= set(await self.sessions.next(session, min(remaining, 60.0)))
+        finally:
+            self.sessions.drop(session)
         return await self.get_many(task_ids)
 
     # -------------------------------------------------------- schedules, logs
@@ -524,7 +540,7 @@ class TaskManagerCore:
                 sched.release(task_id)
             row = rows.get(task_id)
             if row is None:
-                self.waiters.finished(task_id)
+                self.sessions.finished(task_id)
                 continue
             fresh = Entry.from_row(row)
             self.active.add(fresh)

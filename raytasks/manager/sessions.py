@@ -51,6 +51,12 @@ class Sessions:
                 session.ready.append(task_id)
                 session.wake.set()
 
+    def drop(self, session_id: str) -> None:
+        """Forget a session now (a one-off wait that is over)."""
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._unwatch(session_id, session)
+
     def known(self, session_id: str) -> bool:
         return session_id in self._sessions
 
@@ -78,9 +84,12 @@ class Sessions:
         for session_id, session in list(self._sessions.items()):
             if session.seen < cutoff:
                 del self._sessions[session_id]
-                for task_id in session.watching:
-                    watchers = self._by_task.get(task_id)
-                    if watchers is not None:
-                        watchers.discard(session_id)
-                        if not watchers:
-                            del self._by_task[task_id]
+                self._unwatch(session_id, session)
+
+    def _unwatch(self, session_id: str, session: _Session) -> None:
+        for task_id in session.watching:
+            watchers = self._by_task.get(task_id)
+            if watchers is not None:
+                watchers.discard(session_id)
+                if not watchers:
+                    del self._by_task[task_id]

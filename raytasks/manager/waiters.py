@@ -1,42 +1,8 @@
-"""Clients waiting for tasks to finish, and executors waiting for work to arrive."""
+"""Executors waiting for work to arrive (long polls), woken when a task of their type can run."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-
-
-class Waiters:
-    """Futures of clients waiting for tasks to finish; a timed-out wait leaves nothing behind."""
-
-    def __init__(self) -> None:
-        self._by_task: dict[str, set[asyncio.Future[None]]] = {}
-
-    def __len__(self) -> int:
-        return sum(len(f) for f in self._by_task.values())
-
-    async def wait(self, task_ids: Iterable[str], timeout_s: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        mine: list[tuple[str, asyncio.Future[None]]] = []
-        for task_id in task_ids:
-            future: asyncio.Future[None] = loop.create_future()
-            self._by_task.setdefault(task_id, set()).add(future)
-            mine.append((task_id, future))
-        try:
-            if mine:
-                await asyncio.wait([f for _, f in mine], timeout=timeout_s)
-        finally:
-            for task_id, future in mine:
-                futures = self._by_task.get(task_id)
-                if futures is not None:
-                    futures.discard(future)
-                    if not futures:
-                        del self._by_task[task_id]
-
-    def finished(self, task_id: str) -> None:
-        for future in self._by_task.pop(task_id, set()):
-            if not future.done():
-                future.set_result(None)
 
 
 class Arrivals:
