@@ -223,6 +223,8 @@ class Watcher:
         self._futures: dict[str, list[Future[Task]]] = {}
         # tasks the stream delivered before anyone waited for them (a submit watched them)
         self._early: OrderedDict[str, Task] = OrderedDict()
+        # tasks a submit already put in this session: waiting on them needs no watch call
+        self._noted: OrderedDict[str, None] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._register: Combiner[list[str], None] = Combiner(self._send_watch)
 
@@ -230,9 +232,16 @@ class Watcher:
     def active(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def futures(self, task_ids: list[str], *, registered: bool = False) -> list[Future[Task]]:
-        """A future per id (resolved with the finished Task). ``registered``: the ids are
-        already in this client's session (its submit put them there)."""
+    def note(self, task_ids: list[str]) -> None:
+        """These tasks are in this client's session already (its submit put them there)."""
+        with self._lock:
+            for task_id in task_ids:
+                self._noted[task_id] = None
+            while len(self._noted) > EARLY_KEPT:
+                self._noted.popitem(last=False)
+
+    def futures(self, task_ids: list[str]) -> list[Future[Task]]:
+        """A future per id, resolved with the finished Task (or TaskNotFoundError)."""
         out, new = [], []
         with self._lock:
             for task_id in task_ids:
@@ -242,7 +251,7 @@ class Watcher:
                 if early is not None:
                     future.set_result(early)
                     continue
-                known = task_id in self._futures
+                known = task_id in self._futures or self._noted.pop(task_id, 0) is None
                 self._futures.setdefault(task_id, []).append(future)
                 if not known:
                     new.append(task_id)
@@ -250,7 +259,7 @@ class Watcher:
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="raytasks-watcher")
                 self._thread.start()
-        if new and not registered:
+        if new:
             self._register.call(new)
         return out
 

@@ -155,3 +155,23 @@ def test_the_stream_survives_a_manager_that_forgot_the_session(served: Served,
     (lease,) = served.run(core.report_and_lease(LeaseRequest("r", "e", ["noop"], 1)))
     served.run(core.report([Report(lease.task_id, lease.token, "completed", result="1")]))
     assert future.result(15).status is TaskStatus.COMPLETED
+
+
+def test_a_wait_on_tasks_the_submit_put_in_the_session_needs_no_call(served: Served) -> None:
+    core = served.core
+    calls: list[list[str]] = []
+
+    def watch(session: str, ids: list[str]) -> Any:
+        calls.append(ids)
+        return served.run(core.watch(session, ids))
+
+    watcher = Watcher(watch, lambda s, t: served.run(core.finished(s, t)))
+    watcher.futures([])  # the stream is running: submits now join its session
+    (task,) = served.run(core.create([TaskCreateRequest(name="n", task_type="noop")],
+                                     [uuid.uuid4().hex], True))
+    served.run(core.watch(watcher.session, [task.id]))  # as a submit with watch= does
+    watcher.note([task.id])
+    future = watcher.futures([task.id])[0]
+    (lease,) = served.run(core.report_and_lease(LeaseRequest("r", "e", ["noop"], 1)))
+    served.run(core.report([Report(lease.task_id, lease.token, "completed", result="2")]))
+    assert future.result(10).result == 2 and calls == []

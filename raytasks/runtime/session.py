@@ -12,7 +12,7 @@ import ray
 
 from ..client import ClientTypes, Combiner, PerLoop, Watcher
 from ..errors import RaytasksError
-from ..messages import NewTask, WatchAnswer
+from ..messages import Ack, NewTask, WatchAnswer
 from ..models import Task
 from ..settings import Settings
 from .actors import MANAGER, get
@@ -26,19 +26,26 @@ class ClientSession:
         self._manager = manager
         self.types = ClientTypes()
         self.watcher = Watcher(self._watch, self._finished)
-        self._sync: dict[bool, Combiner[list[NewTask], list[Any]]] = {
+        # a combined call answers each caller with (its results, whether they were watched)
+        self._sync: dict[bool, Combiner[list[NewTask], tuple[list[Any], bool]]] = {
             flag: Combiner(self._sender(flag)) for flag in (True, False)}
-        self._async: dict[bool, PerLoop[list[NewTask], list[Any]]] = {
+        self._async: dict[bool, PerLoop[list[NewTask], tuple[list[Any], bool]]] = {
             flag: PerLoop(self._async_sender(flag)) for flag in (True, False)}
 
     def submit(self, calls: list[NewTask], enqueue: bool) -> list[Any]:
         """One call's answers (blocking): an Ack or Task per request, or raises its error."""
-        answer: list[Any] = self._sync[enqueue].call(calls)
-        return answer
+        return self._noted(self._sync[enqueue].call(calls))
 
     async def submit_async(self, calls: list[NewTask], enqueue: bool) -> list[Any]:
-        answer: list[Any] = await self._async[enqueue].call(calls)
-        return answer
+        return self._noted(await self._async[enqueue].call(calls))
+
+    def _noted(self, answer: tuple[list[Any], bool]) -> list[Any]:
+        """The answers; tasks the manager put in this client's wait stream are noted, so a
+        wait on them needs no call of its own."""
+        results, watched = answer
+        if watched:
+            self.watcher.note([a.id for a in results if isinstance(a, Ack)])
+        return results
 
     def _watching(self) -> str | None:
         # new tasks join this client's wait stream only while it has one
@@ -46,18 +53,22 @@ class ClientSession:
 
     def _sender(self, enqueue: bool) -> Any:
         def send(calls: list[list[NewTask]]) -> list[Any]:
-            return _unwrapped(lambda: get(self._manager.submit.remote(
-                calls, enqueue, self._watching())))
+            session = self._watching()
+            answers = _unwrapped(lambda: get(self._manager.submit.remote(
+                calls, enqueue, session)))
+            return [a if isinstance(a, BaseException) else (a, session is not None)
+                    for a in answers]
         return send
 
     def _async_sender(self, enqueue: bool) -> Any:
         async def send(calls: list[list[NewTask]]) -> list[Any]:
+            session = self._watching()
             try:
-                answer: list[Any] = await self._manager.submit.remote(
-                    calls, enqueue, self._watching())
+                answers: list[Any] = await self._manager.submit.remote(calls, enqueue, session)
             except ray.exceptions.RayTaskError as exc:
                 raise unwrap(exc) from None
-            return answer
+            return [a if isinstance(a, BaseException) else (a, session is not None)
+                    for a in answers]
         return send
 
     def _watch(self, session: str, task_ids: list[str]) -> WatchAnswer:
