@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from ..errors import ScheduleNotFoundError
+from ..errors import InvalidParametersError, ScheduleNotFoundError, UnknownTaskTypeError
 from ..schedules import Schedule, ScheduleCreateRequest
 from .auth import Principal
 from .common import Auth, Services, Svc, owner_for
@@ -53,7 +53,11 @@ async def create_schedule(request: ScheduleCreateRequest, who: Auth, svc: Svc) -
     """Store a schedule: ``template`` is created as a task at every run of ``rule``."""
     vet_create([request.template], svc.settings, "template.")
     owned = request.model_copy(update={"owner": owner_for(request.owner, who)})
-    return _public(await svc.tm.create_schedule(owned))
+    try:
+        return _public(await svc.tm.create_schedule(owned))
+    except UnknownTaskTypeError as exc:  # named as the field it is, like every other
+        raise InvalidParametersError([{"field": "template.task_type",
+                                       "reason": str(exc)}]) from None
 
 
 @router.get("/schedules")
