@@ -65,7 +65,8 @@ class LocalHead:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def start(self) -> LocalHead:
-        low = random.randrange(20000, 40000, 500)
+        # worker ports above the ephemeral range, where free_port() never lands
+        low = random.randrange(61000, 64600, 50)
         cmd = [RAY, "start", "--head", "--disable-usage-stats",
                f"--temp-dir={self.temp_dir}", f"--port={self.gcs_port}",
                f"--ray-client-server-port={self.client_port}",

@@ -182,9 +182,13 @@ def _auth_mode() -> str:
 def _token_header() -> dict[str, str]:
     """The ``authorization`` header Ray would send, from wherever Ray finds the token."""
     loader = _raylet().AuthenticationTokenLoader.instance()
-    if not loader.has_token(ignore_auth_mode=True):
-        return {}
-    header: dict[str, str] = loader.get_token_for_http_header(ignore_auth_mode=True)
+    try:
+        if not loader.has_token(ignore_auth_mode=True):
+            return {}
+        header: dict[str, str] = loader.get_token_for_http_header(ignore_auth_mode=True)
+    except Exception as exc:  # RAY_AUTH_TOKEN_PATH names a missing or empty file
+        raise NotConnectedError(f"the Ray token cannot be read: {str(exc).split('. ')[0]}; "
+                                f"{TOKEN_HINT}", reason="token_missing") from None
     return header
 
 
@@ -194,7 +198,7 @@ def _arrange_auth(target: Target) -> bool:
     Returns whether token auth is on.
     """
     header = _token_header()
-    status = probe(target, None)
+    status = _patient_probe(target, None)
     if status == "ok":
         return _auth_mode() == "token"
     if status == "unauthenticated":
@@ -208,7 +212,7 @@ def _arrange_auth(target: Target) -> bool:
             raise NotConnectedError(
                 f"the cluster at {where} requires token authentication and no token was "
                 f"found: {TOKEN_HINT}", address=where, reason="token_missing")
-        if probe(target, header) == "unauthenticated":
+        if _patient_probe(target, header) == "unauthenticated":
             raise NotConnectedError(
                 f"the cluster at {where} refused the token found here (RAY_AUTH_TOKEN, "
                 f"RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): {TOKEN_HINT}",
@@ -223,13 +227,23 @@ def _arrange_auth(target: Target) -> bool:
             f"{target.address} answers, but it is not {what}; did you mean {other}?",
             address=target.address, reason="wrong_port")
     raise NotConnectedError(
-        f"nothing answers at {target.hostport} within {PROBE_TIMEOUT_S:g} s: is the Ray head "
+        f"nothing answers at {target.hostport}: is the Ray head "
         "running, and is the port open from here? (GCS default 6379, Ray client server "
         "10001, started with `ray start --head --ray-client-server-port=10001`)",
         address=target.address, reason="unreachable")
 
 
-ProbeStatus = Literal["ok", "unauthenticated", "wrong_port", "unreachable"]
+ProbeStatus = Literal["ok", "unauthenticated", "wrong_port", "unreachable", "slow"]
+SLOW_PROBE_S = 8.0  # a port that accepts but answers late (a busy head) gets this long
+
+
+def _patient_probe(target: Target, header: dict[str, str] | None) -> ProbeStatus:
+    """A refused connection fails at once; a port that accepts but answers late is given
+    :data:`SLOW_PROBE_S` before it counts as unreachable."""
+    status = probe(target, header)
+    if status == "slow":
+        status = probe(target, header, SLOW_PROBE_S)
+    return "unreachable" if status == "slow" else status
 
 
 def probe(target: Target, header: dict[str, str] | None,
@@ -256,6 +270,8 @@ def probe(target: Target, header: dict[str, str] | None,
             return "unauthenticated"
         if code == grpc.StatusCode.UNIMPLEMENTED:
             return "wrong_port"
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return "slow"
         return "unreachable"
     finally:
         channel.close()

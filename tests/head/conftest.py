@@ -22,6 +22,6 @@ def ray_head() -> Iterator[LocalHead]:
 
 def client_env(head: LocalHead, namespace: str, data_dir: str, **extra: str) -> dict[str, str]:
     """A client process's environment, without RAY_AUTH_MODE: raytasks must arrange it."""
-    env = head.client_env(RAYTASKS_NAMESPACE=namespace, RAYTASKS_DATA_DIR=data_dir, **extra)
+    env = head.client_env(RAYTASKS_NAMESPACE=namespace, RAYTASKS_DATA_DIR=data_dir)
     env.pop("RAY_AUTH_MODE", None)
-    return env
+    return {**env, **extra}
