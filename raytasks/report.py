@@ -228,7 +228,10 @@ def _svg(fig: Any) -> str:
         fig.savefig(buf, format="svg")
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    text = text[text.index("<svg"):]
+    # matplotlib's RDF block only names its own version and the time: no use to a reader
+    start, end = text.find("<metadata>"), text.find("</metadata>")
+    return text[:start] + text[end + len("</metadata>"):] if 0 <= start < end else text
 
 
 def _rc(values: dict[str, Any]) -> Any:
