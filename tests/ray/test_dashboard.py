@@ -63,7 +63,7 @@ def test_dashboard_submits_watches_progress_and_cancels(api: Any, tmp_path: Path
         expect(other.locator(".status")).to_have_text("CANCELLED", timeout=20_000)
         expect(page.locator("#queues")).to_contain_text("default")
         row.locator("button.details").click()
-        expect(page.locator("#detail pre")).to_contain_text('"status": "COMPLETED"')
+        expect(page.locator("#detail pre.raw")).to_contain_text('"status": "COMPLETED"')
         # A result with a series is charted in the detail view
         curve = _submit(page, "curve", "dash-curve", "{}")
         expect(curve.locator(".status")).to_have_text("COMPLETED", timeout=20_000)

@@ -1,72 +1,74 @@
-// The raytasks dashboard. Served as a file so the page's Content-Security-Policy can forbid
+// The raytasks dashboard. Served as files so the page's Content-Security-Policy can forbid
 // inline script. Every string that comes from the API is put in the page as text
-// (textContent, never innerHTML): names, tags, parameters, errors, results, queues, types.
+// (textContent, never innerHTML): names, tags, parameters, errors, results, log lines.
 // The token is sent once to POST /session and forgotten; the session cookie is HttpOnly
 // and the CSRF token lives in this script's memory only.
 "use strict";
 
+import {followedLogs, isFinal, onLogMessage, setLogFollower, showDetail} from "./detail.js";
+import {loadSchedules, setUpScheduleForm} from "./schedules.js";
+import {$, api, button, el, fmtDuration, fmtTime, secondsBetween, showError, state}
+  from "./util.js";
+
 const PRI = {1: "HIGH", 2: "MEDIUM", 3: "LOW"};
-const FINAL = ["COMPLETED", "FAILED", "CANCELLED"];
-const SVG = "http://www.w3.org/2000/svg";
-let csrf = null, lastEventId = null, socket = null, queueTimer = null;
+let lastEventId = null, socket = null, queueTimer = null;
 const rows = new Map();
-const $ = (id) => document.getElementById(id);
-
-function el(tag, text, className) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  if (className) node.className = className;
-  return node;
-}
-
-async function api(path, options = {}) {
-  const headers = {"Content-Type": "application/json"};
-  if (csrf && options.method && options.method !== "GET") headers["X-CSRF-Token"] = csrf;
-  const response = await fetch(path, {...options, headers, credentials: "same-origin"});
-  if (response.status === 204) return null;
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.message || response.statusText);
-  return body;
-}
+// which actions apply to which status
+const ACTIONS = {cancel: ["PENDING", "RUNNING"], retry: ["FAILED", "CANCELLED"],
+                 delete: ["COMPLETED", "FAILED", "CANCELLED"]};
 
 function rowFor(task) {
   let tr = rows.get(task.id);
-  if (!tr) {
-    tr = document.createElement("tr");
-    tr.dataset.taskId = task.id;
-    for (const name of ["name", "type", "priority", "status", "attempt"]) {
-      tr.appendChild(el("td", "", name));
-    }
-    const barCell = el("td"), bar = el("div", null, "bar");
-    bar.dataset.pct = "0";
-    bar.appendChild(el("div"));
-    barCell.appendChild(bar);
-    tr.appendChild(barCell);
-    tr.appendChild(el("td", "", "message"));
-    tr.appendChild(el("td", "", "tags"));
-    const actions = el("td");
-    for (const [label, handler] of [["cancel", () => act(task.id, "cancel")],
-                                    ["retry", () => act(task.id, "retry")],
-                                    ["details", () => showDetail(task.id)]]) {
-      const button = el("button", label, label);
-      button.addEventListener("click", handler);
-      actions.appendChild(button);
-      actions.appendChild(document.createTextNode(" "));
-    }
-    tr.appendChild(actions);
-    $("tasks").prepend(tr);
-    rows.set(task.id, tr);
+  if (tr) return tr;
+  tr = el("tr");
+  tr.dataset.taskId = task.id;
+  for (const name of ["name", "type", "priority", "status", "attempt", "created", "wait",
+                      "run"]) {
+    tr.appendChild(el("td", "", name));
   }
+  const barCell = el("td"), bar = el("div", null, "bar");
+  bar.dataset.pct = "0";
+  bar.appendChild(el("div"));
+  barCell.appendChild(bar);
+  tr.appendChild(barCell);
+  tr.appendChild(el("td", "", "message"));
+  tr.appendChild(el("td", "", "tags"));
+  const actions = el("td", null, "actions");
+  actions.appendChild(button("cancel", "cancel", () => act(task.id, "cancel")));
+  actions.appendChild(button("retry", "retry", () => act(task.id, "retry")));
+  actions.appendChild(button("delete", "delete", (e) => remove(task.id, e.target)));
+  actions.appendChild(button("details", "details", () => openDetail(task.id)));
+  tr.appendChild(actions);
+  $("tasks").prepend(tr);
+  rows.set(task.id, tr);
   return tr;
 }
 
-function setStatus(tr, status, attempt) {
+function setTimes(tr) {
+  const {created, started, finished} = tr.dataset;
+  tr.querySelector(".created").textContent = fmtTime(created);
+  tr.querySelector(".wait").textContent = started
+    ? fmtDuration(secondsBetween(created, started)) : "";
+  tr.querySelector(".run").textContent = started && finished
+    ? fmtDuration(secondsBetween(started, finished)) : "";
+}
+
+function setStatus(tr, status, attempt, at) {
   const cell = tr.querySelector(".status");
   cell.textContent = status;
-  cell.className = "status " + (FINAL.includes(status) || status === "PENDING" ||
-                                status === "RUNNING" ? status : "");
+  cell.className = "status " + (status in {PENDING: 1, RUNNING: 1, COMPLETED: 1, FAILED: 1,
+                                           CANCELLED: 1} ? status : "");
   tr.dataset.status = status;
+  for (const [name, statuses] of Object.entries(ACTIONS)) {
+    tr.querySelector("button." + name).hidden = !statuses.includes(status);
+  }
   if (attempt !== undefined) tr.querySelector(".attempt").textContent = String(attempt);
+  if (at) {  // a live event: its time is when the task started or finished
+    if (status === "RUNNING") tr.dataset.started = at;
+    if (status === "PENDING") { delete tr.dataset.started; delete tr.dataset.finished; }
+    if (isFinal(status)) tr.dataset.finished = at;
+    setTimes(tr);
+  }
   if (status === "COMPLETED") setProgress(tr, 1, "done");
 }
 
@@ -83,11 +85,17 @@ function showTask(task) {
   tr.querySelector(".name").textContent = task.name;
   tr.querySelector(".type").textContent = task.task_type;
   tr.querySelector(".priority").textContent = PRI[task.priority] || String(task.priority);
-  const tags = tr.querySelector(".tags");
-  tags.replaceChildren(...(task.tags || []).map((t) => el("span", t, "tag")));
+  tr.querySelector(".tags").replaceChildren(...(task.tags || []).map((t) =>
+    el("span", t, "tag")));
+  tr.dataset.created = task.created_at || "";
+  if (task.started_at) tr.dataset.started = task.started_at; else delete tr.dataset.started;
+  if (task.finished_at) tr.dataset.finished = task.finished_at;
+  else delete tr.dataset.finished;
+  setTimes(tr);
   setStatus(tr, task.status, task.attempt);
-  if (task.error && task.error.message) tr.querySelector(".message").textContent =
-    task.error.message;
+  if (task.error && task.error.message) {
+    tr.querySelector(".message").textContent = task.error.message;
+  }
 }
 
 function matchesFilter(task) {
@@ -106,18 +114,19 @@ async function loadTasks() {
 }
 
 async function loadTypes() {
-  const types = await api("/task-types");
-  for (const select of [$("f-type"), $("filter-type")]) {
+  const names = (await api("/task-types")).map((x) => x.name).sort();
+  for (const select of [$("f-type"), $("filter-type"), $("s-type")]) {
     select.querySelectorAll("option[data-type]").forEach((o) => o.remove());
-    for (const name of types.map((x) => x.name).sort()) {
+    for (const name of names) {
       const option = el("option", name);
       option.value = name;
       option.dataset.type = "1";
       select.appendChild(option);
     }
   }
-  const names = types.map((t) => t.name);
-  $("f-type").value = names.includes("prediction") ? "prediction" : names[0];
+  const first = names.includes("prediction") ? "prediction" : names[0];
+  $("f-type").value = first;
+  $("s-type").value = first;
 }
 
 async function loadQueues() {
@@ -143,51 +152,35 @@ async function loadQueues() {
 }
 
 async function act(taskId, action) {
-  $("error").textContent = "";
-  try { showTask(await api(`/tasks/${encodeURIComponent(taskId)}/${action}`,
-                           {method: "POST"})); }
-  catch (e) { $("error").textContent = e.message; }
+  showError("");
+  try {
+    showTask(await api(`/tasks/${encodeURIComponent(taskId)}/${action}`, {method: "POST"}));
+  } catch (e) { showError(e.message); }
 }
 
-function chart(values) {
-  const w = 480, h = 120, min = Math.min(...values), max = Math.max(...values);
-  const span = max - min || 1;
-  const svg = document.createElementNS(SVG, "svg");
-  svg.setAttribute("width", String(w));
-  svg.setAttribute("height", String(h));
-  const line = document.createElementNS(SVG, "polyline");
-  line.setAttribute("points", values.map((v, i) =>
-    `${(i / Math.max(1, values.length - 1)) * w},${h - ((v - min) / span) * h}`).join(" "));
-  svg.appendChild(line);
-  return svg;
-}
-
-function seriesOf(value) {
-  if (!Array.isArray(value) || value.length < 2) return null;
-  const values = value.map((x) => typeof x === "number" ? x :
-    (x && typeof x === "object" ? (x.value ?? x.equity) : undefined));
-  return values.every((v) => typeof v === "number" && isFinite(v)) ? values : null;
-}
-
-async function showDetail(taskId) {
-  const task = await api("/tasks/" + encodeURIComponent(taskId));
-  showTask(task);  // the full task: its row also shows the error message
-  const detail = $("detail");
-  detail.replaceChildren(el("h2", task.name));
-  if (task.error) detail.appendChild(el("p", `${task.error.type}: ${task.error.message}`,
-                                        "task-error"));
-  const result = task.result && typeof task.result === "object" ? task.result : {};
-  for (const [key, value] of Object.entries(result)) {
-    const values = seriesOf(value);
-    if (values) {
-      detail.appendChild(el("h3", key));
-      detail.appendChild(chart(values));
-    }
+async function remove(taskId, target) {
+  if (target.dataset.armed !== "1") {  // two clicks: a delete cannot be undone
+    target.dataset.armed = "1";
+    target.textContent = "confirm delete";
+    setTimeout(() => { target.dataset.armed = ""; target.textContent = "delete"; }, 4000);
+    return;
   }
-  detail.appendChild(el("pre", JSON.stringify(task, null, 2)));
+  showError("");
+  try {
+    await api(`/tasks/${encodeURIComponent(taskId)}`, {method: "DELETE"});
+    rows.get(taskId)?.remove();
+    rows.delete(taskId);
+    if ($("detail").dataset.taskId === taskId) $("detail").replaceChildren();
+  } catch (e) { showError(e.message); }
+}
+
+async function openDetail(taskId) {
+  showError("");
+  try { showTask(await showDetail(taskId)); } catch (e) { showError(e.message); }
 }
 
 function onEvent(event) {
+  if (onLogMessage(event)) return;
   if (event.event_id === undefined) return;
   lastEventId = event.event_id;
   if (event.kind === "status") {
@@ -196,35 +189,39 @@ function onEvent(event) {
         .then((t) => { if (matchesFilter(t)) showTask(t); }).catch(() => {});
       return;
     }
-    setStatus(rows.get(event.task_id), event.status, event.attempt);
-    if (event.error) rows.get(event.task_id).querySelector(".message").textContent =
-      event.error.message;
+    const tr = rows.get(event.task_id);
+    setStatus(tr, event.status, event.attempt, event.at);
+    if (event.error) tr.querySelector(".message").textContent = event.error.message;
   } else if (event.kind === "progress" && rows.has(event.task_id)) {
     const tr = rows.get(event.task_id);
-    // progress is flushed in batches and can trail the final status: never let it undo one
-    if (!FINAL.includes(tr.dataset.status)) setProgress(tr, event.percentage, event.message);
+    if (!isFinal(tr.dataset.status)) setProgress(tr, event.percentage, event.message);
   }
 }
 
+function follow(change) {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(change));
+}
+
 function connect() {
-  if (!csrf) return;
+  if (!state.csrf) return;
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   socket = new WebSocket(url);
   // no token in the hello: the HttpOnly session cookie authenticates this socket
-  socket.onopen = () => socket.send(JSON.stringify({after_id: lastEventId}));
+  socket.onopen = () => socket.send(JSON.stringify({after_id: lastEventId,
+                                                    ...followedLogs()}));
   socket.onmessage = (m) => {
     const data = JSON.parse(m.data);
     if (data.subscribed) $("conn").textContent = "live";
     onEvent(data);
   };
   socket.onclose = () => {
-    $("conn").textContent = csrf ? "reconnecting…" : "disconnected";
-    if (csrf) setTimeout(connect, 1000);
+    $("conn").textContent = state.csrf ? "reconnecting…" : "disconnected";
+    if (state.csrf) setTimeout(connect, 1000);
   };
 }
 
 function signedIn(session) {
-  csrf = session.csrf;
+  state.csrf = session.csrf;
   $("who").textContent = `${session.owner} (${session.role})`;
   $("login-form").hidden = true;
   $("logout").hidden = false;
@@ -234,38 +231,41 @@ async function start() {
   try {
     await loadTypes();
     await loadTasks();
+    await loadSchedules();
     loadQueues();
     if (!queueTimer) queueTimer = setInterval(loadQueues, 2000);
     connect();
-  } catch (e) { $("error").textContent = e.message; }
+  } catch (e) { showError(e.message); }
 }
 
-document.addEventListener("DOMContentLoaded", async () => {
+async function main() {
+  setLogFollower(follow);
+  setUpScheduleForm();
   $("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    $("error").textContent = "";
+    showError("");
     const token = $("token").value;
     $("token").value = "";  // the token is not kept anywhere page script can read
     try {
       signedIn(await api("/session", {method: "POST", body: JSON.stringify({token})}));
       start();
-    } catch (err) { $("error").textContent = err.message; }
+    } catch (err) { showError(err.message); }
   });
   $("logout").addEventListener("click", async () => {
     try { await api("/session", {method: "DELETE"}); } catch (e) { /* already out */ }
-    csrf = null;
+    state.csrf = null;
     if (socket) socket.close();
     location.reload();
   });
   $("submit-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    $("error").textContent = "";
+    showError("");
     try {
-      const task = await api("/tasks", {method: "POST", body: JSON.stringify({
+      showTask(await api("/tasks", {method: "POST", body: JSON.stringify({
         name: $("f-name").value, task_type: $("f-type").value,
-        priority: Number($("f-priority").value), parameters: JSON.parse($("f-params").value)})});
-      showTask(task);
-    } catch (err) { $("error").textContent = err.message; }
+        priority: Number($("f-priority").value),
+        parameters: JSON.parse($("f-params").value)})}));
+    } catch (err) { showError(err.message); }
   });
   $("filter-status").addEventListener("change", loadTasks);
   $("filter-type").addEventListener("change", loadTasks);
@@ -273,4 +273,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     signedIn(await api("/session"));
     start();
   } catch (e) { /* not signed in yet */ }
-});
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", main);
+else main();
