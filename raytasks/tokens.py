@@ -121,7 +121,7 @@ def ensure_first_admin(settings: Settings) -> str | None:
     return token
 
 
-_cache: dict[Path, tuple[float, list[ApiToken]]] = {}
+_cache: dict[Path, tuple[tuple[int, int, int], list[ApiToken]]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -132,13 +132,15 @@ def api_tokens(settings: Settings) -> list[ApiToken]:
     """
     path = token_file(settings)
     try:
-        mtime = path.stat().st_mtime
+        st = path.stat()
     except FileNotFoundError:
         return list(settings.api.tokens)
+    # every write replaces the file, so a new inode tells a change even within one mtime tick
+    version = (st.st_mtime_ns, st.st_ino, st.st_size)
     with _cache_lock:
         hit = _cache.get(path)
-        if hit is None or hit[0] != mtime:
-            hit = _cache[path] = (mtime, [r.api_token() for r in load(settings)])
+        if hit is None or hit[0] != version:
+            hit = _cache[path] = (version, [r.api_token() for r in load(settings)])
     return [*settings.api.tokens, *hit[1]]
 
 

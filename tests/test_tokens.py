@@ -1,0 +1,60 @@
+"""API tokens kept as digests under data_dir: made, listed and revoked from the CLI, the first
+one made by `raytasks serve` on a fresh install, and read by the server as the file changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raytasks import Settings, tokens
+from raytasks.errors import SettingsError
+from raytasks.server.auth import hash_token
+from raytasks.settings import ApiSettings, ApiToken
+
+RAYTASKS = str(Path(sys.executable).parent / "raytasks")
+
+
+def test_only_digests_are_stored_and_the_server_sees_changes(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    # Given a fresh install, when the first admin token is ensured, then one is made, once
+    first = tokens.ensure_first_admin(settings)
+    assert first is not None and tokens.ensure_first_admin(settings) is None
+    # and a user token for alice
+    secret, record = tokens.create(settings, "alice")
+    text = tokens.token_file(settings).read_text()
+    assert secret not in text and first not in text and hash_token(secret) in text
+    assert stat.S_IMODE(tokens.token_file(settings).stat().st_mode) == 0o600
+    # Then the server's list holds the settings' tokens and both of the file's
+    configured = ApiToken(sha256="0" * 64, owner="ops")
+    with_config = Settings(data_dir=tmp_path, api=ApiSettings(tokens=[configured]))
+    assert [(t.owner, t.role) for t in tokens.api_tokens(with_config)] == [
+        ("ops", "user"), ("admin", "admin"), ("alice", "user")]
+    # and a revoke is seen on the next read (the file changed)
+    assert [r.id for r in tokens.revoke(settings, owner="alice")] == [record.id]
+    assert [t.owner for t in tokens.api_tokens(settings)] == ["admin"]
+    with pytest.raises(SettingsError, match="plain name"):
+        tokens.create(settings, "<script>")
+
+
+def test_token_commands(tmp_path: Path) -> None:
+    env = {**os.environ, "RAYTASKS_DATA_DIR": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([RAYTASKS, "token", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    made = json.loads(run("create", "--owner", "bob", "--json").stdout)
+    assert made["owner"] == "bob" and made["token"].startswith("rt_")
+    listed = json.loads(run("list", "--json").stdout)
+    assert [(r["id"], r["owner"], r["role"]) for r in listed] == [(made["id"], "bob", "user")]
+    assert made["token"] not in run("list").stdout
+    assert run("revoke", "--owner", "bob").returncode == 0
+    assert run("revoke", "--owner", "bob").returncode == 3
+    assert run("revoke").returncode == 2
+    assert json.loads(run("list", "--json").stdout) == []
