@@ -206,3 +206,26 @@ def test_task_pages_follow_next_after_and_stay_the_callers(api: Any) -> None:
         # and one of the right shape but the wrong type of key is no 5xx either
         wrong = base64.urlsafe_b64encode(b'["zzz", "f"]').decode()
         assert alice.get("/tasks", params={"after": wrong}).status_code in (200, 422)
+
+
+def test_tokens_from_the_token_file_work_at_once_and_stop_when_revoked(api: Any) -> None:
+    from raytasks import tokens
+
+    settings = api.service.settings
+    with httpx.Client(base_url=api.url) as c:
+        # Given a token made by `raytasks token create` while the server runs
+        token, _ = tokens.create(settings, "carol")
+        bearer = {"Authorization": f"Bearer {token}"}
+        # Then it works at once, as carol, on the API and for the dashboard login
+        made = c.post("/schedules", json=_schedule(), headers=bearer)
+        assert made.status_code == 201 and made.json()["owner"] == "carol"
+        assert c.post("/session", json={"token": token}).json()["owner"] == "carol"
+        assert c.get("/schedules", headers=auth("alice")).json() == []
+        # When it is revoked, Then it is refused without a restart
+        tokens.revoke(settings, owner="carol")
+        assert c.get("/schedules", headers=bearer).status_code == 401
+        assert c.post("/session", json={"token": token}).status_code == 401
+        # And a token file that is not one leaves the configured tokens working
+        tokens.token_file(settings).write_text("{not json")
+        assert c.get("/schedules", headers=bearer).status_code == 401
+        assert c.get("/schedules", headers=auth("alice")).status_code == 200

@@ -130,6 +130,9 @@ def test_a_task_that_logs_then_fails_shows_its_lines_attempt_by_attempt(
     release.touch()
     # Then its new lines arrive over the socket, once each
     expect(log).to_contain_text("released", timeout=20_000)
+    with httpx.Client(base_url=api.url, headers=auth("alice")) as alice:
+        wait_for(lambda: alice.get(f"/tasks/{live['id']}").json()["status"] == "COMPLETED",
+                 what="the live task to complete")
     expect(live_row.locator(".status")).to_have_text("COMPLETED", timeout=20_000)
     expect(log.locator(".log-line", has_text="released")).to_have_count(1)
     ids = [int(x) for x in log.locator(".log-line").evaluate_all(
