@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint test-deps bench soak clean fuzz bench-deps
+.PHONY: demo test lint test-deps bench soak clean check-deploy fuzz bench-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test-deps:
 	test -x /usr/bin/chromium || need="$$need chromium"; \
 	if [ -n "$$need" ]; then echo "installing:$$need"; apt-get update -qq && \
 	  $(APT_INSTALL) $$need >/dev/null; fi
+
+# deploy/ against KubeRay's CRD schemas and Ray's launcher validation (also run by make test)
+check-deploy: $(STAMP)
+	$(BIN)/python ../shared/kuberay/check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check raytasks tests
