@@ -165,7 +165,10 @@ async def _read_changes(socket: WebSocket, changes: asyncio.Queue[Follow]) -> No
     """Messages after the hello: ``{"logs": [...], "logs_after": {...}}`` changes which
     tasks' logs the socket follows; anything else closes it with the reason."""
     while True:
-        message = await socket.receive()
+        try:
+            message = await socket.receive()
+        except (WebSocketDisconnect, RuntimeError):  # closed under us: nothing to read
+            return
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")
