@@ -395,9 +395,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     with _errors(False):
         rt = _connect(ctx)
     host, port = host or rt.settings.api.host, port or rt.settings.api.port
+    # the server reads the token file on every request (raytasks.tokens.api_tokens), so a
+    # token made or revoked here or by `raytasks token` counts at once
     first = tokens.ensure_first_admin(rt.settings)
-    # this server accepts the token file's tokens too (read now: restart after a revoke)
-    rt.settings.api.tokens = tokens.api_tokens(rt.settings)
     if first is not None:
         url = f"http://{host}:{port}/"
         click.echo(
