@@ -100,4 +100,12 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        code = main(sys.argv[1:])
+    finally:
+        # leave Ray before the interpreter exits: a client thread still waiting on the
+        # manager then stops cleanly instead of ending the process with status 1
+        import ray
+
+        ray.shutdown()
+    sys.exit(code)
