@@ -51,12 +51,13 @@ class ScheduleNotFoundError(TaskNotFoundError):
 
 
 class UnknownTaskTypeError(TaskError):
-    def __init__(self, task_type: str, known: list[str]) -> None:
-        super().__init__(
-            f"unknown task type {task_type!r}; registered types are: {', '.join(sorted(known))}",
-            task_type=task_type,
-            known=sorted(known),
-        )
+    """``errors`` names the field, as :class:`InvalidParametersError` does."""
+
+    def __init__(self, task_type: str, known: list[str], field: str = "task_type") -> None:
+        message = (f"unknown task type {task_type!r}; registered types are: "
+                   f"{', '.join(sorted(known))}")
+        super().__init__(message, task_type=task_type, known=sorted(known),
+                         errors=[{"field": field, "reason": message}])
 
 
 class InvalidParametersError(TaskError):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from raytasks.errors import StoreError
+from raytasks.errors import InvalidParametersError, StoreError
 from raytasks.messages import ProgressReport
 from raytasks.models import TaskPriority, TaskQuery, TaskStatus
 from raytasks.store import SCHEMA_VERSION, SqlTaskStore, WriteBatch, open_store
@@ -127,6 +127,13 @@ def test_query_filters_pagination_and_ordering(store: SqlTaskStore) -> None:
         everything = [t.id for t in store.query(TaskQuery(limit=100, order_by=order)).items]
         assert seen == everything and len(set(seen)) == 30, order
     assert store.query(TaskQuery(limit=1)).total == 30
+    # a forged cursor (a name where a time is sorted, true, an oversized id) never reaches SQL
+    import base64 as b64
+
+    for forged in (["job 3", "t01"], [True, "t01"], [1.0, "x" * 100], [1.0], "junk"):
+        token = b64.urlsafe_b64encode(json.dumps(forged).encode()).decode()
+        with pytest.raises(InvalidParametersError, match="after"):
+            store.query(TaskQuery(after=token))
 
 
 def test_active_status_counts_and_delete(store: SqlTaskStore) -> None:

@@ -19,6 +19,7 @@ from ..errors import (
     PayloadTooLargeError,
     QueueFullError,
     QuotaExceededError,
+    UnknownTaskTypeError,
 )
 from ..models import Task, TaskCreateRequest, TaskPriority, TaskStatus
 from ..registry import TaskTypeRegistry, validate_parameters
@@ -103,7 +104,11 @@ class Intake:
         With ``work_units`` the parameters were validated by the client: only their size
         and JSON form are checked here.
         """
-        spec = self.registry.get(req.task_type)
+        try:
+            spec = self.registry.get(req.task_type)
+        except UnknownTaskTypeError as exc:
+            raise UnknownTaskTypeError(req.task_type, exc.data["known"],
+                                       prefix + "task_type") from None
         quota = self.settings.quota_for(req.owner)
         limit = self.settings.max_parameters_bytes
         if quota is not None and quota.max_parameters_bytes is not None:

@@ -62,11 +62,18 @@ def encode_cursor(value: Any, task_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([value, task_id]).encode()).decode()
 
 
-def decode_cursor(token: str) -> tuple[Any, str]:
-    """Raises :class:`InvalidParametersError` for a token this store did not make."""
+def decode_cursor(token: str, field: str) -> tuple[Any, str]:
+    """The sort value and id of an ``after`` token made for ordering by ``field``.
+
+    Raises:
+        InvalidParametersError: a token this store did not make, or made for another sort
+            (its value is not of the field's type: a forged cursor never reaches SQL).
+    """
+    kind: type | tuple[type, ...] = str if field == "name" else (int, float)
     try:
         value, task_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(task_id, str) or not isinstance(value, int | float | str):
+        if not isinstance(task_id, str) or len(task_id) > 64 or isinstance(value, bool) \
+                or not isinstance(value, kind) or (isinstance(value, str) and len(value) > 200):
             raise ValueError("bad cursor")
         return value, task_id
     except (ValueError, TypeError, UnicodeError, binascii.Error):
@@ -308,7 +315,7 @@ class SqlTaskStore(TaskStore):
         column = _ORDER[field]
         desc = query.order_by.startswith("-")
         if query.after:
-            value, last_id = decode_cursor(query.after)
+            value, last_id = decode_cursor(query.after, field)
             key = sa.tuple_(column, tasks.c.id)
             cond.append(key < sa.tuple_(value, last_id) if desc
                         else key > sa.tuple_(value, last_id))
