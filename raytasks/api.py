@@ -231,6 +231,13 @@ class TaskManager(_Facade):
         """
         return await self._await(self._actor.logs.remote(task_id, attempt, after_id, limit))
 
+    async def log_page(self, task_id: str, attempt: int | None = None, after_id: int = 0,
+                       limit: int = 1000) -> tuple[TaskStatus, list[dict[str, Any]]]:
+        """The task's status and its next log lines in one call (what a follower polls)."""
+        status, rows = await self._await(self._actor.log_page.remote(task_id, attempt,
+                                                                     after_id, limit))
+        return status, rows
+
     def logs_sync(self, task_id: str, attempt: int | None = None, after_id: int = 0,
                   limit: int = 1000) -> list[dict[str, Any]]:
         return self._get(self._actor.logs.remote(task_id, attempt, after_id, limit))
@@ -240,8 +247,8 @@ class TaskManager(_Facade):
         """Every log line as it comes, until the task has finished and all are read."""
         after = 0
         while True:
-            finished = self.get_task_sync(task_id).status.finished
-            rows = self.logs_sync(task_id, attempt, after)
+            status, rows = self._get(self._actor.log_page.remote(task_id, attempt, after, 1000))
+            finished = status.finished
             yield from rows
             if rows:
                 after = rows[-1]["id"]

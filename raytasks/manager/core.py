@@ -450,10 +450,21 @@ class TaskManagerCore:
         Raises:
             TaskNotFoundError: no such task.
         """
-        def read() -> list[dict[str, Any]]:
-            if self.store.get(task_id) is None:
+        _status, rows = await self.log_page(task_id, attempt, after_id, limit)
+        return rows
+
+    async def log_page(self, task_id: str, attempt: int | None = None, after_id: int = 0,
+                       limit: int = 1000) -> tuple[TaskStatus, list[dict[str, Any]]]:
+        """The task's status and its next log lines, in one call (for followers).
+
+        The status is read first: lines are written before an attempt reports, so a task
+        seen finished has all of its lines in the store by the read that follows.
+        """
+        def read() -> tuple[TaskStatus, list[dict[str, Any]]]:
+            state = self.store.states([task_id]).get(task_id)
+            if state is None:
                 raise TaskNotFoundError(task_id)
-            return self.store.logs.read(task_id, attempt, after_id, limit)
+            return state[0], self.store.logs.read(task_id, attempt, after_id, limit)
         return await asyncio.to_thread(read)
 
     # ------------------------------------------------------------------ types

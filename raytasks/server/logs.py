@@ -88,8 +88,8 @@ class LogCursor:
         """
         # the status first: lines are written before the attempt reports, so a task seen
         # finished here has every line in the store by the read below
-        self.status = (await self.tm.get_task(self.task_id)).status
-        rows = await self.tm.logs(self.task_id, self.attempt, self.after, limit)
+        self.status, rows = await self.tm.log_page(self.task_id, self.attempt, self.after,
+                                                   limit)
         if rows:
             self.after = int(rows[-1]["id"])
         self.done = self.status.finished and len(rows) < limit
