@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,7 +121,13 @@ class LocalHead:
         return own
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """End this cluster's processes (TERM, then KILL), and only those."""
+        """End this cluster's processes (TERM, then KILL), and only those; remove its files."""
+        try:
+            self._end_processes(timeout_s)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _end_processes(self, timeout_s: float) -> None:
         pids = self._own_pids()
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in pids:
