@@ -139,3 +139,23 @@ def test_script_payloads_in_every_field_never_run(api: Any) -> None:
         assert "raytasks_session" not in page.evaluate("document.cookie")
         assert TOKENS["root"] not in page.content()
         browser.close()
+
+
+def test_the_login_url_signs_in_and_leaves_no_token_behind(api: Any) -> None:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        # Given the login URL raytasks serve prints (the token in the fragment)
+        page.goto(f"{api.url}/#token={TOKENS['alice']}")
+        # Then the dashboard is signed in, and the token is gone from the address bar
+        expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+        expect(page.locator("#who")).to_contain_text("alice")
+        assert TOKENS["alice"] not in page.evaluate("location.href")
+        assert TOKENS["alice"] not in page.evaluate(
+            "JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+        # And a wrong token in the URL signs nobody in
+        other = browser.new_page()
+        other.goto(f"{api.url}/#token=not-a-token")
+        expect(other.locator("#error")).not_to_be_empty(timeout=20_000)
+        expect(other.locator("#login-form")).to_be_visible()
+        browser.close()

@@ -269,6 +269,17 @@ async function main() {
   });
   $("filter-status").addEventListener("change", loadTasks);
   $("filter-type").addEventListener("change", loadTasks);
+  // the login URL `raytasks serve` prints carries the token in the fragment (never sent to
+  // a server, never logged): trade it for a session and take it out of the address bar
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromUrl) {
+    history.replaceState(null, "", location.pathname + location.search);
+    try {
+      signedIn(await api("/session", {method: "POST", body: JSON.stringify({token: fromUrl})}));
+      start();
+      return;
+    } catch (err) { showError(err.message); }
+  }
   try {  // a session from earlier (the cookie is sent, but script never sees it)
     signedIn(await api("/session"));
     start();
