@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import threading
 import time
@@ -400,6 +401,7 @@ class Subscription:
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name="raytasks-subscription")
         self._thread.start()
+        atexit.register(self.close)  # never inside a Ray call while the interpreter exits
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -226,11 +226,20 @@ class Watcher:
         # tasks a submit already put in this session: waiting on them needs no watch call
         self._noted: OrderedDict[str, None] = OrderedDict()
         self._thread: threading.Thread | None = None
+        self._stopping = False
         self._register: Combiner[list[str], None] = Combiner(self._send_watch)
 
     @property
     def active(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """End the stream before this process leaves Ray, so no thread is inside a Ray
+        call while the interpreter exits (``finished`` must return soon when asked)."""
+        self._stopping = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout_s)
 
     def note(self, task_ids: list[str]) -> None:
         """These tasks are in this client's session already (its submit put them there)."""
@@ -285,7 +294,7 @@ class Watcher:
             with self._lock:
                 waiting = list(self._futures)
                 idle = 0 if waiting else idle + 1
-                if idle > 3:  # nobody waits: stop polling (the next wait starts again)
+                if idle > 3 or self._stopping:  # nobody waits: stop (a wait starts again)
                     self._thread = None
                     return
             try:
@@ -295,7 +304,8 @@ class Watcher:
                     self._thread = None
                 return
             except Exception:
-                threading.Event().wait(0.5)  # the manager is restarting: poll again
+                if not self._stopping:
+                    threading.Event().wait(0.5)  # the manager is restarting: poll again
                 continue
             if tasks is None:  # a restarted manager forgot this session
                 if waiting:

@@ -6,6 +6,8 @@ one ``manager.submit`` call, the watcher polls ``manager.finished``.
 
 from __future__ import annotations
 
+import atexit
+import time
 from typing import Any
 
 import ray
@@ -26,6 +28,10 @@ class ClientSession:
         self._manager = manager
         self.types = ClientTypes()
         self.watcher = Watcher(self._watch, self._finished)
+        self._closing = False
+        # before Ray's own exit hook (registered earlier, so run later): no thread may be
+        # inside a Ray call while the interpreter exits, or the process exits with 1
+        atexit.register(self.close)
         # a combined call answers each caller with (its results, whether they were watched)
         self._sync: dict[bool, Combiner[list[NewTask], tuple[list[Any], bool]]] = {
             flag: Combiner(self._sender(flag)) for flag in (True, False)}
@@ -77,9 +83,21 @@ class ClientSession:
         return answer
 
     def _finished(self, session: str, timeout_s: float) -> list[Task] | None:
-        tasks: list[Task] | None = get(self._manager.finished.remote(session, timeout_s),
-                                       timeout_s + 30)
+        ref = self._manager.finished.remote(session, timeout_s)
+        deadline = time.monotonic() + timeout_s + 30
+        # short waits, so a closing client is never stuck inside Ray for long
+        while not ray.wait([ref], timeout=0.2)[0]:
+            if self._closing:
+                return []
+            if time.monotonic() > deadline:
+                raise TimeoutError("the manager did not answer the wait stream")
+        tasks: list[Task] | None = get(ref)
         return tasks
+
+    def close(self) -> None:
+        """Stop the wait stream (at exit, or when this client disconnects)."""
+        self._closing = True
+        self.watcher.stop()
 
 
 def unwrap(exc: BaseException) -> BaseException:
