@@ -169,7 +169,7 @@ def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bo
     if runtime is None:
         data_dir = tempfile.mkdtemp(prefix="raytasks-bench-")
         runtime = connect(settings=Settings(namespace="raytasks-bench", data_dir=data_dir,
-                                            workers_per_type=0))
+                                            workers_per_type=0, ray_dashboard=False))
     register_task_type("noop", noop, workers=workers, max_retries=0, runtime=runtime)
     tm = TaskManager(runtime)
     batch_rate(tm, min(tasks, 500))  # warm-up: executors started, code paths hot

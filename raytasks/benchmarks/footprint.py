@@ -74,7 +74,7 @@ def _measure_raytasks(idle_timeout_s: float, settle_s: float) -> tuple[float, in
 
     settings = Settings(namespace="raytasks-footprint",
                         data_dir=tempfile.mkdtemp(prefix="raytasks-footprint-"),
-                        idle_timeout_s=idle_timeout_s,
+                        idle_timeout_s=idle_timeout_s, ray_dashboard=False,
                         task_types={"noop": TaskTypeSettings(min_workers=0, max_workers=2)})
     runtime = connect(settings=settings)
     try:

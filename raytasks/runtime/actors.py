@@ -16,7 +16,6 @@ import ray
 from ray.actor import ActorHandle
 
 from ..errors import RaytasksError
-from ..executor import TaskExecutor
 from ..manager import TaskManagerCore
 from ..messages import (
     Lease,
@@ -198,7 +197,7 @@ class Notifier(NotificationHub):
                 log.exception("event poll failed")
 
 
-class _RayLink:
+class RayLink:
     """An executor's blocking calls on the manager and the tracker."""
 
     def __init__(self, peers: Peers) -> None:
@@ -230,17 +229,3 @@ class _RayLink:
     def type_blob(self, name: str) -> bytes:
         blob: bytes = get(self.peers.must(MANAGER).type_blob.remote(name), 60)
         return blob
-
-
-class Executor:
-    """An ``executor:<type>:<i>`` actor: one process running one type's handlers."""
-
-    def __init__(self, executor_id: str, task_type: str, settings: Settings) -> None:
-        self.core = TaskExecutor(executor_id, task_type, settings,
-                                 _RayLink(Peers(settings.namespace)))
-
-    def cancel(self, task_id: str, token: int) -> bool:
-        return self.core.cancel(task_id, token)
-
-    def state(self) -> dict[str, Any]:
-        return self.core.state()

@@ -30,7 +30,7 @@ from ..executor import TaskExecutor
 from ..messages import Lease, LeaseRequest
 from ..models import QueueStats
 from ..settings import Settings
-from .actors import MANAGER, Peers, _RayLink
+from .actors import MANAGER, Peers, RayLink
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def demand_by_type(stats: list[QueueStats], limits: dict[str, int | None]) -> di
 class _RetiringLink:
     """An executor's link that, once retiring, reports what it ran and leases nothing more."""
 
-    def __init__(self, inner: _RayLink) -> None:
+    def __init__(self, inner: RayLink) -> None:
         self.inner = inner
         self.retiring = threading.Event()
         self.drained = threading.Event()
@@ -128,7 +128,7 @@ class PooledExecutor:
     def __init__(self, executor_id: str, task_type: str, settings: Settings,
                  bounds: PoolBounds) -> None:
         self.bounds = bounds
-        self.link = _RetiringLink(_RayLink(Peers(settings.namespace)))
+        self.link = _RetiringLink(RayLink(Peers(settings.namespace)))
         self.core = TaskExecutor(executor_id, task_type, settings, self.link)
         self.link.on_drained = self.core.stop
 
