@@ -227,6 +227,7 @@ class Watcher:
         self._noted: OrderedDict[str, None] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.used = False  # once a wait used the session, submits join it
         self._register: Combiner[list[str], None] = Combiner(self._send_watch)
 
     @property
@@ -264,13 +265,21 @@ class Watcher:
                 self._futures.setdefault(task_id, []).append(future)
                 if not known:
                     new.append(task_id)
-            if self._thread is None or not self._thread.is_alive():
+            self.used = True
+        if new:
+            self._register.call(new)  # answers tasks that had already finished
+        with self._lock:
+            # the stream runs only while someone waits: a process that is done waiting has
+            # no thread inside Ray when it shuts Ray down
+            if any(not f.done() for f in out) and not self.active:
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="raytasks-watcher")
                 self._thread.start()
-        if new:
-            self._register.call(new)
         return out
+
+    def waiting(self) -> bool:
+        """Whether any wait is still open (the stream's poll gives up when none is)."""
+        return bool(self._futures) and not self._stopping
 
     def forget(self, task_id: str, future: Future[Task]) -> None:
         """A waiter gave up (timeout): drop its future."""
@@ -289,12 +298,10 @@ class Watcher:
         return [None] * len(batches)
 
     def _loop(self) -> None:
-        idle = 0
         while True:
             with self._lock:
                 waiting = list(self._futures)
-                idle = 0 if waiting else idle + 1
-                if idle > 3 or self._stopping:  # nobody waits: stop (a wait starts again)
+                if not waiting or self._stopping:  # nobody waits: stop (a wait starts again)
                     self._thread = None
                     return
             try:

@@ -54,8 +54,9 @@ class ClientSession:
         return results
 
     def _watching(self) -> str | None:
-        # new tasks join this client's wait stream only while it has one
-        return self.watcher.session if self.watcher.active else None
+        # once this client has waited, its new tasks join its session: a wait on them
+        # then needs no call (if it never comes, the session expires on the manager)
+        return self.watcher.session if self.watcher.used else None
 
     def _sender(self, enqueue: bool) -> Any:
         def send(calls: list[list[NewTask]]) -> list[Any]:
@@ -85,12 +86,14 @@ class ClientSession:
     def _finished(self, session: str, timeout_s: float) -> list[Task] | None:
         ref = self._manager.finished.remote(session, timeout_s)
         deadline = time.monotonic() + timeout_s + 30
-        # short waits, so a closing client is never stuck inside Ray for long
-        while not ray.wait([ref], timeout=0.2)[0]:
-            if self._closing:
+        # short waits: a client that is done waiting, or closing, leaves Ray's call at once
+        while ray.is_initialized() and not ray.wait([ref], timeout=0.2)[0]:
+            if self._closing or not self.watcher.waiting():
                 return []
             if time.monotonic() > deadline:
                 raise TimeoutError("the manager did not answer the wait stream")
+        if not ray.is_initialized():
+            return []
         tasks: list[Task] | None = get(ref)
         return tasks
 
