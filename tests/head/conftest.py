@@ -10,9 +10,13 @@ import pytest
 from tests.cluster import LocalHead
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_head() -> Iterator[LocalHead]:
-    """A token-auth head of this test session (client server, dashboard, Jobs API)."""
+    """A token-auth head for tests/head (client server, dashboard, Jobs API).
+
+    Package-scoped: it is stopped before the other tests run, so a client there that joins
+    with "auto" finds the one cluster it means.
+    """
     head = LocalHead(num_cpus=2).start()
     try:
         yield head
