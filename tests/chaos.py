@@ -312,7 +312,8 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="raytasks-soak-")
     url = args.store_url or f"sqlite:///{Path(data_dir) / 'tasks.db'}"
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     try:
         report = run(url, data_dir, tasks=args.tasks, kills=args.kills, seed=args.seed,
                      duration_s=args.seconds)

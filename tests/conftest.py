@@ -59,8 +59,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def ray_cluster() -> Iterator[None]:
     import ray
 
-    ray.init(namespace="raytasks-tests", include_dashboard=False, configure_logging=False,
-             log_to_driver=False)
+    # "local": a cluster of this session's own, whatever else runs on the machine
+    ray.init(address="local", namespace="raytasks-tests", include_dashboard=False,
+             configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -55,7 +55,8 @@ def _warm() -> int:
 
 
 def _measure_bare(settle_s: float) -> tuple[float, int]:
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     try:
         ray.get([_warm.remote() for _ in range(4)])
         time.sleep(settle_s)

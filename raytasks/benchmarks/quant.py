@@ -67,8 +67,8 @@ def format_backtest(f: dict[str, Any]) -> str:
 
 def _ray_up() -> None:
     if not ray.is_initialized():
-        ray.init(namespace="raytasks-bench", include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address="local", namespace="raytasks-bench", include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
 
 
 def _fit_one(r: np.ndarray) -> float:

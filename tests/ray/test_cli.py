@@ -11,7 +11,7 @@ from typing import Any
 
 from raytasks.settings import DataSourceSettings, ResourceSettings, TaskTypeSettings
 
-CLI = [str(Path(sys.executable).parent / "raytasks"), "--address", "auto"]
+RAYTASKS = str(Path(sys.executable).parent / "raytasks")
 
 
 def _run(service: Any, *args: str) -> subprocess.CompletedProcess[str]:
@@ -19,9 +19,13 @@ def _run(service: Any, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _cli(namespace: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    import ray
+
+    # the session's cluster by its GCS address: "auto" could pick another Ray on this machine
     env = {**os.environ, "RAYTASKS_NAMESPACE": namespace, "RAYTASKS_DATA_DIR": str(data_dir)}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=600,
-                          stdin=subprocess.DEVNULL)
+    address = ray.get_runtime_context().gcs_address
+    return subprocess.run([RAYTASKS, "--address", address, *args], capture_output=True,
+                          text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
 
 
 def test_submit_show_ls_stats_and_exit_codes(make_service: Any) -> None:

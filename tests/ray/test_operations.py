@@ -104,12 +104,12 @@ def test_a_task_that_logs_then_fails_shows_its_lines(make_service: Any, tmp_path
     # And the CLI shows them, one attempt at a time
     env = {**os.environ, "RAYTASKS_NAMESPACE": service.settings.namespace,
            "RAYTASKS_DATA_DIR": str(service.settings.data_dir)}
-    out = subprocess.run([str(Path(sys.executable).parent / "raytasks"), "--address", "auto",
-                          "logs", task.id, "--attempt", "1"], capture_output=True, text=True,
+    cli = [str(Path(sys.executable).parent / "raytasks"), "--address",
+           ray.get_runtime_context().gcs_address]
+    out = subprocess.run([*cli, "logs", task.id, "--attempt", "1"], capture_output=True, text=True,
                          env=env, timeout=300, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
     assert "loading bars for attempt 1" in out.stdout and "attempt 0" not in out.stdout
-    missing = subprocess.run([str(Path(sys.executable).parent / "raytasks"), "--address",
-                              "auto", "logs", "f" * 32], capture_output=True, text=True,
+    missing = subprocess.run([*cli, "logs", "f" * 32], capture_output=True, text=True,
                              env=env, timeout=300, stdin=subprocess.DEVNULL)
     assert missing.returncode == 3  # unknown id

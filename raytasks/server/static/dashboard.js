@@ -53,6 +53,16 @@ function setTimes(tr) {
     ? fmtDuration(secondsBetween(started, finished)) : "";
 }
 
+// Status snapshots come from fetches and from events, and a fetch can answer after a later
+// event: a row takes a status only from something at least as recent as what it shows.
+function newer(tr, at) {
+  const when = Date.parse(at || "");
+  if (Number.isNaN(when)) return true;
+  if (tr.dataset.seen && when < Number(tr.dataset.seen)) return false;
+  tr.dataset.seen = String(when);
+  return true;
+}
+
 function setStatus(tr, status, attempt, at) {
   const cell = tr.querySelector(".status");
   cell.textContent = status;
@@ -92,7 +102,8 @@ function showTask(task) {
   if (task.finished_at) tr.dataset.finished = task.finished_at;
   else delete tr.dataset.finished;
   setTimes(tr);
-  setStatus(tr, task.status, task.attempt);
+  // a fetched task may be older than an event already shown: never let it undo one
+  if (newer(tr, task.updated_at)) setStatus(tr, task.status, task.attempt);
   if (task.error && task.error.message) {
     tr.querySelector(".message").textContent = task.error.message;
   }
@@ -190,7 +201,7 @@ function onEvent(event) {
       return;
     }
     const tr = rows.get(event.task_id);
-    setStatus(tr, event.status, event.attempt, event.at);
+    if (newer(tr, event.at)) setStatus(tr, event.status, event.attempt, event.at);
     if (event.error) tr.querySelector(".message").textContent = event.error.message;
   } else if (event.kind === "progress" && rows.has(event.task_id)) {
     const tr = rows.get(event.task_id);
