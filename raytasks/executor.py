@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -205,8 +205,9 @@ class TaskExecutor:
             self._current = None
             self._held.pop(lease.task_id, None)
             self.completed += 1
-        self._send_final(run)  # before the report: its lines land while the lease holds
-        return None if run.lost else report
+        self._send_progress(run)  # before the report: it lands while the lease holds
+        # the last lines go with the report, in its fenced commit: no round trip of their own
+        return None if run.lost else replace(report, lines=tuple(run.log.take()))
 
     def _progress(self, run: _Running, fraction: float, message: str,
                   stage: str | None) -> None:
@@ -297,15 +298,12 @@ class TaskExecutor:
                               percentage=fraction, message=message, stage=stage,
                               updated_at=run.progress_at, owner=run.lease.owner)
 
-    def _send_final(self, run: _Running) -> None:
-        """The attempt's last progress and log lines, sent (and written) before its report."""
-        progress = [self._progress_report(run)] if run.progress is not None \
-            and run.progress_sent < run.progress_at else []
-        lines = run.log.take() if run.log is not None else []
-        if not (progress or lines):
+    def _send_progress(self, run: _Running) -> None:
+        """The attempt's last progress, if unsent, written before its report."""
+        if run.progress is None or run.progress_sent >= run.progress_at:
             return
         try:
-            self.link.heartbeat(self.executor_id, [], progress, lines)
+            self.link.heartbeat(self.executor_id, [], [self._progress_report(run)], [])
         except Exception as exc:
             log.warning("executor %s: progress report failed (%s)", self.executor_id, exc)
 
@@ -330,7 +328,9 @@ class TaskExecutor:
             self.capture.current = None
             run.log.add("raytasks", report.error.message if report and report.error
                         else "lost its lease (paused or cut off past the TTL): stopped")
-            self._send_final(run)
+            self._send_progress(run)
+            if report is not None:
+                report = replace(report, lines=tuple(run.log.take()))
         with self._lock:
             others = [r for r in self._held.values() if r is not run and not r.lost]
         reports = [report] if report is not None else []

@@ -45,6 +45,8 @@ class Report:
     result: str | None = None
     result_uri: str | None = None
     error: TaskErrorInfo | None = None
+    #: the attempt's last log lines, written in the report's own fenced commit
+    lines: tuple[LogLine, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,6 +252,7 @@ class Changes:
                 step = decide(entry, rep, ctx.now, core.settings, self.rng)
                 accepted.append(rep.task_id)
                 steps.append((entry, rep, step))
+                batch.logs += [line._asdict() for line in rep.lines]
                 batch.updates.append(RowUpdate(rep.task_id, step.fields, token=rep.token,
                                                status=R.value))
                 batch.events.append(_event(entry, R, step.target, ctx.now, step.error,

@@ -39,15 +39,19 @@ class WriteBatch:
     updates: list[RowUpdate] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: log lines (``task_id, token, attempt, at, stream, line``), each written only while
+    #: its attempt holds the lease, as the transaction finds it before its updates
+    logs: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.inserts or self.updates or self.deletes or self.events)
+        return bool(self.inserts or self.updates or self.deletes or self.events or self.logs)
 
     def extend(self, other: WriteBatch) -> None:
         self.inserts += other.inserts
         self.updates += other.updates
         self.deletes += other.deletes
         self.events += other.events
+        self.logs += other.logs
 
 
 @dataclass(slots=True)

@@ -18,6 +18,14 @@ _GUARD = ("FROM rt_tasks WHERE id = :task_id AND status = 'RUNNING' "
           "AND lease_token = :token")
 
 
+def insert_lines(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Rows of ``task_id, token, attempt, at, stream, line``, each only under its lease."""
+    conn.execute(sa.text(
+        "INSERT INTO rt_logs (task_id, attempt, at, stream, line) SELECT id, "
+        "CAST(:attempt AS INTEGER), CAST(:at AS DOUBLE PRECISION), "
+        f"CAST(:stream AS VARCHAR(16)), CAST(:line AS TEXT) {_GUARD}"), rows)
+
+
 class LogTable:
     def __init__(self, engine: Engine, writer: Engine) -> None:
         self._engine, self._writer = engine, writer
@@ -27,10 +35,7 @@ class LogTable:
         if not rows:
             return
         with self._writer.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO rt_logs (task_id, attempt, at, stream, line) SELECT id, "
-                "CAST(:attempt AS INTEGER), CAST(:at AS DOUBLE PRECISION), "
-                f"CAST(:stream AS VARCHAR(16)), CAST(:line AS TEXT) {_GUARD}"), rows)
+            insert_lines(conn, rows)
 
     def read(self, task_id: str, attempt: int | None = None, after_id: int = 0,
              limit: int = 1000) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from .base import (
     row_to_task,
     to_json,
 )
-from .logs import LogTable
+from .logs import LogTable, insert_lines
 from .schedules import ScheduleTable
 from .schema import cursors, deliveries, events, logs, progress, schema, task_types, tasks
 
@@ -173,6 +173,8 @@ class SqlTaskStore(TaskStore):
                 self._lock_events(conn)
             if batch.inserts:
                 conn.execute(tasks.insert(), [_task_row(r) for r in batch.inserts])
+            if batch.logs:  # before the updates: a final report's lines, under its lease
+                insert_lines(conn, batch.logs)
             for key, group in _group_updates(batch.updates).items():
                 _apply_updates(conn, key, group)
             if batch.deletes:
