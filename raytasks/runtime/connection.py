@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 AddressKind = Literal["embedded", "auto", "gcs", "client"]
 PROBE_TIMEOUT_S = 3.0
+#: tries to join a Ray client server whose per-client server failed to start
+CLIENT_SERVER_TRIES = 3
 TOKEN_HINT = ("put the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN (`ray "
               "get-auth-token` on the head prints it)")
 
@@ -125,11 +127,22 @@ def join(address: str | None, settings: Settings) -> Connection:
     # the resolved address, not "auto": Ray would switch token auth on by itself for
     # "auto" whenever a token file exists, even for a cluster that wants none
     init_address = target.address if target.kind == "client" else target.hostport
-    try:
-        ray.init(address=init_address, **common)
-    except (ConnectionError, RuntimeError) as exc:
-        raise NotConnectedError(f"Ray could not join {target.address}: {exc}",
-                                address=target.address, reason="ray") from None
+    for attempt in range(CLIENT_SERVER_TRIES):
+        try:
+            ray.init(address=init_address, **common)
+            break
+        except (ConnectionError, RuntimeError) as exc:
+            # the Ray client server starts a process per client, and that start can fail
+            # on a busy head ("Starting Ray client server failed"): the next call starts
+            # another, so try again before giving up
+            retry = target.kind == "client" and "client server failed" in str(exc) \
+                and attempt + 1 < CLIENT_SERVER_TRIES
+            if not retry:
+                raise NotConnectedError(f"Ray could not join {target.address}: {exc}",
+                                        address=target.address, reason="ray") from None
+            log.warning("the Ray client server at %s could not start a server for this "
+                        "client (%s); trying again", target.address, exc)
+            time.sleep(1.0)
     return Connection(target.kind, target.address, target.hostport, token_auth,
                       time.monotonic() - started)
 
