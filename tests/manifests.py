@@ -82,3 +82,12 @@ def check_tree(root: Path) -> dict[str, list[str]]:
                 report[f"{path.relative_to(root.parent)} {doc.get('kind', 'launcher')} "
                        f"{name}"] = check(doc)
     return report
+
+
+if __name__ == "__main__":  # make check-deploy
+    import sys
+
+    found = check_tree(Path(sys.argv[1] if len(sys.argv) > 1 else "deploy"))
+    for key, problems in found.items():
+        print("FAIL" if problems else "PASS", key, *problems)
+    raise SystemExit(any(found.values()))
