@@ -7,9 +7,10 @@ its loops); :class:`Runtime` gets or creates them in the settings' namespace.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.actor import ActorHandle
@@ -17,15 +18,19 @@ from ray.actor import ActorHandle
 from ..errors import NotConnectedError
 from ..settings import Settings
 from . import connection
-from .actors import ENGINE, MANAGER, NOTIFIER, TRACKER, Manager, Notifier, Tracker, get
+from .actors import ENGINE, MANAGER, NOTIFIER, TRACKER, get
 from .connection import Connection
-from .engine import Engine
-from .session import ClientSession
+
+if TYPE_CHECKING:
+    from .session import ClientSession
 
 log = logging.getLogger(__name__)
 
-_ROLES: dict[str, type] = {MANAGER: Manager, TRACKER: Tracker, NOTIFIER: Notifier,
-                           ENGINE: Engine}
+#: each role's actor class, imported only by the process that creates the actor
+_ROLES: dict[str, tuple[str, str]] = {
+    MANAGER: (".manager", "Manager"), TRACKER: (".tracker", "Tracker"),
+    NOTIFIER: (".notifier", "Notifier"), ENGINE: (".engine", "Engine"),
+}
 
 
 class Runtime:
@@ -44,6 +49,8 @@ class Runtime:
     def session(self) -> ClientSession:
         """This client's fast submit path and wait stream (made on first use)."""
         if self._session is None:
+            from .session import ClientSession
+
             manager = self.handle(MANAGER)
             with self._lock:
                 if self._session is None:
@@ -70,19 +77,22 @@ class Runtime:
             options["resources"] = {"node:__internal_head__": 0.001}
         if role != ENGINE:
             options.update(max_concurrency=10_000, max_task_retries=-1)
-        actor: Any = ray.remote(_ROLES[role])
+        module, name = _ROLES[role]
+        actor: Any = ray.remote(getattr(importlib.import_module(module, __name__), name))
         handle: ActorHandle = actor.options(**options).remote(self.settings)
         return handle
 
     def start(self) -> Runtime:
         """Bring every system actor up, and one executor pool per known task type.
 
-        The manager first (it migrates the store), then the others side by side: each is a
-        process of its own, and starting them one after another costs seconds on a laptop.
+        All four side by side: each is a process of its own, and starting them one after
+        another costs seconds on a laptop. Whichever opens the store first migrates it; the
+        others wait on the migration's lock and find it done (:mod:`raytasks.store.migrate`).
         """
-        types: list[Any] = get(self.handle(MANAGER).types.remote())
-        get([self.handle(TRACKER).ready.remote(), self.handle(NOTIFIER).last_event_id.remote(),
-             self.handle(ENGINE).ensure_pools.remote([t.name for t in types])])
+        manager, engine = self.handle(MANAGER), self.handle(ENGINE)
+        types: list[Any] = get([manager.types.remote(), self.handle(TRACKER).ready.remote(),
+                                self.handle(NOTIFIER).last_event_id.remote()])[0]
+        get(engine.ensure_pools.remote([t.name for t in types]))
         return self
 
     def shutdown(self) -> None:

@@ -1,22 +1,20 @@
-"""The system actors: raytasks' plain classes plus the Ray wiring each one needs.
+"""What the system actors share: their role names, handles on each other, an executor's link.
 
-Each actor class extends (or holds) a plain class that is unit-tested without
-Ray, and adds only its background loops and its handles on the other actors.
-The plain class's public methods are the actor's typed API.
+Each actor class (:mod:`.manager`, :mod:`.tracker`, :mod:`.notifier`,
+:mod:`.engine`) extends or holds a plain class that is unit-tested without Ray,
+and adds only its background loops and its handles on the other actors; the
+plain class's public methods are the actor's typed API. Each lives in a module
+of its own so that its process imports only what it uses.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from typing import Any
 
 import ray
 from ray.actor import ActorHandle
 
 from ..errors import RaytasksError
-from ..manager import TaskManagerCore
 from ..messages import (
     Lease,
     LeaseRequest,
@@ -26,19 +24,8 @@ from ..messages import (
     Report,
     ReportAnswer,
 )
-from ..metrics import RayQueueGauges
-from ..notifications import NotificationHub
-from ..notify import Dispatcher
-from ..progress import ProgressTrackerCore
-from ..settings import Settings
-from ..store import SqlTaskStore
-
-log = logging.getLogger(__name__)
 
 MANAGER, TRACKER, NOTIFIER, ENGINE = "manager", "progress-tracker", "notifier", "engine"
-NOTIFIER_POKE_S = 0.02
-MAINTENANCE_INTERVAL_S = 60.0
-SCHEDULE_TICK_S = 0.5
 
 
 def get(ref: Any, timeout_s: float | None = None) -> Any:
@@ -67,134 +54,6 @@ class Peers:
         if handle is None:
             raise RaytasksError(f"system actor {name!r} is not running")
         return handle
-
-
-class Manager(TaskManagerCore):
-    """The ``manager`` actor: reconciles on start, expires leases, prunes old events."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.on_events = self._poke_notifier
-        self.on_cancel = self._cancel_on_executor
-        self.peers = Peers(settings.namespace)
-        self.gauges = RayQueueGauges()
-        self._last_poke = 0.0
-        self.recovered = self.reconcile()
-        loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(self._expiry_loop()),
-                       loop.create_task(self._maintenance_loop()),
-                       loop.create_task(self._schedule_loop())]
-
-    async def _expiry_loop(self) -> None:
-        interval = min(0.5, self.settings.lease_ttl_s / 4)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.expire_leases()
-            except Exception:
-                log.exception("lease expiry failed")
-            if time.monotonic() - self._last_poke > 1.0:
-                # also wakes a restarted notifier, whose loops start with it
-                self._poke_notifier([])
-                self.gauges.update({"queues": [q.model_dump() for q in self.queue_stats()]})
-
-    async def _schedule_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SCHEDULE_TICK_S)
-            try:
-                await self.schedules.tick()
-            except Exception:
-                log.exception("firing schedules failed")
-
-    async def _maintenance_loop(self) -> None:
-        while True:
-            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
-            try:
-                await self.prune()
-            except Exception:
-                log.exception("pruning failed")
-
-    def _poke_notifier(self, _events: list[dict[str, Any]]) -> None:
-        now = time.monotonic()
-        if now - self._last_poke < NOTIFIER_POKE_S:
-            return  # the notifier's own poll picks these up within its interval
-        self._last_poke = now
-        notifier = self.peers.get(NOTIFIER)
-        if notifier is not None:
-            notifier.poll.remote()
-
-    def _cancel_on_executor(self, executor_id: str, task_id: str, token: int) -> None:
-        handle = self.peers.get(executor_id)
-        if handle is not None:  # else a lease recovered after a restart: heartbeats tell it
-            handle.cancel.remote(task_id, token)
-
-
-class Tracker(ProgressTrackerCore):
-    """The ``progress-tracker`` actor: renews leases with the manager, flushes progress."""
-
-    def __init__(self, settings: Settings) -> None:
-        assert settings.store_url is not None
-        self.settings = settings
-        self.peers = Peers(settings.namespace)
-        super().__init__(SqlTaskStore(settings.store_url,
-                                      busy_timeout_s=settings.store_busy_timeout_s),
-                         self._renew, flush_interval_s=settings.progress_flush_interval_s)
-        self._loops = [asyncio.get_running_loop().create_task(self._flush_loop())]
-
-    async def _renew(self, leases: list[tuple[str, int]]) -> RenewAnswer:
-        manager = self.peers.get(MANAGER)
-        if manager is None:
-            return RenewAnswer()
-        answer: RenewAnswer = await manager.renew.remote(leases)
-        return answer
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.progress_flush_interval_s)
-            try:
-                notifier = self.peers.get(NOTIFIER)
-                if await self.flush() and notifier is not None:
-                    notifier.poll.remote()
-            except Exception:
-                log.exception("progress flush failed")
-
-    def ready(self) -> bool:
-        return True
-
-
-class Notifier(NotificationHub):
-    """The ``notifier`` actor: tails the outbox for streams and delivery channels."""
-
-    def __init__(self, settings: Settings) -> None:
-        assert settings.store_url is not None
-        busy = settings.store_busy_timeout_s
-        super().__init__(SqlTaskStore(settings.store_url, busy_timeout_s=busy),
-                         buffer_size=settings.event_buffer_size)
-        # its own store connection: the dispatcher's blocking I/O runs in a thread
-        self.dispatcher = Dispatcher(SqlTaskStore(settings.store_url, busy_timeout_s=busy),
-                                     settings.notify)
-        loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(self._poll_loop())]
-        if self.dispatcher.channels:
-            self._loops.append(loop.create_task(self._deliver_loop()))
-
-    async def _deliver_loop(self) -> None:
-        while True:
-            try:
-                moved = await asyncio.to_thread(self.dispatcher.tick)
-            except Exception:
-                log.exception("notification delivery failed")
-                moved = 0
-            if not moved:
-                await asyncio.sleep(0.1)
-
-    async def _poll_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            try:
-                await self.poll()
-            except Exception:
-                log.exception("event poll failed")
 
 
 class RayLink:

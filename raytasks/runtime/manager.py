@@ -1,0 +1,79 @@
+"""The ``manager`` actor: the task manager's core plus its timers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..manager import TaskManagerCore
+from ..metrics import RayQueueGauges
+from ..settings import Settings
+from .actors import NOTIFIER, Peers
+
+log = logging.getLogger(__name__)
+
+NOTIFIER_POKE_S = 0.02
+MAINTENANCE_INTERVAL_S = 60.0
+SCHEDULE_TICK_S = 0.5
+
+
+class Manager(TaskManagerCore):
+    """The ``manager`` actor: reconciles on start, expires leases, prunes old events."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.on_events = self._poke_notifier
+        self.on_cancel = self._cancel_on_executor
+        self.peers = Peers(settings.namespace)
+        self.gauges = RayQueueGauges()
+        self._last_poke = 0.0
+        self.recovered = self.reconcile()
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._expiry_loop()),
+                       loop.create_task(self._maintenance_loop()),
+                       loop.create_task(self._schedule_loop())]
+
+    async def _expiry_loop(self) -> None:
+        interval = min(0.5, self.settings.lease_ttl_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_leases()
+            except Exception:
+                log.exception("lease expiry failed")
+            if time.monotonic() - self._last_poke > 1.0:
+                # also wakes a restarted notifier, whose loops start with it
+                self._poke_notifier([])
+                self.gauges.update({"queues": [q.model_dump() for q in self.queue_stats()]})
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SCHEDULE_TICK_S)
+            try:
+                await self.schedules.tick()
+            except Exception:
+                log.exception("firing schedules failed")
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("pruning failed")
+
+    def _poke_notifier(self, _events: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        if now - self._last_poke < NOTIFIER_POKE_S:
+            return  # the notifier's own poll picks these up within its interval
+        self._last_poke = now
+        notifier = self.peers.get(NOTIFIER)
+        if notifier is not None:
+            notifier.poll.remote()
+
+    def _cancel_on_executor(self, executor_id: str, task_id: str, token: int) -> None:
+        handle = self.peers.get(executor_id)
+        if handle is not None:  # else a lease recovered after a restart: heartbeats tell it
+            handle.cancel.remote(task_id, token)
