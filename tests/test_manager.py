@@ -350,6 +350,23 @@ async def test_concurrency_limit_per_type(make_core: Any) -> None:
     core = make_core(task_types={"noop": TaskTypeSettings(max_concurrency=1)})
     await create(core, req(), req())
     assert len(await lease(core, 5)) == 1
+
+async def test_a_dependency_that_ends_while_the_child_is_created_is_found_in_the_store(
+        core: TaskManagerCore) -> None:
+    # Given a task that runs, and its completion on its way into a commit round
+    a = (await create(core, req()))[0]
+    held = await lease(core)
+    completing = asyncio.ensure_future(done(core, held[0]))
+    await asyncio.sleep(0)  # its round is planned and commits on the store's thread
+    assert a.id in core.active
+    # When a child names it while it is still active in memory, ending before the child's
+    # round (the child's read of the store skipped it as active)
+    child = (await create(core, req(depends_on=[a.id])))[0]
+    await completing
+    # Then the child is created and queued behind a completed dependency, not refused
+    assert a.id not in core.active and (await core.get(a.id)).status is TaskStatus.COMPLETED
+    assert [x.task_id for x in await lease(core)] == [child.id]
+
     assert await lease(core, 5, "e2") == []
 
 

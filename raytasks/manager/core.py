@@ -55,7 +55,7 @@ from ..store.base import TaskRows
 from .archive import archive
 from .changes import Changes
 from .deps import Dependencies
-from .intake import Intake, Known, row_to_new_task
+from .intake import DependencyEnded, Intake, Known, row_to_new_task
 from .pipeline import CommitPipeline, DuplicateKeyError
 from .queues import Queues
 from .schedules import ScheduleRunner
@@ -168,17 +168,20 @@ class TaskManagerCore:
     async def _create(self, requests: list[TaskCreateRequest], ids: list[str], enqueue: bool,
                       checked: dict[str, int] | None = None,
                       watch: str | None = None) -> list[Task | dict[str, Any]]:
-        for attempt in range(2):
-            known = await self._known(requests, ids, full=attempt > 0)
+        full = False
+        while True:  # a repeat needs a dependency to be retried and end again meanwhile
+            known = await self._known(requests, ids, full=full)
             try:
                 results: list[Task | dict[str, Any]] = await self.pipeline.run(
                     self.ops.create(requests, ids, known, enqueue, checked=checked,
                                     watch=watch))
                 return results
             except DuplicateKeyError:
-                if attempt:
+                if full:
                     raise
-        raise AssertionError("unreachable")
+                full = True  # an id or key collided: read what the store holds under them
+            except DependencyEnded:
+                pass  # it is in the store now: the next read finds it
 
     async def submit(self, calls: list[list[NewTask]], enqueue: bool = True,
                      watch: str | None = None) -> list[list[Ack | Task] | RaytasksError]:
@@ -254,7 +257,7 @@ class TaskManagerCore:
                 for key, task in self.store.find_idempotent(scope, keys).items():
                     known.by_key[(scope, key)] = task
             if deps:
-                known.deps = self.store.states(deps)
+                known.deps, known.read_deps = self.store.states(deps), set(deps)
             return known
 
         return await asyncio.to_thread(read)

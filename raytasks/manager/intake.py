@@ -36,6 +36,13 @@ class Known:
     by_id: dict[str, Task] = field(default_factory=dict)
     by_key: dict[tuple[str, str], Task] = field(default_factory=dict)
     deps: dict[str, tuple[TaskStatus, str | None]] = field(default_factory=dict)
+    #: the dependencies looked up in the store (the others were active when it was read)
+    read_deps: set[str] = field(default_factory=set)
+
+
+class DependencyEnded(Exception):
+    """A dependency that was active when the call's store read ran finished before its
+    round: the read does not cover it, so the call reads again and is planned anew."""
 
 
 @dataclass
@@ -161,6 +168,8 @@ class Intake:
             if dep in same_call:
                 continue
             entry = self.active.get(dep)
+            if entry is None and dep not in known.read_deps:
+                raise DependencyEnded(dep)
             owner = entry.owner if entry is not None else \
                 known.deps[dep][1] if dep in known.deps else None
             exists = entry is not None or dep in known.deps
