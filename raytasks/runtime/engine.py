@@ -186,13 +186,17 @@ class Engine:
             types: list[Any] = ray.get(manager.types.remote(), timeout=30)
         except Exception:  # the manager is starting too: the scale loop finds demand later
             return
+        named = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == self.settings.namespace}  # one call, not one per index
         for info in types:
             found: dict[int, ActorHandle] = {}
             for i in range(ADOPT_SCAN):
+                if self._name(info.name, i) not in named:
+                    continue
                 try:
                     found[i] = ray.get_actor(self._name(info.name, i),
                                              namespace=self.settings.namespace)
-                except ValueError:
+                except ValueError:  # it ended since the listing
                     continue
             if not found:
                 continue

@@ -8,7 +8,7 @@ from typing import Any
 
 import ray
 
-from raytasks import TaskCreateRequest, TaskManager, register_task_type
+from raytasks import TaskCreateRequest, TaskExecutionEngine, TaskManager, register_task_type
 from raytasks.runtime import ENGINE
 from tests.conftest import wait_for
 from tests.helpers import SleepParams, sleepy
@@ -50,3 +50,28 @@ def test_a_pool_grows_with_its_queue_and_shrinks_to_none_when_idle(make_service:
     # and the retired executors' work was all reported: nothing was retried or lost
     assert [tm.get_task_sync(t.id).attempt for t in backlog] == [0] * 5
     print(f"first task of an empty pool waited {first_wait:.2f} s (poll 0.5 s + a worker)")
+
+
+def test_a_restarted_engine_adopts_the_executors_it_left(make_service: Any) -> None:
+    # Given a pool of two executors
+    service = make_service()
+    register_task_type("sleepy", sleepy, params_model=SleepParams, workers=2, runtime=service)
+    engine = TaskExecutionEngine(service)
+    before = wait_for(lambda: sorted(e["pid"] for e in engine.executors_sync()) or None
+                      if len(engine.executors_sync()) == 2 else None, what="two executors")
+    # When the engine's process dies and Ray restarts it
+    ray.kill(service.handle(ENGINE), no_restart=False)
+    # Then it takes back the same two processes (found by name), starts none, and they run work
+    def pids() -> list[int] | None:
+        try:
+            return sorted(e["pid"] for e in engine.executors_sync())
+        except ray.exceptions.RayActorError:  # restarting
+            return None
+
+    wait_for(lambda: pids() == before, timeout_s=60,
+             what="the restarted engine to adopt both executors")
+    tm = TaskManager(service)
+    done = tm.wait_sync(tm.submit_sync(TaskCreateRequest(
+        name="after", task_type="sleepy", parameters={"seconds": 0.0})).id, timeout_s=60)
+    assert done.status.value == "COMPLETED"
+    assert sorted(e["pid"] for e in engine.executors_sync()) == before
