@@ -111,7 +111,8 @@ def api(make_service: Callable[..., Any]) -> Iterator[Any]:
 
     service = make_service(api=ApiSettings(tokens=api_tokens(), max_body_bytes=64 * 1024),
                            max_queue_size=20,
-                           task_types={"prediction": TaskTypeSettings(workers=1)})
+                           task_types={"prediction": TaskTypeSettings(min_workers=0,
+                                                                      max_workers=1)})
     register_task_type("sleepy", sleepy, params_model=SleepParams, workers=1, runtime=service)
     server = ApiServer(service)
     server.service = service  # type: ignore[attr-defined]
