@@ -25,11 +25,11 @@ from tests.conftest import wait_for
 
 @pytest.fixture
 def quant(make_service: Any, tmp_path: Path) -> Any:
-    """Every family with one worker; the data source ``csv`` reads ``tmp_path/csv``."""
-    return make_service(task_types={"prediction": TaskTypeSettings(workers=1),
-                                    "backtest": TaskTypeSettings(workers=1),
-                                    "data": TaskTypeSettings(workers=1),
-                                    "training": TaskTypeSettings(workers=1)},
+    """Every family with up to one worker, started when its first task comes (a test pays
+    only for the families it runs); the data source ``csv`` reads ``tmp_path/csv``."""
+    one = TaskTypeSettings(min_workers=0, max_workers=1)
+    return make_service(task_types={"prediction": one, "backtest": one, "data": one,
+                                    "training": one},
                         resources=ResourceSettings(data_sources={"csv": DataSourceSettings(
                             kind="csv", path=tmp_path / "csv")}))
 
