@@ -1,7 +1,9 @@
 """The one place where raytasks meets Ray: named actors, get-or-create, ``connect()``.
 
-:mod:`raytasks.runtime.actors` holds the actor classes (each a plain class plus
-its loops); :class:`Runtime` gets or creates them in the settings' namespace.
+:mod:`.manager`, :mod:`.tracker`, :mod:`.notifier` and :mod:`.engine` hold the
+actor classes (each a plain class plus its loops; what they share is in
+:mod:`.actors`); :class:`Runtime` gets or creates them in the settings'
+namespace, importing each class only when it creates that actor.
 """
 
 from __future__ import annotations
