@@ -9,6 +9,9 @@ of its own so that its process imports only what it uses.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
@@ -25,12 +28,26 @@ from ..messages import (
     ReportAnswer,
 )
 
+log = logging.getLogger(__name__)
+
 MANAGER, TRACKER, NOTIFIER, ENGINE = "manager", "progress-tracker", "notifier", "engine"
 
 
 def get(ref: Any, timeout_s: float | None = None) -> Any:
     """``ray.get`` with an untyped result (Ray's stubs type actor-call results poorly)."""
     return ray.get(ref, timeout=timeout_s)
+
+
+async def every(interval_s: float, step: Callable[[], Awaitable[object]],
+                failure: str) -> None:
+    """An actor's background loop: ``step`` every ``interval_s``, for the actor's life. A
+    failed step is logged as ``failure`` and the loop goes on."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await step()
+        except Exception:
+            log.exception(failure)
 
 
 class Peers:

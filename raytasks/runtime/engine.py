@@ -191,11 +191,11 @@ class Engine:
         for info in types:
             found: dict[int, ActorHandle] = {}
             for i in range(ADOPT_SCAN):
-                if self._name(info.name, i) not in named:
+                name = self._name(info.name, i)
+                if name not in named:
                     continue
                 try:
-                    found[i] = ray.get_actor(self._name(info.name, i),
-                                             namespace=self.settings.namespace)
+                    found[i] = ray.get_actor(name, namespace=self.settings.namespace)
                 except ValueError:  # it ended since the listing
                     continue
             if not found:

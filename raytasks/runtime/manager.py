@@ -10,7 +10,7 @@ from typing import Any
 from ..manager import TaskManagerCore
 from ..metrics import RayQueueGauges
 from ..settings import Settings
-from .actors import NOTIFIER, Peers
+from .actors import NOTIFIER, Peers, every
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,10 @@ class Manager(TaskManagerCore):
         self.recovered = self.reconcile()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._expiry_loop()),
-                       loop.create_task(self._maintenance_loop()),
-                       loop.create_task(self._schedule_loop())]
+                       loop.create_task(every(MAINTENANCE_INTERVAL_S, self.prune,
+                                              "pruning failed")),
+                       loop.create_task(every(SCHEDULE_TICK_S, self.schedules.tick,
+                                              "firing schedules failed"))]
 
     async def _expiry_loop(self) -> None:
         interval = min(0.5, self.settings.lease_ttl_s / 4)
@@ -47,22 +49,6 @@ class Manager(TaskManagerCore):
                 # also wakes a restarted notifier, whose loops start with it
                 self._poke_notifier([])
                 self.gauges.update({"queues": [q.model_dump() for q in self.queue_stats()]})
-
-    async def _schedule_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SCHEDULE_TICK_S)
-            try:
-                await self.schedules.tick()
-            except Exception:
-                log.exception("firing schedules failed")
-
-    async def _maintenance_loop(self) -> None:
-        while True:
-            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
-            try:
-                await self.prune()
-            except Exception:
-                log.exception("pruning failed")
 
     def _poke_notifier(self, _events: list[dict[str, Any]]) -> None:
         now = time.monotonic()

@@ -9,6 +9,7 @@ from ..notifications import NotificationHub
 from ..notify import Dispatcher
 from ..settings import Settings
 from ..store import SqlTaskStore
+from .actors import every
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class Notifier(NotificationHub):
         self.dispatcher = Dispatcher(SqlTaskStore(settings.store_url, busy_timeout_s=busy),
                                      settings.notify)
         loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(self._poll_loop())]
+        self._loops = [loop.create_task(every(0.2, self.poll, "event poll failed"))]
         if self.dispatcher.channels:
             self._loops.append(loop.create_task(self._deliver_loop()))
 
@@ -39,10 +40,3 @@ class Notifier(NotificationHub):
             if not moved:
                 await asyncio.sleep(0.1)
 
-    async def _poll_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            try:
-                await self.poll()
-            except Exception:
-                log.exception("event poll failed")

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from ..messages import RenewAnswer
 from ..progress import ProgressTrackerCore
 from ..settings import Settings
 from ..store import SqlTaskStore
-from .actors import MANAGER, NOTIFIER, Peers
-
-log = logging.getLogger(__name__)
+from .actors import MANAGER, NOTIFIER, Peers, every
 
 
 class Tracker(ProgressTrackerCore):
@@ -24,7 +21,8 @@ class Tracker(ProgressTrackerCore):
         super().__init__(SqlTaskStore(settings.store_url,
                                       busy_timeout_s=settings.store_busy_timeout_s),
                          self._renew, flush_interval_s=settings.progress_flush_interval_s)
-        self._loops = [asyncio.get_running_loop().create_task(self._flush_loop())]
+        self._loops = [asyncio.get_running_loop().create_task(every(
+            settings.progress_flush_interval_s, self._flush_and_poke, "progress flush failed"))]
 
     async def _renew(self, leases: list[tuple[str, int]]) -> RenewAnswer:
         manager = self.peers.get(MANAGER)
@@ -33,15 +31,10 @@ class Tracker(ProgressTrackerCore):
         answer: RenewAnswer = await manager.renew.remote(leases)
         return answer
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.progress_flush_interval_s)
-            try:
-                notifier = self.peers.get(NOTIFIER)
-                if await self.flush() and notifier is not None:
-                    notifier.poll.remote()
-            except Exception:
-                log.exception("progress flush failed")
+    async def _flush_and_poke(self) -> None:
+        notifier = self.peers.get(NOTIFIER)
+        if await self.flush() and notifier is not None:
+            notifier.poll.remote()
 
     def ready(self) -> bool:
         return True
