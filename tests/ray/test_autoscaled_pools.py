@@ -57,21 +57,22 @@ def test_a_restarted_engine_adopts_the_executors_it_left(make_service: Any) -> N
     service = make_service()
     register_task_type("sleepy", sleepy, params_model=SleepParams, workers=2, runtime=service)
     engine = TaskExecutionEngine(service)
-    before = wait_for(lambda: sorted(e["pid"] for e in engine.executors_sync()) or None
-                      if len(engine.executors_sync()) == 2 else None, what="two executors")
-    # When the engine's process dies and Ray restarts it
-    ray.kill(service.handle(ENGINE), no_restart=False)
-    # Then it takes back the same two processes (found by name), starts none, and they run work
+
     def pids() -> list[int] | None:
         try:
             return sorted(e["pid"] for e in engine.executors_sync())
         except ray.exceptions.RayActorError:  # restarting
             return None
 
+    before = wait_for(lambda: (found := pids()) is not None and len(found) == 2 and found,
+                      what="two executors")
+    # When the engine's process dies and Ray restarts it
+    ray.kill(service.handle(ENGINE), no_restart=False)
+    # Then it takes back the same two processes (found by name), starts none, and they run work
     wait_for(lambda: pids() == before, timeout_s=60,
              what="the restarted engine to adopt both executors")
     tm = TaskManager(service)
     done = tm.wait_sync(tm.submit_sync(TaskCreateRequest(
         name="after", task_type="sleepy", parameters={"seconds": 0.0})).id, timeout_s=60)
     assert done.status.value == "COMPLETED"
-    assert sorted(e["pid"] for e in engine.executors_sync()) == before
+    assert pids() == before
