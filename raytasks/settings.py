@@ -232,7 +232,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="waiting this long raises a task one priority level"
     )
     lease_ttl_s: float = Field(default=10.0, gt=0)
-    lease_batch_max: int = Field(default=32, ge=1, description="most tasks one lease call takes")
+    lease_batch_max: int = Field(default=128, ge=1, description="most tasks one lease call takes")
     store_busy_timeout_s: float = Field(
         default=0.0, ge=0, description="how long a store write waits for another writer; "
         "0: min(2 s, lease_ttl_s / 4), well under the lease TTL so one stall cannot expire "

@@ -70,19 +70,28 @@ def test_fenced_update_applies_only_with_the_current_token(store: SqlTaskStore) 
         store.commit(WriteBatch(
             updates=[RowUpdate("b", {"name": "renamed"}),
                      RowUpdate("a", {"status": "COMPLETED", "result": "1"}, token=1)],
-            events=[{"task_id": "a", "kind": "status", "payload": "{}", "created_at": 1.0}]))
+            events=[{"task_id": "a", "kind": "status", "payload": "{}", "created_at": 1.0}],
+            logs=[_line("a", 1, "from the superseded attempt")]))
     # Then nothing of the batch is applied, and the error names the stale row
     assert info.value.task_ids == ["a"]
     assert store.get("a").status is TaskStatus.RUNNING  # type: ignore[union-attr]
+    assert store.logs.read("a") == []  # its lines went with its fenced update
     assert store.get("b").name == "task b" and store.max_event_id() == 0  # type: ignore[union-attr]
     with pytest.raises(StaleWriteError):  # a status guard, and a row that is gone
         store.commit(WriteBatch(updates=[RowUpdate("b", {"queued": False}, status="RUNNING")]))
     with pytest.raises(StaleWriteError):
         store.commit(WriteBatch(updates=[RowUpdate("gone", {"queued": False})]))
     store.commit(WriteBatch(updates=[RowUpdate("a", {"status": "COMPLETED", "result": "2"},
-                                               token=2, status="RUNNING")]))
+                                               token=2, status="RUNNING")],
+                            logs=[_line("a", 2, "from the accepted attempt")]))
     task = store.get("a")
     assert task is not None and task.status is TaskStatus.COMPLETED and task.result == 2
+    assert [r["line"] for r in store.logs.read("a")] == ["from the accepted attempt"]
+
+
+def _line(task_id: str, token: int, line: str) -> dict[str, Any]:
+    return {"task_id": task_id, "token": token, "attempt": 0, "at": 1.0, "stream": "stdout",
+            "line": line}
 
 
 def test_query_filters_pagination_and_ordering(store: SqlTaskStore) -> None:
@@ -281,3 +290,18 @@ def test_concurrent_event_writers_never_let_a_cursor_skip_an_event(store_url: st
     finally:
         for s in [*writers, reader]:
             s.close()
+
+
+def test_sqlite_commits_leave_the_checkpoint_to_the_managers_timer(tmp_path: Any) -> None:
+    store = SqlTaskStore(f"sqlite:///{tmp_path}/wal.db")
+    # Given commits that write far more than SQLite's default auto-checkpoint (1,000 pages)
+    for i in range(100):
+        store.commit(WriteBatch(inserts=[_row(f"t{i}-{k}", parameters=json.dumps(
+            {"pad": "x" * 4000})) for k in range(10)]))
+    # Then no commit checkpointed (that would have started the log over at 1,000 pages)
+    assert (tmp_path / "wal.db-wal").stat().st_size > 2000 * 4096
+    # And the timer's checkpoint copies every frame into the database
+    frames, done = store.checkpoint_wal()
+    assert done == frames > 2000
+    assert len(store.get_many([f"t{i}-0" for i in range(100)])) == 100
+    store.close()

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 NOTIFIER_POKE_S = 0.02
 MAINTENANCE_INTERVAL_S = 60.0
 SCHEDULE_TICK_S = 0.5
+#: How often the write-ahead log is checkpointed (SQLite), off the commit path.
+WAL_CHECKPOINT_S = 1.0
 
 
 class Manager(TaskManagerCore):
@@ -35,7 +37,12 @@ class Manager(TaskManagerCore):
                        loop.create_task(every(MAINTENANCE_INTERVAL_S, self.prune,
                                               "pruning failed")),
                        loop.create_task(every(SCHEDULE_TICK_S, self.schedules.tick,
-                                              "firing schedules failed"))]
+                                              "firing schedules failed")),
+                       loop.create_task(every(WAL_CHECKPOINT_S, self._checkpoint_wal,
+                                              "checkpointing the store failed"))]
+
+    async def _checkpoint_wal(self) -> None:
+        await asyncio.to_thread(self.store.checkpoint_wal)
 
     async def _expiry_loop(self) -> None:
         interval = min(0.5, self.settings.lease_ttl_s / 4)

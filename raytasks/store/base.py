@@ -39,8 +39,8 @@ class WriteBatch:
     updates: list[RowUpdate] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    #: log lines (``task_id, token, attempt, at, stream, line``), each written only while
-    #: its attempt holds the lease, as the transaction finds it before its updates
+    #: log lines of accepted reports (``task_id, token, attempt, at, stream, line``): each
+    #: task's fenced update is in the same batch, so its lines commit only under its lease
     logs: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
