@@ -128,14 +128,27 @@ class TaskScheduler:
             if self._waiting.get(item.task_id) is item:
                 self._lane(item).items.append(item)
 
-    def _head(self, lane: _Lane, exclude: Container[str]) -> QueuedTask | None:
-        """The first live item of ``lane`` not in ``exclude``; drops stale entries on the way."""
+    def _head(self, lane: _Lane, exclude: Container[str],
+              skip: dict[int, int] | None = None) -> QueuedTask | None:
+        """The first live item of ``lane`` not in ``exclude``; drops stale entries on the way.
+
+        ``skip`` (per lane, by ``id``) counts the items at the lane's front that an earlier
+        call with the same ``exclude`` found excluded or stale: the scan starts after them
+        and records how far it got, so choosing many tasks in one round scans each once.
+        """
         items = lane.items
-        while items and self._waiting.get(items[0].task_id) is not items[0]:
-            items.popleft()  # removed or re-enqueued since: drop the stale entry
-        for item in items:
+        start = skip.get(id(lane), 0) if skip is not None else 0
+        if not start:
+            while items and self._waiting.get(items[0].task_id) is not items[0]:
+                items.popleft()  # removed or re-enqueued since: drop the stale entry
+        for i in range(start, len(items)):
+            item = items[i]
             if self._waiting.get(item.task_id) is item and item.task_id not in exclude:
+                if skip is not None:
+                    skip[id(lane)] = i
                 return item
+        if skip is not None:
+            skip[id(lane)] = len(items)
         return None
 
     def effective_priority(self, item: QueuedTask, now: float,
@@ -151,18 +164,22 @@ class TaskScheduler:
     def peek_best(self, task_types: list[str], now: float,
                   limits: dict[str, int | None] | None = None,
                   *, admit: Admit | None = None,
-                  exclude: Container[str] = ()) -> QueuedTask | None:
+                  exclude: Container[str] = (),
+                  skip: dict[int, int] | None = None) -> QueuedTask | None:
         """The task to lease next among ``task_types``, without taking it.
 
         ``limits`` caps RUNNING tasks per type in this queue; ``admit`` refuses owners
-        or types at a quota; ``exclude`` skips tasks already chosen in this round.
+        or types at a quota; ``exclude`` skips tasks already chosen in this round, and
+        ``skip`` (an empty dict per round, passed to every call with that ``exclude``)
+        lets the calls of one round scan each lane once.
         """
-        found = self.best(task_types, now, limits, admit=admit, exclude=exclude)
+        found = self.best(task_types, now, limits, admit=admit, exclude=exclude, skip=skip)
         return found[1] if found else None
 
     def best(self, task_types: list[str], now: float,
              limits: dict[str, int | None] | None = None, *, admit: Admit | None = None,
-             exclude: Container[str] = ()) -> tuple[tuple[float, int, float], QueuedTask] | None:
+             exclude: Container[str] = (), skip: dict[int, int] | None = None,
+             ) -> tuple[tuple[float, int, float], QueuedTask] | None:
         """Like :meth:`peek_best`, with the winner's sort key (to compare across queues)."""
         self._promote_due(now)
         best: QueuedTask | None = None
@@ -172,7 +189,7 @@ class TaskScheduler:
             if limit is not None and self._running[task_type] >= limit:
                 continue
             for lane in self._by_type.get(task_type, ()):
-                head = self._head(lane, exclude)
+                head = self._head(lane, exclude, skip)
                 if head is None or (admit is not None and not admit(lane.owner, task_type)):
                     continue
                 key = (self.effective_priority(head, now, lane.served_at), int(head.priority),

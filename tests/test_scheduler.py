@@ -32,6 +32,32 @@ def test_priority_first_then_fifo() -> None:
     assert _drain(s, now=10) == ["HIGH2", "HIGH4", "MEDIUM1", "MEDIUM5", "LOW0", "LOW3"]
 
 
+def test_one_rounds_choices_scanning_each_lane_once_match_a_full_scan() -> None:
+    # Given lanes of three priorities, and some tasks another plan of the round took
+    # or that were cancelled
+    s = TaskScheduler(aging_interval_s=1e9)
+    for i in range(60):
+        s.enqueue(_item(f"t{i}", [H, M, L][i % 3], at=i), now=100)
+    for i in (3, 4, 10):
+        s.remove(f"t{i}")
+    taken_elsewhere = {"t0", "t6", "t7", "t30"}
+
+    def choose(skip: dict[int, int] | None) -> list[str]:
+        # a lease plan: picks one by one, each excluded from the next pick (not popped)
+        exclude, chosen = set(taken_elsewhere), []
+        while (item := s.peek_best(["t"], 100, exclude=exclude, skip=skip)) is not None:
+            exclude.add(item.task_id)
+            chosen.append(item.task_id)
+        return chosen
+    # When a round remembers how far it scanned each lane
+    remembered = choose({})
+    # Then it chooses exactly what rescanning every lane from its front chooses
+    assert remembered == choose(None)
+    assert remembered[:3] == ["t9", "t12", "t15"]  # HIGH first, past the taken and gone
+    assert len(remembered) == 60 - 3 - 4
+    assert [t for t in remembered if t in taken_elsewhere] == []
+
+
 def test_aging_lets_old_low_work_overtake_fresh_high_work() -> None:
     # Given LOW work that has waited more than two aging intervals
     s = TaskScheduler(aging_interval_s=10)

@@ -151,7 +151,7 @@ class Changes:
                 item = core.queues.best(request.task_types, ctx.now,
                                         allowance=lambda t: self._allowance(t, ctx),
                                         admit=lambda o, t: self._admit(o, t, ctx),
-                                        exclude=ctx.touched)
+                                        exclude=ctx.touched, skip=ctx.scanned)
                 if item is None:
                     break
                 entry = core.active.get(item.task_id)

@@ -252,10 +252,13 @@ def _ceilings(quota: QuotaSettings, req: TaskCreateRequest, units: int,
     return timeout_s, max_retries
 
 
+_STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
 def _strict_json(params: dict[str, Any], field: str) -> str:
     """The stored JSON text; NaN, infinities and unpaired surrogates are refused here."""
     try:
-        text = json.dumps(params, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        text = _STRICT.encode(params)
         text.encode("utf-8")
     except (TypeError, ValueError) as exc:
         reason = "must be JSON without NaN, Infinity or unpaired surrogates"

@@ -56,6 +56,8 @@ class Round:
     running_by_type: Counter[tuple[str | None, str]] = field(default_factory=Counter)
     starts: Counter[str] = field(default_factory=Counter)
     keys: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: how far this round's lease plans have scanned each lane (see TaskScheduler._head)
+    scanned: dict[int, int] = field(default_factory=dict)
 
     def claim(self, task_ids: Iterable[str]) -> None:
         """Reserve tasks for one plan; raises :class:`Conflict` if another plan has one."""

@@ -56,15 +56,18 @@ class Queues:
 
     def best(self, task_types: list[str], now: float, *,
              allowance: Callable[[str], int | None], admit: Admit,
-             exclude: Container[str]) -> QueuedTask | None:
+             exclude: Container[str], skip: dict[int, int] | None = None,
+             ) -> QueuedTask | None:
         """The next task to lease among ``task_types``, across queues (not taken).
 
-        ``allowance(task_type)``: how many more tasks of the type may start (None: any).
+        ``allowance(task_type)``: how many more tasks of the type may start (None: any);
+        ``exclude`` and ``skip`` as in :meth:`TaskScheduler.peek_best`.
         """
         found: tuple[tuple[float, int, float], QueuedTask] | None = None
         for sched in self._by_name.values():
             caps = {t: _cap(allowance(t), sched.running(t)) for t in task_types}
-            candidate = sched.best(task_types, now, caps, admit=admit, exclude=exclude)
+            candidate = sched.best(task_types, now, caps, admit=admit, exclude=exclude,
+                                   skip=skip)
             if candidate is not None and (found is None or candidate[0] < found[0]):
                 found = candidate
         return found[1] if found is not None else None

@@ -204,7 +204,7 @@ class TaskStore(abc.ABC):
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def _json_default(value: Any) -> Any:
@@ -218,6 +218,10 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+# one encoder for every call: json.dumps with options builds a new one each time
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"), allow_nan=False)
 
 
 def clean_floats(value: Any) -> Any:
