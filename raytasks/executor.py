@@ -95,6 +95,7 @@ class TaskExecutor:
         self._held: dict[str, _Running] = {}  # leased, not yet reported
         self._current: _Running | None = None
         self._avg_run_s = 1.0
+        self._last_leased = 0
         self._stop = threading.Event()
         self.completed = 0
         self.pid = os.getpid()
@@ -130,7 +131,12 @@ class TaskExecutor:
     # ------------------------------------------------------------- work loop
 
     def _batch_size(self) -> int:
-        return max(1, min(self.settings.lease_batch_max, int(TARGET_BATCH_S / self._avg_run_s)))
+        """How many tasks to lease: about ``TARGET_BATCH_S`` of work by the run times seen,
+        and at most twice what the last lease brought (a slow start), so an estimate made
+        on other work never leases a whole backlog at once: priority is decided at the
+        lease, and HIGH work queued a moment later must find the LOW work still waiting."""
+        by_time = int(TARGET_BATCH_S / self._avg_run_s)
+        return max(1, min(self.settings.lease_batch_max, by_time, 2 * self._last_leased))
 
     def _work_loop(self) -> None:
         reports: list[Report] = []
@@ -145,6 +151,7 @@ class TaskExecutor:
             try:
                 leases = self.link.report_and_lease(request)
                 request, reports = None, []
+                self._last_leased = len(leases)
                 backoff = 0.1
             except Exception as exc:  # manager restarting: keep the request, try again
                 log.warning("executor %s: manager call failed (%s); retrying",

@@ -149,9 +149,16 @@ def idle_start_ms(tm: TaskManager, samples: int) -> list[float]:
     return out
 
 
-def overtake_share(tm: TaskManager, count: int = 100) -> float:
-    """With a backlog, the share of (HIGH, LOW) pairs in which HIGH started first."""
-    blockers = tm.submit_many_sync([_req(TaskPriority.HIGH, sleep_s=0.3) for _ in range(2)])
+def overtake_share(tm: TaskManager, count: int = 100, executors: int = 2) -> float:
+    """With a backlog, the share of (HIGH, LOW) pairs in which HIGH started first.
+
+    A blocker per executor is running first (each started before the next is sent), so
+    the LOW and then the HIGH tasks queue up behind busy executors: a backlog.
+    """
+    blockers = []
+    for _ in range(executors):
+        blockers += tm.submit_many_sync([_req(TaskPriority.HIGH, sleep_s=0.3)])
+        _wait_started(tm, blockers[-1].id)
     lows = tm.submit_many_sync([_req(TaskPriority.LOW, sleep_s=0.002) for _ in range(count)])
     highs = tm.submit_many_sync([_req(TaskPriority.HIGH, sleep_s=0.002)
                                  for _ in range(count)])
@@ -160,6 +167,14 @@ def overtake_share(tm: TaskManager, count: int = 100) -> float:
     low_starts = [started[t.id] for t in lows]
     wins = sum(1 for high in highs for low in low_starts if started[high.id] < low)
     return wins / (count * count)
+
+
+def _wait_started(tm: TaskManager, task_id: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while tm.get_task_sync(task_id).status is TaskStatus.PENDING:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"benchmark task {task_id} did not start")
+        time.sleep(0.002)
 
 
 def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bool = False,
@@ -189,7 +204,7 @@ def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bo
     f["bare_round_trip_p50_ms"], f["bare_round_trip_p99_ms"] = _pct(bare_ms, 0.5), \
         _pct(bare_ms, 0.99)
     f["idle_start_p50_ms"] = statistics.median(idle_start_ms(tm, samples))
-    f["high_overtake"] = overtake_share(tm)
+    f["high_overtake"] = overtake_share(tm, executors=workers)
     f["samples"] = samples
     if celery:
         from .celery_ref import run_celery
