@@ -24,7 +24,7 @@ def test_chaos_loses_nothing_and_fences_every_attempt(store_url: str, tmp_path: 
     # executor is paused (SIGSTOP) past its lease TTL and resumed
     out = subprocess.run(
         [sys.executable, "-m", "tests.chaos", "--tasks", "250", "--kills", "14",
-         "--seconds", "35", "--seed", "7", "--store-url", store_url,
+         "--seconds", "25", "--seed", "7", "--store-url", store_url,
          "--data-dir", str(tmp_path)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     report = json.loads(out.stdout[out.stdout.index("{"):])
