@@ -14,7 +14,7 @@ from typing import Any
 from tests.httpserver import TOKENS
 
 EXAMPLES = int(os.environ.get("RAYTASKS_FUZZ_EXAMPLES", "25"))
-SECONDS = int(os.environ.get("RAYTASKS_FUZZ_SECONDS", "45"))
+SECONDS = int(os.environ.get("RAYTASKS_FUZZ_SECONDS", "30"))
 
 
 def test_the_openapi_fuzzed_gives_no_5xx_and_no_schema_violation(make_api: Any,
