@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,9 @@ def ray_cluster() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.fixture
-def make_service(ray_cluster: None, tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """Start raytasks in a namespace of its own; every built-in pool empty unless asked."""
+@contextmanager
+def _services(data_dir: Path) -> Iterator[Callable[..., Any]]:
+    """A maker of raytasks services, each in a namespace of its own; all shut down on exit."""
     from raytasks import Settings, runtime
 
     started: list[Any] = []
@@ -76,7 +77,7 @@ def make_service(ray_cluster: None, tmp_path: Path) -> Iterator[Callable[..., An
     def make(**overrides: Any) -> Any:
         values: dict[str, Any] = {
             "namespace": f"t-{uuid.uuid4().hex[:10]}",
-            "data_dir": tmp_path / "data",
+            "data_dir": data_dir,
             "lease_ttl_s": 3.0,
             "heartbeat_interval_s": 0.3,
             "retry_backoff_base_s": 0.2,
@@ -90,10 +91,19 @@ def make_service(ray_cluster: None, tmp_path: Path) -> Iterator[Callable[..., An
         started.append(rt)
         return rt
 
-    yield make
-    for rt in started:
-        rt.shutdown()
-    runtime.disconnect()
+    try:
+        yield make
+    finally:
+        for rt in started:
+            rt.shutdown()
+        runtime.disconnect()
+
+
+@pytest.fixture
+def make_service(ray_cluster: None, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start raytasks in a namespace of its own; every built-in pool empty unless asked."""
+    with _services(tmp_path / "data") as make:
+        yield make
 
 
 @pytest.fixture
@@ -101,9 +111,8 @@ def service(make_service: Callable[..., Any]) -> Any:
     return make_service()
 
 
-@pytest.fixture
-def api(make_service: Callable[..., Any]) -> Iterator[Any]:
-    """The HTTP API over a fresh service with three tokens (alice, bob, root=admin)."""
+@contextmanager
+def _api(make_service: Callable[..., Any]) -> Iterator[Any]:
     from raytasks import register_task_type
     from raytasks.settings import ApiSettings, TaskTypeSettings
     from tests.helpers import SleepParams, sleepy
@@ -116,8 +125,27 @@ def api(make_service: Callable[..., Any]) -> Iterator[Any]:
     register_task_type("sleepy", sleepy, params_model=SleepParams, workers=1, runtime=service)
     server = ApiServer(service)
     server.service = service  # type: ignore[attr-defined]
-    yield server
-    server.close()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def api(make_service: Callable[..., Any]) -> Iterator[Any]:
+    """The HTTP API over a fresh service with three tokens (alice, bob, root=admin)."""
+    with _api(make_service) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shared_api(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The ``api`` fixture's API, one per module, for tests that create no task, stop
+    nothing and count nothing (refusals, headers, sockets): they cannot disturb one
+    another, and a service costs a few seconds to start."""
+    with _services(tmp_path_factory.mktemp("shared-api") / "data") as make, \
+            _api(make) as server:
+        yield server
 
 
 @pytest.fixture

@@ -90,8 +90,8 @@ BAD_BODIES = [
 ]
 
 
-def test_malformed_json_is_a_422(api: Any) -> None:
-    with httpx.Client(base_url=api.url, headers=auth("alice")) as c:
+def test_malformed_json_is_a_422(shared_api: Any) -> None:
+    with httpx.Client(base_url=shared_api.url, headers=auth("alice")) as c:
         for body in BAD_BODIES:
             for path in ("/tasks", "/tasks/batch"):
                 wrapped = body if path == "/tasks" else b"[" + body + b"]"
@@ -101,8 +101,8 @@ def test_malformed_json_is_a_422(api: Any) -> None:
         assert c.get("/tasks").json()["total"] == 0
 
 
-def test_an_oversized_body_is_a_413(api: Any) -> None:
-    with httpx.Client(base_url=api.url, headers=auth("alice")) as c:
+def test_an_oversized_body_is_a_413(shared_api: Any) -> None:
+    with httpx.Client(base_url=shared_api.url, headers=auth("alice")) as c:
         big = json.dumps(_sleepy(0, parameters={"blob": "x" * 100_000})).encode()
         assert c.post("/tasks", content=big).status_code == 413
 
@@ -122,16 +122,16 @@ BAD_QUERIES: list[dict[str, Any]] = [
 ]
 
 
-def test_bad_query_parameters_are_a_422(api: Any) -> None:
-    with httpx.Client(base_url=api.url, headers=auth("alice")) as c:
+def test_bad_query_parameters_are_a_422(shared_api: Any) -> None:
+    with httpx.Client(base_url=shared_api.url, headers=auth("alice")) as c:
         for params in BAD_QUERIES:
             r = c.get("/tasks", params=params)
             assert r.status_code == 422, (params, r.text)
             assert r.json()["errors"][0]["field"].startswith("query")
 
 
-def test_every_response_carries_a_request_id_and_security_headers(api: Any) -> None:
-    with httpx.Client(base_url=api.url) as c:
+def test_every_response_carries_a_request_id_and_security_headers(shared_api: Any) -> None:
+    with httpx.Client(base_url=shared_api.url) as c:
         responses = [c.get("/health"), c.get("/tasks"), c.get("/tasks/nope",
                                                                  headers=auth("alice")),
                      c.post("/tasks", content=b"{", headers=auth("alice")), c.get("/")]
@@ -192,21 +192,21 @@ BAD_HELLOS: list[tuple[Any, int, str]] = [
 ]
 
 
-def test_malformed_websocket_hellos_are_closed_with_a_reason(api: Any) -> None:
+def test_malformed_websocket_hellos_are_closed_with_a_reason(shared_api: Any) -> None:
     for hello, code, reason in BAD_HELLOS:
-        got_code, got_reason, _ = asyncio.run(_closed_with(api.ws_url, hello))
+        got_code, got_reason, _ = asyncio.run(_closed_with(shared_api.ws_url, hello))
         assert (got_code, reason in got_reason) == (code, True), (hello, got_code, got_reason)
 
 
-def test_a_socket_that_never_authenticates_is_closed(api: Any) -> None:
-    code, reason, waited = asyncio.run(_closed_with(api.ws_url, None))
+def test_a_socket_that_never_authenticates_is_closed(shared_api: Any) -> None:
+    code, reason, waited = asyncio.run(_closed_with(shared_api.ws_url, None))
     assert code == 1008 and "no hello" in reason
     assert 4.0 < waited < 10.0
 
 
-def test_a_valid_hello_still_subscribes(api: Any) -> None:
+def test_a_valid_hello_still_subscribes(shared_api: Any) -> None:
     async def hello() -> dict[str, Any]:
-        async with websockets.connect(api.ws_url) as ws:
+        async with websockets.connect(shared_api.ws_url) as ws:
             await ws.send(json.dumps({"token": TOKENS["alice"], "after_id": 0,
                                       "filter": {"status": ["COMPLETED"]}}))
             return dict(json.loads(await ws.recv()))

@@ -113,8 +113,8 @@ def test_queues_come_from_the_settings(api: Any) -> None:
         "codes": [f"{i:06d}.SZ" for i in range(5000)]}}, "parameters", "max_work_units"),
 ])
 def test_ceilings_refuse_oversized_requests_naming_the_limit(
-        api: Any, body: dict[str, Any], field: str, limit: str) -> None:
-    with _client(api, "alice") as alice:
+        shared_api: Any, body: dict[str, Any], field: str, limit: str) -> None:
+    with _client(shared_api, "alice") as alice:
         r = alice.post("/tasks", content=json.dumps(body).encode(),
                        headers={"Content-Type": "application/json"})
         assert r.status_code == 422, r.text
@@ -122,8 +122,8 @@ def test_ceilings_refuse_oversized_requests_naming_the_limit(
         assert error["field"] == field and limit in error["reason"]
 
 
-def test_a_million_pair_grid_is_refused_at_validation(api: Any) -> None:
-    with _client(api, "alice") as alice:
+def test_a_million_pair_grid_is_refused_at_validation(shared_api: Any) -> None:
+    with _client(shared_api, "alice") as alice:
         r = alice.post("/tasks", json={"name": "grid", "task_type": "backtest", "parameters": {
             "kind": "optimize", "fast_values": list(range(1, 1001)),
             "slow_values": list(range(1, 1001))}})
