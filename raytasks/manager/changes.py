@@ -11,16 +11,17 @@ import asyncio
 import json
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidTransitionError
 from ..lifecycle import check_transition
 from ..messages import Lease, LeaseRequest, Report, ReportAnswer
-from ..models import Task, TaskCreateRequest, TaskErrorInfo, TaskPriority, TaskStatus
+from ..models import Task, TaskErrorInfo, TaskPriority, TaskStatus
 from ..models import TaskUpdateRequest as UpdateRequest
 from ..store.base import RowUpdate, WriteBatch, encode_tags, to_json
-from .intake import Known
+from .intake import CreateRequest, Known
 from .outbox import status_event
 from .outcomes import decide, lost_report
 from .pipeline import Plan, Planner, Round
@@ -41,7 +42,7 @@ class Changes:
 
     # ------------------------------------------------------------- creation
 
-    def create(self, requests: list[TaskCreateRequest], ids: list[str], known: Known,
+    def create(self, requests: Sequence[CreateRequest], ids: list[str], known: Known,
                enqueue: bool, *, checked: dict[str, int] | None = None,
                watch: str | None = None) -> Planner:
         """Store (and queue) new tasks. The answer has, per request, the stored Task of a

@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import InvalidTransitionError, RaytasksError, TaskNotFoundError
@@ -55,7 +55,7 @@ from ..store.base import TaskRows
 from .archive import archive
 from .changes import Changes
 from .deps import Dependencies
-from .intake import DependencyEnded, Intake, Known, row_to_new_task
+from .intake import CreateRequest, DependencyEnded, Intake, Known, row_to_new_task
 from .pipeline import CommitPipeline, DuplicateKeyError
 from .queues import Queues
 from .schedules import ScheduleRunner
@@ -165,7 +165,7 @@ class TaskManagerCore:
         results = await self._create(requests, ids, enqueue)
         return [r if isinstance(r, Task) else row_to_new_task(r) for r in results]
 
-    async def _create(self, requests: list[TaskCreateRequest], ids: list[str], enqueue: bool,
+    async def _create(self, requests: Sequence[CreateRequest], ids: list[str], enqueue: bool,
                       checked: dict[str, int] | None = None,
                       watch: str | None = None) -> list[Task | dict[str, Any]]:
         full = False
@@ -192,13 +192,12 @@ class TaskManagerCore:
         call with its error. ``watch`` registers the new tasks in the client's session.
         """
         async def one(call: list[NewTask]) -> list[Ack | Task] | RaytasksError:
-            requests = [_request(t) for t in call]
             checked = {t.id: t.work_units or 1 for t in call
                        if t.checked_version is not None and t.task_type in self.registry
                        and self.registry.get(t.task_type).version == t.checked_version}
             try:
-                results = await self._create(requests, [t.id for t in call], enqueue,
-                                             checked, watch)
+                results = await self._create(call, [t.id for t in call], enqueue, checked,
+                                             watch)
             except RaytasksError as exc:
                 return exc
             return [r if isinstance(r, Task) else
@@ -232,7 +231,7 @@ class TaskManagerCore:
         found = self.store.get_many(task_ids)
         return [_with_artifact(found[t]) for t in task_ids if t in found]
 
-    async def _known(self, requests: list[TaskCreateRequest], ids: list[str],
+    async def _known(self, requests: Sequence[CreateRequest], ids: list[str],
                      full: bool) -> Known:
         """What the store holds under a call's ids, keys and dependencies (read off-loop).
 
@@ -576,13 +575,3 @@ def _with_artifact(task: Task) -> Task:
         with open(task.result_uri, encoding="utf-8") as fh:
             return task.model_copy(update={"result": json.loads(fh.read())})
     return task
-
-
-def _request(task: NewTask) -> TaskCreateRequest:
-    """The request a compact create stands for (its fields were checked by the client)."""
-    return TaskCreateRequest.model_construct(
-        name=task.name, task_type=task.task_type, parameters=task.parameters,
-        priority=TaskPriority(task.priority), queue=task.queue, timeout_s=task.timeout_s,
-        max_retries=task.max_retries, depends_on=list(task.depends_on),
-        idempotency_key=task.idempotency_key, tags=list(task.tags), owner=task.owner,
-        notify=list(task.notify))

@@ -10,9 +10,10 @@ bad request never fails another caller's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import (
     InvalidParametersError,
@@ -21,12 +22,42 @@ from ..errors import (
     QuotaExceededError,
     UnknownTaskTypeError,
 )
-from ..models import Task, TaskCreateRequest, TaskPriority, TaskStatus
+from ..models import Task, TaskPriority, TaskStatus
 from ..registry import TaskTypeRegistry, validate_parameters
-from ..settings import QuotaSettings, Settings
+from ..settings import QuotaSettings, Settings, TaskTypeSettings
 from .pipeline import Round
 from .queues import Queues
 from .state import ActiveTasks
+
+
+class CreateRequest(Protocol):
+    """What intake reads of a create: a :class:`~raytasks.models.TaskCreateRequest`, or the compact
+    :class:`~raytasks.messages.NewTask` a client sent (read as it came: no model built)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def task_type(self) -> str: ...
+    @property
+    def parameters(self) -> dict[str, Any]: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def timeout_s(self) -> float | None: ...
+    @property
+    def max_retries(self) -> int | None: ...
+    @property
+    def depends_on(self) -> Sequence[str]: ...
+    @property
+    def idempotency_key(self) -> str | None: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def notify(self) -> Sequence[str]: ...
 
 
 @dataclass
@@ -61,8 +92,9 @@ class Intake:
     settings: Settings
     queues: Queues
     active: ActiveTasks
+    _type_settings: dict[str, TaskTypeSettings] = field(default_factory=dict, init=False)
 
-    def plan(self, requests: list[TaskCreateRequest], ids: list[str], ctx: Round,
+    def plan(self, requests: Sequence[CreateRequest], ids: list[str], ctx: Round,
              known: Known, *, enqueue: bool,
              checked: dict[str, int] | None = None) -> CreationPlan:
         """Validate a call's requests and build their rows; the first error refuses it all.
@@ -104,7 +136,7 @@ class Intake:
         self._admit(plan.rows, ctx, enqueue)
         return plan
 
-    def new_row(self, task_id: str, req: TaskCreateRequest, now: float,
+    def new_row(self, task_id: str, req: CreateRequest, now: float,
                 prefix: str = "", work_units: int | None = None) -> dict[str, Any]:
         """The store row of a new task: parameters validated, defaults and ceilings applied.
 
@@ -121,7 +153,7 @@ class Intake:
         if quota is not None and quota.max_parameters_bytes is not None:
             limit = min(limit, quota.max_parameters_bytes)
         params = req.parameters
-        if work_units is None:
+        if work_units is None and spec.params_model is not None:  # else: size and JSON below
             try:
                 params = validate_parameters(spec, req.parameters, limit)
             except InvalidParametersError as exc:
@@ -137,7 +169,10 @@ class Intake:
                                                     for k, t in enumerate(req.tags)),
                             *((f"notify.{k}", t) for k, t in enumerate(req.notify))):
             _check_text(value, prefix + name)
-        type_settings = self.settings.for_type(req.task_type)
+        type_settings = self._type_settings.get(req.task_type)
+        if type_settings is None:
+            type_settings = self._type_settings[req.task_type] = \
+                self.settings.for_type(req.task_type)
         timeout_s = _first(req.timeout_s, type_settings.timeout_s, spec.timeout_s,
                            self.settings.default_timeout_s)
         max_retries = _first(req.max_retries, type_settings.max_retries, spec.max_retries,
@@ -151,13 +186,13 @@ class Intake:
             "status": TaskStatus.PENDING.value, "priority": int(req.priority),
             "queue": req.queue, "parameters": text, "attempt": 0,
             "max_retries": max_retries, "timeout_s": timeout_s,
-            "depends_on": json.dumps(req.depends_on),
-            "idempotency_key": req.idempotency_key, "tags": req.tags, "owner": req.owner,
-            "notify": json.dumps(req.notify), "cancel_requested": False, "queued": False,
+            "depends_on": json.dumps(list(req.depends_on)),
+            "idempotency_key": req.idempotency_key, "tags": list(req.tags), "owner": req.owner,
+            "notify": json.dumps(list(req.notify)), "cancel_requested": False, "queued": False,
             "lease_token": 0, "created_at": now, "updated_at": now,
         }
 
-    def _check_dependencies(self, task_id: str, req: TaskCreateRequest, prefix: str,
+    def _check_dependencies(self, task_id: str, req: CreateRequest, prefix: str,
                             known: Known, same_call: set[str]) -> None:
         """A task may depend on tasks of its own owner only; another owner's task gets
         the same answer as an id that does not exist."""
@@ -225,7 +260,7 @@ def row_to_new_task(row: dict[str, Any]) -> Task:
         finished_at=None)
 
 
-def _ceilings(quota: QuotaSettings, req: TaskCreateRequest, units: int,
+def _ceilings(quota: QuotaSettings, req: CreateRequest, units: int,
               timeout_s: float | None, max_retries: int,
               prefix: str) -> tuple[float | None, int]:
     """An owner's ceilings: a request over one is refused; a default over one is capped."""
