@@ -305,3 +305,27 @@ def test_sqlite_commits_leave_the_checkpoint_to_the_managers_timer(tmp_path: Any
     assert done == frames > 2000
     assert len(store.get_many([f"t{i}-0" for i in range(100)])) == 100
     store.close()
+
+
+def test_opening_a_new_sqlite_store_waits_for_anothers_migration(tmp_path: Any) -> None:
+    import sqlite3
+    import threading
+
+    # Given another process holding the new file's write lock (migrating it) for longer
+    # than the opener's everyday busy timeout
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.5, lambda: other.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    # When the store is opened meanwhile
+    store = SqlTaskStore(f"sqlite:///{path}", busy_timeout_s=0.3)
+    # Then it waited for the lock, migrated, and works (not "database is locked")
+    assert time.monotonic() - started >= 1.0
+    store.commit(WriteBatch(inserts=[_row("a")]))
+    assert store.get("a") is not None
+    release.join()
+    store.close()
+    other.close()

@@ -87,14 +87,15 @@ class Runtime:
     def start(self) -> Runtime:
         """Bring every system actor up, and one executor pool per known task type.
 
-        The manager first: it creates and migrates the store, and on a new SQLite file
-        the others would wait on that write lock past their busy timeout (seen under load,
-        as "database is locked" in a tracker's start). Then the others side by side: each is
-        a process of its own, and starting them one after another costs seconds on a laptop.
+        All four side by side: each is a process of its own, and starting them one after
+        another costs seconds on a laptop. Whichever opens a new store first migrates it;
+        the others wait for the migration's lock and find it done
+        (:mod:`raytasks.store.migrate`).
         """
-        types: list[Any] = get(self.handle(MANAGER).types.remote())
-        get([self.handle(TRACKER).ready.remote(), self.handle(NOTIFIER).last_event_id.remote(),
-             self.handle(ENGINE).ensure_pools.remote([t.name for t in types])])
+        manager, engine = self.handle(MANAGER), self.handle(ENGINE)
+        types: list[Any] = get([manager.types.remote(), self.handle(TRACKER).ready.remote(),
+                                self.handle(NOTIFIER).last_event_id.remote()])[0]
+        get(engine.ensure_pools.remote([t.name for t in types]))
         return self
 
     def shutdown(self) -> None:
