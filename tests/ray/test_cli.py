@@ -87,15 +87,16 @@ def test_every_kind_from_the_cli_on_synthetic_and_csv_data(make_service: Any,
             bar_stores={s: tmp_path / s / "market" for s in ("synthetic", "csv")},
             model_registries={s: tmp_path / s / "models" for s in ("synthetic", "csv")}))
     codes = ["000001.SZ", "600000.SH", "300750.SZ"]
-    save_csv(generate_bars(codes, "2019-01-01", "2023-12-31"), csv)
+    # two years of three stocks: enough bars for every kind's windows and splits
+    save_csv(generate_bars(codes, "2022-01-01", "2023-12-31"), csv)
     # every kind on synthetic data; from the CSV directory a sync and a submit-many of the
     # families that read bars (tests/ray/test_quant_tasks.py runs every kind on CSV)
     for source in ("synthetic", "csv"):
-        src = {"source": source, "start": "2019-01-01", "end": "2023-12-31"}
+        src = {"source": source, "start": "2022-01-01", "end": "2023-12-31"}
         # data kinds first, in order: clean/validate/features read what sync stored
         data = [{"kind": "sync", "codes": codes, "store": source, **src}]
         if source == "synthetic":
-            data += [{"kind": k, "codes": codes, "store": source, "start": "2019-01-01",
+            data += [{"kind": k, "codes": codes, "store": source, "start": "2022-01-01",
                       "end": "2023-12-31"} for k in ("clean", "validate", "features")]
         for params in data:
             out = _run(service, "submit", "data", "--params", json.dumps(params), "--wait",

@@ -155,7 +155,9 @@ def test_validate_reports_every_violation_in_a_csv_directory(quant: Any, tmp_pat
 
 def test_training_kinds_register_models_that_predictions_and_backtests_use(
         quant: Any, tmp_path: Path) -> None:
-    common = {"codes": ["000001.SZ", "600000.SH", "300750.SZ"], "start": "2020-01-01",
+    # two years of three stocks: each kind fits, registers and is used (the fits cost
+    # seconds per year of bars; what is asserted does not grow with them)
+    common = {"codes": ["000001.SZ", "600000.SH", "300750.SZ"], "start": "2022-01-01",
               "end": "2023-12-31", "windows": [5, 20]}
     trained = _run(quant, "training", kind="train", model="ridge", name="r", **common).result
     assert trained["model_id"] == "r:v1"
@@ -172,11 +174,11 @@ def test_training_kinds_register_models_that_predictions_and_backtests_use(
     assert again["updated_from"] == "o:v1"
     # a prediction task loads a registered model by id
     price = _run(quant, "prediction", stock_code="600000.SH", days=5, model_id="r:v1",
-                 start="2020-01-01", end="2023-12-31").result
+                 start="2022-01-01", end="2023-12-31").result
     assert price["model_id"] == "r:v1" and price["predicted_price"] > 0
     # and a backtest trades on its signal
     bt = _run(quant, "backtest", kind="strategy", strategy="model", model_id="r:v1",
-              stock_code="600000.SH", start="2020-01-01", end="2023-12-31").result
+              stock_code="600000.SH", start="2022-01-01", end="2023-12-31").result
     assert bt["trades"] > 0
 
 
@@ -206,10 +208,11 @@ def test_price_trend_batch_and_portfolio(quant: Any) -> None:
 
 def test_every_kind_runs_on_a_csv_directory(quant: Any, tmp_path: Path) -> None:
     codes = ["000001.SZ", "600000.SH", "300750.SZ"]
-    save_csv(generate_bars(codes, "2019-01-01", "2023-12-31"), tmp_path / "csv")
-    src = {"source": "csv", "start": "2019-01-01", "end": "2023-12-31"}
+    # two years of three stocks: enough bars for every kind's windows and splits
+    save_csv(generate_bars(codes, "2022-01-01", "2023-12-31"), tmp_path / "csv")
+    src = {"source": "csv", "start": "2022-01-01", "end": "2023-12-31"}
     kinds = [("data", {"kind": "sync", "codes": codes, **src})]
-    kinds += [("data", {"kind": k, "codes": codes, "start": "2019-01-01", "end": "2023-12-31"})
+    kinds += [("data", {"kind": k, "codes": codes, "start": "2022-01-01", "end": "2023-12-31"})
               for k in ("clean", "validate", "features")]
     kinds += [("prediction", {"kind": k, "stock_code": "000001.SZ", **src})
               for k in ("price", "volatility", "trend")]
