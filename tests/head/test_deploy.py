@@ -141,7 +141,7 @@ def test_the_nightly_rayjob_runs_on_a_real_head_through_the_jobs_api(
                                entrypoint_num_cpus=job["entrypointNumCpus"])
     final = wait_for(lambda: client.get_job_status(job_id) in (
         JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED) and
-        client.get_job_status(job_id), timeout_s=900, interval_s=1.0, what="the nightly job")
+        client.get_job_status(job_id), timeout_s=900, interval_s=0.2, what="the nightly job")
     logs = client.get_job_logs(job_id)
     # Then the job succeeded and says what it did
     assert final == JobStatus.SUCCEEDED, logs[-4000:]
