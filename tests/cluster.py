@@ -120,20 +120,23 @@ class LocalHead:
             own |= children
         return own
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """End this cluster's processes (TERM, then KILL), and only those; remove its files."""
+    def stop(self, timeout_s: float = 20.0, grace_s: float = 2.0) -> None:
+        """End this cluster's processes (TERM, then KILL after ``grace_s``), and only those;
+        remove its files. The grace is short: the GCS, the raylet, the runtime-env agent and
+        the autoscaler's monitor outlive a TERM by far more than 5 s, and the cluster's files
+        go with it anyway."""
         try:
-            self._end_processes(timeout_s)
+            self._end_processes(timeout_s, grace_s)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def _end_processes(self, timeout_s: float) -> None:
+    def _end_processes(self, timeout_s: float, grace_s: float) -> None:
         pids = self._own_pids()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, timeout_s)):
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-            deadline = time.monotonic() + timeout_s / 2
+            deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
                 pids = {p for p in pids if Path(f"/proc/{p}").exists()
                         and "Z" not in _state(p)}
