@@ -70,7 +70,8 @@ class Changes:
                                   queued=enqueue, token=0, created_at=ctx.now,
                                   enqueued_at=row.get("enqueued_at"))
                     core.active.add(entry)
-                    entries.append((entry, json.loads(row["depends_on"])))
+                    deps = row["depends_on"]
+                    entries.append((entry, [] if deps == "[]" else json.loads(deps)))
                 if watch is not None:
                     core.sessions.watch(watch, (e.task_id for e, _ in entries))
                 stored = {d: s for d, (s, _owner) in known.deps.items()}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import abc
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from ..errors import StoreError
-from ..models import Task, TaskErrorInfo, TaskQuery, TaskStatus, TaskSummary
+from ..models import Task, TaskErrorInfo, TaskPriority, TaskQuery, TaskStatus, TaskSummary
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
 SCHEMA_VERSION = 5
@@ -256,34 +257,41 @@ def decode_tags(raw: str | None) -> list[str]:
 
 
 def row_to_task(row: Any) -> Task:
+    """A stored row as a Task. The store wrote every field in its model's form, so the
+    model is built without validating again (the finished-task stream reads many)."""
     m = row._mapping
-    return Task(
+    return Task.model_construct(
         id=m["id"],
         name=m["name"],
         task_type=m["task_type"],
         status=TaskStatus(m["status"]),
-        priority=m["priority"],
+        priority=TaskPriority(m["priority"]),
         queue=m["queue"],
-        parameters=json.loads(m["parameters"]),
+        parameters=_json_or(m["parameters"], "{}", dict),
         attempt=m["attempt"],
         max_retries=m["max_retries"],
         timeout_s=m["timeout_s"],
-        depends_on=json.loads(m["depends_on"]),
+        depends_on=_json_or(m["depends_on"], "[]", list),
         idempotency_key=m["idempotency_key"],
         tags=decode_tags(m["tags"]),
         owner=m["owner"],
-        notify=json.loads(m["notify"]),
+        notify=_json_or(m["notify"], "[]", list),
         result=json.loads(m["result"]) if m["result"] is not None else None,
         result_uri=m["result_uri"],
         error=TaskErrorInfo.model_validate_json(m["error"]) if m["error"] else None,
         cancel_requested=bool(m["cancel_requested"]),
         lease_token=m["lease_token"],
         not_before=ts(m["not_before"]),
-        created_at=ts(m["created_at"]),
-        updated_at=ts(m["updated_at"]),
+        created_at=datetime.fromtimestamp(m["created_at"], tz=UTC),
+        updated_at=datetime.fromtimestamp(m["updated_at"], tz=UTC),
         started_at=ts(m["started_at"]),
         finished_at=ts(m["finished_at"]),
     )
+
+
+def _json_or(text: str, empty: str, make: Callable[[], Any]) -> Any:
+    """Decode JSON text; the common empty value without the decoder."""
+    return make() if text == empty else json.loads(text)
 
 
 def row_to_summary(row: Any) -> TaskSummary:
