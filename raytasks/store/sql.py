@@ -182,9 +182,12 @@ class SqlTaskStore(TaskStore):
             if batch.inserts:
                 conn.execute(tasks.insert(), [_task_row(r) for r in batch.inserts])
             if batch.logs:  # plain inserts: each line's fenced update is in this batch
-                conn.execute(logs.insert(), [
-                    {"task_id": r["task_id"], "attempt": r["attempt"], "at": r["at"],
-                     "stream": r["stream"], "line": r["line"]} for r in batch.logs])
+                mark = _mark(conn)
+                conn.exec_driver_sql(
+                    f"INSERT INTO {logs.name} (task_id, attempt, at, stream, line) VALUES "
+                    f"({mark}, {mark}, {mark}, {mark}, {mark})",
+                    [(r["task_id"], r["attempt"], r["at"], r["stream"], r["line"])
+                     for r in batch.logs])
             for key, group in _group_updates(batch.updates).items():
                 _apply_updates(conn, key, group)
             if batch.deletes:
@@ -469,9 +472,11 @@ def _insert_events(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]
     if conn.dialect.name == "sqlite":
         newest = int(conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0)
         ids = list(range(newest + 1, newest + 1 + len(rows)))
-        conn.execute(events.insert(), [
-            {"id": i, "task_id": e["task_id"], "kind": e["kind"], "payload": e["payload"],
-             "created_at": e["created_at"]} for i, e in zip(ids, rows, strict=True)])
+        conn.exec_driver_sql(
+            f"INSERT INTO {events.name} (id, task_id, kind, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(i, e["task_id"], e["kind"], e["payload"], e["created_at"])
+             for i, e in zip(ids, rows, strict=True)])
         return ids
     values = [{"task_id": e["task_id"], "kind": e["kind"], "payload": e["payload"],
                "created_at": e["created_at"]} for e in rows]
@@ -506,7 +511,7 @@ def _apply_updates(conn: sa.Connection, key: _UpdateKey, group: list[RowUpdate])
     the update itself.
     """
     fields, fenced, guarded = key
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = _mark(conn)
     sql = (f"UPDATE {tasks.name} SET " + ", ".join(f"{tasks.c[f].name} = {mark}" for f in fields)
            + f" WHERE id = {mark}" + (f" AND lease_token = {mark}" if fenced else "")
            + (f" AND status = {mark}" if guarded else ""))
@@ -522,6 +527,11 @@ def _apply_updates(conn: sa.Connection, key: _UpdateKey, group: list[RowUpdate])
     changed = conn.exec_driver_sql(sql, rows).rowcount
     if changed != len(rows):
         raise StaleWriteError(_stale(conn, group))
+
+
+def _mark(conn: sa.Connection) -> str:
+    """The driver's positional parameter marker (plain SQL on the hot paths)."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def _stale(conn: sa.Connection, group: list[RowUpdate]) -> list[str]:
