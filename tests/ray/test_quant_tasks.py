@@ -183,6 +183,13 @@ def test_training_kinds_register_models_that_predictions_and_backtests_use(
 
 
 def test_price_trend_batch_and_portfolio(quant: Any) -> None:
+    # the portfolio backtest runs on its own family's executor while the forecasts run
+    tm = TaskManager(quant)
+    portfolio = tm.submit_sync(TaskCreateRequest(name="portfolio", task_type="backtest",
+                                                 parameters={"kind": "portfolio", "top_k": 2,
+                                                             "rebalance_days": 10,
+                                                             "start": "2021-01-01",
+                                                             "end": "2023-12-31"}))
     price = _run(quant, "prediction", stock_code="000001.SZ", days=5).result
     recent = generate_bars(["000001.SZ"], "2026-01-01")  # by default, to the latest bar
     latest = recent[~recent["suspended"]].iloc[-1]
@@ -200,8 +207,9 @@ def test_price_trend_batch_and_portfolio(quant: Any) -> None:
     assert batch["stocks"] == 4
     ranked = [r["predicted_return"] for r in batch["ranking"]]
     assert ranked == sorted(ranked, reverse=True)
-    book = _run(quant, "backtest", kind="portfolio", top_k=2, rebalance_days=10,
-                start="2021-01-01", end="2023-12-31").result
+    done = tm.wait_sync(portfolio.id, timeout_s=180)
+    assert done.status is TaskStatus.COMPLETED, done.error
+    book = done.result
     assert book["trades"] > 0 and len(book["equity_curve"]) > 100
     assert {"sharpe", "max_drawdown", "beta", "turnover"} <= set(book["risk"])
 
