@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from raytasks.executor import TaskExecutor
 from raytasks.messages import (
     Lease,
     LeaseRequest,
@@ -58,8 +59,6 @@ class Backlog:
 
 
 def test_tiny_tasks_are_leased_in_batches_that_grow_from_one(tmp_path: Any) -> None:
-    from raytasks.executor import TaskExecutor
-
     # Given a backlog of tiny tasks and an executor whose run-time estimate says "tiny"
     link = Backlog(waiting=1000, stop_after=10)
     executor = TaskExecutor("e1", "noop", Settings(data_dir=tmp_path, lease_batch_max=128),
@@ -78,8 +77,6 @@ def test_tiny_tasks_are_leased_in_batches_that_grow_from_one(tmp_path: Any) -> N
 
 
 def test_after_an_idle_lease_the_next_one_starts_small_again(tmp_path: Any) -> None:
-    from raytasks.executor import TaskExecutor
-
     # Given an executor that ran big batches, then found the queue empty
     link = Backlog(waiting=0, stop_after=2)
     executor = TaskExecutor("e1", "noop", Settings(data_dir=tmp_path, lease_batch_max=128),

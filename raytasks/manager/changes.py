@@ -20,7 +20,7 @@ from ..lifecycle import check_transition
 from ..messages import Lease, LeaseRequest, Report, ReportAnswer
 from ..models import Task, TaskErrorInfo, TaskPriority, TaskStatus
 from ..models import TaskUpdateRequest as UpdateRequest
-from ..store.base import RowUpdate, WriteBatch, encode_tags, to_json
+from ..store.base import RowUpdate, WriteBatch, encode_tags, loads_or, to_json
 from .intake import CreateRequest, Known
 from .outbox import status_event
 from .outcomes import decide, lost_report
@@ -70,8 +70,7 @@ class Changes:
                                   queued=enqueue, token=0, created_at=ctx.now,
                                   enqueued_at=row.get("enqueued_at"))
                     core.active.add(entry)
-                    deps = row["depends_on"]
-                    entries.append((entry, [] if deps == "[]" else json.loads(deps)))
+                    entries.append((entry, loads_or(row["depends_on"], "[]", list)))
                 if watch is not None:
                     core.sessions.watch(watch, (e.task_id for e, _ in entries))
                 stored = {d: s for d, (s, _owner) in known.deps.items()}

@@ -31,8 +31,9 @@ from .state import ActiveTasks
 
 
 class CreateRequest(Protocol):
-    """What intake reads of a create: a :class:`~raytasks.models.TaskCreateRequest`, or the compact
-    :class:`~raytasks.messages.NewTask` a client sent (read as it came: no model built)."""
+    """What intake reads of a create: a :class:`~raytasks.models.TaskCreateRequest`, or
+    the compact :class:`~raytasks.messages.NewTask` a client sent (read as it came: no
+    model built)."""
 
     @property
     def name(self) -> str: ...

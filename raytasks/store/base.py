@@ -267,15 +267,15 @@ def row_to_task(row: Any) -> Task:
         status=TaskStatus(m["status"]),
         priority=TaskPriority(m["priority"]),
         queue=m["queue"],
-        parameters=_json_or(m["parameters"], "{}", dict),
+        parameters=loads_or(m["parameters"], "{}", dict),
         attempt=m["attempt"],
         max_retries=m["max_retries"],
         timeout_s=m["timeout_s"],
-        depends_on=_json_or(m["depends_on"], "[]", list),
+        depends_on=loads_or(m["depends_on"], "[]", list),
         idempotency_key=m["idempotency_key"],
         tags=decode_tags(m["tags"]),
         owner=m["owner"],
-        notify=_json_or(m["notify"], "[]", list),
+        notify=loads_or(m["notify"], "[]", list),
         result=json.loads(m["result"]) if m["result"] is not None else None,
         result_uri=m["result_uri"],
         error=TaskErrorInfo.model_validate_json(m["error"]) if m["error"] else None,
@@ -289,8 +289,8 @@ def row_to_task(row: Any) -> Task:
     )
 
 
-def _json_or(text: str, empty: str, make: Callable[[], Any]) -> Any:
-    """Decode JSON text; the common empty value without the decoder."""
+def loads_or(text: str, empty: str, make: Callable[[], Any]) -> Any:
+    """Decode JSON text; the common empty value (``"[]"``, ``"{}"``) without the decoder."""
     return make() if text == empty else json.loads(text)
 
 

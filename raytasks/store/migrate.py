@@ -3,9 +3,9 @@
 Every process that opens the store (the manager, the tracker, the notifier, a
 CLI) runs this, under the store's write lock; the first one migrates, the others wait
 for that lock (up to :data:`MIGRATION_WAIT_S`, not the everyday busy timeout) and find
-the store at head. A
-store written by raytasks 0.1 (schema 1, made before migrations were Alembic's)
-has no ``alembic_version`` table: it is stamped at revision 0001 and upgraded.
+the store at head. A store written by raytasks 0.1 (schema 1, made before migrations
+were Alembic's) has no ``alembic_version`` table: it is stamped at revision 0001 and
+upgraded.
 
 A store already at :data:`HEAD` is recognised with one query, without importing
 Alembic (a quarter of a second in every actor that opens the store).
