@@ -26,10 +26,20 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: each socket stays bound until all are picked (ports
+    picked one by one can repeat, and a head given one port twice fails to start)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 class LocalHead:
@@ -41,8 +51,8 @@ class LocalHead:
         # AF_UNIX socket paths are short: keep the temp dir near the root
         self.root = Path(tempfile.mkdtemp(prefix="rth-", dir="/tmp"))
         self.temp_dir = self.root / "ray"
-        self.gcs_port, self.client_port, self.dashboard_port = (free_port(), free_port(),
-                                                                free_port())
+        # every port of the head at once, so no two of them are the same
+        self.gcs_port, self.client_port, self.dashboard_port, *self._ports = free_ports(9)
         self.num_cpus, self.resources = num_cpus, resources or {}
         self.autoscaling_config = autoscaling_config
         # `python` on the nodes is this environment's, as in the raytasks image
@@ -68,15 +78,16 @@ class LocalHead:
     def start(self) -> LocalHead:
         # worker ports above the ephemeral range, where free_port() never lands
         low = random.randrange(61000, 64600, 50)
+        ports = self._ports
         cmd = [RAY, "start", "--head", "--disable-usage-stats",
                f"--temp-dir={self.temp_dir}", f"--port={self.gcs_port}",
                f"--ray-client-server-port={self.client_port}",
                f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
-               f"--num-cpus={self.num_cpus}", f"--node-manager-port={free_port()}",
-               f"--object-manager-port={free_port()}", f"--metrics-export-port={free_port()}",
-               f"--runtime-env-agent-port={free_port()}",
-               f"--dashboard-agent-listen-port={free_port()}",
-               f"--dashboard-agent-grpc-port={free_port()}",
+               f"--num-cpus={self.num_cpus}", f"--node-manager-port={ports[0]}",
+               f"--object-manager-port={ports[1]}", f"--metrics-export-port={ports[2]}",
+               f"--runtime-env-agent-port={ports[3]}",
+               f"--dashboard-agent-listen-port={ports[4]}",
+               f"--dashboard-agent-grpc-port={ports[5]}",
                f"--min-worker-port={low}", f"--max-worker-port={low + 400}"]
         if self.resources:
             cmd.append(f"--resources={json.dumps(self.resources)}")
