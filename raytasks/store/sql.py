@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,7 @@ class SqlTaskStore(TaskStore):
 
     def _lock_events(self, conn: sa.Connection) -> None:
         if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
 
     # -- writes ----------------------------------------------------------------
 
@@ -180,14 +181,13 @@ class SqlTaskStore(TaskStore):
             if batch.events:
                 self._lock_events(conn)
             if batch.inserts:
-                conn.execute(tasks.insert(), [_task_row(r) for r in batch.inserts])
+                _insert_tasks(conn, batch.inserts)
             if batch.logs:  # plain inserts: each line's fenced update is in this batch
                 mark = _mark(conn)
-                conn.exec_driver_sql(
-                    f"INSERT INTO {logs.name} (task_id, attempt, at, stream, line) VALUES "
-                    f"({mark}, {mark}, {mark}, {mark}, {mark})",
-                    [(r["task_id"], r["attempt"], r["at"], r["stream"], r["line"])
-                     for r in batch.logs])
+                _run(conn, f"INSERT INTO {logs.name} (task_id, attempt, at, stream, line) "
+                           f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})",
+                     [(r["task_id"], r["attempt"], r["at"], r["stream"], r["line"])
+                      for r in batch.logs])
             for key, group in _group_updates(batch.updates).items():
                 _apply_updates(conn, key, group)
             if batch.deletes:
@@ -458,7 +458,7 @@ def _manual_transactions(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _begin_immediate(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    _run(conn, "BEGIN IMMEDIATE")
 
 
 def _insert_events(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]:
@@ -470,13 +470,12 @@ def _insert_events(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]
     row by row); PostgreSQL takes them from its sequence in one batch.
     """
     if conn.dialect.name == "sqlite":
-        newest = int(conn.execute(sa.select(sa.func.max(events.c.id))).scalar() or 0)
+        newest = int(_run(conn, f"SELECT max(id) FROM {events.name}").fetchone()[0] or 0)
         ids = list(range(newest + 1, newest + 1 + len(rows)))
-        conn.exec_driver_sql(
-            f"INSERT INTO {events.name} (id, task_id, kind, payload, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(i, e["task_id"], e["kind"], e["payload"], e["created_at"])
-             for i, e in zip(ids, rows, strict=True)])
+        _run(conn, f"INSERT INTO {events.name} (id, task_id, kind, payload, created_at) "
+                   "VALUES (?, ?, ?, ?, ?)",
+             [(i, e["task_id"], e["kind"], e["payload"], e["created_at"])
+              for i, e in zip(ids, rows, strict=True)])
         return ids
     values = [{"task_id": e["task_id"], "kind": e["kind"], "payload": e["payload"],
                "created_at": e["created_at"]} for e in rows]
@@ -485,11 +484,25 @@ def _insert_events(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]
     return [int(r[0]) for r in result]
 
 
-def _task_row(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    out["tags"] = encode_tags(out.get("tags") or [])
-    out["idempotency_scope"] = out.get("owner") or ""
-    return out
+#: Every task column with the value it takes when a new row leaves it out (the
+#: schema's Python-side default, else NULL): plain inserts fill them in themselves.
+_TASK_COLUMNS = tuple((c.name, getattr(c.default, "arg", None)
+                       if c.default is not None and c.default.is_scalar else None)
+                      for c in tasks.c)
+
+
+def _insert_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """New task rows, as one plain executemany on the driver (every column named, so
+    each row gets the schema's defaults, never the driver's)."""
+    mark = _mark(conn)
+    names = ", ".join(name for name, _ in _TASK_COLUMNS)
+    sql = f"INSERT INTO {tasks.name} ({names}) VALUES ({', '.join([mark] * len(_TASK_COLUMNS))})"
+    values = []
+    for row in rows:
+        full = {**row, "tags": encode_tags(row.get("tags") or []),
+                "idempotency_scope": row.get("owner") or ""}
+        values.append(tuple(full.get(name, default) for name, default in _TASK_COLUMNS))
+    _run(conn, sql, values)
 
 
 _UpdateKey = tuple[tuple[str, ...], bool, bool]
@@ -524,9 +537,27 @@ def _apply_updates(conn: sa.Connection, key: _UpdateKey, group: list[RowUpdate])
         if guarded:
             row.append(u.status)
         rows.append(tuple(row))
-    changed = conn.exec_driver_sql(sql, rows).rowcount
+    changed = _run(conn, sql, rows).rowcount
     if changed != len(rows):
         raise StaleWriteError(_stale(conn, group))
+
+
+def _run(conn: sa.Connection, sql: str, rows: list[tuple[Any, ...]] | None = None) -> Any:
+    """Plain SQL in ``conn``'s transaction: on SQLite straight on the driver's cursor
+    (SQLAlchemy's per-statement work cost more than SQLite's), on PostgreSQL through
+    SQLAlchemy's driver call. ``rows``: one tuple per execution (executemany). Returns
+    the cursor (``rowcount`` counts every execution's rows)."""
+    if conn.dialect.name != "sqlite":
+        return conn.exec_driver_sql(sql, rows) if rows is not None else conn.exec_driver_sql(sql)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if rows is None:
+            cursor.execute(sql)
+        else:
+            cursor.executemany(sql, rows)
+    except sqlite3.Error as exc:  # as SQLAlchemy raises it (IntegrityError, OperationalError)
+        raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    return cursor
 
 
 def _mark(conn: sa.Connection) -> str:
