@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,9 @@ class NotificationHub:
         self.cursor = self.ring[-1]["id"] if self.ring else last
         self._new = asyncio.Event()
         self.metrics = MetricsRecorder()
+        #: streams waiting for an event now; ``on_listen`` is called as one starts waiting
+        self.listeners = 0
+        self.on_listen: Callable[[], None] | None = None
 
     async def poll(self) -> int:
         """Read new events from the store into the ring; wake streams. Returns how many."""
@@ -56,10 +60,15 @@ class NotificationHub:
         """Events with id > ``after_id`` (oldest first); waits up to ``timeout_s`` for one."""
         await self.poll()
         if after_id >= self.cursor and timeout_s > 0:
+            self.listeners += 1
+            if self.on_listen is not None:
+                self.on_listen()
             try:
                 await asyncio.wait_for(self._new.wait(), timeout=timeout_s)
             except TimeoutError:
                 return []
+            finally:
+                self.listeners -= 1
         if self.ring and self.ring[0]["id"] <= after_id + 1:
             rows = [r for r in self.ring if r["id"] > after_id][:limit]
         else:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from raytasks.errors import QueueFullError
+from raytasks.manager.waiters import Arrivals
 from raytasks.models import QueuedTask, TaskPriority
 from raytasks.scheduler import TaskScheduler
 
@@ -154,3 +157,35 @@ def test_stats_follow_tasks_as_they_come_and_go() -> None:
     s.pop(first, now=10)
     after = s.stats(now=60)  # c came due
     assert after.waiting == {"HIGH": 1, "MEDIUM": 0, "LOW": 1} and after.delayed == 0
+
+
+def test_each_arrival_wakes_one_waiting_executor() -> None:
+    async def scenario() -> list[int]:
+        arrivals = Arrivals()
+        woken: list[int] = []
+
+        async def executor(n: int, types: list[str]) -> None:
+            await arrivals.wait(types, timeout_s=5.0)
+            woken.append(n)
+
+        # Given three idle executors of one type, the third also waiting for another type
+        waiting = [asyncio.create_task(executor(1, ["a"])), asyncio.create_task(executor(2, ["a"])),
+                   asyncio.create_task(executor(3, ["a", "b"]))]
+        await asyncio.sleep(0)
+        counts = []
+        # When one task arrives, one executor wakes; the others sleep on
+        arrivals.arrived("a")
+        await asyncio.sleep(0.01)
+        counts.append(len(woken))
+        # When two more arrive (one of the other type), every executor has woken once
+        arrivals.arrived("b")
+        arrivals.arrived("a")
+        await asyncio.sleep(0.01)
+        counts.append(len(woken))
+        # And an arrival with nobody waiting wakes nobody later
+        arrivals.arrived("a")
+        await asyncio.gather(*waiting)
+        counts.append(len(set(woken)))
+        return counts
+
+    assert asyncio.run(scenario()) == [1, 3, 3]

@@ -27,9 +27,21 @@ class Arrivals:
                         del self._by_type[t]
 
     def arrived(self, task_type: str) -> None:
-        for future in self._by_type.pop(task_type, set()):
+        """A task of ``task_type`` can run: wake one executor waiting for it.
+
+        One per task: a lone task wakes one idle executor, not every one of them (each
+        woken executor runs a lease round of its own), and a batch wakes as many as it
+        has tasks. Any waiter of the type can lease what any other could, so the others
+        sleep on; one already woken (for another of its types) is passed over.
+        """
+        futures = self._by_type.get(task_type)
+        while futures:
+            future = futures.pop()
             if not future.done():
                 future.set_result(None)
+                break
+        if futures is not None and not futures:
+            del self._by_type[task_type]
 
     def at(self, when_s: float, task_type: str) -> None:
         """Wake waiters of ``task_type`` after ``when_s`` seconds (a delayed retry comes due)."""

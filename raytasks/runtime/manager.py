@@ -31,6 +31,7 @@ class Manager(TaskManagerCore):
         self.peers = Peers(settings.namespace)
         self.gauges = RayQueueGauges()
         self._last_poke = 0.0
+        self._pokes_until = 0.0
         self.recovered = self.reconcile()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._expiry_loop()),
@@ -54,14 +55,22 @@ class Manager(TaskManagerCore):
                 log.exception("lease expiry failed")
             if time.monotonic() - self._last_poke > 1.0:
                 # also wakes a restarted notifier, whose loops start with it
-                self._poke_notifier([])
+                self._poke()
                 self.gauges.update({"queues": [q.model_dump() for q in self.queue_stats()]})
 
+    def want_pokes(self, seconds: float) -> None:
+        """The notifier has streams waiting: poke it as events commit, for ``seconds``."""
+        self._pokes_until = time.monotonic() + min(seconds, 60.0)
+
     def _poke_notifier(self, _events: list[dict[str, Any]]) -> None:
+        """Events committed: poke the notifier while its streams wait (at most every
+        ``NOTIFIER_POKE_S``); else its own poll picks them up within its interval."""
         now = time.monotonic()
-        if now - self._last_poke < NOTIFIER_POKE_S:
-            return  # the notifier's own poll picks these up within its interval
-        self._last_poke = now
+        if now < self._pokes_until and now - self._last_poke >= NOTIFIER_POKE_S:
+            self._poke()
+
+    def _poke(self) -> None:
+        self._last_poke = time.monotonic()
         notifier = self.peers.get(NOTIFIER)
         if notifier is not None:
             notifier.poll.remote()

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ..notifications import NotificationHub
 from ..notify import Dispatcher
 from ..settings import Settings
 from ..store import SqlTaskStore
-from .actors import every
+from .actors import MANAGER, Peers, every
 
 log = logging.getLogger(__name__)
+
+#: While streams wait, the manager is asked to poke this actor as events commit, for
+#: this long; asked again at most every ``ASK_EVERY_S`` while any stream waits.
+POKES_FOR_S = 5.0
+ASK_EVERY_S = 1.0
 
 
 class Notifier(NotificationHub):
@@ -25,10 +31,29 @@ class Notifier(NotificationHub):
         # its own store connection: the dispatcher's blocking I/O runs in a thread
         self.dispatcher = Dispatcher(SqlTaskStore(settings.store_url, busy_timeout_s=busy),
                                      settings.notify)
+        self.peers = Peers(settings.namespace)
+        self._asked = 0.0
+        self.on_listen = self._want_pokes
         loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(every(0.2, self.poll, "event poll failed"))]
+        self._loops = [loop.create_task(every(0.2, self._tick, "event poll failed"))]
         if self.dispatcher.channels:
             self._loops.append(loop.create_task(self._deliver_loop()))
+
+    async def _tick(self) -> None:
+        if self.listeners:
+            self._want_pokes()
+        await self.poll()
+
+    def _want_pokes(self) -> None:
+        """Streams wait: have the manager poke this actor as events commit (no stream
+        waits: no pokes, and this actor reads new events on its own timer)."""
+        now = time.monotonic()
+        if now - self._asked < ASK_EVERY_S:
+            return
+        manager = self.peers.get(MANAGER)
+        if manager is not None:
+            self._asked = now
+            manager.want_pokes.remote(POKES_FOR_S)
 
     async def _deliver_loop(self) -> None:
         while True:
