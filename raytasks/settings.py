@@ -175,6 +175,10 @@ class ApiSettings(BaseModel):
     port: int = 8265 + 1000
     tokens: list[ApiToken] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_wrong_tokens: int = Field(
+        default=20, ge=1, description="wrong tokens one client address may present per "
+        "minute (bearer, dashboard login, WebSocket hello); past it the address is refused "
+        "with 429 until the minute has room again")
 
 
 class QuotaSettings(BaseModel):

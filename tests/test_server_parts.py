@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from raytasks.errors import QuotaExceededError
-from raytasks.server.auth import Principal
+from raytasks.server.auth import Principal, WrongTokens
 from raytasks.server.common import LiveReaders
 from raytasks.server.socket import MAX_TRACKED, EventStream, HelloFilter
 
@@ -79,3 +79,24 @@ def test_live_readers_are_counted_per_owner_and_freed_once() -> None:
         readers.acquire("alice")
     second()
     assert readers.by_owner["alice"] == 1
+
+
+def test_wrong_tokens_refuse_an_address_past_the_limit_until_the_window_has_room() -> None:
+    now = [1000.0]
+    wrong = WrongTokens(limit=3, window_s=60.0, clock=lambda: now[0], max_addresses=2)
+    # Given three wrong tokens from one address, a second apart
+    for _ in range(3):
+        assert wrong.refused_for("10.0.0.1") == 0.0
+        wrong.wrong("10.0.0.1")
+        now[0] += 1.0
+    # Then it is refused until the first of them leaves the window; others are not
+    assert wrong.refused_for("10.0.0.1") == pytest.approx(57.0)
+    assert wrong.refused_for("10.0.0.2") == 0.0
+    now[0] += 57.0
+    assert wrong.refused_for("10.0.0.1") == 0.0  # room for one more try
+    wrong.wrong("10.0.0.1")
+    assert wrong.refused_for("10.0.0.1") == pytest.approx(1.0)
+    # And memory stays bounded: the address wrong longest ago is forgotten first
+    wrong.wrong("10.0.0.2")
+    wrong.wrong("10.0.0.3")
+    assert wrong.refused_for("10.0.0.1") == 0.0

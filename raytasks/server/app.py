@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
@@ -46,7 +47,7 @@ from ..models import QueueStats
 from ..runtime import Runtime
 from . import pages, routes_schedules, routes_tasks
 from .auth import CSRF_HEADER, SESSION_COOKIE, SESSION_TTL_S, principal_for
-from .common import Auth, CsrfRefused, Services, Unauthorized
+from .common import Auth, CsrfRefused, Services, TooManyWrongTokens, Unauthorized
 from .edge import Edge, ErrorBody, error, scrub
 from .socket import serve_socket
 
@@ -125,6 +126,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
+    @app.exception_handler(TooManyWrongTokens)
+    async def _too_many_wrong(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TooManyWrongTokens)
+        response = error(429, "TooManyWrongTokens", str(exc))
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return response
+
     @app.exception_handler(CsrfRefused)
     async def _csrf(_: Request, __: Exception) -> JSONResponse:
         return error(403, "CsrfError", f"a request with the session cookie must send the "
@@ -144,9 +152,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         origin = request.headers.get("origin")
         if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
             raise CsrfRefused()
-        who = principal_for(body.token, svc.tokens())
-        if who is None:
-            raise Unauthorized()
+        who = svc.vet(request, lambda: principal_for(body.token, svc.tokens()))
         session_id, session = sessions.open(who)
         response.set_cookie(SESSION_COOKIE, session_id, max_age=int(SESSION_TTL_S),
                             httponly=True, samesite="strict", path="/",

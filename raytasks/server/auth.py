@@ -7,6 +7,10 @@ it keeps in memory only; every state-changing request made with the cookie must
 echo that token in ``X-CSRF-Token``. Nothing is kept in ``localStorage``.
 Sessions live in the server process: restarting ``raytasks serve`` logs
 dashboards out.
+
+Guessing is slowed per client address (:class:`WrongTokens`): past
+``api.max_wrong_tokens`` wrong tokens in a minute, the address is refused (429) before
+its token is checked, a right one included, until the minute has room again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +29,10 @@ SESSION_COOKIE = "raytasks_session"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_TTL_S = 12 * 3600.0
 MAX_SESSIONS = 10_000
+#: The window over which wrong tokens are counted, per client address.
+WRONG_TOKEN_WINDOW_S = 60.0
+#: Client addresses whose wrong tokens are remembered at once (the oldest go first).
+MAX_TRACKED_ADDRESSES = 10_000
 
 
 def hash_token(token: str) -> str:
@@ -102,3 +111,50 @@ class Sessions:
     def close(self, session_id: str | None) -> None:
         if session_id:
             self._by_id.pop(session_id, None)
+
+
+class WrongTokens:
+    """Wrong tokens by client address, over a sliding window.
+
+    An address that presented ``limit`` wrong tokens within ``window_s`` is refused
+    until the oldest of them leaves the window: its next token is not checked at all,
+    so a right guess is refused like a wrong one and guessing runs at ``limit`` tries
+    per window. Only wrong tokens count (an expired session cookie is no guess), and a
+    right token does not clear the count.
+    """
+
+    def __init__(self, limit: int, window_s: float = WRONG_TOKEN_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_addresses: int = MAX_TRACKED_ADDRESSES) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self.max_addresses = max_addresses
+        self._by_address: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def refused_for(self, address: str) -> float:
+        """Seconds until ``address`` may present a token again (0.0: it may now)."""
+        wrong = self._recent(address)
+        if wrong is None or len(wrong) < self.limit:
+            return 0.0
+        return max(0.0, wrong[0] + self.window_s - self.clock())
+
+    def wrong(self, address: str) -> None:
+        """``address`` presented a wrong token."""
+        wrong = self._recent(address)
+        if wrong is None:
+            wrong = self._by_address[address] = deque(maxlen=self.limit)
+            while len(self._by_address) > self.max_addresses:
+                self._by_address.popitem(last=False)
+        wrong.append(self.clock())
+        self._by_address.move_to_end(address)
+
+    def _recent(self, address: str) -> deque[float] | None:
+        wrong = self._by_address.get(address)
+        if wrong is None:
+            return None
+        cutoff = self.clock() - self.window_s
+        while wrong and wrong[0] <= cutoff:
+            wrong.popleft()
+        if not wrong:
+            del self._by_address[address]
+            return None
+        return wrong

@@ -15,13 +15,14 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from .. import tokens as token_file
 from ..api import ProgressTracker, TaskExecutionEngine, TaskManager, TaskNotificationService
 from ..errors import QuotaExceededError, SettingsError, TaskNotFoundError
 from ..models import Task, TaskCreateRequest
 from ..settings import ApiToken, Settings
-from .auth import CSRF_HEADER, SESSION_COOKIE, Principal, Sessions, authenticate
+from .auth import CSRF_HEADER, SESSION_COOKIE, Principal, Sessions, WrongTokens, authenticate
 from .edge import scrub
 
 log = logging.getLogger("raytasks.server")
@@ -36,6 +37,14 @@ class Unauthorized(Exception):
 
 class CsrfRefused(Exception):
     """A cookie-authenticated change without the session's CSRF token: 403."""
+
+
+class TooManyWrongTokens(Exception):
+    """The caller's address presented too many wrong tokens lately: 429."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many wrong tokens; try again in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -83,6 +92,10 @@ class Services:
     engine: TaskExecutionEngine
     sessions: Sessions = field(default_factory=Sessions)
     live: LiveReaders = field(default_factory=LiveReaders)
+    wrong: WrongTokens = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.wrong = WrongTokens(self.settings.api.max_wrong_tokens)
 
     def tokens(self) -> list[ApiToken]:
         """The tokens accepted now: the settings' and the token file's (re-read when it
@@ -92,6 +105,24 @@ class Services:
         except SettingsError as exc:  # a broken file: its tokens are not accepted
             log.error("the token file is not readable, only api.tokens are accepted: %s", exc)
             return list(self.settings.api.tokens)
+
+    def vet(self, caller: HTTPConnection, check: Callable[[], Principal | None]) -> Principal:
+        """The principal of the token the caller presents (``check`` looks it up), with
+        the caller's address answering for its wrong tokens.
+
+        Raises:
+            TooManyWrongTokens: the address is refused for now; the token is not checked.
+            Unauthorized: a wrong token.
+        """
+        address = caller.client.host if caller.client else "unknown"
+        wait = self.wrong.refused_for(address)
+        if wait > 0:
+            raise TooManyWrongTokens(wait)
+        found = check()
+        if found is None:
+            self.wrong.wrong(address)
+            raise Unauthorized()
+        return found
 
     async def own_task(self, task_id: str, who: Principal) -> Task:
         """The task, if ``who`` may see it; else the same 404 as an unknown id."""
@@ -119,10 +150,7 @@ def principal(request: Request,
     svc = services(request)
     header = request.headers.get("authorization")
     if header:
-        found = authenticate(header, svc.tokens())
-        if found is None:
-            raise Unauthorized()
-        return found
+        return svc.vet(request, lambda: authenticate(header, svc.tokens()))
     session = svc.sessions.get(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise Unauthorized()

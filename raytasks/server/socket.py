@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from ..models import TaskStatus
 from .auth import SESSION_COOKIE, Principal, principal_for
-from .common import Services
+from .common import Services, TooManyWrongTokens, Unauthorized
 from .edge import scrub, strict_json
 from .logs import MAX_LOG_TASKS, SocketLogs
 
@@ -121,7 +121,15 @@ async def serve_socket(socket: WebSocket, svc: Services) -> None:
         return
     who: Principal | None = None
     if hello.token is not None:
-        who = principal_for(hello.token, svc.tokens())
+        token = hello.token
+        try:
+            who = svc.vet(socket, lambda: principal_for(token, svc.tokens()))
+        except TooManyWrongTokens as exc:
+            await socket.send_json({"error": "TooManyWrongTokens", "message": str(exc)})
+            await _close(socket, 1008, "too many wrong tokens from this address")
+            return
+        except Unauthorized:
+            who = None
     elif _same_origin(socket):
         session = svc.sessions.get(socket.cookies.get(SESSION_COOKIE))
         who = session.principal if session else None
