@@ -6,18 +6,24 @@ Body: the event as JSON (``event_id``, ``kind``, ``task_id``, ``status``,
 Headers: ``X-Raytasks-Event-Id`` (de-duplicate on it: delivery is at least
 once), ``X-Raytasks-Timestamp`` and ``X-Raytasks-Signature: sha256=<hex>``, the
 HMAC-SHA256 with the target's secret of ``"<timestamp>.<body>"``.
+
+The host is resolved once per post, by the target check, and the post connects
+only to the addresses that check vetted: a DNS answer that changes between the
+check and the connection (DNS rebinding) cannot move the post to a denied
+address. For https, TLS still verifies the certificate against the URL's host.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,11 +73,38 @@ def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
     return found
 
 
-def check_target(url: str, settings: NotifySettings) -> None:
+_DEFAULT_PORTS = {"http": http.client.HTTP_PORT, "https": http.client.HTTPS_PORT}
+
+
+@dataclass(frozen=True)
+class VettedTarget:
+    """A webhook URL that passed :func:`check_target`, and where a post to it may connect.
+
+    ``host`` is the URL's host in lower case, IDNA-encoded, without a trailing dot:
+    what the ``Host`` header names and TLS verifies. ``sockaddrs`` are the resolved
+    ``(family, sockaddr)`` pairs the check passed, in resolution order.
+    """
+
+    scheme: str
+    host: str
+    port: int
+    sockaddrs: tuple[tuple[int, tuple[Any, ...]], ...]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The vetted ``(ip, port)`` pairs, in resolution order."""
+        return [(str(sockaddr[0]), int(sockaddr[1])) for _, sockaddr in self.sockaddrs]
+
+
+def check_target(url: str, settings: NotifySettings) -> VettedTarget:
     """Refuse webhook URLs that point at cloud metadata services or outside the allow list.
 
     Every address the host resolves to is checked, and so is every IPv4 address
     embedded in an IPv6 one (:func:`embedded_ipv4`).
+
+    Returns:
+        the host, port and the addresses that passed; connect to those only, since
+        resolving the host again may give another answer (DNS rebinding).
 
     Raises:
         NotificationError: saying which rule refused the URL.
@@ -79,15 +112,22 @@ def check_target(url: str, settings: NotifySettings) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise NotificationError(f"webhook URL {url!r} must be http(s)://host/...")
+    if parts.username is not None:
+        raise NotificationError(f"webhook URL for {parts.hostname!r} must not carry a user "
+                                "name or password (receivers check the signature instead)")
     host = parts.hostname.lower().rstrip(".")
     if settings.allow_hosts and host not in settings.allow_hosts:
         raise NotificationError(f"webhook host {host!r} is not in notify.allow_hosts")
     if host in settings.deny_hosts:
         raise NotificationError(f"webhook host {host!r} is denied (notify.deny_hosts)")
+    port = parts.port if parts.port is not None else _DEFAULT_PORTS[parts.scheme]
     try:
-        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+        ascii_host = host.encode("idna").decode("ascii")  # what getaddrinfo looks up
+        infos = socket.getaddrinfo(ascii_host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise NotificationError(f"webhook host {host!r} does not resolve: {exc}") from None
+    if not infos:
+        raise NotificationError(f"webhook host {host!r} does not resolve to any address")
     networks = [ipaddress.ip_network(n) for n in settings.deny_networks]
     for info in infos:
         resolved = ipaddress.ip_address(str(info[4][0]).split("%")[0])
@@ -99,22 +139,66 @@ def check_target(url: str, settings: NotifySettings) -> None:
                         + (f" (IPv4 {address} inside)" if address != resolved else "")
                         + f", inside denied network {network} (cloud metadata and other "
                         "internal services)")
+    return VettedTarget(parts.scheme, ascii_host, port,
+                        tuple((int(info[0]), tuple(info[4])) for info in infos))
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect could point past the target check (at a metadata address): refuse it."""
+def _connect(target: VettedTarget, timeout_s: float) -> socket.socket:
+    """A TCP connection to the first vetted address that accepts, tried in resolution order.
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    Raises:
+        OSError: the first address's error when none accepts (as
+            :func:`socket.create_connection` does).
+    """
+    errors: list[OSError] = []
+    for family, sockaddr in target.sockaddrs:
+        sock: socket.socket | None = None
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.settimeout(timeout_s)
+            sock.connect(sockaddr)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            errors.append(exc)
+            if sock is not None:
+                sock.close()
+    raise errors[0]
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a vetted target: the ``Host`` header names the host, the TCP connection
+    goes to a vetted address, and the host is never resolved again."""
+
+    def __init__(self, target: VettedTarget, timeout_s: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout_s)
+        self.target, self.timeout_s = target, timeout_s
+
+    def connect(self) -> None:
+        self.sock = _connect(self.target, self.timeout_s)
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    """HTTPS to a vetted target: TCP to a vetted address, while the TLS handshake sends
+    the host as SNI and verifies the certificate against it (the default context)."""
+
+    default_port = http.client.HTTPS_PORT
+
+    def __init__(self, target: VettedTarget, timeout_s: float) -> None:
+        super().__init__(target, timeout_s)
+        self.tls = ssl.create_default_context()
+        self.tls.set_alpn_protocols(["http/1.1"])  # as http.client's own default
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.target.host)
 
 
 class WebhookChannel:
     """Posts events to one target. A refused target dead-letters the event at once; an
     error status is retried with backoff by the dispatcher; an unreachable receiver
-    pauses the channel."""
+    pauses the channel. Redirects are never followed: one could point past the target
+    check (at a metadata address), so a 3xx is an error status like any other."""
 
     def __init__(self, target: WebhookTarget, settings: NotifySettings) -> None:
         self.target = target
@@ -128,7 +212,7 @@ class WebhookChannel:
         return [self.target.url], []
 
     def send(self, payload: dict[str, Any], target: str, now: float) -> str:
-        """Post once; ``"delivered"``, or raise.
+        """Post once, to an address the target check vetted; ``"delivered"``, or raise.
 
         Raises:
             Undeliverable: the target check refused the URL.
@@ -136,12 +220,12 @@ class WebhookChannel:
             RuntimeError: the receiver answered with an error status.
         """
         try:
-            check_target(self.target.url, self.settings)
+            vetted = check_target(self.target.url, self.settings)
         except NotificationError as exc:
             raise Undeliverable(str(exc)) from None
         try:
-            status = self._post(payload)
-        except (OSError, urllib.error.URLError) as exc:
+            status = self._post(vetted, payload)
+        except OSError as exc:
             raise ChannelDown(f"{type(exc).__name__}: {exc}") from None
         if not 200 <= status < 300:
             raise RuntimeError(f"HTTP {status}")
@@ -153,18 +237,23 @@ class WebhookChannel:
     def flush(self, now: float) -> list[dict[str, Any]]:
         return []
 
-    def _post(self, payload: dict[str, Any]) -> int:
+    def _post(self, vetted: VettedTarget, payload: dict[str, Any]) -> int:
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
         stamp = str(int(time.time()))
-        request = urllib.request.Request(self.target.url, data=body, method="POST", headers={
-            "Content-Type": "application/json",
-            "User-Agent": "raytasks-webhook/1",
-            "X-Raytasks-Event-Id": str(payload["event_id"]),
-            "X-Raytasks-Timestamp": stamp,
-            SIGNATURE_HEADER: sign(self.target.secret.get_secret_value(), stamp, body),
-        })
+        parts = urlsplit(self.target.url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection_class = (_PinnedHTTPSConnection if vetted.scheme == "https"
+                            else _PinnedHTTPConnection)
+        connection = connection_class(vetted, self.target.timeout_s)
         try:
-            with _OPENER.open(request, timeout=self.target.timeout_s) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
+            connection.request("POST", path, body=body, headers={
+                "Content-Type": "application/json",
+                "User-Agent": "raytasks-webhook/1",
+                "Connection": "close",
+                "X-Raytasks-Event-Id": str(payload["event_id"]),
+                "X-Raytasks-Timestamp": stamp,
+                SIGNATURE_HEADER: sign(self.target.secret.get_secret_value(), stamp, body),
+            })
+            return int(connection.getresponse().status)
+        finally:
+            connection.close()
