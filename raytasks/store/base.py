@@ -257,9 +257,10 @@ def decode_tags(raw: str | None) -> list[str]:
 
 
 def row_to_task(row: Any) -> Task:
-    """A stored row as a Task. The store wrote every field in its model's form, so the
-    model is built without validating again (the finished-task stream reads many)."""
-    m = row._mapping
+    """A stored row (a result row, or a mapping of its columns) as a Task. The store
+    wrote every field in its model's form, so the model is built without validating
+    again (the finished-task stream reads many)."""
+    m = getattr(row, "_mapping", row)
     return Task.model_construct(
         id=m["id"],
         name=m["name"],

@@ -303,17 +303,19 @@ class SqlTaskStore(TaskStore):
     # -- reads -----------------------------------------------------------------
 
     def get(self, task_id: str) -> Task | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
-        return row_to_task(row) if row else None
+        return self.get_many([task_id]).get(task_id)
 
     def get_many(self, task_ids: list[str]) -> dict[str, Task]:
+        """The stored tasks among ``task_ids``, by id (plain SQL: every finished task a
+        client waits for is read here)."""
         out: dict[str, Task] = {}
         with self.engine.connect() as conn:
+            mark = _mark(conn)
             for start in range(0, len(task_ids), 500):
                 chunk = task_ids[start:start + 500]
-                for row in conn.execute(sa.select(tasks).where(tasks.c.id.in_(chunk))):
-                    task = row_to_task(row)
+                sql = f"{_SELECT_TASKS} WHERE id IN ({', '.join([mark] * len(chunk))})"
+                for values in _query(conn, sql, chunk):
+                    task = row_to_task(dict(zip(_TASK_NAMES, values, strict=True)))
                     out[task.id] = task
         return out
 
@@ -489,6 +491,22 @@ def _insert_events(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]
 _TASK_COLUMNS = tuple((c.name, getattr(c.default, "arg", None)
                        if c.default is not None and c.default.is_scalar else None)
                       for c in tasks.c)
+
+
+_TASK_NAMES = tuple(name for name, _ in _TASK_COLUMNS)
+_SELECT_TASKS = f"SELECT {', '.join(_TASK_NAMES)} FROM {tasks.name}"
+
+
+def _query(conn: sa.Connection, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows of a plain SQL query (straight on the driver's cursor on SQLite)."""
+    if conn.dialect.name != "sqlite":
+        return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(params))]
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        rows: list[tuple[Any, ...]] = cursor.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+    return rows
 
 
 def _insert_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
