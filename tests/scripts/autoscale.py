@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -41,6 +42,15 @@ def wait(predicate: Any, timeout_s: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.2)
+
+
+def _ran_on(tm: TaskManager, task_id: str, attempt: int) -> str | None:
+    """The executor an attempt started on, from raytasks' first line in the task's log."""
+    for row in tm.logs_sync(task_id, attempt):
+        found = re.match(r"attempt \d+ started on (\S+) ", row["line"])
+        if row["stream"] == "raytasks" and found:
+            return found[1]
+    return None
 
 
 def main(address: str, data_dir: str) -> None:
@@ -85,6 +95,11 @@ def main(address: str, data_dir: str) -> None:
             seen[state["executor_id"]] = {"node_on_trainer": state["node_id"] in grown,
                                           "completed": state["completed"]}
     out["executors"] = list(seen.values())
+    # where each task's accepted attempt ran, from its own log (an executor's completed
+    # count is its process's: a replaced or retired process takes its count with it)
+    out["attempts"] = [t.attempt for t in done]
+    out["ran_on_trainers"] = [
+        seen.get(_ran_on(tm, t.id, t.attempt), {}).get("node_on_trainer") for t in done]
     from ray.util.state import list_tasks
 
     trials = list_tasks(filters=[("func_or_class_name", "=", "_score_trial")], limit=1000,
