@@ -491,8 +491,6 @@ def _insert_events(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[int]
 _TASK_COLUMNS = tuple((c.name, getattr(c.default, "arg", None)
                        if c.default is not None and c.default.is_scalar else None)
                       for c in tasks.c)
-
-
 _TASK_NAMES = tuple(name for name, _ in _TASK_COLUMNS)
 _SELECT_TASKS = f"SELECT {', '.join(_TASK_NAMES)} FROM {tasks.name}"
 
@@ -513,8 +511,8 @@ def _insert_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """New task rows, as one plain executemany on the driver (every column named, so
     each row gets the schema's defaults, never the driver's)."""
     mark = _mark(conn)
-    names = ", ".join(name for name, _ in _TASK_COLUMNS)
-    sql = f"INSERT INTO {tasks.name} ({names}) VALUES ({', '.join([mark] * len(_TASK_COLUMNS))})"
+    sql = (f"INSERT INTO {tasks.name} ({', '.join(_TASK_NAMES)}) "
+           f"VALUES ({', '.join([mark] * len(_TASK_NAMES))})")
     values = []
     for row in rows:
         full = {**row, "tags": encode_tags(row.get("tags") or []),
