@@ -25,7 +25,7 @@ from raytasks.notify.webhooks import SIGNATURE_HEADER, WebhookChannel
 from raytasks.settings import ChannelRule, EmailSettings, NotifySettings, WebhookTarget
 from raytasks.store import open_store
 from tests.conftest import wait_for
-from tests.receivers import SmtpSink, WebhookReceiver
+from tests.receivers import SmtpSink, WebhookReceiver, self_signed
 
 
 @pytest.mark.parametrize("url", [
@@ -201,8 +201,6 @@ def test_rate_limit_counts_the_normalised_address_and_sends_one_digest(tmp_path:
 
 
 def test_starttls_and_login(tmp_path: Path) -> None:
-    from tests.receivers import self_signed
-
     tls, ca = self_signed(tmp_path)
     smtp = SmtpSink(tls=tls, login=("raytasks", "pa55"))
     try:
@@ -404,42 +402,11 @@ def test_a_webhook_url_with_credentials_is_refused_without_echoing_them() -> Non
     assert "pa55" not in str(refused.value)
 
 
-def _localhost_tls(directory: Path) -> tuple[Any, str]:
-    """A server TLS context for the name ``localhost`` only, and its certificate's path."""
-    import datetime
-    import ssl
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = directory / "localhost.crt", directory / "localhost.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return context, str(cert_path)
-
-
 def test_https_verifies_the_urls_host_while_connecting_to_the_vetted_address(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         recorder: Callable[..., _Recorder]) -> None:
     # Given an HTTPS receiver on 127.0.0.1 whose certificate names only "localhost"
-    tls, cert_path = _localhost_tls(tmp_path)
+    tls, cert_path = self_signed(tmp_path, "localhost")
     hook = recorder(tls=tls)
     url = f"https://localhost:{hook.port}/hook"
     # When the certificate is not trusted, Then the channel is down and nothing is posted
