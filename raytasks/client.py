@@ -168,6 +168,9 @@ class AsyncCombiner(Generic[I, R]):
         self._queue.append((item, future))
         if not self._busy:
             self._busy = True
+            # one turn of the loop first: calls made in the same turn (a gather of
+            # submits) join this one instead of waiting for it
+            await asyncio.sleep(0)
             await self._drain()
         outcome = await future
         if isinstance(outcome, BaseException):

@@ -126,6 +126,26 @@ class Ack(NamedTuple):
     timeout_s: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class IntakeGrant:
+    """What a client may commit itself (the direct intake), and where.
+
+    ``credits``: tasks it may add to each queue before ``ttl_s`` (from its request) has
+    passed; the manager holds that much room for it. ``types``: per task type the
+    version whose parameter model the client must have validated with (None: the type
+    has no model), and the defaults of ``timeout_s`` and ``max_retries`` a request
+    without them gets.
+    """
+
+    store_url: str
+    credits: dict[str, int]
+    ttl_s: float
+    types: dict[str, tuple[int | None, float | None, int]]
+    max_parameters_bytes: int
+    #: the Ray node the manager runs on: a SQLite store is shared on that node only
+    node_id: str | None = None
+
+
 class WatchAnswer(NamedTuple):
     """Tasks a session watches that had already finished, and ids that do not exist."""
 

@@ -242,6 +242,14 @@ class Settings(BaseSettings):
         "0: min(2 s, lease_ttl_s / 4), well under the lease TTL so one stall cannot expire "
         "healthy leases")
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    direct_intake: bool = Field(
+        default=True, description="a client that can open the store commits its plain "
+        "submits itself (durable before the answer, no call to the manager on the way); "
+        "the manager adopts them")
+    intake_credits: int = Field(default=5000, ge=1, description="most tasks a client may "
+                                "commit itself into one queue per grant")
+    intake_grant_ttl_s: float = Field(default=10.0, gt=0, description="how long a grant of "
+                                      "queue room to a direct-intake client holds")
 
     default_timeout_s: float | None = Field(default=3600.0, gt=0)
     default_max_retries: int = Field(default=3, ge=0)

@@ -214,7 +214,8 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
     report = check(store, done, chains, [e.event_id for e in seen], settings.artifact_root)
     store.close()
     report.update(tasks=len(ids), seconds=round(elapsed, 1), kills=dict(chaos.done),
-                  cancelled_by_client=len(cancels), store=store_url.split(":")[0])
+                  cancelled_by_client=len(cancels), store=store_url.split(":")[0],
+                  committed_by_the_client=runtime.session.direct.committed)
     runtime.shutdown()
     return report
 

@@ -56,7 +56,7 @@ def test_a_lone_call_goes_at_once_and_concurrent_calls_go_together() -> None:
     assert outcomes == ["odd 3", 40, "odd 5", 60, "odd 7", 80]
 
 
-async def test_async_calls_made_while_one_is_in_flight_go_together() -> None:
+async def test_async_calls_of_one_turn_go_together_and_later_ones_wait_for_the_next() -> None:
     sent: list[list[int]] = []
 
     async def send(items: list[int]) -> list[Any]:
@@ -65,8 +65,11 @@ async def test_async_calls_made_while_one_is_in_flight_go_together() -> None:
         return [i + 1 for i in items]
 
     combiner: AsyncCombiner[int, int] = AsyncCombiner(send)
-    results = await asyncio.gather(*(combiner.call(i) for i in range(5)))
-    assert results == [1, 2, 3, 4, 5] and sent == [[0], [1, 2, 3, 4]]
+    first = asyncio.gather(*(combiner.call(i) for i in range(3)))  # one turn of the loop
+    await asyncio.sleep(0.002)  # their call is in flight
+    later = asyncio.gather(*(combiner.call(i) for i in range(3, 5)))
+    assert await first == [1, 2, 3] and await later == [4, 5]
+    assert sent == [[0, 1, 2], [3, 4]]
 
 
 def test_client_validation_names_the_field_as_the_manager_does() -> None:

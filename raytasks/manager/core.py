@@ -29,6 +29,7 @@ from ..errors import InvalidTransitionError, RaytasksError, TaskNotFoundError
 from ..handlers import BUILTIN_TYPES
 from ..messages import (
     Ack,
+    IntakeGrant,
     Lease,
     LeaseRequest,
     NewTask,
@@ -51,7 +52,7 @@ from ..registry import TaskTypeRegistry, TaskTypeSpec
 from ..schedules.models import Schedule, ScheduleCreateRequest
 from ..settings import Settings
 from ..store import SqlTaskStore
-from ..store.base import TaskRows
+from ..store.base import ActiveRow, TaskRows
 from .archive import archive
 from .changes import Changes
 from .deps import Dependencies
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[list[dict[str, Any]]], None]
 CancelSink = Callable[[str, str, int], None]
+
+_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
 
 #: How many report_and_lease answers are remembered for retried calls.
 ANSWERS_KEPT = 1024
@@ -97,6 +100,10 @@ class TaskManagerCore:
         self.on_events: EventSink | None = None
         self.on_cancel: CancelSink | None = None
         self.ops = Changes(self, rng or random.Random())
+        #: tasks being adopted from the direct intake, by id (resolved once in memory)
+        self._adopting: dict[str, asyncio.Future[None]] = {}
+        self._intake_seen: set[str] = set()
+        self.node_id: str | None = None  # the Ray node (set by the actor)
 
     # ------------------------------------------------------------------ start
 
@@ -168,9 +175,15 @@ class TaskManagerCore:
     async def _create(self, requests: Sequence[CreateRequest], ids: list[str], enqueue: bool,
                       checked: dict[str, int] | None = None,
                       watch: str | None = None) -> list[Task | dict[str, Any]]:
-        full = False
+        full, adopted = False, False
         while True:  # a repeat needs a dependency to be retried and end again meanwhile
             known = await self._known(requests, ids, full=full)
+            unadopted = [d for d, (status, _owner) in known.deps.items()
+                         if status in _ACTIVE and d not in self.active]
+            if unadopted and not adopted:  # committed by a client, its notice not here yet
+                await self._adopt(unadopted)
+                adopted = True
+                continue
             try:
                 results: list[Task | dict[str, Any]] = await self.pipeline.run(
                     self.ops.create(requests, ids, known, enqueue, checked=checked,
@@ -212,6 +225,17 @@ class TaskManagerCore:
         self.sessions.watch(session_id, waiting)
         rest = [t for t in task_ids if t not in self.active]
         found = await asyncio.to_thread(self.store.get_many, rest) if rest else {}
+        live = [t for t, task in found.items() if task.status in _ACTIVE]
+        if live:  # a client committed it, its notice not here yet (or adopted meanwhile)
+            await self._adopt([t for t in live if t not in self.active])
+            watched = [t for t in live if t in self.active]
+            self.sessions.watch(session_id, watched)
+            ended = [t for t in live if t not in self.active]  # finished meanwhile
+            for task_id in watched:
+                del found[task_id]
+            if ended:
+                found.update(await asyncio.to_thread(self.store.get_many, ended))
+            rest = [t for t in rest if t not in watched]
         loaded = await asyncio.to_thread(lambda: [_with_artifact(t) for t in found.values()])
         return WatchAnswer(finished=loaded, missing=[t for t in rest if t not in found])
 
@@ -263,11 +287,104 @@ class TaskManagerCore:
 
     async def enqueue(self, task_id: str, priority: TaskPriority | None = None) -> Task:
         """Queue a created task (``TaskQueueManager.submit_task``); repeating it is harmless."""
-        if task_id not in self.active:
+        if not await self._is_active(task_id):
             task = await self._stored(task_id)
             raise InvalidTransitionError(task_id, task.status.value, "queued")
         await self.pipeline.run(self.ops.enqueue(task_id, priority))
         return await self._stored(task_id)
+
+    # --------------------------------------------------------- direct intake
+
+    def grant(self, client: str) -> IntakeGrant | None:
+        """Room in each queue for a client that commits its own tasks (the direct
+        intake), held until the grant expires; None when this store is not shared.
+
+        A new grant replaces the client's last one: ask again before it expires.
+        """
+        url = self.settings.store_url
+        if not self.settings.direct_intake or url is None or ":memory:" in url:
+            return None
+        now = self.clock()
+        held = self.intake.reservations
+        credits = {}
+        for name in self.queues.names():
+            free = self.queues[name].free_slots() - held.held(name, now, but=client)
+            # a quarter of the room left at most: a queue near full takes every create
+            # through the manager, which refuses exactly at max_queue_size
+            credits[name] = max(0, min(self.settings.intake_credits, free // 4))
+        ttl = self.settings.intake_grant_ttl_s
+        held.hold(client, credits, now + ttl)
+        types = {spec.name: (spec.version if spec.params_model is not None else None,
+                             *self.intake.defaults(spec.name))
+                 for spec in self.registry.specs()}
+        return IntakeGrant(store_url=url, credits=credits, ttl_s=ttl, types=types,
+                           max_parameters_bytes=self.settings.max_parameters_bytes,
+                           node_id=self.node_id)
+
+    async def adopt(self, client: str, task_ids: list[str], session: str | None = None) -> None:
+        """A client committed these tasks itself: take them into memory and queue them.
+
+        Repeating it is harmless: a task is adopted once (its intake row is claimed).
+        ``session`` puts them in the client's wait stream.
+        """
+        await self._adopt(task_ids, client)
+        if session is not None:
+            self.sessions.watch(session, task_ids)
+            for task_id in task_ids:
+                if task_id not in self.active:  # adopted earlier, and already finished
+                    self.sessions.finished(task_id)
+
+    async def sweep_intake(self) -> None:
+        """Adopt tasks clients committed whose notice never came (seen on two sweeps)."""
+        rows = await asyncio.to_thread(self.store.intake_rows, 1000)
+        seen = {task_id for task_id, _at in rows}
+        due = [task_id for task_id in seen if task_id in self._intake_seen]
+        self._intake_seen = seen - set(due)
+        if due:
+            log.info("adopting %d task(s) whose intake notice did not come", len(due))
+            await self._adopt(due)
+
+    async def _adopt(self, task_ids: list[str], client: str | None = None) -> None:
+        """Claim the intake rows of ``task_ids`` and hold the claimed tasks in memory.
+
+        Concurrent adoptions of one task (a notice, a sweep, a lookup) wait for the one
+        that claims it; a task whose row is gone was adopted before.
+        """
+        others = {id(f): f for t in task_ids if (f := self._adopting.get(t)) is not None}
+        todo = [t for t in dict.fromkeys(task_ids) if t not in self._adopting]
+        if todo:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for task_id in todo:
+                self._adopting[task_id] = done
+            try:
+                rows = await asyncio.to_thread(self._claim, todo)
+                for row in rows:
+                    if row.id in self.active:  # loaded from the store on a restart
+                        continue
+                    entry = Entry.from_row(row)
+                    self.active.add(entry)
+                    if client is not None:
+                        self.intake.reservations.used(client, entry.queue)
+                    self.ops.arm(entry, row.depends_on, {})
+            finally:
+                for task_id in todo:
+                    del self._adopting[task_id]
+                done.set_result(None)
+        if others:
+            await asyncio.gather(*others.values())
+
+    def _claim(self, task_ids: list[str]) -> list[ActiveRow]:
+        claimed = self.store.claim_intake(task_ids)
+        return self.store.active_rows(claimed) if claimed else []
+
+    async def _is_active(self, task_id: str) -> bool:
+        """Whether the task is PENDING or RUNNING: adopted first if a client committed it."""
+        if task_id in self.active:
+            return True
+        states = await asyncio.to_thread(self.store.states, [task_id])
+        if task_id in states and states[task_id][0] in _ACTIVE:
+            await self._adopt([task_id])
+        return task_id in self.active
 
     # ------------------------------------------------------------ executors
 
@@ -372,6 +489,7 @@ class TaskManagerCore:
         return dict(counts)
 
     async def update(self, task_id: str, request: TaskUpdateRequest) -> Task:
+        await self._is_active(task_id)
         stored = await self._stored(task_id)
         await self.pipeline.run(self.ops.update(stored, request))
         return await self._stored(task_id)
@@ -386,8 +504,7 @@ class TaskManagerCore:
 
         A RUNNING task whose completion is already in flight ends COMPLETED.
         """
-        entry = self.active.get(task_id)
-        if entry is None:
+        if not await self._is_active(task_id):
             task = await self._stored(task_id)
             raise InvalidTransitionError(task_id, task.status.value, "CANCELLED")
         await self.pipeline.run(self.ops.cancel(task_id))
@@ -408,6 +525,9 @@ class TaskManagerCore:
         ``watch``/``finished``): a one-off session that ends with the call.
         """
         session = f"wait:{uuid.uuid4().hex}"
+        missing = [t for t in task_ids if t not in self.active]
+        states = await asyncio.to_thread(self.store.states, missing) if missing else {}
+        await self._adopt([t for t, (status, _o) in states.items() if status in _ACTIVE])
         waiting = {t for t in task_ids if t in self.active}
         self.sessions.watch(session, waiting)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -10,6 +10,7 @@ bad request never fails another caller's.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,12 +88,44 @@ class CreationPlan:
     claimed: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
+class Reservations:
+    """Queue room held for clients that commit tasks themselves (the direct intake).
+
+    A client's grant holds ``n`` slots of a queue until it expires; each task of that
+    client the manager adopts into the queue takes one of them back. Creates through the
+    manager see the queue as full that much earlier, so a full queue refuses work
+    whichever way it comes.
+    """
+
+    def __init__(self) -> None:
+        self._by_client: dict[str, tuple[float, Counter[str]]] = {}
+
+    def held(self, queue: str, now: float, but: str | None = None) -> int:
+        total = 0
+        for client, (expires, slots) in list(self._by_client.items()):
+            if expires <= now:
+                del self._by_client[client]
+            elif client != but:
+                total += slots[queue]
+        return total
+
+    def hold(self, client: str, slots: dict[str, int], expires: float) -> None:
+        """Replace what ``client`` holds."""
+        self._by_client[client] = (expires, Counter(slots))
+
+    def used(self, client: str, queue: str) -> None:
+        entry = self._by_client.get(client)
+        if entry is not None and entry[1][queue] > 0:
+            entry[1][queue] -= 1
+
+
 @dataclass
 class Intake:
     registry: TaskTypeRegistry
     settings: Settings
     queues: Queues
     active: ActiveTasks
+    reservations: Reservations = field(default_factory=Reservations)
     _type_settings: dict[str, TaskTypeSettings] = field(default_factory=dict, init=False)
 
     def plan(self, requests: Sequence[CreateRequest], ids: list[str], ctx: Round,
@@ -162,36 +195,25 @@ class Intake:
                     [{"field": prefix + e["field"], "reason": e["reason"]} for e in exc.errors]
                 ) from None
         self.queues.check(req.queue, prefix + "queue")
-        text = _strict_json(params, prefix + "parameters")
-        if len(text) > limit:
-            raise PayloadTooLargeError(prefix + "parameters", len(text), limit)
-        for name, value in (("name", req.name), ("idempotency_key", req.idempotency_key),
-                            ("owner", req.owner), *((f"tags.{k}", t)
-                                                    for k, t in enumerate(req.tags)),
-                            *((f"notify.{k}", t) for k, t in enumerate(req.notify))):
-            _check_text(value, prefix + name)
-        type_settings = self._type_settings.get(req.task_type)
-        if type_settings is None:
-            type_settings = self._type_settings[req.task_type] = \
-                self.settings.for_type(req.task_type)
-        timeout_s = _first(req.timeout_s, type_settings.timeout_s, spec.timeout_s,
-                           self.settings.default_timeout_s)
-        max_retries = _first(req.max_retries, type_settings.max_retries, spec.max_retries,
-                             self.settings.default_max_retries)
+        defaults = self.defaults(req.task_type)
+        timeout_s = _first(req.timeout_s, defaults[0])
+        max_retries = _first(req.max_retries, defaults[1])
         if quota is not None:
             units = spec.work_units(params) if work_units is None else work_units
             timeout_s, max_retries = _ceilings(quota, req, units, timeout_s, max_retries,
                                                prefix)
-        return {
-            "id": task_id, "name": req.name, "task_type": req.task_type,
-            "status": TaskStatus.PENDING.value, "priority": int(req.priority),
-            "queue": req.queue, "parameters": text, "attempt": 0,
-            "max_retries": max_retries, "timeout_s": timeout_s,
-            "depends_on": json.dumps(list(req.depends_on)),
-            "idempotency_key": req.idempotency_key, "tags": list(req.tags), "owner": req.owner,
-            "notify": json.dumps(list(req.notify)), "cancel_requested": False, "queued": False,
-            "lease_token": 0, "created_at": now, "updated_at": now,
-        }
+        return task_row(task_id, req, now, params, limit, timeout_s, max_retries, prefix)
+
+    def defaults(self, task_type: str) -> tuple[float | None, int]:
+        """``timeout_s`` and ``max_retries`` of a request of a registered type without them."""
+        spec = self.registry.get(task_type)
+        type_settings = self._type_settings.get(task_type)
+        if type_settings is None:
+            type_settings = self._type_settings[task_type] = \
+                self.settings.for_type(task_type)
+        return (_first(type_settings.timeout_s, spec.timeout_s, self.settings.default_timeout_s),
+                _first(type_settings.max_retries, spec.max_retries,
+                       self.settings.default_max_retries))
 
     def _check_dependencies(self, task_id: str, req: CreateRequest, prefix: str,
                             known: Known, same_call: set[str]) -> None:
@@ -242,8 +264,40 @@ class Intake:
 
     def _check_room(self, queue: str, count: int, ctx: Round) -> None:
         sched = self.queues[queue]
-        if count + ctx.queued[queue] > sched.free_slots():
+        if count + ctx.queued[queue] > sched.free_slots() - \
+                self.reservations.held(queue, ctx.now):
             raise QueueFullError(queue, len(sched) + ctx.queued[queue], sched.max_queue_size)
+
+
+def task_row(task_id: str, req: CreateRequest, now: float, params: dict[str, Any],
+             limit: int, timeout_s: float | None, max_retries: int,
+             prefix: str = "") -> dict[str, Any]:
+    """The store row of a new PENDING task whose parameters passed their model.
+
+    Used by the manager, and by a client committing its own tasks (the direct intake).
+
+    Raises:
+        InvalidParametersError: parameters that are not strict JSON, text that is not UTF-8.
+        PayloadTooLargeError: parameters over ``limit`` bytes of JSON.
+    """
+    text = _strict_json(params, prefix + "parameters")
+    if len(text) > limit:
+        raise PayloadTooLargeError(prefix + "parameters", len(text), limit)
+    for name, value in (("name", req.name), ("idempotency_key", req.idempotency_key),
+                        ("owner", req.owner), *((f"tags.{k}", t)
+                                                for k, t in enumerate(req.tags)),
+                        *((f"notify.{k}", t) for k, t in enumerate(req.notify))):
+        _check_text(value, prefix + name)
+    return {
+        "id": task_id, "name": req.name, "task_type": req.task_type,
+        "status": TaskStatus.PENDING.value, "priority": int(req.priority),
+        "queue": req.queue, "parameters": text, "attempt": 0,
+        "max_retries": max_retries, "timeout_s": timeout_s,
+        "depends_on": json.dumps(list(req.depends_on)),
+        "idempotency_key": req.idempotency_key, "tags": list(req.tags), "owner": req.owner,
+        "notify": json.dumps(list(req.notify)), "cancel_requested": False, "queued": False,
+        "lease_token": 0, "created_at": now, "updated_at": now,
+    }
 
 
 def row_to_new_task(row: dict[str, Any]) -> Task:

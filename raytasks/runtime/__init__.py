@@ -100,6 +100,9 @@ class Runtime:
 
     def shutdown(self) -> None:
         """Kill this namespace's system actors and executors (state stays in the store)."""
+        if self._session is not None:  # its last notices first, then its threads stop
+            self._session.close()
+            self._session = None
         try:
             ray.get(self.handle(ENGINE).shutdown.remote(), timeout=30)
         except Exception as exc:

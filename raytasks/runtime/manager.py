@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Any
 
+import ray
+
 from ..manager import TaskManagerCore
 from ..metrics import RayQueueGauges
 from ..settings import Settings
@@ -17,6 +19,9 @@ log = logging.getLogger(__name__)
 NOTIFIER_POKE_S = 0.02
 MAINTENANCE_INTERVAL_S = 60.0
 SCHEDULE_TICK_S = 0.5
+#: How often the intake is read for tasks whose client's notice never came (a task is
+#: adopted on the second sweep that finds it).
+INTAKE_SWEEP_S = 1.0
 #: How often the write-ahead log is checkpointed (SQLite), off the commit path.
 WAL_CHECKPOINT_S = 1.0
 
@@ -32,6 +37,7 @@ class Manager(TaskManagerCore):
         self.gauges = RayQueueGauges()
         self._last_poke = 0.0
         self._pokes_until = 0.0
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.recovered = self.reconcile()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._expiry_loop()),
@@ -40,7 +46,9 @@ class Manager(TaskManagerCore):
                        loop.create_task(every(SCHEDULE_TICK_S, self.schedules.tick,
                                               "firing schedules failed")),
                        loop.create_task(every(WAL_CHECKPOINT_S, self._checkpoint_wal,
-                                              "checkpointing the store failed"))]
+                                              "checkpointing the store failed")),
+                       loop.create_task(every(INTAKE_SWEEP_S, self.sweep_intake,
+                                              "sweeping the intake failed"))]
 
     async def _checkpoint_wal(self) -> None:
         await asyncio.to_thread(self.store.checkpoint_wal)

@@ -18,6 +18,7 @@ from ..messages import Ack, NewTask, WatchAnswer
 from ..models import Task
 from ..settings import Settings
 from .actors import MANAGER, get
+from .direct import DirectIntake
 
 
 class ClientSession:
@@ -28,6 +29,7 @@ class ClientSession:
         self._manager = manager
         self.types = ClientTypes()
         self.watcher = Watcher(self._watch, self._finished)
+        self.direct = DirectIntake(manager, settings.store_busy_timeout_s)
         self._closing = False
         # before Ray's own exit hook (registered earlier, so run later): no thread may be
         # inside a Ray call while the interpreter exits, or the process exits with 1
@@ -39,11 +41,23 @@ class ClientSession:
             flag: PerLoop(self._async_sender(flag)) for flag in (True, False)}
 
     def submit(self, calls: list[NewTask], enqueue: bool) -> list[Any]:
-        """One call's answers (blocking): an Ack or Task per request, or raises its error."""
+        """One call's answers (blocking): an Ack or Task per request, or raises its error.
+
+        Plain submits are committed here when they can be (the direct intake), the
+        others sent to the manager; concurrent calls go together either way."""
         return self._noted(self._sync[enqueue].call(calls))
 
     async def submit_async(self, calls: list[NewTask], enqueue: bool) -> list[Any]:
         return self._noted(await self._async[enqueue].call(calls))
+
+    def _direct(self, calls: list[list[NewTask]], enqueue: bool,
+                session: str | None) -> list[Any]:
+        """Per call: its answer from the direct intake (Acks, or the error that refused
+        it), or None where it must go to the manager."""
+        if not enqueue or not self.settings.direct_intake:
+            return [None] * len(calls)
+        return [a if a is None or isinstance(a, BaseException) else (a, session is not None)
+                for a in self.direct.submit(calls, session)]
 
     def _noted(self, answer: tuple[list[Any], bool]) -> list[Any]:
         """The answers; tasks the manager put in this client's wait stream are noted, so a
@@ -61,21 +75,28 @@ class ClientSession:
     def _sender(self, enqueue: bool) -> Any:
         def send(calls: list[list[NewTask]]) -> list[Any]:
             session = self._watching()
-            answers = _unwrapped(lambda: get(self._manager.submit.remote(
-                calls, enqueue, session)))
-            return [a if isinstance(a, BaseException) else (a, session is not None)
-                    for a in answers]
+            out = self._direct(calls, enqueue, session)
+            rest = [c for c, a in zip(calls, out, strict=True) if a is None]
+            if rest:
+                answers = _unwrapped(lambda: get(self._manager.submit.remote(
+                    rest, enqueue, session)))
+                out = _merge(out, answers, session)
+            return out
         return send
 
     def _async_sender(self, enqueue: bool) -> Any:
         async def send(calls: list[list[NewTask]]) -> list[Any]:
             session = self._watching()
-            try:
-                answers: list[Any] = await self._manager.submit.remote(calls, enqueue, session)
-            except ray.exceptions.RayTaskError as exc:
-                raise unwrap(exc) from None
-            return [a if isinstance(a, BaseException) else (a, session is not None)
-                    for a in answers]
+            out = self._direct(calls, enqueue, session)
+            rest = [c for c, a in zip(calls, out, strict=True) if a is None]
+            if rest:
+                try:
+                    answers: list[Any] = await self._manager.submit.remote(rest, enqueue,
+                                                                           session)
+                except ray.exceptions.RayTaskError as exc:
+                    raise unwrap(exc) from None
+                out = _merge(out, answers, session)
+            return out
         return send
 
     def _watch(self, session: str, task_ids: list[str]) -> WatchAnswer:
@@ -100,7 +121,15 @@ class ClientSession:
     def close(self) -> None:
         """Stop the wait stream (at exit, or when this client disconnects)."""
         self._closing = True
+        self.direct.close()
         self.watcher.stop()
+
+
+def _merge(direct: list[Any], answers: list[Any], session: str | None) -> list[Any]:
+    """Each call's answer: the direct intake's, or else the manager's (in order)."""
+    manager = iter(answers)
+    return [d if d is not None else a if isinstance(a := next(manager), BaseException)
+            else (a, session is not None) for d in direct]
 
 
 def unwrap(exc: BaseException) -> BaseException:

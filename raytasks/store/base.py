@@ -14,7 +14,7 @@ from ..errors import StoreError
 from ..models import Task, TaskErrorInfo, TaskPriority, TaskQuery, TaskStatus, TaskSummary
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(slots=True)
@@ -43,9 +43,14 @@ class WriteBatch:
     #: log lines of accepted reports (``task_id, token, attempt, at, stream, line``): each
     #: task's fenced update is in the same batch, so its lines commit only under its lease
     logs: list[dict[str, Any]] = field(default_factory=list)
+    #: intake rows of tasks a client inserts itself (``task_id, client, created_at``)
+    intake: list[dict[str, Any]] = field(default_factory=list)
+    #: tasks the manager adopted from the intake: their intake rows are deleted
+    adopted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.inserts or self.updates or self.deletes or self.events or self.logs)
+        return bool(self.inserts or self.updates or self.deletes or self.events or self.logs
+                    or self.intake or self.adopted)
 
     def extend(self, other: WriteBatch) -> None:
         self.inserts += other.inserts
@@ -53,6 +58,8 @@ class WriteBatch:
         self.deletes += other.deletes
         self.events += other.events
         self.logs += other.logs
+        self.intake += other.intake
+        self.adopted += other.adopted
 
 
 @dataclass(slots=True)

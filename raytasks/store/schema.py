@@ -138,3 +138,13 @@ logs = sa.Table(
     sa.Index("rt_logs_task", "task_id", "attempt", "id"),
     sa.Index("rt_logs_at", "at"),
 )
+
+#: Tasks a client committed itself (the direct intake) that the manager has not adopted
+#: yet: written in the task's own transaction, deleted once the manager holds the task.
+intake = sa.Table(
+    "rt_intake",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("client", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

@@ -36,3 +36,6 @@ def test_chaos_loses_nothing_and_fences_every_attempt(store_url: str, tmp_path: 
                                     "engine", "executor", "everything", "pause"}
     assert sum(report["statuses"].values()) == report["tasks"] >= 250
     assert report["tasks_run_more_than_once"] > 0  # the kills and the pause really bit
+    # plain submits were committed by the client itself (the direct intake), the others
+    # (chains) through the manager
+    assert 0 < report["committed_by_the_client"] < report["tasks"]
