@@ -92,6 +92,9 @@ class TaskExecutor:
         self.exit_process = exit_process
         self._specs: dict[int, TaskTypeSpec] = {}
         self._lock = threading.Lock()
+        # held while a heartbeat carries log lines: an attempt's report waits for it, so
+        # its lines are stored while its lease holds (the store fences them by it)
+        self._beating = threading.Lock()
         self._held: dict[str, _Running] = {}  # leased, not yet reported
         self._current: _Running | None = None
         self._avg_run_s = 1.0
@@ -214,7 +217,9 @@ class TaskExecutor:
             self.completed += 1
         self._send_progress(run)  # before the report: it lands while the lease holds
         # the last lines go with the report, in its fenced commit: no round trip of their own
-        return None if run.lost else replace(report, lines=tuple(run.log.take()))
+        with self._beating:  # after a heartbeat in flight has stored the lines it took
+            lines = tuple(run.log.take())
+        return None if run.lost else replace(report, lines=lines)
 
     def _progress(self, run: _Running, fraction: float, message: str,
                   stage: str | None) -> None:
@@ -270,15 +275,19 @@ class TaskExecutor:
     def _heartbeat(self, held: list[_Running], due: list[_Running], now: float) -> None:
         for r in due:
             r.progress_sent = now
-        lines = [line for r in held if r.log is not None for line in r.log.take()]
-        try:
-            answer = self.link.heartbeat(self.executor_id,
-                                         [(r.lease.task_id, r.lease.token) for r in held
-                                          if not r.lost],
-                                         [self._progress_report(r) for r in due], lines)
-        except Exception as exc:
-            log.warning("executor %s: heartbeat failed (%s)", self.executor_id, exc)
-            return
+        with self._beating:
+            taken = [(r.log, r.log.take()) for r in held if r.log is not None]
+            try:
+                answer = self.link.heartbeat(
+                    self.executor_id,
+                    [(r.lease.task_id, r.lease.token) for r in held if not r.lost],
+                    [self._progress_report(r) for r in due],
+                    [line for _log, lines in taken for line in lines])
+            except Exception as exc:
+                log.warning("executor %s: heartbeat failed (%s)", self.executor_id, exc)
+                for attempt_log, lines in taken:  # sent with the next beat or the report
+                    attempt_log.give_back(lines)
+                return
         by_id = {r.lease.task_id: r for r in held}
         with self._lock:
             for task_id in answer.lost:

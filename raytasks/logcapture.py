@@ -84,6 +84,11 @@ class AttemptLog:
             lines, self._pending = self._pending, []
         return lines
 
+    def give_back(self, lines: list[LogLine]) -> None:
+        """Lines taken whose sending failed: they go first with the next ones."""
+        with self._lock:
+            self._pending[:0] = lines
+
 
 class _Tee:
     """A text stream that writes through and hands complete lines to ``sink``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from raytasks.executor import TaskExecutor
@@ -17,6 +18,7 @@ from raytasks.messages import (
 )
 from raytasks.registry import TaskTypeSpec
 from raytasks.settings import Settings
+from tests.conftest import wait_for
 
 
 class Backlog:
@@ -86,3 +88,60 @@ def test_after_an_idle_lease_the_next_one_starts_small_again(tmp_path: Any) -> N
     executor._work_loop()
     # Then the lease after the empty one asks for one task, not a full batch
     assert link.asked == [128, 1]
+
+
+class SlowTracker(Backlog):
+    """One task that prints and sleeps; a tracker that takes 0.6 s to store a beat's lines.
+
+    Records when each line was stored and when the report reached the manager."""
+
+    def __init__(self) -> None:
+        super().__init__(waiting=1, stop_after=2)
+        self.stored: dict[str, float] = {}
+        self.reported_at = 0.0
+
+    def report_and_lease(self, request: LeaseRequest) -> list[Lease]:
+        if request.reports:
+            self.reported_at = time.monotonic()
+        return super().report_and_lease(request)
+
+    def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
+                  progress: list[ProgressReport], logs: list[LogLine]) -> RenewAnswer:
+        if logs:
+            time.sleep(0.6)
+            for line in logs:
+                self.stored[line.line] = time.monotonic()
+        return RenewAnswer()
+
+    def type_blob(self, name: str) -> bytes:
+        def chatty(params: Any, ctx: Any) -> int:
+            print("loading bars")
+            time.sleep(0.4)
+            return 1
+        return TaskTypeSpec(name, chatty).dumps()
+
+
+def test_a_report_waits_for_the_heartbeat_carrying_its_lines(tmp_path: Any,
+                                                             monkeypatch: Any) -> None:
+    import logging
+    import sys
+
+    # the executor captures this process's output as an actor does: undone afterwards
+    root = logging.getLogger()
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    # Given a heartbeat that took the attempt's first lines and is slow to store them
+    link = SlowTracker()
+    executor = TaskExecutor("e1", "noop", Settings(data_dir=tmp_path,
+                                                   heartbeat_interval_s=0.1),
+                            link, exit_process=lambda code: None)
+    link.executor = executor
+    wait_for(lambda: link.reported_at, timeout_s=10, what="the report")
+    executor.stop()
+    # Then the report reached the manager only after those lines were stored (the store
+    # fences lines by the lease, which the report ends)
+    started = next(line for line in link.stored if "started on e1" in line)
+    assert "loading bars" in link.stored
+    assert link.reported_at >= link.stored[started]

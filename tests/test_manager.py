@@ -325,6 +325,37 @@ async def test_full_queue_refuses_whole_batches(make_core: Any) -> None:
     assert core.store.status_counts() == {"PENDING": 2}
 
 
+async def test_room_granted_to_a_direct_client_is_held_until_used_or_expired(
+        make_core: Any, clock: Clock) -> None:
+    from raytasks.messages import NewTask
+    from raytasks.runtime.direct import _rows
+    from raytasks.store import WriteBatch
+
+    core = make_core(max_queue_size=40, intake_credits=100, intake_grant_ttl_s=10.0)
+    # A client is granted a quarter of the room left, held against every other create
+    grant = core.grant("client")
+    assert grant is not None and grant.credits == {"default": 10}
+    assert grant.types["noop"][0] is None  # no parameter model: nothing to have checked
+    await create(core, *[req() for _ in range(30)])
+    with pytest.raises(QueueFullError):
+        await create(core, req())
+    # Each task of its own the manager adopts takes one slot back
+    ids = [uuid.uuid4().hex for _ in range(4)]
+    rows = _rows([NewTask(i, "n", "noop", {}) for i in ids], grant, clock(), "client")
+    core.store.commit(WriteBatch(inserts=rows.tasks, events=rows.events, intake=rows.intake))
+    await core.adopt("client", ids)
+    assert len(core.queues["default"]) == 34
+    with pytest.raises(QueueFullError):  # 34 queued and 6 still held
+        await create(core, req())
+    # A notice repeated later adopts nothing twice; an expired grant holds nothing
+    await core.adopt("client", ids)
+    assert len(core.queues["default"]) == 34
+    clock.now += 10.0
+    await create(core, *[req() for _ in range(6)])
+    other = core.grant("other")  # a full queue grants nothing
+    assert other is not None and other.credits == {"default": 0}
+
+
 async def test_dependencies_release_in_order_and_failures_cascade(
         core: TaskManagerCore) -> None:
     a = (await create(core, req()))[0]

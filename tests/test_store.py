@@ -239,6 +239,13 @@ def test_a_store_written_by_the_previous_version_opens_and_works(store_url: str)
         store.commit(WriteBatch(inserts=[_row("new", idempotency_key="old-key",
                                               owner="bob")]))
         assert store.events_after(0)[0]["task_id"] == "v1-done"
+        # the direct intake's table came with the upgrade: a client's commit, then the
+        # manager's claim of it (once)
+        store.commit(WriteBatch(inserts=[_row("direct")], intake=[
+            {"task_id": "direct", "client": "c", "created_at": 1.0}]))
+        assert store.intake_rows() == [("direct", 1.0)]
+        assert store.claim_intake(["direct", "new"]) == ["direct"]
+        assert store.claim_intake(["direct"]) == [] and store.intake_rows() == []
     finally:
         store.close()
 

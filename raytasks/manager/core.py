@@ -327,12 +327,16 @@ class TaskManagerCore:
         Repeating it is harmless: a task is adopted once (its intake row is claimed).
         ``session`` puts them in the client's wait stream.
         """
-        await self._adopt(task_ids, client)
-        if session is not None:
-            self.sessions.watch(session, task_ids)
-            for task_id in task_ids:
-                if task_id not in self.active:  # adopted earlier, and already finished
-                    self.sessions.finished(task_id)
+        adopted = False
+        try:
+            await self._adopt(task_ids, client)
+            adopted = True
+        finally:  # a claim that failed leaves them to the sweep: their end reaches the stream
+            if session is not None:
+                self.sessions.watch(session, task_ids)
+                for task_id in task_ids if adopted else ():
+                    if task_id not in self.active:  # adopted earlier, and already finished
+                        self.sessions.finished(task_id)
 
     async def sweep_intake(self) -> None:
         """Adopt tasks clients committed whose notice never came (seen on two sweeps)."""

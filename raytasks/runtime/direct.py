@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Least time between two notices of one client (they carry every task committed since).
 NOTICE_GAP_S = 0.005
+#: Seconds a client waits to reach the manager's PostgreSQL before it submits through the
+#: manager instead.
+CONNECT_TIMEOUT_S = 3
 #: Share of a grant's life after which it is used no more (the manager holds it longer).
 USABLE_SHARE = 0.8
 
@@ -60,7 +63,6 @@ class DirectIntake:
         self._credits: Counter[str] = Counter()
         self._taken: Counter[str] = Counter()  # credits used since this client started
         self._granted_at = 0.0  # monotonic, when the grant in use was asked for
-        self._renewing = False
         self._notices: dict[str | None, list[str]] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -73,7 +75,8 @@ class DirectIntake:
         """Commit the plain calls here, together; per call its Acks, the error that
         refused it (as the manager would refuse it), or None: it goes to the manager."""
         out: list[list[Ack] | BaseException | None] = [None] * len(calls)
-        if self._off or not self._ready():
+        if self._off or not any(call and all(map(_plain_request, call)) for call in calls) \
+                or not self._ready():  # a grant is asked for only once a call could use it
             return out
         grant, store = self._grant, self._store
         assert grant is not None and store is not None
@@ -231,13 +234,16 @@ class _Rows:
         self.intake += other.intake
 
 
+def _plain_request(task: NewTask) -> bool:
+    """No dependencies, idempotency key or owner: their checks need the manager's memory."""
+    return not task.depends_on and task.idempotency_key is None and task.owner is None
+
+
 def _plain(task: NewTask, grant: IntakeGrant) -> bool:
-    """A task the direct intake takes: no dependencies, key or owner (their checks need
-    the manager's memory), of a type whose model this client ran at the manager's
-    version, into a queue with room granted."""
+    """A task the direct intake takes: a plain request of a type whose model this client
+    ran at the manager's version, into a queue with room granted."""
     known = grant.types.get(task.task_type)
-    return not task.depends_on and task.idempotency_key is None and task.owner is None \
-        and known is not None and task.queue in grant.credits \
+    return _plain_request(task) and known is not None and task.queue in grant.credits \
         and (known[0] is None or task.checked_version == known[0])
 
 
@@ -277,4 +283,6 @@ def _open(grant: IntakeGrant, busy_timeout_s: float) -> SqlTaskStore | None:
             return None
         if not Path(url.split("///", 1)[-1]).is_file():
             return None
+    elif "connect_timeout" not in url:  # a server out of reach fails fast, not in minutes
+        url += ("&" if "?" in url else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
     return SqlTaskStore(url, busy_timeout_s=busy_timeout_s)

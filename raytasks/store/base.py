@@ -45,12 +45,10 @@ class WriteBatch:
     logs: list[dict[str, Any]] = field(default_factory=list)
     #: intake rows of tasks a client inserts itself (``task_id, client, created_at``)
     intake: list[dict[str, Any]] = field(default_factory=list)
-    #: tasks the manager adopted from the intake: their intake rows are deleted
-    adopted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.updates or self.deletes or self.events or self.logs
-                    or self.intake or self.adopted)
+                    or self.intake)
 
     def extend(self, other: WriteBatch) -> None:
         self.inserts += other.inserts
@@ -59,7 +57,6 @@ class WriteBatch:
         self.events += other.events
         self.logs += other.logs
         self.intake += other.intake
-        self.adopted += other.adopted
 
 
 @dataclass(slots=True)

@@ -194,15 +194,11 @@ class SqlTaskStore(TaskStore):
                 self._lock_events(conn)
             if batch.inserts:
                 _insert_tasks(conn, batch.inserts)
-            if batch.intake or batch.adopted:
-                mark = _mark(conn)
             if batch.intake:
+                mark = _mark(conn)
                 _run(conn, f"INSERT INTO {intake.name} (task_id, client, created_at) "
                            f"VALUES ({mark}, {mark}, {mark})",
                      [(r["task_id"], r["client"], r["created_at"]) for r in batch.intake])
-            if batch.adopted:
-                _run(conn, f"DELETE FROM {intake.name} WHERE task_id = {mark}",
-                     [(task_id,) for task_id in batch.adopted])
             if batch.logs:  # plain inserts: each line's fenced update is in this batch
                 mark = _mark(conn)
                 _run(conn, f"INSERT INTO {logs.name} (task_id, attempt, at, stream, line) "
