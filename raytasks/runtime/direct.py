@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Most tasks of one call committed here: a larger call (``submit_many``) goes through the
+#: manager, whose one create costs less than this client's commit plus the manager's claim
+#: and read of every row. Many small calls made at once are committed here together.
+MAX_CALL_TASKS = 64
 #: Least time between two notices of one client (they carry every task committed since).
 NOTICE_GAP_S = 0.005
 #: Seconds a client waits to reach the manager's PostgreSQL before it submits through the
@@ -75,7 +79,8 @@ class DirectIntake:
         """Commit the plain calls here, together; per call its Acks, the error that
         refused it (as the manager would refuse it), or None: it goes to the manager."""
         out: list[list[Ack] | BaseException | None] = [None] * len(calls)
-        if self._off or not any(call and all(map(_plain_request, call)) for call in calls) \
+        if self._off or not any(_small(call) and all(map(_plain_request, call))
+                                for call in calls) \
                 or not self._ready():  # a grant is asked for only once a call could use it
             return out
         grant, store = self._grant, self._store
@@ -83,7 +88,7 @@ class DirectIntake:
         now = time.time()
         built: dict[int, _Rows] = {}
         for i, call in enumerate(calls):
-            if call and all(_plain(task, grant) for task in call):
+            if _small(call) and all(_plain(task, grant) for task in call):
                 try:
                     built[i] = _rows(call, grant, now, self.client)
                 except RaytasksError as exc:
@@ -232,6 +237,10 @@ class _Rows:
         self.tasks += other.tasks
         self.events += other.events
         self.intake += other.intake
+
+
+def _small(call: list[NewTask]) -> bool:
+    return 0 < len(call) <= MAX_CALL_TASKS
 
 
 def _plain_request(task: NewTask) -> bool:

@@ -78,8 +78,11 @@ class ClientSession:
             out = self._direct(calls, enqueue, session)
             rest = [c for c, a in zip(calls, out, strict=True) if a is None]
             if rest:
-                answers = _unwrapped(lambda: get(self._manager.submit.remote(
-                    rest, enqueue, session)))
+                try:
+                    answers = _unwrapped(lambda: get(self._manager.submit.remote(
+                        rest, enqueue, session)))
+                except Exception as exc:  # those calls only: the others are committed
+                    answers = [exc] * len(rest)
                 out = _merge(out, answers, session)
             return out
         return send
@@ -93,8 +96,8 @@ class ClientSession:
                 try:
                     answers: list[Any] = await self._manager.submit.remote(rest, enqueue,
                                                                            session)
-                except ray.exceptions.RayTaskError as exc:
-                    raise unwrap(exc) from None
+                except Exception as exc:  # those calls only: the others are committed
+                    answers = [unwrap(exc)] * len(rest)
                 out = _merge(out, answers, session)
             return out
         return send
