@@ -424,11 +424,11 @@ class Changes:
                 raise InvalidTransitionError(stored.id, f"{stored.status.value} with tasks "
                                              "depending on it", "deleted")
 
-            def apply(_ids: list[int]) -> None:
+            def apply(_ids: list[int]) -> asyncio.Future[None]:
                 core.counts.add(stored.owner, stored.status, -1)
                 assert core.settings.artifact_root is not None
                 folder = core.settings.artifact_root / stored.id
-                asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, folder, True)
+                return asyncio.get_running_loop().run_in_executor(None, _remove, [folder])
             return Plan(WriteBatch(deletes=[stored.id]), apply)
         return plan
 

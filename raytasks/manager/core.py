@@ -501,7 +501,9 @@ class TaskManagerCore:
     async def delete(self, task_id: str) -> None:
         """Delete a finished task, its events' subject and its artifacts."""
         stored = await self._stored(task_id)
-        await self.pipeline.run(self.ops.delete(stored))
+        # the row goes in the round's commit; the call answers once the files are gone too
+        removed = await self.pipeline.run(self.ops.delete(stored))
+        await removed
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a PENDING task at once; ask a RUNNING one to stop (forced after a grace).
