@@ -343,7 +343,7 @@ async def test_room_granted_to_a_direct_client_is_held_until_used_or_expired(
     ids = [uuid.uuid4().hex for _ in range(4)]
     rows = _rows([NewTask(i, "n", "noop", {}) for i in ids], grant, clock(), "client")
     core.store.commit(WriteBatch(inserts=rows.tasks, events=rows.events, intake=rows.intake))
-    await core.adopt("client", ids)
+    await core.adopt("client", ids, None, {"default": 4})
     assert len(core.queues["default"]) == 34
     with pytest.raises(QueueFullError):  # 34 queued and 6 still held
         await create(core, req())

@@ -321,15 +321,20 @@ class TaskManagerCore:
                            max_parameters_bytes=self.settings.max_parameters_bytes,
                            node_id=self.node_id)
 
-    async def adopt(self, client: str, task_ids: list[str], session: str | None = None) -> None:
+    async def adopt(self, client: str, task_ids: list[str], session: str | None = None,
+                    queues: dict[str, int] | None = None) -> None:
         """A client committed these tasks itself: take them into memory and queue them.
 
         Repeating it is harmless: a task is adopted once (its intake row is claimed).
-        ``session`` puts them in the client's wait stream.
+        ``session`` puts them in the client's wait stream; ``queues`` counts them per queue:
+        that much of the client's held room is taken back at once, before a renewal the
+        client asked for after this notice replaces it.
         """
+        for queue, count in (queues or {}).items():
+            self.intake.reservations.used(client, queue, count)
         adopted = False
         try:
-            await self._adopt(task_ids, client)
+            await self._adopt(task_ids)
             adopted = True
         finally:  # a claim that failed leaves them to the sweep: their end reaches the stream
             if session is not None:
@@ -348,7 +353,7 @@ class TaskManagerCore:
             log.info("adopting %d task(s) whose intake notice did not come", len(due))
             await self._adopt(due)
 
-    async def _adopt(self, task_ids: list[str], client: str | None = None) -> None:
+    async def _adopt(self, task_ids: list[str]) -> None:
         """Claim the intake rows of ``task_ids`` and hold the claimed tasks in memory.
 
         Concurrent adoptions of one task (a notice, a sweep, a lookup) wait for the one
@@ -367,8 +372,6 @@ class TaskManagerCore:
                         continue
                     entry = Entry.from_row(row)
                     self.active.add(entry)
-                    if client is not None:
-                        self.intake.reservations.used(client, entry.queue)
                     self.ops.arm(entry, row.depends_on, {})
             finally:
                 for task_id in todo:

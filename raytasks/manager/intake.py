@@ -113,10 +113,10 @@ class Reservations:
         """Replace what ``client`` holds."""
         self._by_client[client] = (expires, Counter(slots))
 
-    def used(self, client: str, queue: str) -> None:
+    def used(self, client: str, queue: str, count: int = 1) -> None:
         entry = self._by_client.get(client)
-        if entry is not None and entry[1][queue] > 0:
-            entry[1][queue] -= 1
+        if entry is not None:
+            entry[1][queue] = max(0, entry[1][queue] - count)
 
 
 @dataclass

@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 #: manager, whose one create costs less than this client's commit plus the manager's claim
 #: and read of every row. Many small calls made at once are committed here together.
 MAX_CALL_TASKS = 64
-#: Least time between two notices of one client (they carry every task committed since).
-NOTICE_GAP_S = 0.005
 #: Seconds a client waits to reach the manager's PostgreSQL before it submits through the
 #: manager instead.
 CONNECT_TIMEOUT_S = 3
@@ -67,7 +65,9 @@ class DirectIntake:
         self._credits: Counter[str] = Counter()
         self._taken: Counter[str] = Counter()  # credits used since this client started
         self._granted_at = 0.0  # monotonic, when the grant in use was asked for
-        self._notices: dict[str | None, list[str]] = {}
+        # per wait session: the ids committed and not yet told, and their count per queue
+        self._notices: dict[str | None, tuple[list[str], Counter[str]]] = {}
+        self._in_flight: list[Any] | None = None  # the notices sent, not yet answered
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.committed = 0  # tasks this client committed itself
@@ -122,8 +122,12 @@ class DirectIntake:
             log.warning("direct intake commit failed (%s); using the manager's path", exc)
             return out
         with self._lock:
-            self._notices.setdefault(session, []).extend(r["task_id"] for r in batch.intake)
+            ids, queues = self._notices.setdefault(session, ([], Counter()))
+            ids += [r["task_id"] for r in batch.intake]
+            queues.update(r["queue"] for r in batch.tasks)
             self.committed += len(batch.intake)
+            if self._in_flight is None and not self._stopping:
+                self._send()  # at once, from here: no thread to wake on the way
             self._wake.notify()
         for i, rows in built.items():
             out[i] = rows.acks
@@ -167,35 +171,46 @@ class DirectIntake:
     # ------------------------------------------------------------ notice thread
 
     def _loop(self) -> None:
-        last = 0.0
+        """Waits for each notice in flight, then sends what was committed meanwhile as
+        the next one (one in flight at a time: a busy client's notices go together), and
+        renews the grant."""
         while True:
             with self._lock:
-                if not self._notices and not self._stopping and not self._renew_due():
+                if not (self._in_flight or self._notices or self._stopping
+                        or self._renew_due()):
                     self._wake.wait(1.0)
-            # a busy client's notices go together: one call per NOTICE_GAP_S at most (an
-            # idle client's first one at once)
-            gap = last + NOTICE_GAP_S - time.monotonic()
-            if gap > 0 and not self._stopping:
-                time.sleep(gap)
-            last = time.monotonic()
+                if self._in_flight is None and self._notices:
+                    self._send()
+                sent = self._in_flight
+            if sent:
+                for ref in sent:
+                    try:
+                        get(ref, 30)
+                    except Exception as exc:  # the manager's sweep adopts them
+                        if ray.is_initialized():
+                            log.info("an intake notice failed: %s", exc)
+                with self._lock:
+                    self._in_flight = None
+                    if self._notices:
+                        self._send()
+                continue
             with self._lock:
-                notices, self._notices = self._notices, {}
-                taken = self._taken.copy()
                 renew = self._renew_due() and not self._stopping
-                stopping = self._stopping
-            self._send(notices)
+                taken, stopping = self._taken.copy(), self._stopping
             if renew:
                 self._renew(taken)
             if stopping:
                 return
 
-    def _send(self, notices: dict[str | None, list[str]]) -> None:
-        for session, ids in notices.items():
-            try:
-                get(self._manager.adopt.remote(self.client, ids, session), 30)
-            except Exception as exc:  # the manager's sweep adopts them
-                if ray.is_initialized():
-                    log.info("intake notice of %d task(s) failed: %s", len(ids), exc)
+    def _send(self) -> None:
+        """Tell the manager what was committed (call with the lock held; not blocking)."""
+        notices, self._notices = self._notices, {}
+        try:
+            self._in_flight = [self._manager.adopt.remote(self.client, ids, session,
+                                                          dict(queues))
+                               for session, (ids, queues) in notices.items()]
+        except Exception as exc:  # Ray is going away: the manager's sweep adopts them
+            log.info("an intake notice could not be sent: %s", exc)
 
     def _renew(self, taken: Counter[str]) -> None:
         """A new grant, less what this client used since asking (its notices come later)."""
