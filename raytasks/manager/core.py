@@ -69,7 +69,6 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[list[dict[str, Any]]], None]
 CancelSink = Callable[[str, str, int], None]
 
-_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING)
 
 #: How many report_and_lease answers are remembered for retried calls.
 ANSWERS_KEPT = 1024
@@ -179,7 +178,7 @@ class TaskManagerCore:
         while True:  # a repeat needs a dependency to be retried and end again meanwhile
             known = await self._known(requests, ids, full=full)
             unadopted = [d for d, (status, _owner) in known.deps.items()
-                         if status in _ACTIVE and d not in self.active]
+                         if not status.finished and d not in self.active]
             if unadopted and not adopted:  # committed by a client, its notice not here yet
                 await self._adopt(unadopted)
                 adopted = True
@@ -225,7 +224,7 @@ class TaskManagerCore:
         self.sessions.watch(session_id, waiting)
         rest = [t for t in task_ids if t not in self.active]
         found = await asyncio.to_thread(self.store.get_many, rest) if rest else {}
-        live = [t for t, task in found.items() if task.status in _ACTIVE]
+        live = [t for t, task in found.items() if not task.status.finished]
         if live:  # a client committed it, its notice not here yet (or adopted meanwhile)
             await self._adopt([t for t in live if t not in self.active])
             watched = [t for t in live if t in self.active]
@@ -389,7 +388,7 @@ class TaskManagerCore:
         if task_id in self.active:
             return True
         states = await asyncio.to_thread(self.store.states, [task_id])
-        if task_id in states and states[task_id][0] in _ACTIVE:
+        if task_id in states and not states[task_id][0].finished:
             await self._adopt([task_id])
         return task_id in self.active
 
@@ -536,7 +535,7 @@ class TaskManagerCore:
         session = f"wait:{uuid.uuid4().hex}"
         missing = [t for t in task_ids if t not in self.active]
         states = await asyncio.to_thread(self.store.states, missing) if missing else {}
-        await self._adopt([t for t, (status, _o) in states.items() if status in _ACTIVE])
+        await self._adopt([t for t, (status, _o) in states.items() if not status.finished])
         waiting = {t for t in task_ids if t in self.active}
         self.sessions.watch(session, waiting)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -196,8 +196,8 @@ class Intake:
                 ) from None
         self.queues.check(req.queue, prefix + "queue")
         defaults = self.defaults(req.task_type)
-        timeout_s = _first(req.timeout_s, defaults[0])
-        max_retries = _first(req.max_retries, defaults[1])
+        timeout_s = first_given(req.timeout_s, defaults[0])
+        max_retries = first_given(req.max_retries, defaults[1])
         if quota is not None:
             units = spec.work_units(params) if work_units is None else work_units
             timeout_s, max_retries = _ceilings(quota, req, units, timeout_s, max_retries,
@@ -211,9 +211,10 @@ class Intake:
         if type_settings is None:
             type_settings = self._type_settings[task_type] = \
                 self.settings.for_type(task_type)
-        return (_first(type_settings.timeout_s, spec.timeout_s, self.settings.default_timeout_s),
-                _first(type_settings.max_retries, spec.max_retries,
-                       self.settings.default_max_retries))
+        return (first_given(type_settings.timeout_s, spec.timeout_s,
+                            self.settings.default_timeout_s),
+                first_given(type_settings.max_retries, spec.max_retries,
+                            self.settings.default_max_retries))
 
     def _check_dependencies(self, task_id: str, req: CreateRequest, prefix: str,
                             known: Known, same_call: set[str]) -> None:
@@ -368,5 +369,6 @@ def _check_text(value: str | None, field: str) -> None:
         ) from None
 
 
-def _first(*values: Any) -> Any:
+def first_given(*values: Any) -> Any:
+    """The first value that is not None (a request's own, then the defaults')."""
     return next((v for v in values if v is not None), None)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from ..errors import RaytasksError
-from ..manager.intake import task_row
+from ..manager.intake import first_given, task_row
 from ..manager.outbox import status_event
 from ..messages import Ack, IntakeGrant, NewTask
 from ..models import TaskStatus
@@ -280,8 +280,8 @@ def _rows(call: list[NewTask], grant: IntakeGrant, now: float, client: str) -> _
     rows = _Rows()
     for i, task in enumerate(call):
         _version, timeout_s, max_retries = grant.types[task.task_type]
-        timeout_s = task.timeout_s if task.timeout_s is not None else timeout_s
-        max_retries = task.max_retries if task.max_retries is not None else max_retries
+        timeout_s = first_given(task.timeout_s, timeout_s)
+        max_retries = first_given(task.max_retries, max_retries)
         prefix = f"requests[{i}]." if len(call) > 1 else ""
         row = task_row(task.id, task, now, task.parameters, grant.max_parameters_bytes,
                        timeout_s, max_retries, prefix)
