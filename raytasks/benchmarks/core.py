@@ -8,7 +8,9 @@ No-op tasks, durable store, two executors. Paths:
 - ``concurrent``: N concurrent ``await tm.submit`` and N concurrent ``await tm.wait`` from
   one event loop (bare Ray: N concurrent awaited refs);
 - ``acks``: N sequential ``await tm.submit`` (acknowledgements per second, ack p50);
-- ``round_trip``: submit then wait, one task at a time (p50/p99; bare Ray: ``ray.get(f.remote())``);
+- ``round_trip``: submit then wait, one task at a time (p50/p99; bare Ray: ``ray.get(f.remote())``),
+  and the CPU that each costs, summed over this process and every process it started (on
+  2 cores one task's latency is bound by the CPU its hops take, not by waiting);
 - ``idle_start``: submit-to-start on an idle system (p50);
 - ``overtake``: with a backlog, the share of (HIGH, LOW) pairs in which HIGH, queued
   later, started first.
@@ -20,9 +22,12 @@ redis; the ``redis-server`` binary).
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
+from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -32,6 +37,7 @@ from ..context import TaskExecutionContext
 from ..models import TaskCreateRequest, TaskPriority, TaskStatus
 from ..runtime import Runtime, connect
 from ..settings import Settings
+from .footprint import descendants
 
 
 def noop(params: dict[str, Any], ctx: TaskExecutionContext) -> float:
@@ -138,6 +144,35 @@ def bare_round_trips_ms(samples: int) -> list[float]:
     return out
 
 
+def cpu_s_by_process() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by this process and every process it started (an embedded
+    Ray's), with each one's name; empty where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in [os.getpid(), *descendants(os.getpid())]:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            name = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0]
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # utime and stime are fields 14, 15
+        out[pid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_ms_per_task(before: dict[int, tuple[str, float]],
+                    after: dict[int, tuple[str, float]], tasks: int) -> dict[str, float]:
+    """CPU milliseconds per task between two snapshots, by process kind: ``client`` (this
+    process), an actor's class (``Manager``, ``PooledExecutor``, ...) or a program's name."""
+    by: defaultdict[str, float] = defaultdict(float)
+    for pid, (name, used) in after.items():
+        start = before.get(pid, (name, 0.0))[1]  # started meanwhile: all of it counts
+        kind = "client" if pid == os.getpid() else \
+            name[len("ray::"):].split(".")[0] if name.startswith("ray::") else Path(name).name
+        by[kind] += (used - start) * 1000 / tasks
+    return dict(by)
+
+
 def idle_start_ms(tm: TaskManager, samples: int) -> list[float]:
     """Submit-to-start latency of single tasks on an otherwise idle system."""
     out = []
@@ -199,7 +234,12 @@ def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bo
     f["bare_concurrent"] = bare_concurrent_rate(n)
     f["concurrent_n"] = n
     f["acks_per_s"], f["ack_p50_ms"] = ack_figures(tm, n)
-    rt_ms, bare_ms = round_trips_ms(tm, samples), bare_round_trips_ms(samples)
+    before = cpu_s_by_process()
+    rt_ms = round_trips_ms(tm, samples)
+    between = cpu_s_by_process()
+    bare_ms = bare_round_trips_ms(samples)
+    f["round_trip_cpu_ms"] = cpu_ms_per_task(before, between, samples)
+    f["bare_round_trip_cpu_ms"] = cpu_ms_per_task(between, cpu_s_by_process(), samples)
     f["round_trip_p50_ms"], f["round_trip_p99_ms"] = _pct(rt_ms, 0.5), _pct(rt_ms, 0.99)
     f["bare_round_trip_p50_ms"], f["bare_round_trip_p99_ms"] = _pct(bare_ms, 0.5), \
         _pct(bare_ms, 0.99)
@@ -238,9 +278,22 @@ def format_core(f: dict[str, Any]) -> str:
         f"p99 {f['bare_round_trip_p99_ms']:.2f}"
         + (f"   Celery p50 {c['round_trip_p50_ms']:.2f}, p99 {c['round_trip_p99_ms']:.2f}"
            if c else "") + " (target p50 <= 2.0 ms)",
+        *_cpu_line(f),
         f"  idle submit-to-start           : p50 {f['idle_start_p50_ms']:.2f} ms "
         "(target <= 2 ms)",
         f"  HIGH overtakes LOW (backlog)   : {100 * f['high_overtake']:.1f} % of pairs "
         "(target >= 95 %)",
     ]
     return "\n".join(lines)
+
+
+def _cpu_line(f: dict[str, Any]) -> list[str]:
+    """CPU per round trip, its three largest parts named, beside bare Ray's."""
+    cpu, bare = f.get("round_trip_cpu_ms"), f.get("bare_round_trip_cpu_ms")
+    if not cpu or not bare:
+        return []
+    top = sorted(cpu.items(), key=lambda kv: -kv[1])[:3]
+    rest = sum(cpu.values()) - sum(v for _k, v in top)
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in top) + f", other {rest:.2f}"
+    return [f"    CPU per round trip           : {sum(cpu.values()):.2f} ms ({parts})   "
+            f"bare Ray {sum(bare.values()):.2f} ms"]
