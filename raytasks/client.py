@@ -272,17 +272,13 @@ class Watcher:
         if new:
             self._register.call(new)  # answers tasks that had already finished
         with self._lock:
-            # the stream runs only while someone waits: a process that is done waiting has
-            # no thread inside Ray when it shuts Ray down
+            # the stream runs while someone waits, and until the poll it has open answers
+            # (a closing client leaves it at once: no thread is inside Ray at shutdown)
             if any(not f.done() for f in out) and not self.active:
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="raytasks-watcher")
                 self._thread.start()
         return out
-
-    def waiting(self) -> bool:
-        """Whether any wait is still open (the stream's poll gives up when none is)."""
-        return bool(self._futures) and not self._stopping
 
     def forget(self, task_id: str, future: Future[Task]) -> None:
         """A waiter gave up (timeout): drop its future."""

@@ -425,6 +425,20 @@ async def test_wait_returns_when_the_task_finishes(core: TaskManagerCore) -> Non
     assert len(core.sessions) == 0
 
 
+async def test_a_poll_given_up_takes_nothing_from_the_next(core: TaskManagerCore) -> None:
+    task = (await create(core, req()))[0]
+    core.sessions.watch("s", [task.id])
+    # Given a poll its client stopped reading, still open, and the client's next poll
+    given_up = asyncio.ensure_future(core.finished("s", 5))
+    await asyncio.sleep(0.01)
+    current = asyncio.ensure_future(core.finished("s", 5))
+    # Then the first ends with nothing, and the task that finishes goes to the second
+    assert await asyncio.wait_for(given_up, timeout=1) == []
+    await done(core, (await lease(core))[0])
+    (ended,) = await asyncio.wait_for(current, timeout=1)
+    assert ended.id == task.id and ended.status is TaskStatus.COMPLETED
+
+
 async def test_concurrent_submits_share_one_commit_and_fail_alone(
         core: TaskManagerCore) -> None:
     commits = []

@@ -21,6 +21,7 @@ class _Session:
     ready: list[str] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     seen: float = 0.0
+    polls: int = 0  # how many polls came: the latest one is the client's
 
 
 class Sessions:
@@ -61,12 +62,21 @@ class Sessions:
         return session_id in self._sessions
 
     async def next(self, session_id: str, timeout_s: float) -> list[str]:
-        """Ids of watched tasks that finished; waits up to ``timeout_s`` for one."""
+        """Ids of watched tasks that finished; waits up to ``timeout_s`` for one.
+
+        A client polls one at a time; a poll still open when its next one comes was given
+        up (its answer would be read by nobody), so it ends at once, taking nothing.
+        """
         session = self._session(session_id)
+        session.polls += 1
+        poll = session.polls
         if not session.ready:
+            session.wake.set()  # the open poll, if any, gives way to this one
             session.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.wake.wait(), timeout=timeout_s)
+        if poll != session.polls:
+            return []
         session.seen = self.clock()
         ready, session.ready = session.ready, []
         self._expire()

@@ -110,9 +110,11 @@ class ClientSession:
     def _finished(self, session: str, timeout_s: float) -> list[Task] | None:
         ref = self._manager.finished.remote(session, timeout_s)
         deadline = time.monotonic() + timeout_s + 30
-        # short waits: a client that is done waiting, or closing, leaves Ray's call at once
+        # short waits: a closing client leaves Ray's call at once. One that is only done
+        # waiting reads the answer still: the call may carry tasks its submits put in the
+        # session, which no later poll would bring (the manager hands each out once)
         while ray.is_initialized() and not ray.wait([ref], timeout=0.2)[0]:
-            if self._closing or not self.watcher.waiting():
+            if self._closing:
                 return []
             if time.monotonic() > deadline:
                 raise TimeoutError("the manager did not answer the wait stream")

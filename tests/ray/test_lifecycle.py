@@ -260,6 +260,25 @@ def test_progress_and_callbacks_reach_the_client(service: Any) -> None:
     assert any(e.kind == "progress" and 0 < e.percentage < 1 for e in mine)
 
 
+def test_a_wait_that_gave_up_leaves_later_waits_their_tasks(service: Any) -> None:
+    from raytasks import WaitTimeoutError
+
+    _sleepy(service, workers=2)
+    tm = TaskManager(service)
+    # Given a wait that gave up while the client's stream was polling the manager
+    long = tm.submit_sync(_req(4.0))
+    with pytest.raises(WaitTimeoutError):
+        tm.wait_sync(long.id, timeout_s=0.3)
+    time.sleep(0.5)  # the stream has seen that nobody waits (its poll still open)
+    # When tasks submitted after it (their submit put them in the stream) finish while
+    # that poll is still open on the manager
+    for _ in range(3):
+        task = tm.submit_sync(_req(0.0))
+        # Then each wait gets its task: the open poll took nothing a later one waits for
+        assert tm.wait_sync(task.id, timeout_s=3).status is TaskStatus.COMPLETED
+    assert tm.wait_sync(long.id, timeout_s=30).status is TaskStatus.COMPLETED
+
+
 def test_large_results_are_stored_as_artifacts(service: Any) -> None:
     _sleepy(service)
     tm = TaskManager(service)
