@@ -173,7 +173,8 @@ def test_each_arrival_wakes_one_waiting_executor() -> None:
                    asyncio.create_task(executor(3, ["a", "b"]))]
         await asyncio.sleep(0)
         counts = []
-        # When one task arrives, one executor wakes; the others sleep on
+        # When one task arrives, one executor wakes, one that waits for that type only
+        # (the third stays for the other type); the others sleep on
         arrivals.arrived("a")
         await asyncio.sleep(0.01)
         counts.append(len(woken))
