@@ -336,3 +336,29 @@ def test_opening_a_new_sqlite_store_waits_for_anothers_migration(tmp_path: Any) 
     release.join()
     store.close()
     other.close()
+
+
+def test_opening_a_new_sqlite_store_waits_while_another_opener_reads_it(tmp_path: Any) -> None:
+    import sqlite3
+    import threading
+
+    # Given another opener holding a read lock on the new file, not yet in WAL mode, for
+    # longer than the busy timeout (two openers switching it at once lock each other out:
+    # CI's tracker failed "database is locked" starting beside the manager)
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN")
+    other.execute("SELECT * FROM sqlite_master").fetchall()
+    release = threading.Timer(1.0, lambda: other.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    # When the store is opened meanwhile
+    store = SqlTaskStore(f"sqlite:///{path}", busy_timeout_s=0.2)
+    # Then it waited for the switch to WAL, migrated, and works
+    assert time.monotonic() - started >= 0.8
+    store.commit(WriteBatch(inserts=[_row("a")]))
+    assert store.get("a") is not None
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    release.join()
+    store.close()
+    other.close()

@@ -128,7 +128,7 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
     connections, whose BEGIN IMMEDIATE waits in :func:`_begin_immediate` instead)."""
     def apply(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        _into_wal(cur)
         # NORMAL in WAL mode survives any process crash; only an OS crash or power
         # loss can drop the last commits.
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -138,6 +138,26 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cur.close()
     return apply
+
+
+def _into_wal(cur: Any) -> None:
+    """Put a new file in WAL mode, or find it there, however many processes open it at once.
+
+    Switching a new file needs its exclusive lock. When two openers switch together, SQLite
+    answers one of them "database is locked" at once, without its busy handler (waiting
+    would deadlock), and a shared lock held past the busy timeout does the same. The
+    system actors open a new store side by side, so the switch is retried for as long as
+    an opener waits for another's migration (:data:`migrate.MIGRATION_WAIT_S`).
+    """
+    deadline = time.monotonic() + migrate.MIGRATION_WAIT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class SqlTaskStore(TaskStore):
