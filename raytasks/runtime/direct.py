@@ -190,9 +190,7 @@ class DirectIntake:
                         if ray.is_initialized():
                             log.info("an intake notice failed: %s", exc)
                 with self._lock:
-                    self._in_flight = None
-                    if self._notices:
-                        self._send()
+                    self._in_flight = None  # what was committed meanwhile goes next turn
                 continue
             with self._lock:
                 renew = self._renew_due() and not self._stopping

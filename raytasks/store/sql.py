@@ -347,13 +347,9 @@ class SqlTaskStore(TaskStore):
         client waits for is read here)."""
         out: dict[str, Task] = {}
         with self.engine.connect() as conn:
-            mark = _mark(conn)
-            for start in range(0, len(task_ids), 500):
-                chunk = task_ids[start:start + 500]
-                sql = f"{_SELECT_TASKS} WHERE id IN ({', '.join([mark] * len(chunk))})"
-                for values in _query(conn, sql, chunk):
-                    task = row_to_task(dict(zip(_TASK_NAMES, values, strict=True)))
-                    out[task.id] = task
+            for values in _query_ids(conn, f"{_SELECT_TASKS} WHERE id IN", task_ids):
+                task = row_to_task(dict(zip(_TASK_NAMES, values, strict=True)))
+                out[task.id] = task
         return out
 
     def checkpoint(self, task_id: str) -> Any:
@@ -419,12 +415,8 @@ class SqlTaskStore(TaskStore):
             if task_ids is None:
                 raw = _query(conn, f"{sql} ORDER BY created_at", [])
             else:
-                mark, raw = _mark(conn), []
-                for start in range(0, len(task_ids), 500):
-                    chunk = task_ids[start:start + 500]
-                    raw += _query(conn, f"{sql} AND id IN ({', '.join([mark] * len(chunk))})",
-                                  chunk)
-                raw.sort(key=lambda r: r[12])
+                raw = sorted(_query_ids(conn, f"{sql} AND id IN", task_ids),
+                             key=lambda r: r[12])  # created_at
         return [ActiveRow(
             id=r[0], task_type=r[1], status=TaskStatus(r[2]), priority=r[3], queue=r[4],
             attempt=r[5], max_retries=r[6], timeout_s=r[7], parameters=r[8],
@@ -448,16 +440,10 @@ class SqlTaskStore(TaskStore):
         row: a task is adopted once, whichever of a client's notice, a sweep or a lookup
         claims it first, and a notice repeated after a restart claims nothing.
         """
-        claimed: list[str] = []
         with self._writer.begin() as conn:
-            mark = _mark(conn)
-            for start in range(0, len(task_ids), 500):
-                chunk = task_ids[start:start + 500]
-                rows = _query(conn, f"DELETE FROM {intake.name} WHERE task_id IN "
-                                    f"({', '.join([mark] * len(chunk))}) RETURNING task_id",
-                              chunk)
-                claimed += [r[0] for r in rows]
-        return claimed
+            rows = _query_ids(conn, f"DELETE FROM {intake.name} WHERE task_id IN", task_ids,
+                              "RETURNING task_id")
+        return [r[0] for r in rows]
 
     def states(self, task_ids: list[str]) -> dict[str, tuple[TaskStatus, str | None]]:
         """Status and owner of each task that exists, by id."""
@@ -592,6 +578,16 @@ _SELECT_TASKS = f"SELECT {', '.join(_TASK_NAMES)} FROM {tasks.name}"
 _ACTIVE_COLUMNS = ("id, task_type, status, priority, queue, attempt, max_retries, timeout_s, "
                    "parameters, owner, queued, lease_token, created_at, enqueued_at, "
                    "not_before, cancel_requested, depends_on, lease_request, lease_executor")
+
+
+def _query_ids(conn: sa.Connection, head: str, ids: list[str],
+               tail: str = "") -> list[tuple[Any, ...]]:
+    """The rows of ``{head} (ids...) {tail}`` in plain SQL, run for 500 ids at a time."""
+    mark, rows = _mark(conn), []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows += _query(conn, f"{head} ({', '.join([mark] * len(chunk))}) {tail}", chunk)
+    return rows
 
 
 def _query(conn: sa.Connection, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
