@@ -447,14 +447,9 @@ class SqlTaskStore(TaskStore):
 
     def states(self, task_ids: list[str]) -> dict[str, tuple[TaskStatus, str | None]]:
         """Status and owner of each task that exists, by id."""
-        out: dict[str, tuple[TaskStatus, str | None]] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(task_ids), 500):
-                chunk = task_ids[start:start + 500]
-                for r in conn.execute(sa.select(tasks.c.id, tasks.c.status, tasks.c.owner)
-                                      .where(tasks.c.id.in_(chunk))):
-                    out[r[0]] = (TaskStatus(r[1]), r[2])
-        return out
+            rows = _query_ids(conn, "SELECT id, status, owner FROM rt_tasks WHERE id IN", task_ids)
+        return {r[0]: (TaskStatus(r[1]), r[2]) for r in rows}
 
     def status_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
