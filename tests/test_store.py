@@ -314,51 +314,36 @@ def test_sqlite_commits_leave_the_checkpoint_to_the_managers_timer(tmp_path: Any
     store.close()
 
 
-def test_opening_a_new_sqlite_store_waits_for_anothers_migration(tmp_path: Any) -> None:
+@pytest.mark.parametrize(("held_by", "hold_s", "busy_timeout_s"), [
+    # another process migrating the new file: its write lock, already in WAL mode
+    (["PRAGMA journal_mode=WAL", "BEGIN IMMEDIATE"], 1.5, 0.3),
+    # another opener reading it, not yet in WAL mode (two openers switching it at once
+    # lock each other out: CI's tracker failed "database is locked" beside the manager)
+    (["BEGIN", "SELECT * FROM sqlite_master"], 1.0, 0.2),
+], ids=["anothers-migration", "another-opener-reading"])
+def test_opening_a_new_sqlite_store_waits_for_another_process(
+        tmp_path: Any, held_by: list[str], hold_s: float, busy_timeout_s: float) -> None:
     import sqlite3
     import threading
+    from contextlib import closing
 
-    # Given another process holding the new file's write lock (migrating it) for longer
-    # than the opener's everyday busy timeout
+    # Given another process holding a lock on the new file for longer than the opener's
+    # everyday busy timeout
     path = tmp_path / "new.db"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("PRAGMA journal_mode=WAL")
-    other.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(1.5, lambda: other.execute("COMMIT"))
+    for statement in held_by:
+        other.execute(statement).fetchall()
+    release = threading.Timer(hold_s, lambda: other.execute("COMMIT"))
     release.start()
     started = time.monotonic()
     # When the store is opened meanwhile
-    store = SqlTaskStore(f"sqlite:///{path}", busy_timeout_s=0.3)
+    store = SqlTaskStore(f"sqlite:///{path}", busy_timeout_s=busy_timeout_s)
     # Then it waited for the lock, migrated, and works (not "database is locked")
-    assert time.monotonic() - started >= 1.0
+    assert time.monotonic() - started >= hold_s - 0.2
     store.commit(WriteBatch(inserts=[_row("a")]))
     assert store.get("a") is not None
-    release.join()
-    store.close()
-    other.close()
-
-
-def test_opening_a_new_sqlite_store_waits_while_another_opener_reads_it(tmp_path: Any) -> None:
-    import sqlite3
-    import threading
-
-    # Given another opener holding a read lock on the new file, not yet in WAL mode, for
-    # longer than the busy timeout (two openers switching it at once lock each other out:
-    # CI's tracker failed "database is locked" starting beside the manager)
-    path = tmp_path / "new.db"
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN")
-    other.execute("SELECT * FROM sqlite_master").fetchall()
-    release = threading.Timer(1.0, lambda: other.execute("COMMIT"))
-    release.start()
-    started = time.monotonic()
-    # When the store is opened meanwhile
-    store = SqlTaskStore(f"sqlite:///{path}", busy_timeout_s=0.2)
-    # Then it waited for the switch to WAL, migrated, and works
-    assert time.monotonic() - started >= 0.8
-    store.commit(WriteBatch(inserts=[_row("a")]))
-    assert store.get("a") is not None
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    with closing(sqlite3.connect(path)) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     release.join()
     store.close()
     other.close()

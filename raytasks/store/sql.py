@@ -155,7 +155,8 @@ def _into_wal(cur: Any) -> None:
             cur.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # any BUSY_* too
+            if not busy or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
 
