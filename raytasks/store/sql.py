@@ -449,7 +449,8 @@ class SqlTaskStore(TaskStore):
     def states(self, task_ids: list[str]) -> dict[str, tuple[TaskStatus, str | None]]:
         """Status and owner of each task that exists, by id."""
         with self.engine.connect() as conn:
-            rows = _query_ids(conn, "SELECT id, status, owner FROM rt_tasks WHERE id IN", task_ids)
+            rows = _query_ids(conn, f"SELECT id, status, owner FROM {tasks.name} WHERE id IN",
+                              task_ids)
         return {r[0]: (TaskStatus(r[1]), r[2]) for r in rows}
 
     def status_counts(self) -> dict[str, int]:
