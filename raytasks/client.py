@@ -228,6 +228,9 @@ class Watcher:
         self._early: OrderedDict[str, Task] = OrderedDict()
         # tasks a submit already put in this session: waiting on them needs no watch call
         self._noted: OrderedDict[str, None] = OrderedDict()
+        # tasks this client runs directly: their end comes from here, not from the stream
+        self._direct: set[str] = set()
+        self._undirected: OrderedDict[str, None] = OrderedDict()  # direct runs handed back
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.used = False  # once a wait used the session, submits join it
@@ -249,9 +252,30 @@ class Watcher:
         """These tasks are in this client's session already (its submit put them there)."""
         with self._lock:
             for task_id in task_ids:
-                self._noted[task_id] = None
+                # a direct run's end comes from the run, or its hand-back watches it
+                if task_id not in self._direct and task_id not in self._undirected:
+                    self._noted[task_id] = None
             while len(self._noted) > EARLY_KEPT:
                 self._noted.popitem(last=False)
+
+    def note_direct(self, task_id: str) -> None:
+        """This client runs the task itself: its end is resolved here (``resolve``), or
+        handed to the stream (``undirect``) if the run does not end it."""
+        with self._lock:
+            self._direct.add(task_id)
+
+    def undirect(self, task_id: str) -> None:
+        """A direct run did not end the task: the stream brings its end (if waited for)."""
+        with self._lock:
+            self._direct.discard(task_id)
+            self._noted.pop(task_id, None)  # not in the stream: a wait must watch it
+            self._undirected[task_id] = None
+            while len(self._undirected) > EARLY_KEPT:
+                self._undirected.popitem(last=False)
+            waited = task_id in self._futures
+        if waited:
+            self._register.call([task_id])
+            self._stream()
 
     def futures(self, task_ids: list[str]) -> list[Future[Task]]:
         """A future per id, resolved with the finished Task (or TaskNotFoundError)."""
@@ -264,21 +288,29 @@ class Watcher:
                 if early is not None:
                     future.set_result(early)
                     continue
-                known = task_id in self._futures or self._noted.pop(task_id, 0) is None
+                known = task_id in self._futures or task_id in self._direct \
+                    or self._noted.pop(task_id, 0) is None
                 self._futures.setdefault(task_id, []).append(future)
                 if not known:
                     new.append(task_id)
             self.used = True
         if new:
             self._register.call(new)  # answers tasks that had already finished
+        self._stream()
+        return out
+
+    def _streamed(self) -> list[str]:
+        """The tasks waited for whose end the stream brings (call with the lock held)."""
+        return [t for t in self._futures if t not in self._direct]
+
+    def _stream(self) -> None:
+        """Run the stream while someone waits for it, and until the poll it has open
+        answers (a closing client leaves it at once: no thread is inside Ray at shutdown)."""
         with self._lock:
-            # the stream runs while someone waits, and until the poll it has open answers
-            # (a closing client leaves it at once: no thread is inside Ray at shutdown)
-            if any(not f.done() for f in out) and not self.active:
+            if self._streamed() and not self.active:
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="raytasks-watcher")
                 self._thread.start()
-        return out
 
     def forget(self, task_id: str, future: Future[Task]) -> None:
         """A waiter gave up (timeout): drop its future."""
@@ -291,7 +323,7 @@ class Watcher:
 
     def _send_watch(self, batches: list[list[str]]) -> list[None]:
         answer = self._watch(self.session, [t for batch in batches for t in batch])
-        self._resolve(answer.finished)
+        self.resolve(answer.finished)
         for task_id in answer.missing:
             self._fail(task_id, TaskNotFoundError(task_id))
         return [None] * len(batches)
@@ -299,7 +331,7 @@ class Watcher:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                waiting = list(self._futures)
+                waiting = self._streamed()
                 if not waiting or self._stopping:  # nobody waits: stop (a wait starts again)
                     self._thread = None
                     return
@@ -317,11 +349,13 @@ class Watcher:
                 if waiting:
                     self._register.call(waiting)
                 continue
-            self._resolve(tasks)
+            self.resolve(tasks)
 
-    def _resolve(self, tasks: list[Task]) -> None:
+    def resolve(self, tasks: list[Task]) -> None:
+        """These tasks ended: answer who waits for them (or keep them for a later wait)."""
         for task in tasks:
             with self._lock:
+                self._direct.discard(task.id)
                 futures = self._futures.pop(task.id, None)
                 if futures is None:
                     self._early[task.id] = task

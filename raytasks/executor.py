@@ -74,6 +74,9 @@ class _Running:
     progress_at: float = 0.0
     progress_sent: float = 0.0
     log: AttemptLog | None = None
+    #: handed over by a client (``run_direct``): the manager learns of its lease only
+    #: when that client's notice arrives, so its first heartbeat waits an interval
+    direct: bool = False
 
 
 class TaskExecutor:
@@ -97,6 +100,10 @@ class TaskExecutor:
         self._beating = threading.Lock()
         self._held: dict[str, _Running] = {}  # leased, not yet reported
         self._current: _Running | None = None
+        # held while an attempt runs: a direct run is taken only by an executor that holds
+        # nothing, and the work loop's next lease waits for a direct run to end
+        self._running = threading.Lock()
+        self.direct_at = 0.0  # when the last direct run was taken (time.time())
         self._avg_run_s = 1.0
         self._last_leased = 0
         self._stop = threading.Event()
@@ -126,7 +133,37 @@ class TaskExecutor:
             current = self._current.lease.task_id if self._current else None
             return {"executor_id": self.executor_id, "task_type": self.task_type,
                     "pid": self.pid, "current": current, "held": len(self._held),
-                    "completed": self.completed}
+                    "completed": self.completed, "direct_at": self.direct_at}
+
+    def run_direct(self, lease: Lease, refuse: Any = None) -> tuple[bool, Report | None]:
+        """Run a task a client committed as RUNNING under ``lease`` (the direct path), if
+        this executor is idle: nothing held, nothing running, and ``refuse()`` false.
+
+        Returns (taken, report): not taken, the client hands the lease back; taken, the
+        report the client commits. None instead: the lease was lost, or the run outlasted
+        a heartbeat interval, so the manager holds its lease and was sent the report
+        itself (the client may be gone by now). The attempt is watched as a leased one
+        is: timeouts, cancels, lost leases.
+        """
+        if not self._running.acquire(blocking=False):
+            return False, None
+        try:
+            with self._lock:
+                if self._held or self._stop.is_set() or (refuse is not None and refuse()):
+                    return False, None
+                self._held[lease.task_id] = _Running(lease, 0.0, direct=True)
+                self.direct_at = taken = time.time()
+            report = self._run(lease)
+        finally:
+            self._running.release()
+        if report is not None and time.time() - taken >= self.settings.heartbeat_interval_s:
+            self._report([report])
+            return True, None
+        return True, report
+
+    def busy(self) -> bool:
+        """Whether an attempt runs now (leased or direct)."""
+        return self._running.locked()
 
     def stop(self) -> None:
         self._stop.set()
@@ -166,7 +203,8 @@ class TaskExecutor:
                 for lease in leases:
                     self._held[lease.task_id] = _Running(lease, 0.0)
             for lease in leases:
-                report = self._run(lease)
+                with self._running:
+                    report = self._run(lease)
                 if report is not None:
                     reports.append(report)
 
@@ -263,7 +301,10 @@ class TaskExecutor:
             now = time.time()
             with self._lock:
                 run = self._current
-                held = list(self._held.values())
+                # a direct run's lease is known to the manager once the client's notice
+                # lands (well within an interval): renewing it sooner would say it is lost
+                held = [r for r in self._held.values() if not r.direct or
+                        (r.started and now - r.started >= self.settings.heartbeat_interval_s)]
             if run is not None:
                 self._enforce_limits(run, now)
             due = [r for r in held if r.progress is not None
@@ -338,6 +379,15 @@ class TaskExecutor:
                 type="TaskCancelledError", reason="cancelled",
                 message="did not stop within the cancel grace period; the process was replaced")))
 
+    def _report(self, reports: list[Report]) -> None:
+        """Send reports outside the work loop, trying for a while (a manager restarting)."""
+        for _ in range(20):
+            try:
+                self.link.report(reports)
+                return
+            except Exception:
+                time.sleep(0.25)  # if it never lands, the leases expire and are retried
+
     def _abandon(self, run: _Running, report: Report | None) -> None:
         """Report ``run``'s end, hand back the rest of the batch, and end this process."""
         if run.log is not None:
@@ -351,13 +401,8 @@ class TaskExecutor:
             others = [r for r in self._held.values() if r is not run and not r.lost]
         reports = [report] if report is not None else []
         reports += [Report(r.lease.task_id, r.lease.token, "released") for r in others]
-        for _ in range(20):
-            try:
-                if reports:
-                    self.link.report(reports)
-                break
-            except Exception:
-                time.sleep(0.25)  # if it never lands, the leases expire and are retried
+        if reports:
+            self._report(reports)
         log.warning("executor %s: replacing process after %s of %s", self.executor_id,
                     report.error.reason if report and report.error else "a lost lease",
                     run.lease.task_id)

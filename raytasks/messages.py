@@ -144,6 +144,10 @@ class IntakeGrant:
     max_parameters_bytes: int
     #: the Ray node the manager runs on: a SQLite store is shared on that node only
     node_id: str | None = None
+    #: per task type a client may run directly (no concurrency limit): its handler
+    #: version and the executors that asked for work lately (``run_direct``)
+    direct: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+    lease_ttl_s: float = 10.0
 
 
 class WatchAnswer(NamedTuple):

@@ -209,17 +209,21 @@ class Changes:
             return Plan(batch, apply)
         return plan
 
-    def _allowance(self, task_type: str, ctx: Round) -> int | None:
+    def limit(self, task_type: str) -> int | None:
+        """Most tasks of ``task_type`` that may run at once (None: no limit)."""
         core = self.core
         if task_type not in self.limits:
             limit = core.settings.for_type(task_type).max_concurrency
             if limit is None and task_type in core.registry:
                 limit = core.registry.get(task_type).max_concurrency
             self.limits[task_type] = limit
-        limit = self.limits[task_type]
+        return self.limits[task_type]
+
+    def _allowance(self, task_type: str, ctx: Round) -> int | None:
+        limit = self.limit(task_type)
         if limit is None:
             return None
-        return limit - core.queues.running(task_type) - ctx.starts[task_type]
+        return limit - self.core.queues.running(task_type) - ctx.starts[task_type]
 
     def _admit(self, owner: str | None, task_type: str, ctx: Round) -> bool:
         """Whether one more task of ``owner`` and ``task_type`` may start (running quotas)."""
@@ -276,6 +280,24 @@ class Changes:
                 core.publish(batch.events, event_ids)
                 return ReportAnswer(accepted=accepted, rejected=rejected)
             return Plan(batch, apply)
+        return plan
+
+    def ended(self, items: list[tuple[str, int]]) -> Planner:
+        """Tasks a client ran directly and committed COMPLETED under these lease tokens:
+        only memory changes (the client's commit was the change)."""
+        core = self.core
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim(task_id for task_id, _token in items)
+            done = [entry for task_id, token in items
+                    if (entry := core.active.get(task_id)) is not None
+                    and entry.status is R and entry.token == token]
+
+            def apply(_ids: list[int]) -> None:
+                for entry in done:
+                    core.queues[entry.queue].release(entry.task_id, entry.token)
+                    self._finish(entry, TaskStatus.COMPLETED)
+            return Plan(apply=apply)
         return plan
 
     def expired(self) -> Planner:

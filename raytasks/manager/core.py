@@ -72,6 +72,8 @@ CancelSink = Callable[[str, str, int], None]
 
 #: How many report_and_lease answers are remembered for retried calls.
 ANSWERS_KEPT = 1024
+#: Seconds after its last call for work an executor is no longer offered for direct runs.
+EXECUTOR_SEEN_S = 5.0
 
 
 class TaskManagerCore:
@@ -102,6 +104,8 @@ class TaskManagerCore:
         #: tasks being adopted from the direct intake, by id (resolved once in memory)
         self._adopting: dict[str, asyncio.Future[None]] = {}
         self._intake_seen: set[str] = set()
+        #: per task type, the executors that asked it for work, and when they last did
+        self._executors: dict[str, dict[str, float]] = {}
         self.node_id: str | None = None  # the Ray node (set by the actor)
 
     # ------------------------------------------------------------------ start
@@ -318,17 +322,41 @@ class TaskManagerCore:
                  for spec in self.registry.specs()}
         return IntakeGrant(store_url=url, credits=credits, ttl_s=ttl, types=types,
                            max_parameters_bytes=self.settings.max_parameters_bytes,
-                           node_id=self.node_id)
+                           node_id=self.node_id, direct=self._direct_types(),
+                           lease_ttl_s=self.settings.lease_ttl_s)
+
+    def _direct_types(self) -> dict[str, tuple[int, tuple[str, ...]]]:
+        """Types a client may run on an idle executor itself: known, without a limit on
+        how many run at once (which only the lease enforces), with executors asking for
+        work in the last few seconds (an executor's long poll renews every second)."""
+        since = time.monotonic() - EXECUTOR_SEEN_S
+        out = {}
+        for task_type, seen in self._executors.items():
+            for executor_id in [e for e, at in seen.items() if at < since]:
+                del seen[executor_id]
+            if seen and task_type in self.registry and self.ops.limit(task_type) is None:
+                out[task_type] = (self.registry.get(task_type).version, tuple(seen))
+        return out
 
     async def adopt(self, client: str, task_ids: list[str], session: str | None = None,
-                    queues: dict[str, int] | None = None) -> None:
+                    queues: dict[str, int] | None = None,
+                    ended: list[tuple[str, int]] | None = None,
+                    reports: list[Report] | None = None) -> None:
         """A client committed these tasks itself: take them into memory and queue them.
 
         Repeating it is harmless: a task is adopted once (its intake row is claimed).
         ``session`` puts them in the client's wait stream; ``queues`` counts them per queue:
         that much of the client's held room is taken back at once, before a renewal the
         client asked for after this notice replaces it.
+
+        Tasks the client committed RUNNING (a direct run on an idle executor) are held
+        under their lease. ``ended``: such tasks, by lease token, whose completion the
+        client committed (now or in an earlier notice); ``reports``: how the others' runs
+        ended (a run refused, failed or cancelled), applied as an executor's are.
         """
+        if ended or reports:
+            task_ids = [*task_ids, *(t for t, _token in ended or ()),
+                        *(r.task_id for r in reports or ())]
         for queue, count in (queues or {}).items():
             self.intake.reservations.used(client, queue, count)
         adopted = False
@@ -341,6 +369,10 @@ class TaskManagerCore:
                 for task_id in task_ids if adopted else ():
                     if task_id not in self.active:  # adopted earlier, and already finished
                         self.sessions.finished(task_id)
+        if ended:
+            await self.pipeline.run(self.ops.ended(ended))
+        if reports:
+            await self.report(reports)
 
     async def sweep_intake(self) -> None:
         """Adopt tasks clients committed whose notice never came (seen on two sweeps)."""
@@ -365,13 +397,20 @@ class TaskManagerCore:
             for task_id in todo:
                 self._adopting[task_id] = done
             try:
-                rows = await asyncio.to_thread(self._claim, todo)
+                rows, ended = await asyncio.to_thread(self._claim, todo)
+                for status, owner in ended:  # a direct run that ended before its notice
+                    self.counts.add(owner, status)
                 for row in rows:
                     if row.id in self.active:  # loaded from the store on a restart
                         continue
                     entry = Entry.from_row(row)
                     self.active.add(entry)
-                    self.ops.arm(entry, row.depends_on, {})
+                    if entry.status is TaskStatus.RUNNING:  # a client runs it directly
+                        self.queues[entry.queue].grant(
+                            entry.queued_item(), entry.token, row.lease_executor or "direct",
+                            self.clock() + self.settings.lease_ttl_s)
+                    else:
+                        self.ops.arm(entry, row.depends_on, {})
             finally:
                 for task_id in todo:
                     del self._adopting[task_id]
@@ -379,9 +418,13 @@ class TaskManagerCore:
         if others:
             await asyncio.gather(*others.values())
 
-    def _claim(self, task_ids: list[str]) -> list[ActiveRow]:
+    def _claim(self, task_ids: list[str]
+               ) -> tuple[list[ActiveRow], list[tuple[TaskStatus, str | None]]]:
+        """The claimed tasks' rows, and the states of those that already ended."""
         claimed = self.store.claim_intake(task_ids)
-        return self.store.active_rows(claimed) if claimed else []
+        rows = self.store.active_rows(claimed) if claimed else []
+        over = set(claimed) - {row.id for row in rows}
+        return rows, list(self.store.states(sorted(over)).values()) if over else []
 
     async def _is_active(self, task_id: str) -> bool:
         """Whether the task is PENDING or RUNNING: adopted first if a client committed it."""
@@ -402,7 +445,10 @@ class TaskManagerCore:
         """
         if request.request_id in self.answers:
             return self.answers[request.request_id]
-        deadline = time.monotonic() + request.wait_s
+        now = time.monotonic()
+        for task_type in request.task_types:
+            self._executors.setdefault(task_type, {})[request.executor_id] = now
+        deadline = now + request.wait_s
         leases: list[Lease] = await self.pipeline.run(self.ops.report_and_lease(request))
         while True:
             remaining = deadline - time.monotonic()
@@ -681,6 +727,9 @@ class TaskManagerCore:
                 sched.release(task_id)
             row = rows.get(task_id)
             if row is None:
+                if entry is not None:  # it ended (a client's direct run whose notice was lost)
+                    for status, owner in self.store.states([task_id]).values():
+                        self.counts.add(owner, status)
                 self.sessions.finished(task_id)
                 continue
             fresh = Entry.from_row(row)

@@ -35,6 +35,12 @@ class Transition:
         return None if value is None else int(value)
 
 
+def completion(report: Report, now: float) -> dict[str, Any]:
+    """The stored fields of an attempt's accepted completion, but its status."""
+    return {"result": report.result, "result_uri": report.result_uri, "error": None,
+            "finished_at": now}
+
+
 def decide(entry: Entry, report: Report, now: float, settings: Settings,
            rng: random.Random) -> Transition:
     """The transition ``report`` makes ``entry`` (a RUNNING task under the report's lease).
@@ -50,8 +56,7 @@ def decide(entry: Entry, report: Report, now: float, settings: Settings,
         requeue_at = now
     elif report.outcome == "completed":
         target = TaskStatus.COMPLETED
-        fields.update(result=report.result, result_uri=report.result_uri, error=None,
-                      finished_at=now)
+        fields.update(completion(report, now))
     else:
         error = report.error or TaskErrorInfo(type="Unknown", message="no error reported")
         if report.outcome == "cancelled" or entry.cancel_requested:

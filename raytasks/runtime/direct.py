@@ -11,30 +11,42 @@ A thread then tells the manager (``adopt``), many tasks per call, and renews the
 before it expires. The manager adopts a task by claiming its intake row, so a task is
 adopted once; a notice lost with a crashed manager or client is made up for by the
 manager's sweep of the intake.
+
+A lone task (one call of one task, none of this client's in flight) of a type the grant
+names executors for is also *run* directly: it is committed RUNNING under its first lease
+token, with its PENDING and RUNNING events, and handed to one of those executors
+(``run_direct``), which runs it only if it is idle. Its completion is committed here,
+fenced by that token, and answers the client's wait; the manager learns both from the
+notices and never commits for it. A run refused, failed, cancelled or lost goes back to
+the manager (its report, or the lease's expiry), which decides as for any attempt.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import ray
 
 from ..errors import RaytasksError
-from ..manager.intake import first_given, task_row
+from ..manager.intake import first_given, row_to_new_task, task_row
 from ..manager.outbox import status_event
-from ..messages import Ack, IntakeGrant, NewTask
-from ..models import TaskStatus
-from ..store.base import WriteBatch
+from ..manager.outcomes import completion
+from ..messages import Ack, IntakeGrant, Lease, NewTask, Report
+from ..models import Task, TaskStatus
+from ..store.base import RowUpdate, StaleWriteError, WriteBatch
 from .actors import get
 
 if TYPE_CHECKING:
+    from ..client import Watcher
     from ..store import SqlTaskStore
 
 log = logging.getLogger(__name__)
@@ -48,14 +60,31 @@ MAX_CALL_TASKS = 64
 CONNECT_TIMEOUT_S = 3
 #: Share of a grant's life after which it is used no more (the manager holds it longer).
 USABLE_SHARE = 0.8
+#: The lease token of a direct run: a new task's first lease.
+DIRECT_TOKEN = 1
+#: Seconds without direct runs after an executor refused one (it was busy: so is the pool).
+REFUSED_BACKOFF_S = 0.2
+#: Seconds into a direct run after which the client also watches the task's end in its
+#: stream (a run that does not answer, the manager may end otherwise).
+WATCH_AFTER_S = 0.5
 
 
 class DirectIntake:
     """One client's grant, its store connection and its notice thread."""
 
-    def __init__(self, manager: Any, busy_timeout_s: float) -> None:
+    def __init__(self, manager: Any, busy_timeout_s: float, namespace: str = "raytasks",
+                 watcher: Watcher | None = None) -> None:
         self.client = uuid.uuid4().hex
         self._manager = manager
+        self._namespace = namespace
+        self._watcher = watcher
+        self._executors: dict[str, Any] = {}  # handles by name
+        self._direct = False  # a direct run is under way (from its choice of executor)
+        self._run: _DirectRun | None = None  # the direct run in flight
+        self._refused_until = 0.0  # monotonic
+        self._turn = 0  # which of a type's executors the next direct run asks first
+        self._ended: list[tuple[str, int]] = []  # direct runs committed, not yet told
+        self._reports: list[Report] = []  # direct runs the manager must end, not yet told
         self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -69,8 +98,10 @@ class DirectIntake:
         self._notices: dict[str | None, tuple[list[str], Counter[str]]] = {}
         self._in_flight: list[Any] | None = None  # the notices sent, not yet answered
         self._thread: threading.Thread | None = None
+        self._runs: threading.Thread | None = None  # takes the direct runs' answers
         self._stopping = False
         self.committed = 0  # tasks this client committed itself
+        self.ran = 0  # tasks this client ran on an idle executor and committed the end of
 
     # ------------------------------------------------------------------ submit
 
@@ -83,21 +114,38 @@ class DirectIntake:
                                 for call in calls) \
                 or not self._ready():  # a grant is asked for only once a call could use it
             return out
-        grant, store = self._grant, self._store
-        assert grant is not None and store is not None
+        grant = self._grant
+        assert grant is not None
+        runner = self._runner(calls, grant)
+        started = False
+        try:
+            out, started = self._commit(calls, session, grant, runner)
+        finally:
+            if runner is not None and not started:
+                with self._lock:
+                    self._direct = False
+                    self._wake.notify_all()
+        return out
+
+    def _commit(self, calls: list[list[NewTask]], session: str | None, grant: IntakeGrant,
+                runner: _Runner | None) -> tuple[list[list[Ack] | BaseException | None], bool]:
+        """``submit``'s answers, and whether it started a direct run (with ``runner``)."""
+        out: list[list[Ack] | BaseException | None] = [None] * len(calls)
+        store = self._store
+        assert store is not None
         now = time.time()
         built: dict[int, _Rows] = {}
         for i, call in enumerate(calls):
             if _small(call) and all(_plain(task, grant) for task in call):
                 try:
-                    built[i] = _rows(call, grant, now, self.client)
+                    built[i] = _rows(call, grant, now, self.client, runner)
                 except RaytasksError as exc:
                     out[i] = exc
         need: Counter[str] = Counter()
         with self._lock:
             if time.monotonic() >= self._granted_at + USABLE_SHARE * grant.ttl_s:
                 self._wake.notify()  # renew
-                return out
+                return out, False
             for i, rows in list(built.items()):
                 queues = Counter(r["queue"] for r in rows.tasks)
                 if any(self._credits[q] < need[q] + n for q, n in queues.items()):
@@ -108,7 +156,7 @@ class DirectIntake:
             self._credits -= need
             self._taken += need
         if not built:
-            return out
+            return out, False
         batch = _Rows()
         for rows in built.values():
             batch.extend(rows)
@@ -120,7 +168,12 @@ class DirectIntake:
                 self._credits += need
                 self._taken -= need
             log.warning("direct intake commit failed (%s); using the manager's path", exc)
-            return out
+            return out, False
+        started = runner is not None and batch.tasks[0]["status"] == TaskStatus.RUNNING.value
+        if started:
+            assert runner is not None
+            session = None  # its end comes from the run, or the client watches it then
+            self._start(batch.tasks[0], runner)
         with self._lock:
             ids, queues = self._notices.setdefault(session, ([], Counter()))
             ids += [r["task_id"] for r in batch.intake]
@@ -131,7 +184,115 @@ class DirectIntake:
             self._wake.notify()
         for i, rows in built.items():
             out[i] = rows.acks
-        return out
+        return out, started
+
+    # ------------------------------------------------------------- direct runs
+
+    def _runner(self, calls: list[list[NewTask]], grant: IntakeGrant) -> _Runner | None:
+        """The executor a lone task is handed to, if it is one and one is offered."""
+        if len(calls) != 1 or len(calls[0]) != 1 or self._watcher is None:
+            return None
+        offered = grant.direct.get(calls[0][0].task_type)
+        if not offered or time.monotonic() < self._refused_until:
+            return None
+        with self._lock:  # one direct run at a time: until its answer is taken
+            if self._direct:
+                return None
+            self._direct = True
+            self._turn += 1
+        version, executors = offered
+        return _Runner(executors[self._turn % len(executors)], version, grant.lease_ttl_s)
+
+    def _start(self, row: dict[str, Any], runner: _Runner) -> None:
+        """Hand the committed task to its executor; the run thread takes its answer."""
+        assert self._watcher is not None
+        self._watcher.note_direct(row["id"])
+        lease = Lease(task_id=row["id"], task_type=row["task_type"], token=DIRECT_TOKEN,
+                      attempt=0, parameters=row["parameters"], timeout_s=row["timeout_s"],
+                      deadline=row["started_at"] + runner.lease_ttl_s,
+                      handler_version=runner.version)
+        try:
+            handle = self._executors.get(runner.executor_id) or ray.get_actor(
+                runner.executor_id, namespace=self._namespace)
+            self._executors[runner.executor_id] = handle
+            ref = handle.run_direct.remote(lease)
+        except Exception:  # gone: it never ran, the manager leases it
+            self._executors.pop(runner.executor_id, None)
+            ref = None
+        with self._lock:
+            self._run = _DirectRun(row, ref, runner.executor_id)
+            self._wake.notify_all()
+        if self._runs is None:
+            self._runs = threading.Thread(target=self._runs_loop, daemon=True,
+                                          name="raytasks-direct")
+            self._runs.start()
+
+    def _runs_loop(self) -> None:
+        """Takes each direct run's answer: commits its completion, or hands it back."""
+        while True:
+            with self._lock:
+                while self._run is None and not self._stopping:
+                    self._wake.wait(1.0)
+                run = self._run
+            if run is None:
+                return
+            taken, report, watched = False, None, False
+            try:
+                if run.ref is not None:
+                    since = time.monotonic()
+                    while not ray.wait([run.ref], timeout=0.1)[0]:
+                        if self._stopping:
+                            return  # the executor reports it (or its lease expires)
+                        if not watched and time.monotonic() - since > WATCH_AFTER_S:
+                            # a long run: the stream tells its end too, if it ends
+                            # otherwise (its executor paused past the lease, say)
+                            assert self._watcher is not None
+                            self._watcher.undirect(run.row["id"])
+                            watched = True
+                    taken, report = get(run.ref)
+            except Exception as exc:  # the executor died: it may have run, the lease says
+                log.info("direct run of %s failed: %s", run.row["id"], exc)
+                self._executors.pop(run.executor_id, None)
+                taken, report = True, None
+            self._end(run, taken, report, watched)
+            with self._lock:
+                self._run = None
+                self._direct = False
+                self._wake.notify_all()
+
+    def _end(self, run: _DirectRun, taken: bool, report: Report | None,
+             watched: bool) -> None:
+        task_id = run.row["id"]
+        assert self._watcher is not None and self._store is not None
+        if not taken:  # busy (or retiring): the manager leases it, no attempt spent
+            self._refused_until = time.monotonic() + REFUSED_BACKOFF_S
+            report = Report(task_id, DIRECT_TOKEN, "released")
+        elif report is not None and report.outcome == "completed":
+            try:
+                task = _completed(self._store, run.row, report)
+            except StaleWriteError:  # its lease expired meanwhile: the manager's now
+                report = None
+            except Exception as exc:  # the manager commits the report instead
+                log.warning("direct run of %s: commit failed (%s)", task_id, exc)
+            else:
+                with self._lock:
+                    self._ended.append((task_id, DIRECT_TOKEN))
+                    self.ran += 1
+                    self._tell()
+                self._watcher.resolve([task])
+                return
+        with self._lock:
+            if report is not None:
+                self._reports.append(report)
+            self._tell()
+        if not watched:
+            self._watcher.undirect(task_id)
+
+    def _tell(self) -> None:
+        """Send the notices now if none is in flight, else wake the thread (lock held)."""
+        if self._in_flight is None and not self._stopping:
+            self._send()
+        self._wake.notify_all()
 
     # ------------------------------------------------------------------- grant
 
@@ -176,10 +337,11 @@ class DirectIntake:
         renews the grant."""
         while True:
             with self._lock:
-                if not (self._in_flight or self._notices or self._stopping
-                        or self._renew_due()):
+                if not (self._in_flight or self._notices or self._ended or self._reports
+                        or self._stopping or self._renew_due()):
                     self._wake.wait(1.0)
-                if self._in_flight is None and self._notices:
+                if self._in_flight is None and (self._notices or self._ended
+                                                or self._reports):
                     self._send()
                 sent = self._in_flight
             if sent:
@@ -203,10 +365,15 @@ class DirectIntake:
     def _send(self) -> None:
         """Tell the manager what was committed (call with the lock held; not blocking)."""
         notices, self._notices = self._notices, {}
+        ended, self._ended = self._ended, []
+        reports, self._reports = self._reports, []
+        if ended or reports:
+            notices.setdefault(None, ([], Counter()))
         try:
-            self._in_flight = [self._manager.adopt.remote(self.client, ids, session,
-                                                          dict(queues))
-                               for session, (ids, queues) in notices.items()]
+            self._in_flight = [
+                self._manager.adopt.remote(self.client, ids, session, dict(queues),
+                                           *((ended, reports) if session is None else ()))
+                for session, (ids, queues) in notices.items()]
         except Exception as exc:  # Ray is going away: the manager's sweep adopts them
             log.info("an intake notice could not be sent: %s", exc)
 
@@ -227,14 +394,36 @@ class DirectIntake:
             self._grant, self._granted_at = grant, asked
 
     def close(self, timeout_s: float = 2.0) -> None:
-        """Send the notices still held, and stop the thread."""
+        """Take the answer of a direct run in flight (for a while), send the notices
+        still held, and stop the threads."""
+        deadline = time.monotonic() + timeout_s
         with self._lock:
-            self._off = self._stopping = True  # later submits go to the manager
+            self._off = True  # later submits go to the manager
+            while self._direct and time.monotonic() < deadline:
+                self._wake.wait(0.05)
+            self._stopping = True
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout_s)
         if self._store is not None:
             self._store.close()
+
+
+class _Runner(NamedTuple):
+    """Where a lone task runs directly: an executor's name, and the type's handler version."""
+
+    executor_id: str
+    version: int
+    lease_ttl_s: float
+
+
+@dataclass
+class _DirectRun:
+    """A task this client committed RUNNING and handed to an idle executor."""
+
+    row: dict[str, Any]
+    ref: Any  # of its run_direct call; None: the executor is gone
+    executor_id: str
 
 
 @dataclass
@@ -269,8 +458,10 @@ def _plain(task: NewTask, grant: IntakeGrant) -> bool:
         and (known[0] is None or task.checked_version == known[0])
 
 
-def _rows(call: list[NewTask], grant: IntakeGrant, now: float, client: str) -> _Rows:
-    """The rows of one call, built as the manager builds them.
+def _rows(call: list[NewTask], grant: IntakeGrant, now: float, client: str,
+          runner: _Runner | None = None) -> _Rows:
+    """The rows of one call, built as the manager builds them; with a ``runner``, leased
+    to it at once (RUNNING under the first token), as the manager leases.
 
     Raises:
         InvalidParametersError, PayloadTooLargeError: as the manager would.
@@ -288,9 +479,45 @@ def _rows(call: list[NewTask], grant: IntakeGrant, now: float, client: str) -> _
         rows.events.append(status_event(task_id=task.id, task_type=task.task_type, owner=None,
                                         attempt=0, priority=task.priority, previous=None,
                                         status=TaskStatus.PENDING, now=now))
+        if runner is not None:
+            row.update(status=TaskStatus.RUNNING.value, lease_token=DIRECT_TOKEN,
+                       started_at=now, lease_executor=runner.executor_id)
+            rows.events.append(status_event(
+                task_id=task.id, task_type=task.task_type, owner=None, attempt=0,
+                priority=task.priority, previous=TaskStatus.PENDING,
+                status=TaskStatus.RUNNING, now=now))
         rows.intake.append({"task_id": task.id, "client": client, "created_at": now})
         rows.acks.append(Ack(task.id, now, max_retries, timeout_s))
     return rows
+
+
+def _completed(store: SqlTaskStore, row: dict[str, Any], report: Report) -> Task:
+    """Commit a direct run's completion, fenced by its lease; the Task as now stored.
+
+    Raises:
+        StaleWriteError: the lease is no longer the task's (nothing committed).
+    """
+    now = time.time()
+    fields = {**completion(report, now), "status": TaskStatus.COMPLETED.value,
+              "updated_at": now}
+    store.commit(WriteBatch(
+        updates=[RowUpdate(row["id"], fields, token=DIRECT_TOKEN,
+                           status=TaskStatus.RUNNING.value)],
+        events=[status_event(task_id=row["id"], task_type=row["task_type"], owner=None,
+                             attempt=0, priority=row["priority"],
+                             previous=TaskStatus.RUNNING, status=TaskStatus.COMPLETED,
+                             now=now)],
+        logs=[line._asdict() for line in report.lines]))
+    if report.result_uri is not None:  # the attempt's own file, as the manager reads it
+        result = json.loads(Path(report.result_uri).read_text(encoding="utf-8"))
+    else:
+        result = None if report.result is None else json.loads(report.result)
+    stamp = {k: datetime.fromtimestamp(v, tz=UTC)
+             for k, v in (("started_at", row["started_at"]), ("updated_at", now),
+                          ("finished_at", now))}
+    return row_to_new_task(row).model_copy(update={
+        "status": TaskStatus.COMPLETED, "result": result, "result_uri": report.result_uri,
+        "lease_token": DIRECT_TOKEN, **stamp})
 
 
 def _open(grant: IntakeGrant, busy_timeout_s: float) -> SqlTaskStore | None:

@@ -27,7 +27,7 @@ import ray
 from ray.actor import ActorHandle
 
 from ..executor import TaskExecutor
-from ..messages import Lease, LeaseRequest
+from ..messages import Lease, LeaseRequest, Report
 from ..models import QueueStats
 from ..settings import Settings
 from .actors import MANAGER, Peers, RayLink
@@ -135,6 +135,10 @@ class PooledExecutor:
     def cancel(self, task_id: str, token: int) -> bool:
         return self.core.cancel(task_id, token)
 
+    def run_direct(self, lease: Lease) -> tuple[bool, Report | None]:
+        """A client's task, run here at once if this executor is idle (none once retiring)."""
+        return self.core.run_direct(lease, refuse=self.link.retiring.is_set)
+
     def state(self) -> dict[str, Any]:
         return {**self.core.state(), "node_id": ray.get_runtime_context().get_node_id(),
                 "retiring": self.link.retiring.is_set()}
@@ -143,9 +147,10 @@ class PooledExecutor:
         return self.bounds
 
     def retire(self) -> bool:
-        """Stop leasing (idempotent). True once everything it ran is reported."""
+        """Stop leasing and taking direct runs (idempotent). True once everything it ran
+        is reported and no direct run is under way."""
         self.link.retiring.set()
-        return self.link.drained.is_set()
+        return self.link.drained.is_set() and not self.core.busy()
 
 
 @dataclass
@@ -339,7 +344,9 @@ class Engine:
                 state: dict[str, Any] = await _within(pool.live[index].state.remote(), 5)
             except Exception:
                 continue
-            if state.get("current") is None and not state.get("held"):
+            # one a client ran tasks on lately is in use, though no queue shows it
+            recent = time.time() - state.get("direct_at", 0.0) < pool.bounds.idle_timeout_s
+            if state.get("current") is None and not state.get("held") and not recent:
                 pool.retiring[index] = pool.live.pop(index)
                 pool.retiring[index].retire.remote()
                 chosen.append(index)

@@ -29,7 +29,8 @@ class ClientSession:
         self._manager = manager
         self.types = ClientTypes()
         self.watcher = Watcher(self._watch, self._finished)
-        self.direct = DirectIntake(manager, settings.store_busy_timeout_s)
+        self.direct = DirectIntake(manager, settings.store_busy_timeout_s,
+                                   settings.namespace, self.watcher)
         self._closing = False
         # before Ray's own exit hook (registered earlier, so run later): no thread may be
         # inside a Ray call while the interpreter exits, or the process exits with 1
