@@ -215,7 +215,9 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
     store.close()
     report.update(tasks=len(ids), seconds=round(elapsed, 1), kills=dict(chaos.done),
                   cancelled_by_client=len(cancels), store=store_url.split(":")[0],
-                  committed_by_the_client=runtime.session.direct.committed)
+                  committed_by_the_client=runtime.session.direct.committed,
+                  run_directly=runtime.session.direct.started,
+                  completed_by_the_client=runtime.session.direct.ran)
     runtime.shutdown()
     return report
 

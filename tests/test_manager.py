@@ -356,6 +356,60 @@ async def test_room_granted_to_a_direct_client_is_held_until_used_or_expired(
     assert other is not None and other.credits == {"default": 0}
 
 
+async def test_a_clients_direct_runs_are_held_ended_and_counted_once(
+        make_core: Any, clock: Clock) -> None:
+    from raytasks.messages import NewTask
+    from raytasks.runtime.direct import _completed, _rows, _Runner
+    from raytasks.store import WriteBatch
+
+    core = make_core()
+    grant = core.grant("client")
+    assert grant is not None
+
+    def run(task_id: str) -> dict[str, Any]:
+        """What a client commits as it hands a lone task to an idle executor."""
+        rows = _rows([NewTask(task_id, "n", "noop", {})], grant, clock(), "client",
+                     _Runner("executor:noop:0", 1, 5.0))
+        core.store.commit(WriteBatch(inserts=rows.tasks, events=rows.events,
+                                     intake=rows.intake))
+        return rows.tasks[0]
+
+    def complete(row: dict[str, Any]) -> None:
+        _completed(core.store, row, Report(row["id"], 1, "completed", result="1"))
+
+    # Adopted while it runs, its lease is held (renewable, counted as running); its end,
+    # once told, frees it and is counted
+    a = run("a")
+    await core.adopt("client", ["a"])
+    assert core.renew([("a", 1)]).lost == [] and core.queues.running("noop") == 1
+    complete(a)
+    await core.adopt("client", [], None, None, [("a", 1)])
+    assert "a" not in core.active and core.queues.running("noop") == 0
+    assert core.status_counts() == {"COMPLETED": 1}
+    # Ended before its notice came, it is counted once: not by a restart that finds it
+    # in the intake, but by the claim
+    complete(run("b"))
+    restarted = make_core()
+    assert restarted.status_counts() == {"COMPLETED": 1}
+    await restarted.adopt("client", ["b"], None, None, [("b", 1)])
+    assert restarted.status_counts() == {"COMPLETED": 2} and len(restarted.active) == 0
+    # The notice of its end lost, its lease runs out; the store is found ahead of memory,
+    # and the task is let go as it ended, not run again
+    c = run("c")
+    await restarted.adopt("client", ["c"])
+    complete(c)
+    clock.now += 6
+    await restarted.expire_leases()
+    assert "c" not in restarted.active and restarted.status_counts() == {"COMPLETED": 3}
+    stored = await restarted.get("c")
+    assert stored.status is TaskStatus.COMPLETED and stored.attempt == 0
+    # A run the executor refused is handed back and leased on its first attempt
+    run("d")
+    await restarted.adopt("client", ["d"], None, None, None, [Report("d", 1, "released")])
+    (held,) = await lease(restarted)
+    assert (held.task_id, held.attempt, held.token) == ("d", 0, 2)
+
+
 async def test_dependencies_release_in_order_and_failures_cascade(
         core: TaskManagerCore) -> None:
     a = (await create(core, req()))[0]

@@ -64,6 +64,15 @@ USABLE_SHARE = 0.8
 DIRECT_TOKEN = 1
 #: Seconds without direct runs after an executor refused one (it was busy: so is the pool).
 REFUSED_BACKOFF_S = 0.2
+#: Seconds after a grant before a client asks again for executors of a type it had none of.
+WANT_DIRECT_S = 1.0
+#: Seconds into a direct run after which the manager is told of it while it runs (sooner,
+#: its notice waits to go with its end): well under a heartbeat interval, after which the
+#: executor renews its lease with the manager.
+ADOPT_AFTER_S = 0.05
+#: Seconds a direct run's notice waits for others' (a sequence of lone tasks): the manager
+#: learns of ends that much later, and is called once per few tasks, not per task.
+NOTICE_LINGER_S = 0.02
 #: Seconds into a direct run after which the client also watches the task's end in its
 #: stream (a run that does not answer, the manager may end otherwise).
 WATCH_AFTER_S = 0.5
@@ -82,9 +91,13 @@ class DirectIntake:
         self._direct = False  # a direct run is under way (from its choice of executor)
         self._run: _DirectRun | None = None  # the direct run in flight
         self._refused_until = 0.0  # monotonic
+        self._want_direct = False  # a lone task's type had no executors in the grant
         self._turn = 0  # which of a type's executors the next direct run asks first
         self._ended: list[tuple[str, int]] = []  # direct runs committed, not yet told
         self._reports: list[Report] = []  # direct runs the manager must end, not yet told
+        self._direct_ids: list[str] = []  # direct runs' tasks, not yet told (to adopt)
+        self._direct_queues: Counter[str] = Counter()  # and their count per queue
+        self._linger_from: float | None = None  # when a direct run's notice began to wait
         self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -101,7 +114,8 @@ class DirectIntake:
         self._runs: threading.Thread | None = None  # takes the direct runs' answers
         self._stopping = False
         self.committed = 0  # tasks this client committed itself
-        self.ran = 0  # tasks this client ran on an idle executor and committed the end of
+        self.started = 0  # tasks this client handed to an idle executor (direct runs)
+        self.ran = 0  # direct runs whose completion this client committed
 
     # ------------------------------------------------------------------ submit
 
@@ -170,18 +184,18 @@ class DirectIntake:
             log.warning("direct intake commit failed (%s); using the manager's path", exc)
             return out, False
         started = runner is not None and batch.tasks[0]["status"] == TaskStatus.RUNNING.value
-        if started:
+        if started:  # its notice waits for its end (or ADOPT_AFTER_S): one for both
             assert runner is not None
-            session = None  # its end comes from the run, or the client watches it then
             self._start(batch.tasks[0], runner)
         with self._lock:
-            ids, queues = self._notices.setdefault(session, ([], Counter()))
-            ids += [r["task_id"] for r in batch.intake]
-            queues.update(r["queue"] for r in batch.tasks)
             self.committed += len(batch.intake)
-            if self._in_flight is None and not self._stopping:
-                self._send()  # at once, from here: no thread to wake on the way
-            self._wake.notify()
+            if not started:
+                ids, queues = self._notices.setdefault(session, ([], Counter()))
+                ids += [r["task_id"] for r in batch.intake]
+                queues.update(r["queue"] for r in batch.tasks)
+                if self._in_flight is None and not self._stopping:
+                    self._send()  # at once, from here: no thread to wake on the way
+                self._wake.notify()
         for i, rows in built.items():
             out[i] = rows.acks
         return out, started
@@ -193,6 +207,10 @@ class DirectIntake:
         if len(calls) != 1 or len(calls[0]) != 1 or self._watcher is None:
             return None
         offered = grant.direct.get(calls[0][0].task_type)
+        if not offered and not self._want_direct and calls[0][0].task_type in grant.types:
+            with self._lock:  # its executors may have started since: ask again soon
+                self._want_direct = True
+                self._wake.notify_all()
         if not offered or time.monotonic() < self._refused_until:
             return None
         with self._lock:  # one direct run at a time: until its answer is taken
@@ -221,6 +239,7 @@ class DirectIntake:
             ref = None
         with self._lock:
             self._run = _DirectRun(row, ref, runner.executor_id)
+            self.started += 1
             self._wake.notify_all()
         if self._runs is None:
             self._runs = threading.Thread(target=self._runs_loop, daemon=True,
@@ -238,34 +257,51 @@ class DirectIntake:
                 return
             taken, report, watched = False, None, False
             try:
-                if run.ref is not None:
-                    since = time.monotonic()
-                    while not ray.wait([run.ref], timeout=0.1)[0]:
-                        if self._stopping:
-                            return  # the executor reports it (or its lease expires)
-                        if not watched and time.monotonic() - since > WATCH_AFTER_S:
-                            # a long run: the stream tells its end too, if it ends
-                            # otherwise (its executor paused past the lease, say)
-                            assert self._watcher is not None
-                            self._watcher.undirect(run.row["id"])
-                            watched = True
-                    taken, report = get(run.ref)
+                since = time.monotonic()
+                while run.ref is not None:
+                    try:
+                        taken, report = get(run.ref, 0.1 if run.told else ADOPT_AFTER_S)
+                        break
+                    except ray.exceptions.GetTimeoutError:
+                        pass
+                    if not run.told:  # still running: the manager holds its lease now
+                        with self._lock:
+                            self._adopt_notice(run, at_once=True)
+                    if self._stopping:
+                        return  # the executor reports it (or its lease expires)
+                    if not watched and time.monotonic() - since > WATCH_AFTER_S:
+                        # a long run: the stream tells its end too, if it ends
+                        # otherwise (its executor paused past the lease, say)
+                        assert self._watcher is not None
+                        self._watcher.undirect(run.row["id"])
+                        watched = True
+                if not taken:  # busy (or retiring): so may the pool be, for a while
+                    self._refused_until = time.monotonic() + REFUSED_BACKOFF_S
             except Exception as exc:  # the executor died: it may have run, the lease says
                 log.info("direct run of %s failed: %s", run.row["id"], exc)
                 self._executors.pop(run.executor_id, None)
                 taken, report = True, None
-            self._end(run, taken, report, watched)
-            with self._lock:
+            with self._lock:  # the next lone task may go before this one's end is told
                 self._run = None
                 self._direct = False
                 self._wake.notify_all()
+            self._end(run, taken, report, watched)
+
+    def _adopt_notice(self, run: _DirectRun, at_once: bool = False) -> None:
+        """Note a direct run's task for the next notice (lock held)."""
+        self._direct_ids.append(run.row["id"])
+        self._direct_queues[run.row["queue"]] += 1
+        run.told = True
+        self._linger(at_once)
 
     def _end(self, run: _DirectRun, taken: bool, report: Report | None,
              watched: bool) -> None:
+        """Commit a completed run's end and answer its waiter; hand any other back. The
+        manager is told (with the task's adoption, if not told yet) by the notice thread."""
         task_id = run.row["id"]
         assert self._watcher is not None and self._store is not None
+        task: Task | None = None
         if not taken:  # busy (or retiring): the manager leases it, no attempt spent
-            self._refused_until = time.monotonic() + REFUSED_BACKOFF_S
             report = Report(task_id, DIRECT_TOKEN, "released")
         elif report is not None and report.outcome == "completed":
             try:
@@ -274,25 +310,20 @@ class DirectIntake:
                 report = None
             except Exception as exc:  # the manager commits the report instead
                 log.warning("direct run of %s: commit failed (%s)", task_id, exc)
-            else:
-                with self._lock:
-                    self._ended.append((task_id, DIRECT_TOKEN))
-                    self.ran += 1
-                    self._tell()
-                self._watcher.resolve([task])
-                return
+        if task is not None:
+            self.ran += 1
+            self._watcher.resolve([task])  # the waiter goes on while the notice is sent
         with self._lock:
-            if report is not None:
-                self._reports.append(report)
-            self._tell()
-        if not watched:
+            if not run.told:
+                self._adopt_notice(run)
+            if task is not None:
+                self._ended.append((task_id, DIRECT_TOKEN))
+                self._linger()
+            elif report is not None:
+                self._reports.append(report)  # the manager decides: at once
+                self._wake.notify_all()
+        if task is None and not watched:
             self._watcher.undirect(task_id)
-
-    def _tell(self) -> None:
-        """Send the notices now if none is in flight, else wake the thread (lock held)."""
-        if self._in_flight is None and not self._stopping:
-            self._send()
-        self._wake.notify_all()
 
     # ------------------------------------------------------------------- grant
 
@@ -325,7 +356,8 @@ class DirectIntake:
     def _renew_due(self) -> bool:
         grant = self._grant
         assert grant is not None
-        if time.monotonic() > self._granted_at + grant.ttl_s / 2:
+        if time.monotonic() > self._granted_at + (
+                WANT_DIRECT_S if self._want_direct else grant.ttl_s / 2):
             return True
         return any(self._credits[q] < n // 2 for q, n in grant.credits.items())
 
@@ -337,11 +369,10 @@ class DirectIntake:
         renews the grant."""
         while True:
             with self._lock:
-                if not (self._in_flight or self._notices or self._ended or self._reports
-                        or self._stopping or self._renew_due()):
-                    self._wake.wait(1.0)
-                if self._in_flight is None and (self._notices or self._ended
-                                                or self._reports):
+                if not (self._in_flight or self._due() or self._stopping
+                        or self._renew_due()):
+                    self._wake.wait(self._until_due())
+                if self._in_flight is None and self._due():
                     self._send()
                 sent = self._in_flight
             if sent:
@@ -362,13 +393,40 @@ class DirectIntake:
             if stopping:
                 return
 
+    def _due(self) -> bool:
+        """Whether there is a notice to send now (lock held). Direct runs' notices linger
+        a little, so a client running one task after another sends a notice per few
+        tasks, not per task."""
+        if self._notices or self._reports:
+            return True
+        if self._linger_from is None:
+            return False
+        return self._stopping or time.monotonic() >= self._linger_from + NOTICE_LINGER_S
+
+    def _until_due(self) -> float:
+        if self._linger_from is None:
+            return 1.0
+        return max(0.0, self._linger_from + NOTICE_LINGER_S - time.monotonic())
+
+    def _linger(self, at_once: bool = False) -> None:
+        """A direct run's notice is waiting (lock held)."""
+        if at_once:
+            self._linger_from = -NOTICE_LINGER_S
+        elif self._linger_from is None:
+            self._linger_from = time.monotonic()
+        self._wake.notify_all()
+
     def _send(self) -> None:
         """Tell the manager what was committed (call with the lock held; not blocking)."""
         notices, self._notices = self._notices, {}
         ended, self._ended = self._ended, []
         reports, self._reports = self._reports, []
-        if ended or reports:
-            notices.setdefault(None, ([], Counter()))
+        if self._direct_ids or ended or reports:
+            ids, queues = notices.setdefault(None, ([], Counter()))
+            ids += self._direct_ids
+            queues += self._direct_queues
+            self._direct_ids, self._direct_queues = [], Counter()
+        self._linger_from = None
         try:
             self._in_flight = [
                 self._manager.adopt.remote(self.client, ids, session, dict(queues),
@@ -389,6 +447,7 @@ class DirectIntake:
                 self._off = True
                 return
             since = self._taken - taken
+            self._want_direct = False
             self._credits = Counter(grant.credits)
             self._credits.subtract(since)
             self._grant, self._granted_at = grant, asked
@@ -424,6 +483,7 @@ class _DirectRun:
     row: dict[str, Any]
     ref: Any  # of its run_direct call; None: the executor is gone
     executor_id: str
+    told: bool = False  # its task is in a notice to the manager
 
 
 @dataclass

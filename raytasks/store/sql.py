@@ -468,11 +468,16 @@ class SqlTaskStore(TaskStore):
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
     def finished_counts(self) -> dict[tuple[str | None, str], int]:
-        """Finished tasks by (owner, status): what the manager's counters start from."""
+        """Finished tasks by (owner, status): what the manager's counters start from.
+
+        A task still in the intake (a client ran it directly, and the manager has not
+        adopted it) is left out: the manager counts it when it claims it.
+        """
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(tasks.c.owner, tasks.c.status, sa.func.count())
-                .where(tasks.c.status.in_(["COMPLETED", "FAILED", "CANCELLED"]))
+                .where(tasks.c.status.in_(["COMPLETED", "FAILED", "CANCELLED"]),
+                       tasks.c.id.not_in(sa.select(intake.c.task_id)))
                 .group_by(tasks.c.owner, tasks.c.status))
             return {(r[0], r[1]): int(r[2]) for r in rows}
 
