@@ -70,6 +70,8 @@ WANT_DIRECT_S = 1.0
 #: its notice waits to go with its end): well under a heartbeat interval, after which the
 #: executor renews its lease with the manager.
 ADOPT_AFTER_S = 0.05
+#: Seconds a client keeps asking a restarting manager to watch a direct run handed back.
+UNDIRECT_PATIENCE_S = 60.0
 #: Seconds a direct run's notice waits for others' (a sequence of lone tasks): the manager
 #: learns of ends that much later, and is called once per few tasks, not per task.
 NOTICE_LINGER_S = 0.02
@@ -272,9 +274,7 @@ class DirectIntake:
                     if not watched and time.monotonic() - since > WATCH_AFTER_S:
                         # a long run: the stream tells its end too, if it ends
                         # otherwise (its executor paused past the lease, say)
-                        assert self._watcher is not None
-                        self._watcher.undirect(run.row["id"])
-                        watched = True
+                        watched = self._undirect(run.row["id"])
                 if not taken:  # busy (or retiring): so may the pool be, for a while
                     self._refused_until = time.monotonic() + REFUSED_BACKOFF_S
             except Exception as exc:  # the executor died: it may have run, the lease says
@@ -322,8 +322,22 @@ class DirectIntake:
             elif report is not None:
                 self._reports.append(report)  # the manager decides: at once
                 self._wake.notify_all()
-        if task is None and not watched:
+        deadline = time.monotonic() + UNDIRECT_PATIENCE_S
+        while task is None and not watched and not self._stopping:
+            watched = self._undirect(task_id) or time.monotonic() > deadline
+            if not watched:
+                time.sleep(0.5)  # the manager is restarting
+
+    def _undirect(self, task_id: str) -> bool:
+        """Hand a direct run's end to the wait stream; False if the manager could not be
+        asked to watch it now."""
+        assert self._watcher is not None
+        try:
             self._watcher.undirect(task_id)
+        except Exception as exc:
+            log.info("watching %s failed (%s); trying again", task_id, exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------- grant
 

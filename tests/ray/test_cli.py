@@ -68,9 +68,10 @@ def test_bench_runs_every_path_beside_bare_ray(service: Any) -> None:
     assert 0 < figures["round_trip_p50_ms"] <= figures["round_trip_p99_ms"]
     assert 0 < figures["bare_round_trip_p50_ms"] <= figures["bare_round_trip_p99_ms"]
     assert 0 <= figures["high_overtake"] <= 1 and figures["idle_start_p50_ms"] > 0
-    # the CPU of a round trip, by process: the manager's and this client's are in it
+    # the CPU of a round trip, by process: this client's, and the manager's beside it (a
+    # lone task's round trip runs directly, so the manager's share may round to nothing)
     cpu = figures["round_trip_cpu_ms"]
-    assert cpu["Manager"] > 0 and cpu["client"] > 0
+    assert cpu["client"] > 0 and cpu["Manager"] >= 0
     assert sum(figures["bare_round_trip_cpu_ms"].values()) > 0
     text = format_core(figures)
     assert "bare Ray" in text and "ratio" in text and "CPU per round trip" in text
