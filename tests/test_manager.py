@@ -403,6 +403,12 @@ async def test_a_clients_direct_runs_are_held_ended_and_counted_once(
     assert "c" not in restarted.active and restarted.status_counts() == {"COMPLETED": 3}
     stored = await restarted.get("c")
     assert stored.status is TaskStatus.COMPLETED and stored.attempt == 0
+    # Deleted before its notice came, it is counted, then uncounted: never below zero
+    complete(run("e"))
+    await restarted.delete("e")
+    assert restarted.status_counts() == {"COMPLETED": 3}
+    await restarted.adopt("client", ["e"], None, None, [("e", 1)])
+    assert restarted.status_counts() == {"COMPLETED": 3}
     # A run the executor refused is handed back and leased on its first attempt
     run("d")
     await restarted.adopt("client", ["d"], None, None, None, [Report("d", 1, "released")])

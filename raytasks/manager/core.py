@@ -548,6 +548,7 @@ class TaskManagerCore:
 
     async def delete(self, task_id: str) -> None:
         """Delete a finished task, its events' subject and its artifacts."""
+        await self._adopt([task_id])  # a direct run's end not told yet is counted first
         stored = await self._stored(task_id)
         # the row goes in the round's commit; the call answers once the files are gone too
         removed = await self.pipeline.run(self.ops.delete(stored))
