@@ -97,3 +97,19 @@ def test_a_port_nobody_listens_on_is_unreachable_within_seconds() -> None:
         assert probe(Target(kind, f"127.0.0.1:{port}", f"127.0.0.1:{port}"), None) == \
             "unreachable"  # type: ignore[arg-type]
         assert time.monotonic() - started < 4
+
+
+def test_a_client_server_that_did_not_start_for_this_client_is_tried_again() -> None:
+    from raytasks.runtime.connection import _specific_server_failed
+
+    # as CI saw it: the proxier's per-client server died as it forked (ray-project/ray#63202)
+    zombie = ("Initialization failure from server:\nTraceback (most recent call last):\n"
+              '  File ".../ray/util/client/server/proxier.py", line 765, in Datapath\n'
+              "    if not self.proxy_manager.start_specific_server(\n"
+              "psutil.ZombieProcess: PID still exists but it's a zombie (pid=13586)")
+    assert _specific_server_failed(zombie)
+    assert _specific_server_failed("Starting Ray client server failed. See "
+                                   "ray_client_server_23000.err for detailed logs.")
+    # a failure of the client's own (its runtime env, say) is not tried again
+    assert not _specific_server_failed("Initialization failure from server:\n"
+                                       "RuntimeEnvSetupError: pip install failed")

@@ -133,10 +133,11 @@ def join(address: str | None, settings: Settings) -> Connection:
             break
         except (ConnectionError, RuntimeError) as exc:
             # the Ray client server starts a process per client, and that start can fail
-            # on a busy head ("Starting Ray client server failed"): the next call starts
-            # another, so try again before giving up
-            retry = target.kind == "client" and "client server failed" in str(exc) \
-                and attempt + 1 < CLIENT_SERVER_TRIES
+            # on a busy head ("Starting Ray client server failed"), or the process can die
+            # as it forks (ray-project/ray#63202: the proxier then fails in
+            # start_specific_server): the next call starts another, so try again
+            retry = target.kind == "client" and attempt + 1 < CLIENT_SERVER_TRIES \
+                and _specific_server_failed(str(exc))
             if not retry:
                 raise NotConnectedError(f"Ray could not join {target.address}: {exc}",
                                         address=target.address, reason="ray") from None
@@ -145,6 +146,11 @@ def join(address: str | None, settings: Settings) -> Connection:
             time.sleep(1.0)
     return Connection(target.kind, target.address, target.hostport, token_auth,
                       time.monotonic() - started)
+
+
+def _specific_server_failed(message: str) -> bool:
+    """Whether a Ray client join failed because its per-client server did not start."""
+    return "client server failed" in message or "start_specific_server" in message
 
 
 def _find_local_cluster() -> str:
