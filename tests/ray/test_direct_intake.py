@@ -14,24 +14,17 @@ import ray
 
 from raytasks import (
     QueueFullError,
-    TaskCreateRequest,
     TaskManager,
-    TaskNotificationService,
     TaskStatus,
     register_task_type,
 )
 from raytasks.messages import IntakeGrant, NewTask
 from raytasks.runtime import MANAGER
 from raytasks.runtime.direct import _rows
-from raytasks.store import SqlTaskStore, WriteBatch, open_store
+from raytasks.store import SqlTaskStore, WriteBatch
 from tests.conftest import wait_for
 from tests.helpers import SleepParams, sleepy, starts
-
-
-def _req(seconds: float = 0.0, **params: Any) -> TaskCreateRequest:
-    extra = {k: params.pop(k) for k in ("depends_on",) if k in params}
-    return TaskCreateRequest(name="sleep", task_type="sleepy",
-                             parameters={"seconds": seconds, **params}, **extra)
+from tests.ray.intake import intake_rows, sleep_request, statuses
 
 
 def _sleepy(service: Any, workers: int = 1) -> None:
@@ -54,32 +47,22 @@ def _unannounced(service: Any, count: int = 1, **params: Any) -> list[str]:
     return ids
 
 
-def _intake(service: Any) -> list[tuple[str, float]]:
-    store = open_store(service.settings.store_url)
-    try:
-        return store.intake_rows()
-    finally:
-        store.close()
-
-
 def test_a_plain_submit_is_committed_by_the_client_and_runs_once(service: Any,
                                                                  tmp_path: Path) -> None:
     _sleepy(service)
     tm = TaskManager(service)
     direct = service.session.direct
     # When plain tasks are submitted one by one
-    tasks = [tm.submit_sync(_req(marker_dir=str(tmp_path))) for _ in range(20)]
+    tasks = [tm.submit_sync(sleep_request(marker_dir=str(tmp_path))) for _ in range(20)]
     # Then the client committed them itself, each ran once, and the stream tells each
     # task's life in order
     assert direct.committed == 20
     done = tm.wait_all_sync([t.id for t in tasks], timeout_s=60)
     assert {t.status for t in done} == {TaskStatus.COMPLETED}
     assert all(starts(tmp_path, t.id) == [0] for t in tasks)
-    events = TaskNotificationService(service).events_sync(0, timeout_s=0)
     for task in tasks:
-        assert [e.status for e in events if e.task_id == task.id and e.kind == "status"] \
-            == ["PENDING", "RUNNING", "COMPLETED"]
-    wait_for(lambda: _intake(service) == [], what="the intake rows to be claimed")
+        assert statuses(service, task.id) == ["PENDING", "RUNNING", "COMPLETED"]
+    wait_for(lambda: intake_rows(service) == [], what="the intake rows to be claimed")
 
 
 def test_a_task_whose_notice_never_came_is_adopted_by_the_sweep(service: Any) -> None:
@@ -90,7 +73,7 @@ def test_a_task_whose_notice_never_came_is_adopted_by_the_sweep(service: Any) ->
     # When nobody asks about them, the manager's sweep finds and runs them
     wait_for(lambda: all(tm.get_task_sync(i).status is TaskStatus.COMPLETED for i in ids),
              timeout_s=30, what="the sweep to adopt and run them")
-    assert _intake(service) == []
+    assert intake_rows(service) == []
 
 
 def test_calls_made_before_the_notice_adopt_the_task_first(service: Any) -> None:
@@ -100,7 +83,7 @@ def test_calls_made_before_the_notice_adopt_the_task_first(service: Any) -> None
     # A cancel of a task the manager has not heard of cancels it (no "illegal transition")
     assert tm.cancel_task_sync(to_cancel).status is TaskStatus.CANCELLED
     # A task may depend on one the manager has not heard of: it waits for it
-    child = tm.submit_sync(_req(depends_on=[depended_on]))
+    child = tm.submit_sync(sleep_request(depends_on=[depended_on]))
     assert service.session.direct.committed == 0  # a task with dependencies: the manager's
     _sleepy(service, workers=1)
     # A wait on one the manager has not heard of waits for it to finish
@@ -113,7 +96,7 @@ def test_a_repeated_notice_never_brings_a_finished_task_back(service: Any,
                                                              tmp_path: Path) -> None:
     _sleepy(service)
     tm = TaskManager(service)
-    task = tm.submit_sync(_req(marker_dir=str(tmp_path)))
+    task = tm.submit_sync(sleep_request(marker_dir=str(tmp_path)))
     assert tm.wait_sync(task.id, timeout_s=60).status is TaskStatus.COMPLETED
     manager = service.handle(MANAGER)
     # When the notice comes again (Ray repeats a call after a manager restart)
@@ -133,7 +116,7 @@ def test_a_full_queue_refuses_whichever_way_tasks_come(make_service: Any) -> Non
     admitted = 0
     with pytest.raises(QueueFullError, match="queue 'default' is full"):
         for _ in range(41):
-            tm.submit_sync(_req())
+            tm.submit_sync(sleep_request())
             admitted += 1
     # Then it was refused at the size exactly: some tasks went through the client's own
     # commit (the room the manager granted it), the rest through the manager
@@ -148,11 +131,11 @@ def test_tasks_committed_before_a_manager_kill_run_once_after_it(service: Any,
     _sleepy(service)
     tm = TaskManager(service)
     # Given tasks committed by the client, some of whose notices the manager never sees
-    tasks = [tm.submit_sync(_req(0.05, marker_dir=str(tmp_path))) for _ in range(30)]
+    tasks = [tm.submit_sync(sleep_request(0.05, marker_dir=str(tmp_path))) for _ in range(30)]
     ray.kill(service.handle(MANAGER), no_restart=False)
-    tasks += [tm.submit_sync(_req(0.05, marker_dir=str(tmp_path))) for _ in range(10)]
+    tasks += [tm.submit_sync(sleep_request(0.05, marker_dir=str(tmp_path))) for _ in range(10)]
     # Then every one completes, and none ran twice but for a lease the kill cost
     done = tm.wait_all_sync([t.id for t in tasks], timeout_s=120)
     assert {t.status for t in done} == {TaskStatus.COMPLETED}
     assert all(len(starts(tmp_path, t.id)) == t.attempt + 1 for t in done)
-    wait_for(lambda: _intake(service) == [], what="the intake rows to be claimed")
+    wait_for(lambda: intake_rows(service) == [], what="the intake rows to be claimed")

@@ -19,26 +19,19 @@ import ray
 
 from raytasks import (
     ProgressTracker,
-    TaskCreateRequest,
     TaskExecutionEngine,
     TaskManager,
-    TaskNotificationService,
     TaskStatus,
     register_task_type,
 )
 from raytasks.messages import IntakeGrant, NewTask, Report
 from raytasks.runtime import MANAGER
 from raytasks.runtime.direct import _completed, _rows, _Runner
-from raytasks.store import SqlTaskStore, WriteBatch, open_store
+from raytasks.store import SqlTaskStore, WriteBatch
 from raytasks.store.base import RowUpdate, StaleWriteError
 from tests.conftest import wait_for
 from tests.helpers import SleepParams, sleepy, starts
-
-
-def _req(seconds: float = 0.0, **params: Any) -> TaskCreateRequest:
-    extra = {k: params.pop(k) for k in ("max_retries",) if k in params}
-    return TaskCreateRequest(name="sleep", task_type="sleepy",
-                             parameters={"seconds": seconds, **params}, **extra)
+from tests.ray.intake import intake_rows, sleep_request, statuses
 
 
 def _ready(service: Any, tmp_path: Path, workers: int = 1) -> TaskManager:
@@ -48,22 +41,9 @@ def _ready(service: Any, tmp_path: Path, workers: int = 1) -> TaskManager:
     tm = TaskManager(service)
     direct = service.session.direct
     # the first lone submits go through the manager until the grant names the executors
-    wait_for(lambda: tm.wait_sync(tm.submit_sync(_req()).id, 30) and direct.ran > 0,
+    wait_for(lambda: tm.wait_sync(tm.submit_sync(sleep_request()).id, 30) and direct.ran > 0,
              timeout_s=30, what="a direct run")
     return tm
-
-
-def _statuses(service: Any, task_id: str) -> list[str]:
-    events = TaskNotificationService(service).events_sync(0, timeout_s=0)
-    return [e.status for e in events if e.task_id == task_id and e.kind == "status"]
-
-
-def _intake(service: Any) -> list[tuple[str, float]]:
-    store = open_store(service.settings.store_url)
-    try:
-        return store.intake_rows()
-    finally:
-        store.close()
 
 
 def _manager_idle(service: Any) -> bool:
@@ -76,7 +56,7 @@ def test_a_lone_submit_runs_directly_and_reads_as_the_store_holds_it(
     direct = service.session.direct
     ran, committed = direct.ran, direct.committed
     # When a lone plain task is submitted and waited for
-    task = tm.submit_sync(_req(marker_dir=str(tmp_path)))
+    task = tm.submit_sync(sleep_request(marker_dir=str(tmp_path)))
     done = tm.wait_sync(task.id, timeout_s=30)
     # Then this client ran it on the idle executor and committed its end
     assert direct.ran == ran + 1 and direct.committed == committed + 1
@@ -85,7 +65,7 @@ def test_a_lone_submit_runs_directly_and_reads_as_the_store_holds_it(
     # and what the wait answered is what the store holds, field by field
     assert done.model_dump() == tm.get_task_sync(task.id).model_dump()
     # its life is told in order, and its log lines were committed with its end
-    assert _statuses(service, task.id) == ["PENDING", "RUNNING", "COMPLETED"]
+    assert statuses(service, task.id) == ["PENDING", "RUNNING", "COMPLETED"]
     lines = [line["line"] for line in tm.logs_sync(task.id)]
     assert lines[0].startswith("attempt 0 started") and "completed" in lines[-1]
     # and the manager, told by the notices a moment later, counts every end once and
@@ -93,7 +73,7 @@ def test_a_lone_submit_runs_directly_and_reads_as_the_store_holds_it(
     total = len(tm.list_tasks_sync().items)
     wait_for(lambda: tm.stats_sync()["status_counts"] == {"COMPLETED": total},
              what="the manager to count every end")
-    assert _manager_idle(service) and _intake(service) == []
+    assert _manager_idle(service) and intake_rows(service) == []
     time.sleep(0.5)  # nothing is counted twice later
     assert tm.stats_sync()["status_counts"] == {"COMPLETED": total}
 
@@ -103,11 +83,11 @@ def test_a_busy_executor_hands_the_task_back_without_spending_an_attempt(
     tm = _ready(service, tmp_path)
     direct = service.session.direct
     # Given the one executor busy with a task the manager leased (a batch goes that way)
-    long, _other = tm.submit_many_sync([_req(0.5, marker_dir=str(tmp_path))] * 2)
+    long, _other = tm.submit_many_sync([sleep_request(0.5, marker_dir=str(tmp_path))] * 2)
     wait_for(lambda: starts(tmp_path, long.id) == [0], what="the leased task to start")
     started, ran = direct.started, direct.ran
     # When a lone task is handed to it
-    task = tm.submit_sync(_req(marker_dir=str(tmp_path)))
+    task = tm.submit_sync(sleep_request(marker_dir=str(tmp_path)))
     done = tm.wait_sync(task.id, timeout_s=30)
     # Then it refused, the manager queued the task again and leased it after the first,
     # on its first attempt, and the task ran once
@@ -116,7 +96,7 @@ def test_a_busy_executor_hands_the_task_back_without_spending_an_attempt(
     assert starts(tmp_path, task.id) == [0]
     assert done.started_at is not None and done.started_at >= \
         tm.get_task_sync(long.id).finished_at
-    assert _statuses(service, task.id) == ["PENDING", "RUNNING", "PENDING", "RUNNING",
+    assert statuses(service, task.id) == ["PENDING", "RUNNING", "PENDING", "RUNNING",
                                            "COMPLETED"]
 
 
@@ -124,13 +104,13 @@ def test_a_failed_direct_run_is_retried_by_the_manager(service: Any, tmp_path: P
     tm = _ready(service, tmp_path)
     ran = service.session.direct.ran
     # When a lone task fails on its first attempt and may be retried
-    task = tm.submit_sync(_req(marker_dir=str(tmp_path), fail_attempts=1, max_retries=1))
+    task = tm.submit_sync(sleep_request(marker_dir=str(tmp_path), fail_attempts=1, max_retries=1))
     done = tm.wait_sync(task.id, timeout_s=30)
     # Then the manager decided the retry, as for any attempt, and the second one completed
     assert done.status is TaskStatus.COMPLETED and done.attempt == 1
     assert starts(tmp_path, task.id) == [0, 1]
     assert service.session.direct.ran == ran  # no completion of the client's
-    assert _statuses(service, task.id) == ["PENDING", "RUNNING", "PENDING", "RUNNING",
+    assert statuses(service, task.id) == ["PENDING", "RUNNING", "PENDING", "RUNNING",
                                            "COMPLETED"]
 
 
@@ -139,7 +119,7 @@ def test_a_long_direct_run_is_reported_by_its_executor(service: Any, tmp_path: P
     direct = service.session.direct
     started, ran = direct.started, direct.ran
     # When a lone task runs past a heartbeat interval (0.3 s here)
-    task = tm.submit_sync(_req(1.0, marker_dir=str(tmp_path)))
+    task = tm.submit_sync(sleep_request(1.0, marker_dir=str(tmp_path)))
     wait_for(lambda: ProgressTracker(service).get_progress_sync(task.id).percentage > 0,
              what="its progress, renewed through heartbeats while it runs")
     done = tm.wait_sync(task.id, timeout_s=30)
@@ -153,7 +133,7 @@ def test_a_long_direct_run_is_reported_by_its_executor(service: Any, tmp_path: P
 def test_a_direct_run_can_be_cancelled(service: Any, tmp_path: Path) -> None:
     tm = _ready(service, tmp_path)
     started = service.session.direct.started
-    task = tm.submit_sync(_req(marker_dir=str(tmp_path), forever=True))
+    task = tm.submit_sync(sleep_request(marker_dir=str(tmp_path), forever=True))
     assert service.session.direct.started == started + 1
     wait_for(lambda: starts(tmp_path, task.id) == [0], what="it to start")
     # When it is cancelled while it runs
@@ -166,7 +146,7 @@ def test_a_direct_run_can_be_cancelled(service: Any, tmp_path: Path) -> None:
 
 def test_a_direct_run_whose_executor_dies_runs_again(service: Any, tmp_path: Path) -> None:
     tm = _ready(service, tmp_path)
-    task = tm.submit_sync(_req(5.0, marker_dir=str(tmp_path), max_retries=1))
+    task = tm.submit_sync(sleep_request(5.0, marker_dir=str(tmp_path), max_retries=1))
     wait_for(lambda: starts(tmp_path, task.id) == [0], what="it to start")
     [executor] = [e for e in TaskExecutionEngine(service).executors_sync()
                   if e["current"] == task.id]
