@@ -140,9 +140,7 @@ class TaskManagerCore:
             assert entry is not None
             if entry.status is TaskStatus.RUNNING:
                 counts["running"] += 1
-                self.queues[entry.queue].grant(entry.queued_item(), entry.token,
-                                               row.lease_executor or "recovered",
-                                               now + self.settings.lease_ttl_s)
+                self._hold_lease(entry, row, now)
                 if row.lease_request:
                     self.answers.setdefault(row.lease_request, []).append(self.lease_of(entry))
             else:
@@ -150,6 +148,13 @@ class TaskManagerCore:
                 self.ops.arm(entry, row.depends_on,
                              {d: s for d, (s, _owner) in stored.items()})
         return counts
+
+    def _hold_lease(self, entry: Entry, row: ActiveRow, now: float) -> None:
+        """Hold the lease of a RUNNING task read from the store (a restart, a reload, a
+        client's direct run), under its stored token, for a full TTL from ``now``."""
+        self.queues[entry.queue].grant(entry.queued_item(), entry.token,
+                                       row.lease_executor or "recovered",
+                                       now + self.settings.lease_ttl_s)
 
     def lease_of(self, entry: Entry) -> Lease:
         return Lease(task_id=entry.task_id, task_type=entry.task_type, token=entry.token,
@@ -406,9 +411,7 @@ class TaskManagerCore:
                     entry = Entry.from_row(row)
                     self.active.add(entry)
                     if entry.status is TaskStatus.RUNNING:  # a client runs it directly
-                        self.queues[entry.queue].grant(
-                            entry.queued_item(), entry.token, row.lease_executor or "direct",
-                            self.clock() + self.settings.lease_ttl_s)
+                        self._hold_lease(entry, row, self.clock())
                     else:
                         self.ops.arm(entry, row.depends_on, {})
             finally:
@@ -736,9 +739,7 @@ class TaskManagerCore:
             fresh = Entry.from_row(row)
             self.active.add(fresh)
             if fresh.status is TaskStatus.RUNNING:
-                self.queues[fresh.queue].grant(fresh.queued_item(), fresh.token,
-                                               row.lease_executor or "recovered",
-                                               now + self.settings.lease_ttl_s)
+                self._hold_lease(fresh, row, now)
             elif fresh.queued and not self.deps.blocked(task_id):
                 self.queues.push(fresh.queued_item(), now)
 
