@@ -264,6 +264,11 @@ class Watcher:
         with self._lock:
             self._direct.add(task_id)
 
+    def drop_direct(self, task_id: str) -> None:
+        """A direct run whose task was never stored (nobody knows its id)."""
+        with self._lock:
+            self._direct.discard(task_id)
+
     def undirect(self, task_id: str) -> None:
         """A direct run did not end the task: the stream brings its end (if waited for)."""
         with self._lock:

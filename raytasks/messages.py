@@ -11,6 +11,9 @@ from typing import Any, Literal, NamedTuple
 
 from .models import TaskErrorInfo
 
+#: A message's fields as a plain tuple: Ray serialises it for less than the class.
+Wire = tuple[Any, ...]
+
 #: What an attempt ended in. ``released``: handed back unstarted (same attempt, no backoff).
 Outcome = Literal["completed", "failed", "cancelled", "released"]
 
@@ -28,6 +31,12 @@ class Lease:
     deadline: float
     handler_version: int = 0
     owner: str | None = None
+
+    def wire(self) -> Wire:
+        """Its fields as a plain tuple (``Lease(*wire)`` again): a direct run's call,
+        serialised without the class."""
+        return (self.task_id, self.task_type, self.token, self.attempt, self.parameters,
+                self.timeout_s, self.deadline, self.handler_version, self.owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +56,17 @@ class Report:
     error: TaskErrorInfo | None = None
     #: the attempt's last log lines, written in the report's own fenced commit
     lines: tuple[LogLine, ...] = ()
+
+    def wire(self) -> Wire:
+        """Its fields as plain tuples (``Report.from_wire``): a direct run's answer."""
+        return (self.task_id, self.token, self.outcome, self.result, self.result_uri,
+                self.error, tuple(tuple(line) for line in self.lines))
+
+    @classmethod
+    def from_wire(cls, wire: Wire) -> Report:
+        task_id, token, outcome, result, result_uri, error, lines = wire
+        return cls(task_id, token, outcome, result, result_uri, error,
+                   tuple(LogLine(*line) for line in lines))
 
 
 @dataclass(frozen=True, slots=True)

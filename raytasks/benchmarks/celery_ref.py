@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 APP = '''
 import os, time
@@ -36,48 +34,56 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_celery(tasks: int, samples: int) -> dict[str, Any]:
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        raise RuntimeError("redis-server is not installed: the Celery reference needs it")
-    folder = Path(tempfile.mkdtemp(prefix="raytasks-celery-"))
-    port = _free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    (folder / "bench_celery.py").write_text(APP)
-    env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(folder)}
-    redis = subprocess.Popen([redis_bin, "--port", str(port), "--save", "", "--appendonly",
-                              "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench_celery", "worker",
-                               "-c", "2", "--loglevel", "WARNING", "--without-gossip",
-                               "--without-mingle", "--without-heartbeat"], cwd=folder, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        sys.path.insert(0, str(folder))
-        os.environ["BENCH_REDIS"] = url
-        import bench_celery
+class CeleryReference:
+    """A running Celery + Redis reference: ``round_trip`` and ``sequential`` are measured
+    the way the core benchmark measures raytasks; ``close`` stops both by pid."""
 
-        noop = bench_celery.noop
-        noop.delay().get(timeout=60)  # the worker is up
-        for _ in range(50):
-            noop.delay().get(timeout=30)
+    def __init__(self) -> None:
+        redis_bin = shutil.which("redis-server")
+        if redis_bin is None:
+            raise RuntimeError("redis-server is not installed: the Celery reference needs it")
+        self._folder = Path(tempfile.mkdtemp(prefix="raytasks-celery-"))
+        port = _free_port()
+        url = f"redis://127.0.0.1:{port}/0"
+        (self._folder / "bench_celery.py").write_text(APP)
+        env = {**os.environ, "BENCH_REDIS": url, "PYTHONPATH": str(self._folder)}
+        self._procs = [subprocess.Popen(
+            [redis_bin, "--port", str(port), "--save", "", "--appendonly", "no", "--dir",
+             str(self._folder)], stdout=subprocess.DEVNULL)]
+        self._procs.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "bench_celery", "worker", "-c", "2",
+             "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+             "--without-heartbeat"], cwd=self._folder, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+        try:
+            sys.path.insert(0, str(self._folder))
+            os.environ["BENCH_REDIS"] = url
+            import bench_celery
+
+            self._noop = bench_celery.noop
+            self._noop.delay().get(timeout=60)  # the worker is up
+            for _ in range(50):
+                self.round_trip()
+        except BaseException:
+            self.close()
+            raise
+
+    def round_trip(self) -> None:
+        self._noop.delay().get(timeout=30)
+
+    def sequential(self, tasks: int) -> float:
+        """Tasks/s of ``tasks`` single ``delay()`` calls, then a get of each."""
         start = time.perf_counter()
-        results = [noop.delay() for _ in range(tasks)]
+        results = [self._noop.delay() for _ in range(tasks)]
         for r in results:
             r.get(timeout=600)
-        sequential = tasks / (time.perf_counter() - start)
-        trips = []
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            noop.delay().get(timeout=30)
-            trips.append((time.perf_counter() - t0) * 1000)
-        trips.sort()
-        return {"sequential": sequential, "round_trip_p50_ms": statistics.median(trips),
-                "round_trip_p99_ms": trips[min(len(trips) - 1, round(0.99 * (len(trips) - 1)))]}
-    finally:
-        for proc in (worker, redis):
+        return tasks / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        for proc in reversed(self._procs):
             proc.terminate()
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(self._folder, ignore_errors=True)

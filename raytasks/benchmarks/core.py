@@ -8,7 +8,8 @@ No-op tasks, durable store, two executors. Paths:
 - ``concurrent``: N concurrent ``await tm.submit`` and N concurrent ``await tm.wait`` from
   one event loop (bare Ray: N concurrent awaited refs);
 - ``acks``: N sequential ``await tm.submit`` (acknowledgements per second, ack p50);
-- ``round_trip``: submit then wait, one task at a time (p50/p99; bare Ray: ``ray.get(f.remote())``),
+- ``round_trip``: submit then wait, one task at a time (p50/p99; bare Ray: ``ray.get(f.remote())``,
+  Celery: ``delay().get()``; the paths take turns of 20, so each meets the same background),
   and the CPU that each costs, summed over this process and every process it started (on
   2 cores one task's latency is bound by the CPU its hops take, not by waiting);
 - ``idle_start``: submit-to-start on an idle system (p50);
@@ -27,6 +28,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +137,26 @@ def round_trips_ms(tm: TaskManager, samples: int) -> list[float]:
     return out
 
 
-def bare_round_trips_ms(samples: int) -> list[float]:
-    out = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        ray.get(_bare_noop.remote())
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+def interleaved_round_trips(paths: dict[str, Callable[[], object]], samples: int
+                            ) -> dict[str, tuple[list[float], dict[str, float]]]:
+    """Per path: ``samples`` round-trip times (ms), and the CPU per round trip by process
+    kind. The paths take turns, ``ROUND_TRIP_TURN`` round trips each (in a rotating
+    order), so a burst of background work (Ray's own agents, say) falls on each alike."""
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, defaultdict[str, float]] = {name: defaultdict(float) for name in paths}
+    names = list(paths)
+    for turn in range(0, samples, ROUND_TRIP_TURN):
+        n = min(ROUND_TRIP_TURN, samples - turn)
+        k = turn // ROUND_TRIP_TURN % len(names)
+        for name in names[k:] + names[:k]:
+            trip, before = paths[name], cpu_s_by_process()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                trip()
+                times[name].append((time.perf_counter() - t0) * 1000)
+            for kind, ms in cpu_ms_per_task(before, cpu_s_by_process(), samples).items():
+                cpu[name][kind] += ms
+    return {name: (times[name], dict(cpu[name])) for name in paths}
 
 
 def cpu_s_by_process() -> dict[int, tuple[str, float]]:
@@ -212,6 +227,10 @@ def _wait_started(tm: TaskManager, task_id: str, timeout_s: float = 30.0) -> Non
         time.sleep(0.002)
 
 
+#: Round trips a path makes in a row before the next path's turn.
+ROUND_TRIP_TURN = 20
+
+
 def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bool = False,
              runtime: Runtime | None = None) -> dict[str, Any]:
     """Run every path and return the figures."""
@@ -234,22 +253,33 @@ def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bo
     f["bare_concurrent"] = bare_concurrent_rate(n)
     f["concurrent_n"] = n
     f["acks_per_s"], f["ack_p50_ms"] = ack_figures(tm, n)
-    before = cpu_s_by_process()
-    rt_ms = round_trips_ms(tm, samples)
-    between = cpu_s_by_process()
-    bare_ms = bare_round_trips_ms(samples)
-    f["round_trip_cpu_ms"] = cpu_ms_per_task(before, between, samples)
-    f["bare_round_trip_cpu_ms"] = cpu_ms_per_task(between, cpu_s_by_process(), samples)
-    f["round_trip_p50_ms"], f["round_trip_p99_ms"] = _pct(rt_ms, 0.5), _pct(rt_ms, 0.99)
-    f["bare_round_trip_p50_ms"], f["bare_round_trip_p99_ms"] = _pct(bare_ms, 0.5), \
-        _pct(bare_ms, 0.99)
+    paths: dict[str, Callable[[], object]] = {
+        "raytasks": lambda: tm.wait_sync(tm.submit_sync(_req()).id, timeout_s=30),
+        "bare": lambda: ray.get(_bare_noop.remote())}
+    reference = None
+    if celery:
+        from .celery_ref import CeleryReference
+
+        reference = CeleryReference()
+        paths["celery"] = reference.round_trip
+    try:
+        trips = interleaved_round_trips(paths, samples)
+        for name, prefix in (("raytasks", ""), ("bare", "bare_")):
+            times, cpu = trips[name]
+            f[f"{prefix}round_trip_p50_ms"] = _pct(times, 0.5)
+            f[f"{prefix}round_trip_p99_ms"] = _pct(times, 0.99)
+            f[f"{prefix}round_trip_cpu_ms"] = cpu
+        if reference is not None:
+            times, _cpu = trips["celery"]
+            f["celery"] = {"round_trip_p50_ms": _pct(times, 0.5),
+                           "round_trip_p99_ms": _pct(times, 0.99),
+                           "sequential": reference.sequential(tasks)}
+    finally:
+        if reference is not None:
+            reference.close()
     f["idle_start_p50_ms"] = statistics.median(idle_start_ms(tm, samples))
     f["high_overtake"] = overtake_share(tm, executors=workers)
     f["samples"] = samples
-    if celery:
-        from .celery_ref import run_celery
-
-        f["celery"] = run_celery(tasks, samples)
     if owned:
         runtime.shutdown()
     return f

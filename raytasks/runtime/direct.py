@@ -74,7 +74,7 @@ ADOPT_AFTER_S = 0.05
 UNDIRECT_PATIENCE_S = 60.0
 #: Seconds a direct run's notice waits for others' (a sequence of lone tasks): the manager
 #: learns of ends that much later, and is called once per few tasks, not per task.
-NOTICE_LINGER_S = 0.02
+NOTICE_LINGER_S = 0.1
 #: Seconds into a direct run after which the client also watches the task's end in its
 #: stream (a run that does not answer, the manager may end otherwise).
 WATCH_AFTER_S = 0.5
@@ -102,7 +102,8 @@ class DirectIntake:
         self._linger_from: float | None = None  # when a direct run's notice began to wait
         self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)  # the notice thread's
+        self._runs_wake = threading.Condition(self._lock)  # the run thread's, and close's
         self._grant: IntakeGrant | None = None
         self._store: SqlTaskStore | None = None
         self._off = False
@@ -140,7 +141,7 @@ class DirectIntake:
             if runner is not None and not started:
                 with self._lock:
                     self._direct = False
-                    self._wake.notify_all()
+                    self._runs_wake.notify_all()
         return out
 
     def _commit(self, calls: list[list[NewTask]], session: str | None, grant: IntakeGrant,
@@ -176,6 +177,10 @@ class DirectIntake:
         batch = _Rows()
         for rows in built.values():
             batch.extend(rows)
+        run = None
+        if runner is not None and batch.tasks[0]["status"] == TaskStatus.RUNNING.value:
+            # the call travels while the task commits; its answer is taken once committed
+            run = self._start(batch.tasks[0], runner)
         try:
             store.commit(WriteBatch(inserts=batch.tasks, events=batch.events,
                                     intake=batch.intake))
@@ -183,15 +188,15 @@ class DirectIntake:
             with self._lock:
                 self._credits += need
                 self._taken -= need
+            if run is not None:
+                self._void(run, calls[0])
             log.warning("direct intake commit failed (%s); using the manager's path", exc)
-            return out, False
-        started = runner is not None and batch.tasks[0]["status"] == TaskStatus.RUNNING.value
-        if started:  # its notice waits for its end (or ADOPT_AFTER_S): one for both
-            assert runner is not None
-            self._start(batch.tasks[0], runner)
+            return out, run is not None
+        if run is not None:  # its notice waits for its end (or ADOPT_AFTER_S): one for both
+            run.stored.set()
         with self._lock:
             self.committed += len(batch.intake)
-            if not started:
+            if run is None:
                 ids, queues = self._notices.setdefault(session, ([], Counter()))
                 ids += [r["task_id"] for r in batch.intake]
                 queues.update(r["queue"] for r in batch.tasks)
@@ -200,7 +205,7 @@ class DirectIntake:
                 self._wake.notify()
         for i, rows in built.items():
             out[i] = rows.acks
-        return out, started
+        return out, run is not None
 
     # ------------------------------------------------------------- direct runs
 
@@ -212,7 +217,7 @@ class DirectIntake:
         if not offered and not self._want_direct and calls[0][0].task_type in grant.types:
             with self._lock:  # its executors may have started since: ask again soon
                 self._want_direct = True
-                self._wake.notify_all()
+                self._wake.notify()
         if not offered or time.monotonic() < self._refused_until:
             return None
         with self._lock:  # one direct run at a time: until its answer is taken
@@ -223,8 +228,9 @@ class DirectIntake:
         version, executors = offered
         return _Runner(executors[self._turn % len(executors)], version, grant.lease_ttl_s)
 
-    def _start(self, row: dict[str, Any], runner: _Runner) -> None:
-        """Hand the committed task to its executor; the run thread takes its answer."""
+    def _start(self, row: dict[str, Any], runner: _Runner) -> _DirectRun:
+        """Hand the task to its executor as it commits; the run thread takes its answer
+        once the commit is known (``stored``)."""
         assert self._watcher is not None
         self._watcher.note_direct(row["id"])
         lease = Lease(task_id=row["id"], task_type=row["task_type"], token=DIRECT_TOKEN,
@@ -235,34 +241,51 @@ class DirectIntake:
             handle = self._executors.get(runner.executor_id) or ray.get_actor(
                 runner.executor_id, namespace=self._namespace)
             self._executors[runner.executor_id] = handle
-            ref = handle.run_direct.remote(lease)
+            ref = handle.run_direct.remote(lease.wire())
         except Exception:  # gone: it never ran, the manager leases it
             self._executors.pop(runner.executor_id, None)
             ref = None
+        run = _DirectRun(row, ref, runner.executor_id)
         with self._lock:
-            self._run = _DirectRun(row, ref, runner.executor_id)
+            self._run = run
             self.started += 1
-            self._wake.notify_all()
+            self._runs_wake.notify_all()
         if self._runs is None:
             self._runs = threading.Thread(target=self._runs_loop, daemon=True,
                                           name="raytasks-direct")
             self._runs.start()
+        return run
+
+    def _void(self, run: _DirectRun, call: list[NewTask]) -> None:
+        """A direct run whose task was not stored: its answer is dropped, and the task goes
+        to the manager under a new id, so no lease of the manager's ever shares this run's
+        id and token (the executor may run it meanwhile: it was never acknowledged)."""
+        assert self._watcher is not None
+        run.void = True
+        run.stored.set()
+        self._watcher.drop_direct(run.row["id"])
+        call[0] = call[0]._replace(id=uuid.uuid4().hex)
 
     def _runs_loop(self) -> None:
         """Takes each direct run's answer: commits its completion, or hands it back."""
         while True:
             with self._lock:
                 while self._run is None and not self._stopping:
-                    self._wake.wait(1.0)
+                    self._runs_wake.wait(1.0)
                 run = self._run
             if run is None:
                 return
+            run.stored.wait()
+            if run.void:
+                self._ran(run)
+                continue
             taken, report, watched = False, None, False
             try:
                 since = time.monotonic()
                 while run.ref is not None:
                     try:
-                        taken, report = get(run.ref, 0.1 if run.told else ADOPT_AFTER_S)
+                        taken, answer = get(run.ref, 0.1 if run.told else ADOPT_AFTER_S)
+                        report = None if answer is None else Report.from_wire(answer)
                         break
                     except ray.exceptions.GetTimeoutError:
                         pass
@@ -281,11 +304,15 @@ class DirectIntake:
                 log.info("direct run of %s failed: %s", run.row["id"], exc)
                 self._executors.pop(run.executor_id, None)
                 taken, report = True, None
-            with self._lock:  # the next lone task may go before this one's end is told
-                self._run = None
-                self._direct = False
-                self._wake.notify_all()
+            self._ran(run)  # the next lone task may go before this one's end is told
             self._end(run, taken, report, watched)
+
+    def _ran(self, run: _DirectRun) -> None:
+        """The run's answer is taken: another may start."""
+        with self._lock:
+            self._run = None
+            self._direct = False
+            self._runs_wake.notify_all()
 
     def _adopt_notice(self, run: _DirectRun, at_once: bool = False) -> None:
         """Note a direct run's task for the next notice (lock held)."""
@@ -321,7 +348,7 @@ class DirectIntake:
                 self._linger()
             elif report is not None:
                 self._reports.append(report)  # the manager decides: at once
-                self._wake.notify_all()
+                self._wake.notify()
         deadline = time.monotonic() + UNDIRECT_PATIENCE_S
         while task is None and not watched and not self._stopping:
             watched = self._undirect(task_id) or time.monotonic() > deadline
@@ -428,7 +455,9 @@ class DirectIntake:
             self._linger_from = -NOTICE_LINGER_S
         elif self._linger_from is None:
             self._linger_from = time.monotonic()
-        self._wake.notify_all()
+        else:
+            return  # the notice thread waits for it already
+        self._wake.notify()
 
     def _send(self) -> None:
         """Tell the manager what was committed (call with the lock held; not blocking)."""
@@ -473,9 +502,10 @@ class DirectIntake:
         with self._lock:
             self._off = True  # later submits go to the manager
             while self._direct and time.monotonic() < deadline:
-                self._wake.wait(0.05)
+                self._runs_wake.wait(0.05)
             self._stopping = True
             self._wake.notify()
+            self._runs_wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout_s)
         if self._store is not None:
@@ -498,6 +528,8 @@ class _DirectRun:
     ref: Any  # of its run_direct call; None: the executor is gone
     executor_id: str
     told: bool = False  # its task is in a notice to the manager
+    stored: threading.Event = field(default_factory=threading.Event)  # its commit ended
+    void: bool = False  # and failed: the task is not stored, the answer is dropped
 
 
 @dataclass

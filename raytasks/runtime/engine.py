@@ -27,7 +27,7 @@ import ray
 from ray.actor import ActorHandle
 
 from ..executor import TaskExecutor
-from ..messages import Lease, LeaseRequest, Report
+from ..messages import Lease, LeaseRequest, Wire
 from ..models import QueueStats
 from ..settings import Settings
 from .actors import MANAGER, Peers, RayLink
@@ -135,9 +135,11 @@ class PooledExecutor:
     def cancel(self, task_id: str, token: int) -> bool:
         return self.core.cancel(task_id, token)
 
-    def run_direct(self, lease: Lease) -> tuple[bool, Report | None]:
-        """A client's task, run here at once if this executor is idle (none once retiring)."""
-        return self.core.run_direct(lease, refuse=self.link.retiring.is_set)
+    def run_direct(self, lease: Wire) -> tuple[bool, Wire | None]:
+        """A client's task, run here at once if this executor is idle (none once retiring);
+        the lease and the report go as plain tuples (``Lease.wire``, ``Report.wire``)."""
+        taken, report = self.core.run_direct(Lease(*lease), refuse=self.link.retiring.is_set)
+        return taken, None if report is None else report.wire()
 
     def state(self) -> dict[str, Any]:
         return {**self.core.state(), "node_id": ray.get_runtime_context().get_node_id(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from raytasks import (
     ProgressTracker,
     TaskExecutionEngine,
     TaskManager,
+    TaskNotFoundError,
     TaskStatus,
     register_task_type,
 )
@@ -156,6 +158,44 @@ def test_a_direct_run_whose_executor_dies_runs_again(service: Any, tmp_path: Pat
     done = tm.wait_sync(task.id, timeout_s=60)
     assert done.status is TaskStatus.COMPLETED and done.attempt == 1
     assert starts(tmp_path, task.id) == [0, 1]
+
+
+def test_a_direct_run_whose_commit_fails_is_void(service: Any, tmp_path: Path) -> None:
+    tm = _ready(service, tmp_path)
+    direct = service.session.direct
+    # Given a store that refuses the RUNNING row of a task named "refused" (as a full disk
+    # or a lock held too long would refuse the client's commit; the manager's PENDING row
+    # passes)
+    path = service.settings.store_url.split("///", 1)[-1]
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER refuse_direct BEFORE INSERT ON rt_tasks "
+                   "WHEN NEW.name = 'refused' AND NEW.status = 'RUNNING' "
+                   "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    started, ran = direct.started, direct.ran
+    # When a lone task is sent to run directly, past a heartbeat interval, and its commit
+    # fails meanwhile
+    request = sleep_request(0.6, marker_dir=str(tmp_path)).model_copy(
+        update={"name": "refused"})
+    task = tm.submit_sync(request)
+    done = tm.wait_sync(task.id, timeout_s=30)
+    # Then the submit was answered through the manager, under a new id, and that task
+    # completed once, on its first attempt, as any task the manager leased
+    assert direct.started == started + 1 and direct.ran == ran
+    assert done.status is TaskStatus.COMPLETED and done.attempt == 0
+    assert statuses(service, task.id) == ["PENDING", "RUNNING", "COMPLETED"]
+    ran_ids = {marker.name.removesuffix(".starts") for marker in tmp_path.glob("*.starts")}
+    assert starts(tmp_path, task.id) == [0]
+    # and the void run (the executor started it before the commit failed) left nothing:
+    # no task, no event, no intake row, nothing the manager holds or counts
+    [void] = ran_ids - {task.id}
+    with pytest.raises(TaskNotFoundError):
+        tm.get_task_sync(void)
+    assert statuses(service, void) == []
+    total = len(tm.list_tasks_sync().items)
+    wait_for(lambda: tm.stats_sync()["status_counts"] == {"COMPLETED": total},
+             what="the manager to count every end")
+    wait_for(lambda: _manager_idle(service), what="the manager to hold nothing")
+    assert intake_rows(service) == []
 
 
 @pytest.fixture
