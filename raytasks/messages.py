@@ -11,8 +11,9 @@ from typing import Any, Literal, NamedTuple
 
 from .models import TaskErrorInfo
 
-#: A message's fields as a plain tuple: Ray serialises it for less than the class.
-Wire = tuple[Any, ...]
+#: A message's fields as a plain list: Ray serialises it as MessagePack, without pickle
+#: (a class, even a tuple, costs it a pickler per call).
+Wire = list[Any]
 
 #: What an attempt ended in. ``released``: handed back unstarted (same attempt, no backoff).
 Outcome = Literal["completed", "failed", "cancelled", "released"]
@@ -33,10 +34,9 @@ class Lease:
     owner: str | None = None
 
     def wire(self) -> Wire:
-        """Its fields as a plain tuple (``Lease(*wire)`` again): a direct run's call,
-        serialised without the class."""
-        return (self.task_id, self.task_type, self.token, self.attempt, self.parameters,
-                self.timeout_s, self.deadline, self.handler_version, self.owner)
+        """Its fields as a plain list (``Lease(*wire)`` again): a direct run's call."""
+        return [self.task_id, self.task_type, self.token, self.attempt, self.parameters,
+                self.timeout_s, self.deadline, self.handler_version, self.owner]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +58,9 @@ class Report:
     lines: tuple[LogLine, ...] = ()
 
     def wire(self) -> Wire:
-        """Its fields as plain tuples (``Report.from_wire``): a direct run's answer."""
-        return (self.task_id, self.token, self.outcome, self.result, self.result_uri,
-                self.error, tuple(tuple(line) for line in self.lines))
+        """Its fields as plain lists (``Report.from_wire``): a direct run's answer."""
+        return [self.task_id, self.token, self.outcome, self.result, self.result_uri,
+                self.error, [list(line) for line in self.lines]]
 
     @classmethod
     def from_wire(cls, wire: Wire) -> Report:

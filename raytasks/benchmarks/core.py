@@ -144,27 +144,31 @@ def interleaved_round_trips(paths: dict[str, Callable[[], object]], samples: int
     order), so a burst of background work (Ray's own agents, say) falls on each alike."""
     times: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, defaultdict[str, float]] = {name: defaultdict(float) for name in paths}
-    names = list(paths)
+    names, others = list(paths), descendants(os.getpid())
     for turn in range(0, samples, ROUND_TRIP_TURN):
         n = min(ROUND_TRIP_TURN, samples - turn)
         k = turn // ROUND_TRIP_TURN % len(names)
         for name in names[k:] + names[:k]:
-            trip, before = paths[name], cpu_s_by_process()
+            trip, before = paths[name], cpu_s_by_process(others, own_last=True)
             for _ in range(n):
                 t0 = time.perf_counter()
                 trip()
                 times[name].append((time.perf_counter() - t0) * 1000)
-            for kind, ms in cpu_ms_per_task(before, cpu_s_by_process(), samples).items():
+            after = cpu_s_by_process(others)
+            for kind, ms in cpu_ms_per_task(before, after, samples).items():
                 cpu[name][kind] += ms
     return {name: (times[name], dict(cpu[name])) for name in paths}
 
 
-def cpu_s_by_process() -> dict[int, tuple[str, float]]:
-    """CPU seconds used so far by this process and every process it started (an embedded
-    Ray's), with each one's name; empty where there is no /proc."""
+def cpu_s_by_process(others: list[int], own_last: bool = False
+                     ) -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by this process and ``others`` (the processes it started:
+    an embedded Ray's), with each one's name; empty where there is no /proc. This
+    process is read first, or with ``own_last`` last: a measurement reads it last before
+    and first after, so its own reading of /proc stays out."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
-    for pid in [os.getpid(), *descendants(os.getpid())]:
+    for pid in [*others, os.getpid()] if own_last else [os.getpid(), *others]:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             name = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0]

@@ -137,7 +137,7 @@ class PooledExecutor:
 
     def run_direct(self, lease: Wire) -> tuple[bool, Wire | None]:
         """A client's task, run here at once if this executor is idle (none once retiring);
-        the lease and the report go as plain tuples (``Lease.wire``, ``Report.wire``)."""
+        the lease and the report go as plain lists (``Lease.wire``, ``Report.wire``)."""
         taken, report = self.core.run_direct(Lease(*lease), refuse=self.link.retiring.is_set)
         return taken, None if report is None else report.wire()
 

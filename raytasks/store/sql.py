@@ -17,7 +17,11 @@ import base64
 import binascii
 import json
 import sqlite3
+import threading
 import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +186,14 @@ class SqlTaskStore(TaskStore):
             sa.event.listen(self._writer, "connect", _sqlite_pragmas(0))
             sa.event.listen(self._writer, "connect", _manual_transactions)
             sa.event.listen(self._writer, "begin", _begin_immediate(busy_timeout_s))
+            self._committing: Engine | _KeptWriter = _KeptWriter(self._writer)
         elif url.startswith("postgresql"):
             if url.startswith("postgresql://"):
                 url = "postgresql+psycopg://" + url[len("postgresql://"):]
             self.engine = self._writer = sa.create_engine(url, pool_pre_ping=True)
+            # each commit checks a connection out, pinged: one lost with a restarted
+            # server is replaced before the commit, not after it failed
+            self._committing = self._writer
         else:
             raise StoreError(f"unsupported store URL {url!r}: use sqlite:/// or postgresql://")
         migrate.upgrade(self._writer, self.url)
@@ -210,7 +218,7 @@ class SqlTaskStore(TaskStore):
         if not batch:
             return []
         ids: list[int] = []
-        with self._writer.begin() as conn:
+        with self._committing.begin() as conn:
             if batch.events:
                 self._lock_events(conn)
             if batch.inserts:
@@ -505,8 +513,48 @@ class SqlTaskStore(TaskStore):
             return [(r[0], bytes(r[1]), int(r[2])) for r in rows]
 
     def close(self) -> None:
+        if isinstance(self._committing, _KeptWriter):
+            self._committing.close()
         self.engine.dispose()
         self._writer.dispose()
+
+
+class _KeptWriter:
+    """Each thread's own SQLite writer connection, kept between its commits: a pool
+    checkout and checkin per commit cost more than SQLite's commit of a small batch. A
+    thread's connection goes back to the pool when the thread ends."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None or held.conn.closed or held.conn.invalidated:
+            held = self._local.held = _Held(self._engine.connect())
+            with self._lock:
+                self._held.add(held)
+        with held.conn.begin():
+            yield held.conn
+
+    def close(self) -> None:
+        with self._lock:
+            held = list(self._held)
+        for h in held:
+            h.conn.close()
+
+
+class _Held:
+    """One thread's kept connection (closed with the thread's locals)."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        self.conn.close()
 
 
 def _manual_transactions(dbapi_conn: Any, _record: Any) -> None:
