@@ -16,7 +16,6 @@ async methods are the actor's API. Tests drive it directly, with a clock.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -52,7 +51,7 @@ from ..registry import TaskTypeRegistry, TaskTypeSpec
 from ..schedules.models import Schedule, ScheduleCreateRequest
 from ..settings import Settings
 from ..store import SqlTaskStore
-from ..store.base import ActiveRow, TaskRows
+from ..store.base import ActiveRow, TaskRows, with_artifact
 from .archive import archive
 from .changes import Changes
 from .deps import Dependencies
@@ -244,7 +243,7 @@ class TaskManagerCore:
             if ended:
                 found.update(await asyncio.to_thread(self.store.get_many, ended))
             rest = [t for t in rest if t not in watched]
-        loaded = await asyncio.to_thread(lambda: [_with_artifact(t) for t in found.values()])
+        loaded = await asyncio.to_thread(lambda: [with_artifact(t) for t in found.values()])
         return WatchAnswer(finished=loaded, missing=[t for t in rest if t not in found])
 
     async def finished(self, session_id: str, timeout_s: float = 10.0) -> list[Task] | None:
@@ -252,16 +251,21 @@ class TaskManagerCore:
 
         None when the session is unknown (this manager restarted): watch again.
         """
+        ready = await self.finished_ids(session_id, timeout_s)
+        if ready is None:
+            return None
+        return await asyncio.to_thread(self._get_many_present, ready) if ready else []
+
+    async def finished_ids(self, session_id: str, timeout_s: float = 10.0) -> list[str] | None:
+        """``finished``, the ids only: for a client that reads its store itself (its
+        direct intake's), so the manager neither reads nor sends the tasks."""
         if not self.sessions.known(session_id):
             return None
-        ready = await self.sessions.next(session_id, timeout_s)
-        if not ready:
-            return []
-        return await asyncio.to_thread(self._get_many_present, ready)
+        return await self.sessions.next(session_id, timeout_s)
 
     def _get_many_present(self, task_ids: list[str]) -> list[Task]:
         found = self.store.get_many(task_ids)
-        return [_with_artifact(found[t]) for t in task_ids if t in found]
+        return [with_artifact(found[t]) for t in task_ids if t in found]
 
     async def _known(self, requests: Sequence[CreateRequest], ids: list[str],
                      full: bool) -> Known:
@@ -502,7 +506,7 @@ class TaskManagerCore:
         task = self.store.get(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
-        return _with_artifact(task)
+        return with_artifact(task)
 
     async def _stored(self, task_id: str) -> Task:
         task = await asyncio.to_thread(self.store.get, task_id)
@@ -518,7 +522,7 @@ class TaskManagerCore:
         missing = [t for t in task_ids if t not in found]
         if missing:
             raise TaskNotFoundError(missing[0])
-        return [_with_artifact(found[t]) for t in task_ids]
+        return [with_artifact(found[t]) for t in task_ids]
 
     async def query(self, query: TaskQuery) -> TaskRows:
         """A page of tasks. Its total comes from the counters when the filters are only
@@ -748,9 +752,3 @@ class TaskManagerCore:
         self.store.close()
 
 
-def _with_artifact(task: Task) -> Task:
-    """Load a result that was stored as an artifact file (the accepted attempt's own)."""
-    if task.result is None and task.result_uri:
-        with open(task.result_uri, encoding="utf-8") as fh:
-            return task.model_copy(update={"result": json.loads(fh.read())})
-    return task

@@ -366,6 +366,11 @@ class DirectIntake:
             return False
         return True
 
+    def reader(self) -> SqlTaskStore | None:
+        """This client's connection to the manager's store, if it has one (it is opened
+        with the first grant): the wait stream reads finished tasks through it."""
+        return self._store if self._ready() else None
+
     # ------------------------------------------------------------------- grant
 
     def _ready(self) -> bool:

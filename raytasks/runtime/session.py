@@ -1,12 +1,14 @@
 """A client's session with the manager: its fast submit path and its one wait stream.
 
 Ray glue around :mod:`raytasks.client` (pure): the combiners send coalesced submits as
-one ``manager.submit`` call, the watcher polls ``manager.finished``.
+one ``manager.submit`` call, the watcher polls ``manager.finished`` (or ``finished_ids``,
+then reads the tasks from the store itself where it reaches it).
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import time
 from typing import Any
 
@@ -17,9 +19,11 @@ from ..errors import RaytasksError
 from ..messages import Ack, NewTask, WatchAnswer
 from ..models import Task
 from ..settings import Settings
+from ..store.base import with_artifact
 from .actors import MANAGER, get
 from .direct import DirectIntake
 
+log = logging.getLogger(__name__)
 
 class ClientSession:
     """Per client (one per :class:`~raytasks.runtime.Runtime`): combiners and a watcher."""
@@ -32,6 +36,7 @@ class ClientSession:
         self.direct = DirectIntake(manager, settings.store_busy_timeout_s,
                                    settings.namespace, self.watcher)
         self._closing = False
+        self.read = 0  # finished tasks the wait stream read from the store here
         # before Ray's own exit hook (registered earlier, so run later): no thread may be
         # inside a Ray call while the interpreter exits, or the process exits with 1
         atexit.register(self.close)
@@ -109,7 +114,12 @@ class ClientSession:
         return answer
 
     def _finished(self, session: str, timeout_s: float) -> list[Task] | None:
-        ref = self._manager.finished.remote(session, timeout_s)
+        """The next tasks the stream brings. Where this client reaches the store (its
+        direct intake's), the manager names them and they are read here: reading and
+        sending every finished task was a large share of the manager's work."""
+        store = self.direct.reader() if self.settings.direct_intake else None
+        ask = self._manager.finished if store is None else self._manager.finished_ids
+        ref = ask.remote(session, timeout_s)
         deadline = time.monotonic() + timeout_s + 30
         # short waits: a closing client leaves Ray's call at once. One that is only done
         # waiting reads the answer still: the call may carry tasks its submits put in the
@@ -121,8 +131,17 @@ class ClientSession:
                 raise TimeoutError("the manager did not answer the wait stream")
         if not ray.is_initialized():
             return []
-        tasks: list[Task] | None = get(ref)
-        return tasks
+        answer: list[Any] | None = get(ref)
+        if store is None or not answer:
+            return answer
+        try:
+            found = store.get_many(answer)
+            tasks = [with_artifact(found[t]) for t in answer if t in found]
+            self.read += len(tasks)
+            return tasks
+        except Exception as exc:  # a store or a result file out of reach: the manager's
+            log.info("reading finished tasks here failed (%s); asking the manager", exc)
+            return self._watch(session, answer).finished
 
     def close(self) -> None:
         """Stop the wait stream (at exit, or when this client disconnects)."""

@@ -294,6 +294,15 @@ def row_to_task(row: Any) -> Task:
     )
 
 
+def with_artifact(task: Task) -> Task:
+    """``task`` with its result loaded, where it was stored as a file (the accepted
+    attempt's own: a path the store holds, never one from a request)."""
+    if task.result is None and task.result_uri:
+        with open(task.result_uri, encoding="utf-8") as fh:
+            return task.model_copy(update={"result": json.loads(fh.read())})
+    return task
+
+
 def loads_or(text: str, empty: str, make: Callable[[], Any]) -> Any:
     """Decode JSON text; the common empty value (``"[]"``, ``"{}"``) without the decoder."""
     return make() if text == empty else json.loads(text)

@@ -65,6 +65,29 @@ def test_a_plain_submit_is_committed_by_the_client_and_runs_once(service: Any,
     wait_for(lambda: intake_rows(service) == [], what="the intake rows to be claimed")
 
 
+@pytest.mark.parametrize("direct_intake", [True, False])
+def test_the_stream_names_finished_tasks_and_a_client_with_the_store_reads_them(
+        make_service: Any, direct_intake: bool) -> None:
+    service = make_service(direct_intake=direct_intake, inline_result_max_bytes=1024)
+    _sleepy(service, workers=2)
+    tm = TaskManager(service)
+    tm.wait_sync(tm.submit_sync(sleep_request()).id, timeout_s=30)  # this client waits
+    read = service.session.read
+    # When tasks submitted through the manager (one call, so they join this client's wait
+    # stream) are waited for, two of them with a result too large to keep inline (a file
+    # in their attempt's directory)
+    tasks = tm.submit_many_sync([sleep_request(size=4096 if i < 2 else 0) for i in range(12)])
+    done = tm.wait_all_sync([t.id for t in tasks], timeout_s=60)
+    # Then a client that reaches the store read them there (the manager only named them),
+    # one that does not was sent them, and either way each is the task as the manager
+    # reads it, field by field, results from files included
+    assert service.session.read - read == (12 if direct_intake else 0)
+    assert [t.model_dump() for t in done] == \
+        [tm.get_task_sync(t.id).model_dump() for t in tasks]
+    assert [t.result["blob"] for t in done[:3]] == ["x" * 4096, "x" * 4096, ""]
+    assert all(t.result_uri is not None for t in done[:2])
+
+
 def test_a_task_whose_notice_never_came_is_adopted_by_the_sweep(service: Any) -> None:
     _sleepy(service)
     tm = TaskManager(service)
