@@ -15,10 +15,12 @@ manager's sweep of the intake.
 A lone task (one call of one task, none of this client's in flight) of a type the grant
 names executors for is also *run* directly: it is committed RUNNING under its first lease
 token, with its PENDING and RUNNING events, and handed to one of those executors
-(``run_direct``), which runs it only if it is idle. Its completion is committed here,
-fenced by that token, and answers the client's wait; the manager learns both from the
-notices and never commits for it. A run refused, failed, cancelled or lost goes back to
-the manager (its report, or the lease's expiry), which decides as for any attempt.
+(``run_direct``, sent as the commit starts), which runs it only if it is idle. Its
+completion is committed here, fenced by that token, and answers the client's wait; the
+manager learns both from the notices and never commits for it. A run refused, failed,
+cancelled or lost goes back to the manager (its report, or the lease's expiry), which
+decides as for any attempt. A run whose commit fails is void: its answer is dropped, and
+the task goes to the manager under a new id.
 """
 
 from __future__ import annotations
@@ -184,12 +186,14 @@ class DirectIntake:
         try:
             store.commit(WriteBatch(inserts=batch.tasks, events=batch.events,
                                     intake=batch.intake))
-        except Exception as exc:  # nothing was stored: the manager's path
+        except BaseException as exc:  # nothing was stored: the manager's path
             with self._lock:
                 self._credits += need
                 self._taken -= need
             if run is not None:
                 self._void(run, calls[0])
+            if not isinstance(exc, Exception):  # an interrupt: no fallback
+                raise
             log.warning("direct intake commit failed (%s); using the manager's path", exc)
             return out, run is not None
         if run is not None:  # its notice waits for its end (or ADOPT_AFTER_S): one for both

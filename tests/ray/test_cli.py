@@ -61,7 +61,8 @@ def test_submit_show_ls_stats_and_exit_codes(make_service: Any) -> None:
 def test_bench_runs_every_path_beside_bare_ray(service: Any) -> None:
     from raytasks.benchmarks.core import format_core, run_core
 
-    figures = run_core(tasks=200, samples=10, workers=1, runtime=service)
+    # samples enough for CPU clock ticks (10 ms) to show on every path: two turns each
+    figures = run_core(tasks=200, samples=40, workers=1, runtime=service)
     for path in ("batch", "bare_batch", "sequential", "concurrent", "bare_concurrent",
                  "acks_per_s"):
         assert figures[path] > 0, path
