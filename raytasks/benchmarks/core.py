@@ -12,7 +12,8 @@ No-op tasks, durable store, two executors. Paths:
   Celery: ``delay().get()``; the paths take turns of 20, so each meets the same background),
   and the CPU that each costs, summed over this process and every process it started (on
   2 cores one task's latency is bound by the CPU its hops take, not by waiting);
-- ``idle_start``: submit-to-start on an idle system (p50);
+- ``idle_start``: submit-to-start on an idle system (p50; bare Ray: ``f.remote()``, taking
+  turns);
 - ``overtake``: with a backlog, the share of (HIGH, LOW) pairs in which HIGH, queued
   later, started first.
 
@@ -192,15 +193,20 @@ def cpu_ms_per_task(before: dict[int, tuple[str, float]],
     return dict(by)
 
 
-def idle_start_ms(tm: TaskManager, samples: int) -> list[float]:
-    """Submit-to-start latency of single tasks on an otherwise idle system."""
-    out = []
+def idle_start_ms(tm: TaskManager, samples: int) -> tuple[list[float], list[float]]:
+    """Submit-to-start latency of single tasks on an otherwise idle system (5 ms idle
+    before each), raytasks' and bare Ray's (``f.remote()``) taking turns."""
+    ours: list[float] = []
+    bare: list[float] = []
     for _ in range(samples):
-        t0 = time.time()
-        done = tm.wait_sync(tm.submit_sync(_req()).id, timeout_s=30)
-        out.append((float(done.result) - t0) * 1000.0)
-        time.sleep(0.005)
-    return out
+        for out, run in ((ours, lambda: tm.wait_sync(tm.submit_sync(_req()).id,
+                                                     timeout_s=30).result),
+                         (bare, lambda: ray.get(_bare_noop.remote()))):
+            time.sleep(0.005)
+            t0 = time.time()
+            started = float(run())
+            out.append((started - t0) * 1000.0)
+    return ours, bare
 
 
 def overtake_share(tm: TaskManager, count: int = 100, executors: int = 2) -> float:
@@ -281,7 +287,8 @@ def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bo
     finally:
         if reference is not None:
             reference.close()
-    f["idle_start_p50_ms"] = statistics.median(idle_start_ms(tm, samples))
+    ours, bare = idle_start_ms(tm, samples)
+    f["idle_start_p50_ms"], f["bare_idle_start_p50_ms"] = _pct(ours, 0.5), _pct(bare, 0.5)
     f["high_overtake"] = overtake_share(tm, executors=workers)
     f["samples"] = samples
     if owned:
@@ -313,8 +320,8 @@ def format_core(f: dict[str, Any]) -> str:
         + (f"   Celery p50 {c['round_trip_p50_ms']:.2f}, p99 {c['round_trip_p99_ms']:.2f}"
            if c else "") + " (target p50 <= 2.0 ms)",
         *_cpu_line(f),
-        f"  idle submit-to-start           : p50 {f['idle_start_p50_ms']:.2f} ms "
-        "(target <= 2 ms)",
+        f"  idle submit-to-start           : p50 {f['idle_start_p50_ms']:.2f} ms   "
+        f"bare Ray p50 {f['bare_idle_start_p50_ms']:.2f} (target <= 2 ms)",
         f"  HIGH overtakes LOW (backlog)   : {100 * f['high_overtake']:.1f} % of pairs "
         "(target >= 95 %)",
     ]

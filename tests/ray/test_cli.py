@@ -69,6 +69,7 @@ def test_bench_runs_every_path_beside_bare_ray(service: Any) -> None:
     assert 0 < figures["round_trip_p50_ms"] <= figures["round_trip_p99_ms"]
     assert 0 < figures["bare_round_trip_p50_ms"] <= figures["bare_round_trip_p99_ms"]
     assert 0 <= figures["high_overtake"] <= 1 and figures["idle_start_p50_ms"] > 0
+    assert figures["bare_idle_start_p50_ms"] > 0
     # the CPU of a round trip, by process: this client's, and the manager's beside it (a
     # lone task's round trip runs directly, so the manager's share may round to nothing)
     cpu = figures["round_trip_cpu_ms"]
