@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +17,7 @@ from raytasks.messages import ProgressReport
 from raytasks.models import TaskPriority, TaskQuery, TaskStatus
 from raytasks.store import SCHEMA_VERSION, SqlTaskStore, WriteBatch, open_store
 from raytasks.store.base import RowUpdate, StaleWriteError
+from raytasks.store.sql import KEPT_WRITERS
 
 
 def _row(task_id: str, **over: Any) -> dict[str, Any]:
@@ -297,6 +300,40 @@ def test_concurrent_event_writers_never_let_a_cursor_skip_an_event(store_url: st
     finally:
         for s in [*writers, reader]:
             s.close()
+
+
+def test_many_threads_commit_at_once_without_waiting_for_a_connection(tmp_path: Any) -> None:
+    store = SqlTaskStore(f"sqlite:///{tmp_path}/s.db", busy_timeout_s=10)
+    threads = 24  # more than the writer pool holds (15): kept connections must not use it up
+    together = threading.Barrier(threads)
+    failures: list[BaseException] = []
+    kept: list[int] = []
+
+    def commits(i: int) -> None:
+        try:
+            for j in range(3):  # each thread commits, waits until all have, and again
+                store.commit(WriteBatch(inserts=[_row(f"t{i}-{j}")]))
+                together.wait(timeout=20)
+            kept.append(len(store._committing._held))  # type: ignore[union-attr]
+            together.wait(timeout=20)  # every thread alive while each counts
+        except BaseException as exc:
+            failures.append(exc)
+    # When that many threads, alive together, commit three times each
+    started = time.monotonic()
+    pool = [threading.Thread(target=commits, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(60)
+    # Then every commit landed, and none waited for the pool (its timeout is 30 s)
+    assert failures == [] and time.monotonic() - started < 20
+    assert store.status_counts() == {"PENDING": 3 * threads}
+    # and a few threads kept their connection; those threads gone, theirs went back
+    assert set(kept) == {KEPT_WRITERS}
+    del pool
+    gc.collect()
+    assert len(store._committing._held) == 0  # type: ignore[union-attr]
+    store.close()
 
 
 def test_sqlite_commits_leave_the_checkpoint_to_the_managers_timer(tmp_path: Any) -> None:

@@ -25,6 +25,7 @@ from .direct import DirectIntake
 
 log = logging.getLogger(__name__)
 
+
 class ClientSession:
     """Per client (one per :class:`~raytasks.runtime.Runtime`): combiners and a watcher."""
 

@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -519,8 +519,14 @@ class SqlTaskStore(TaskStore):
         self._writer.dispose()
 
 
+#: Threads whose SQLite writer connection is kept between commits; further threads
+#: check one out per commit (the pool holds 15: a process of many committing threads, an
+#: HTTP server's, say, must never wait for one).
+KEPT_WRITERS = 4
+
+
 class _KeptWriter:
-    """Each thread's own SQLite writer connection, kept between its commits: a pool
+    """The SQLite writer connections of a few threads, kept between their commits: a pool
     checkout and checkin per commit cost more than SQLite's commit of a small batch. A
     thread's connection goes back to the pool when the thread ends."""
 
@@ -534,9 +540,15 @@ class _KeptWriter:
     def begin(self) -> Iterator[sa.Connection]:
         held: _Held | None = getattr(self._local, "held", None)
         if held is None or held.conn.closed or held.conn.invalidated:
-            held = self._local.held = _Held(self._engine.connect())
+            self._local.held = held = None
             with self._lock:
-                self._held.add(held)
+                if len(self._held) < KEPT_WRITERS:
+                    held = self._local.held = _Held(self._engine.connect())
+                    self._held.add(held)
+        if held is None:
+            with self._engine.begin() as conn:
+                yield conn
+            return
         with held.conn.begin():
             yield held.conn
 
@@ -554,7 +566,9 @@ class _Held:
         self.conn = conn
 
     def __del__(self) -> None:
-        self.conn.close()
+        # an interpreter exiting may have nothing left to return it to
+        with suppress(Exception):
+            self.conn.close()
 
 
 def _manual_transactions(dbapi_conn: Any, _record: Any) -> None:
