@@ -37,7 +37,7 @@ import ray
 
 from ..api import TaskManager, register_task_type
 from ..context import TaskExecutionContext
-from ..models import TaskCreateRequest, TaskPriority, TaskStatus
+from ..models import Task, TaskCreateRequest, TaskPriority, TaskStatus
 from ..runtime import Runtime, connect
 from ..settings import Settings
 from .footprint import descendants
@@ -139,13 +139,9 @@ def ack_figures(tm: TaskManager, count: int) -> tuple[float, float]:
     return asyncio.run(run())
 
 
-def round_trips_ms(tm: TaskManager, samples: int) -> list[float]:
-    out = []
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        tm.wait_sync(tm.submit_sync(_req()).id, timeout_s=30)
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+def round_trip(tm: TaskManager) -> Task:
+    """Submit one task and wait for it; the finished Task."""
+    return tm.wait_sync(tm.submit_sync(_req()).id, timeout_s=30)
 
 
 def interleaved_round_trips(paths: dict[str, Callable[[], object]], samples: int
@@ -209,8 +205,7 @@ def idle_start_ms(tm: TaskManager, samples: int) -> tuple[list[float], list[floa
     ours: list[float] = []
     bare: list[float] = []
     for _ in range(samples):
-        for out, run in ((ours, lambda: tm.wait_sync(tm.submit_sync(_req()).id,
-                                                     timeout_s=30).result),
+        for out, run in ((ours, lambda: round_trip(tm).result),
                          (bare, lambda: ray.get(_bare_noop.remote()))):
             time.sleep(0.005)
             t0 = time.time()
@@ -262,7 +257,8 @@ def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bo
     register_task_type("noop", noop, workers=workers, max_retries=0, runtime=runtime)
     tm = TaskManager(runtime)
     batch_rate(tm, min(tasks, 500))  # warm-up: executors started, code paths hot
-    round_trips_ms(tm, 20)
+    for _ in range(20):
+        round_trip(tm)
     ray.get([_bare_noop.remote() for _ in range(200)])
     n = min(tasks, 2000)
     f: dict[str, Any] = {"tasks": tasks, "executors": workers}
@@ -273,7 +269,7 @@ def run_core(tasks: int = 5000, samples: int = 200, workers: int = 2, celery: bo
     f["concurrent_n"] = n
     f["acks_per_s"], f["ack_p50_ms"] = ack_figures(tm, n)
     paths: dict[str, Callable[[], object]] = {
-        "raytasks": lambda: tm.wait_sync(tm.submit_sync(_req()).id, timeout_s=30),
+        "raytasks": lambda: round_trip(tm),
         "bare": lambda: ray.get(_bare_noop.remote())}
     reference = None
     if celery:
