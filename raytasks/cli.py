@@ -65,20 +65,29 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _connect(ctx: click.Context, **overrides: Any) -> Any:
-    """Join the cluster of --address/RAYTASKS_ADDRESS/RAY_ADDRESS, a running local one, or
-    embed one (without Ray's dashboard unless ``ray_dashboard=True`` is passed).
+    """Join the cluster the user means (:func:`raytasks.runtime.clusters.choose_cluster`:
+    --embedded, --address/RAYTASKS_ADDRESS/RAY_ADDRESS, the cluster `raytasks up`
+    recorded, else an embedded Ray without Ray's dashboard unless ``ray_dashboard=True``
+    is passed), saying on stderr which one and why.
 
     A cluster that cannot be joined is a :class:`NotConnectedError` (exit 6) within
-    seconds, saying why and what to set.
+    seconds, saying why, which cluster it was and how to choose another.
     """
     from .runtime import connect
-    from .runtime.connection import resolve_address, running_local_cluster
+    from .runtime.clusters import choose_cluster
     from .settings import Settings
 
-    address = resolve_address(ctx.obj.get("address")) or running_local_cluster()
-    if address is None:  # embedded: a one-off command has no use for Ray's dashboard
-        overrides.setdefault("ray_dashboard", False)
-    return connect(address, settings=Settings(**overrides))
+    settings = Settings(**overrides)
+    choice = choose_cluster(settings, address=ctx.obj.get("address"),
+                            address_source=ctx.obj.get("address_source", "--address"),
+                            embedded=ctx.obj.get("embedded", False))
+    if choice.embedded and "ray_dashboard" not in overrides:
+        settings = Settings(**{**overrides, "ray_dashboard": False})  # a one-off command
+    click.echo(f"raytasks: using {choice.describe()}", err=True)
+    try:
+        return connect(choice.address, settings=settings)
+    except NotConnectedError as exc:
+        raise choice.refused(exc) from None
 
 
 def _emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
@@ -90,41 +99,61 @@ def _emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
 
 @click.group()
 @click.option("--address", envvar="RAYTASKS_ADDRESS", default=None,
-              help="Ray address: auto, ray://host:10001; default a running local cluster, "
-                   "else an embedded one")
+              help="Ray address: auto, host:6379, ray://host:10001; default RAY_ADDRESS, "
+                   "else the cluster `raytasks up` recorded, else an embedded Ray")
+@click.option("--embedded", is_flag=True, help="an embedded Ray of this command's own, "
+                                               "whatever address is set")
 @click.pass_context
-def cli(ctx: click.Context, address: str | None) -> None:
+def cli(ctx: click.Context, address: str | None, embedded: bool) -> None:
     """raytasks: durable, prioritised task management on Ray."""
     ctx.ensure_object(dict)
     ctx.obj["address"] = address
+    from_env = ctx.get_parameter_source("address") == click.core.ParameterSource.ENVIRONMENT
+    ctx.obj["address_source"] = "RAYTASKS_ADDRESS" if from_env else "--address"
+    ctx.obj["embedded"] = embedded
 
 
 @cli.command()
-@click.option("--head/--no-head", default=True, help="start a local Ray head if none runs")
+@click.option("--head/--no-head", default=True,
+              help="start a Ray head on this machine when no cluster is named or recorded")
 @click.pass_context
 def up(ctx: click.Context, head: bool) -> None:
-    """Start (or join) a Ray cluster and bring the raytasks actors up.
+    """Bring the raytasks actors up on a Ray cluster, and record it for later commands.
 
-    With no address and no running local cluster it runs ``ray start --head``
-    (token auth, Ray's dashboard and Jobs API, a Ray client server on 10001).
+    The cluster is the one named (--address, RAYTASKS_ADDRESS, RAY_ADDRESS) or recorded
+    by an earlier ``up``; with neither it runs ``ray start --head`` (a token made first if
+    there is none; token auth, Ray's dashboard and Jobs API, a Ray client server).
     """
     import ray
 
-    from .runtime.connection import ensure_token, resolve_address, running_local_cluster
+    from .runtime import connect
+    from .runtime.clusters import choose_cluster, record_cluster, start_head
+    from .settings import Settings
 
+    if ctx.obj.get("embedded"):
+        raise click.UsageError("`raytasks up` brings raytasks up on a cluster that outlives "
+                               "the command; an embedded Ray would end with it")
+    settings = Settings(ray_dashboard=True)
     with _errors(False):
-        if head and resolve_address(ctx.obj.get("address")) is None \
-                and running_local_cluster() is None:
-            ensure_token()
-            env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
-            subprocess.run([_ray_bin(), "start", "--head", "--disable-usage-stats",
-                            "--ray-client-server-port=10001"], check=True, env=env)
-            ctx.obj["address"] = "auto"
-        rt = _connect(ctx, ray_dashboard=True)
-    where = rt.connection.address if rt.connection and rt.connection.address else "local"
+        choice = choose_cluster(settings, address=ctx.obj.get("address"),
+                                address_source=ctx.obj.get("address_source", "--address"))
+        if choice.embedded:
+            if not head:
+                raise NotConnectedError(f"no cluster to bring raytasks up on: {choice.source}; "
+                                        "name one with --address, or drop --no-head",
+                                        reason="no_cluster")
+            choice = start_head()
+        click.echo(f"raytasks: using {choice.describe()}", err=True)
+        try:
+            rt = connect(choice.address, settings=settings)
+        except NotConnectedError as exc:
+            raise choice.refused(exc) from None
+        assert rt.connection is not None  # this process had not joined Ray before
+        recorded = record_cluster(settings, rt.connection)
     click.echo(f"raytasks is up in namespace {rt.settings.namespace!r} "
-               f"(store {rt.settings.store_url}, Ray {where}, node "
-               f"{ray.get_runtime_context().get_node_id()[:12]})")
+               f"(store {rt.settings.store_url}, Ray {choice.address}, node "
+               f"{ray.get_runtime_context().get_node_id()[:12]}); later commands join this "
+               f"cluster (recorded in {recorded})")
 
 
 @cli.command()

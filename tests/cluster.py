@@ -1,4 +1,4 @@
-"""A real ``ray start --head`` cluster of a test's own: own temp dir, own ports, token auth.
+"""A real ``ray start --head`` cluster of a test's own: own temp dir, own ports, own token.
 
 `ray stop` would stop every Ray on the machine (other people's test runs included),
 so :meth:`LocalHead.stop` ends exactly this cluster's processes: the ones whose
@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -57,9 +58,15 @@ class LocalHead:
         self.autoscaling_config = autoscaling_config
         # `python` on the nodes is this environment's, as in the raytasks image
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        # a token of its own, which its clients find through the same variable
+        self.token_path = self.root / "auth_token"
+        self.token_path.write_text(secrets.token_hex(32))
+        self.token_path.chmod(0o600)
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_AUTH_TOKEN_PATH": str(self.token_path), "RAY_TMPDIR": str(self.root),
                     "PATH": path, **(env or {})}
-        self.env.pop("RAY_ADDRESS", None)
+        for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+            self.env.pop(name, None)
         self.node_ip = ""
         self.start_s = 0.0
 
@@ -104,32 +111,14 @@ class LocalHead:
         self.start_s = time.monotonic() - started
         return self
 
+    @property
+    def auth_header(self) -> dict[str, str]:
+        """The header Ray's HTTP clients (the Jobs API's) send with this head's token."""
+        return {"authorization": f"Bearer {self.token_path.read_text().strip()}"}
+
     def client_env(self, **extra: str) -> dict[str, str]:
         """An environment for a client process of this cluster (token auth on)."""
-        return {**self.env, "RAY_TMPDIR": str(self.root), **extra}
-
-    def _own_pids(self) -> set[int]:
-        sessions = [p.name for p in self.temp_dir.glob("session_2*")]
-        marks = [str(self.root), f":{self.gcs_port} ", f":{self.gcs_port}\0", *sessions]
-        table: dict[int, tuple[int, str]] = {}
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            table[int(proc.name)] = (ppid, cmdline + "\0")
-        own = {pid for pid, (_, cmd) in table.items()
-               if any(m in cmd for m in marks) and "pytest" not in cmd}
-        own.discard(os.getpid())
-        grew = True
-        while grew:  # and their children (workers, fake nodes' processes)
-            children = {pid for pid, (ppid, _) in table.items() if ppid in own} - own
-            grew = bool(children)
-            own |= children
-        return own
+        return {**self.env, **extra}
 
     def stop(self, timeout_s: float = 20.0, grace_s: float = 2.0) -> None:
         """End this cluster's processes (TERM, then KILL after ``grace_s``), and only those;
@@ -137,23 +126,53 @@ class LocalHead:
         the autoscaler's monitor outlive a TERM by far more than 5 s, and the cluster's files
         go with it anyway."""
         try:
-            self._end_processes(timeout_s, grace_s)
+            stop_cluster(self.root, self.gcs_port, timeout_s, grace_s)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def _end_processes(self, timeout_s: float, grace_s: float) -> None:
-        pids = self._own_pids()
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, timeout_s)):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                pids = {p for p in pids if Path(f"/proc/{p}").exists()
-                        and "Z" not in _state(p)}
-                if not pids:
-                    return
-                time.sleep(0.1)
+
+def stop_cluster(root: Path, gcs_port: int, timeout_s: float = 20.0,
+                 grace_s: float = 2.0) -> None:
+    """End the processes of the cluster whose files live under ``root`` and whose GCS
+    listens on ``gcs_port``, with their children, by pid (TERM, then KILL)."""
+    pids = _own_pids(root, gcs_port)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, timeout_s)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            pids = {p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)}
+            if not pids:
+                return
+            time.sleep(0.1)
+
+
+def _own_pids(root: Path, gcs_port: int) -> set[int]:
+    """The processes whose command line names ``root``, one of its Ray sessions or the GCS
+    port, and their children (workers, fake nodes' processes)."""
+    sessions = [p.name for pattern in ("session_2*", "ray/session_2*")
+                for p in root.glob(pattern)]
+    marks = [str(root), f":{gcs_port} ", f":{gcs_port}\0", *sessions]
+    table: dict[int, tuple[int, str]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        table[int(proc.name)] = (ppid, cmdline + "\0")
+    own = {pid for pid, (_, cmd) in table.items()
+           if any(m in cmd for m in marks) and "pytest" not in cmd}
+    own.discard(os.getpid())
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in table.items() if ppid in own} - own
+        grew = bool(children)
+        own |= children
+    return own
 
 
 def _state(pid: int) -> str:

@@ -12,9 +12,25 @@ from typing import Any
 
 import pytest
 
+from tests.isolation import home_snapshot, isolate_suite
+
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # embedded clusters in tests (and their subprocesses) start without Ray's dashboard
 os.environ.setdefault("RAYTASKS_RAY_DASHBOARD", "false")
+
+# Nothing the suite needs lives outside the checkout and its own temp directories: every Ray
+# this process or its children start keeps its files under SUITE_ROOT (not /tmp/ray) and
+# takes its token from a file there (not ~/.ray/auth_token, which Ray would otherwise
+# create), and raytasks' data directory defaults to one there (not ~/.raytasks).
+REAL_HOME = Path(os.environ.get("HOME", "~")).expanduser()
+SUITE_ROOT = isolate_suite()
+HOME_BEFORE = home_snapshot(REAL_HOME)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``last`` run after all others: they check what the whole run left."""
+    last = [item for item in items if item.get_closest_marker("last")]
+    items[:] = [item for item in items if not item.get_closest_marker("last")] + last
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.05,

@@ -119,7 +119,7 @@ def join(address: str | None, settings: Settings) -> Connection:
         return Connection("embedded", None, None, _auth_mode() == "token",
                           time.monotonic() - started, f"http://{url}" if url else None)
     if target.kind == "auto":
-        found = parse_address(_find_local_cluster())
+        found = parse_address(find_local_cluster())
         target = Target(found.kind, found.address if found.kind == "client" else "auto",
                         found.hostport)
     assert target.hostport is not None
@@ -153,7 +153,7 @@ def _specific_server_failed(message: str) -> bool:
     return "client server failed" in message or "start_specific_server" in message
 
 
-def _find_local_cluster() -> str:
+def find_local_cluster() -> str:
     """The GCS address ``"auto"`` means: the latest ``ray start`` on this machine."""
     from ray._private.services import get_ray_address_from_environment
 
@@ -170,21 +170,10 @@ def _find_local_cluster() -> str:
     return found
 
 
-def running_local_cluster() -> str | None:
-    """``"auto"`` when a ``ray start`` cluster on this machine answers, else None."""
-    try:
-        found = parse_address(_find_local_cluster())
-    except NotConnectedError:
-        return None
-    if found.hostport is None or probe(found, _token_header(), timeout_s=2.0) == "unreachable":
-        return None  # the address file of a cluster that is gone
-    return "auto"
-
-
 def ensure_token() -> None:
     """Make sure a token exists for a cluster this machine starts (``ray start`` needs one
     with ``RAY_AUTH_MODE=token``); creates ``~/.ray/auth_token`` as Ray would."""
-    if _token_header():
+    if token_header():
         return
     from ray._private.authentication.authentication_token_setup import (
         generate_and_save_token,
@@ -198,7 +187,7 @@ def _auth_mode() -> str:
     return os.environ.get("RAY_AUTH_MODE", "").strip().lower()
 
 
-def _token_header() -> dict[str, str]:
+def token_header() -> dict[str, str]:
     """The ``authorization`` header Ray would send, from wherever Ray finds the token."""
     loader = _raylet().AuthenticationTokenLoader.instance()
     try:
@@ -216,7 +205,7 @@ def _arrange_auth(target: Target) -> bool:
 
     Returns whether token auth is on.
     """
-    header = _token_header()
+    header = token_header()
     status = _patient_probe(target, None)
     if status == "ok":
         return _auth_mode() == "token"
@@ -315,5 +304,5 @@ def _generated(module: str) -> Any:
     return importlib.import_module(f"ray.core.generated.{module}")
 
 
-__all__ = ["Connection", "Target", "ensure_token", "join", "parse_address", "probe",
-           "resolve_address", "running_local_cluster"]
+__all__ = ["Connection", "Target", "ensure_token", "find_local_cluster", "join",
+           "parse_address", "probe", "resolve_address", "token_header"]

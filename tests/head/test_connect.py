@@ -36,7 +36,9 @@ from raytasks.runtime.connection import join
 out = []
 for address, env in json.loads(sys.argv[1]):
     saved = dict(os.environ)
-    os.environ.update(env)
+    os.environ.update({k: v for k, v in env.items() if v is not None})
+    for name in [k for k, v in env.items() if v is None]:
+        os.environ.pop(name, None)
     AuthenticationTokenLoader.instance().reset_cache()
     started = time.monotonic()
     try:
@@ -93,7 +95,8 @@ def test_what_cannot_be_joined_fails_in_seconds_saying_why(ray_head: LocalHead,
         (ray_head.client_address.removeprefix("ray://"), {}, "wrong_port", "ray://"),
         (ray_head.client_address, {"RAY_AUTH_TOKEN": "not-the-token"}, "token_refused",
          "refused the token"),
-        (ray_head.gcs_address, {"HOME": str(tmp_path)}, "token_missing", "no token"),
+        (ray_head.gcs_address, {"HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": None},
+         "token_missing", "no token"),
         (ray_head.client_address, {"RAY_AUTH_TOKEN_PATH": str(tmp_path / "none")},
          "token_missing", "cannot be read"),
         (ray_head.gcs_address, {"RAY_AUTH_MODE": "disabled"}, "auth_mode",

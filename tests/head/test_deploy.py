@@ -119,8 +119,6 @@ def test_the_nightly_rayjob_runs_on_a_real_head_through_the_jobs_api(
         ray_head: LocalHead, tmp_path: Path) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from raytasks.runtime.connection import _token_header
-
     job = _manifests()[("RayJob", "raytasks-nightly")]["spec"]
     data_dir = tmp_path / "data"
     env = client_env(ray_head, "nightly", str(data_dir))
@@ -134,7 +132,7 @@ def test_the_nightly_rayjob_runs_on_a_real_head_through_the_jobs_api(
     runtime_env = yaml.safe_load(job["runtimeEnvYAML"])
     runtime_env["env_vars"].update(RAYTASKS_NAMESPACE="nightly",
                                    RAYTASKS_DATA_DIR=str(data_dir))
-    client = JobSubmissionClient(ray_head.dashboard_url, headers=_token_header())
+    client = JobSubmissionClient(ray_head.dashboard_url, headers=ray_head.auth_header)
     started = time.monotonic()
     job_id = client.submit_job(entrypoint=job["entrypoint"].replace(IMAGE_ROOT, str(ROOT)),
                                runtime_env=runtime_env,
