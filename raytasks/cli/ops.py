@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from .cli import EXIT_INVALID, _connect, _emit, _errors, _parse_params
-from .models import TaskCreateRequest, TaskPriority
+from ..models import TaskCreateRequest, TaskPriority
+from .common import EXIT_INVALID, connect, emit, errors, parse_params
 
 
 @click.group()
@@ -44,9 +44,9 @@ def schedule_add(ctx: click.Context, name: str, task_type: str, params: tuple[st
     """Add a schedule that creates a TASK_TYPE task at every run."""
     from pydantic import ValidationError
 
-    from .errors import InvalidParametersError
-    from .registry import validation_errors
-    from .schedules import ScheduleCreateRequest
+    from ..errors import InvalidParametersError
+    from ..registry import validation_errors
+    from ..schedules import ScheduleCreateRequest
 
     rule: dict[str, Any] = {}
     if cron:
@@ -56,21 +56,21 @@ def schedule_add(ctx: click.Context, name: str, task_type: str, params: tuple[st
     if trading:
         rule["trading"] = {"every": trading, "at": None if after_close is not None
                            else at_ or "15:30", "after_close_min": after_close}
-    with _errors(as_json):
+    with errors(as_json):
         try:
             request = ScheduleCreateRequest(
                 name=name, rule=rule, timezone=timezone, catch_up=catch_up,
                 template=TaskCreateRequest(name=name, task_type=task_type,
-                                           parameters=_parse_params(params, params_json),
+                                           parameters=parse_params(params, params_json),
                                            priority=TaskPriority[priority.upper()]))
         except ValidationError as exc:
             raise InvalidParametersError(validation_errors(exc)) from None
-        from .api import TaskManager
+        from ..api import TaskManager
 
-        tm = TaskManager(_connect(ctx))
+        tm = TaskManager(connect(ctx))
         made = tm.create_schedule_sync(request)
         runs = tm.next_runs_sync(made.id, 3)
-        _emit(as_json, made.model_dump(mode="json"), lambda: click.echo(
+        emit(as_json, made.model_dump(mode="json"), lambda: click.echo(
             f"{made.id}  {made.name}: next runs " + ", ".join(
                 str(r["at"]) + (" (provisional)" if r["provisional"] else "") for r in runs)))
 
@@ -81,10 +81,10 @@ def schedule_add(ctx: click.Context, name: str, task_type: str, params: tuple[st
 @click.pass_context
 def schedule_ls(ctx: click.Context, owner: str | None, as_json: bool) -> None:
     """List schedules."""
-    from .api import TaskManager
+    from ..api import TaskManager
 
-    with _errors(as_json):
-        found = TaskManager(_connect(ctx)).list_schedules_sync(owner)
+    with errors(as_json):
+        found = TaskManager(connect(ctx)).list_schedules_sync(owner)
 
         def human() -> None:
             click.echo(f"{'ID':32}  {'STATE':7}  {'NEXT RUN':25}  NAME")
@@ -93,23 +93,24 @@ def schedule_ls(ctx: click.Context, owner: str | None, as_json: bool) -> None:
                            f"{s.next_run_at!s:25}  {s.name}"
                            + (f"  (last error: {s.last_error})" if s.last_error else ""))
 
-        _emit(as_json, [s.model_dump(mode="json") for s in found], human)
+        emit(as_json, [s.model_dump(mode="json") for s in found], human)
 
 
 def _change(ctx: click.Context, as_json: bool, action: str, schedule_id: str) -> None:
-    from .api import TaskManager
+    """Pause, resume or delete (``action`` ``pause``, ``resume``, ``rm``) a schedule."""
+    from ..api import TaskManager
 
-    with _errors(as_json):
-        tm = TaskManager(_connect(ctx))
+    with errors(as_json):
+        tm = TaskManager(connect(ctx))
         if action == "rm":
             tm.delete_schedule_sync(schedule_id)
-            _emit(as_json, {"deleted": schedule_id}, lambda: click.echo(f"{schedule_id} deleted"))
+            emit(as_json, {"deleted": schedule_id}, lambda: click.echo(f"{schedule_id} deleted"))
             return
         changed = (tm.pause_schedule_sync if action == "pause" else
                    tm.resume_schedule_sync)(schedule_id)
-        _emit(as_json, changed.model_dump(mode="json"),
-              lambda: click.echo(f"{changed.id} {'paused' if changed.paused else 'active'}; "
-                                 f"next run {changed.next_run_at}"))
+        emit(as_json, changed.model_dump(mode="json"),
+             lambda: click.echo(f"{changed.id} {'paused' if changed.paused else 'active'}; "
+                                f"next run {changed.next_run_at}"))
 
 
 @schedule.command("pause")
@@ -146,18 +147,18 @@ def schedule_rm(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
 @click.pass_context
 def schedule_next(ctx: click.Context, schedule_id: str, count: int, as_json: bool) -> None:
     """The next runs of a schedule."""
-    from .api import TaskManager
+    from ..api import TaskManager
 
-    with _errors(as_json):
-        runs = TaskManager(_connect(ctx)).next_runs_sync(schedule_id, count)
+    with errors(as_json):
+        runs = TaskManager(connect(ctx)).next_runs_sync(schedule_id, count)
 
         def human() -> None:
             for r in runs:
                 click.echo(str(r["at"]) + ("  (provisional: past the known calendar)"
                                            if r["provisional"] else ""))
 
-        _emit(as_json, [{"at": str(r["at"]), "provisional": r["provisional"]} for r in runs],
-              human)
+        emit(as_json, [{"at": str(r["at"]), "provisional": r["provisional"]} for r in runs],
+             human)
 
 
 @click.command("logs")
@@ -171,13 +172,13 @@ def logs(ctx: click.Context, task_id: str, attempt: int | None, follow: bool,
     """What a task printed or logged, attempt by attempt."""
     from datetime import UTC, datetime
 
-    from .api import TaskManager
+    from ..api import TaskManager
 
     if attempt is not None and attempt < 0:
         click.echo("error: --attempt is 0 or more", err=True)
         sys.exit(EXIT_INVALID)
-    with _errors(as_json):
-        tm = TaskManager(_connect(ctx))
+    with errors(as_json):
+        tm = TaskManager(connect(ctx))
         rows = tm.follow_logs_sync(task_id, attempt) if follow else \
             iter(tm.logs_sync(task_id, attempt, limit=100_000))
         for row in rows:

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from .cli import EXIT_INVALID, _connect, _emit, _errors
-from .errors import InvalidParametersError
+from ..errors import InvalidParametersError
+from .common import EXIT_INVALID, EXIT_NOT_FOUND, connect, emit, errors
 
 
 @click.command()
@@ -27,11 +27,11 @@ def report(ctx: click.Context, task_ids: tuple[str, ...], output: str | None,
     Figures (equity against buy and hold, drawdown, forecast against actual, the
     SMA sweep heat-map...), metrics and trades, whatever each task's result holds.
     """
-    from . import report as reports
-    from .api import TaskManager
+    from .. import report as reports
+    from ..api import TaskManager
 
-    with _errors(False):
-        rt = _connect(ctx)
+    with errors(False):
+        rt = connect(ctx)
         tm = TaskManager(rt)
         tasks = [tm.get_task_sync(task_id) for task_id in task_ids]
         running = [t for t in tasks if not t.status.finished]
@@ -55,25 +55,25 @@ def token() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def token_create(owner: str, role: str, as_json: bool) -> None:
     """Make a token for OWNER and show it once."""
-    from . import tokens
-    from .settings import Settings
+    from .. import tokens
+    from ..settings import Settings
 
-    with _errors(as_json):
+    with errors(as_json):
         secret, record = tokens.create(Settings(), owner, "admin" if role == "admin" else "user")
-        _emit(as_json, {"token": secret, "id": record.id, "owner": record.owner,
-                        "role": record.role},
-              lambda: click.echo(f"{secret}\n(id {record.id}, owner {record.owner}, role "
-                                 f"{record.role}; shown once, only its digest is kept)"))
+        emit(as_json, {"token": secret, "id": record.id, "owner": record.owner,
+                       "role": record.role},
+             lambda: click.echo(f"{secret}\n(id {record.id}, owner {record.owner}, role "
+                                f"{record.role}; shown once, only its digest is kept)"))
 
 
 @token.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def token_list(as_json: bool) -> None:
     """The tokens raytasks serve accepts (never the tokens themselves: ids and owners)."""
-    from . import tokens
-    from .settings import Settings
+    from .. import tokens
+    from ..settings import Settings
 
-    with _errors(as_json):
+    with errors(as_json):
         settings = Settings()
         rows: list[dict[str, Any]] = [
             {"id": r.id, "owner": r.owner, "role": r.role, "created_at": r.created_at,
@@ -87,7 +87,7 @@ def token_list(as_json: bool) -> None:
                 click.echo(f"{r['id']:10}  {r['owner']:20}  {r['role']:5}  "
                            f"{r['created_at'] or '-':25}  {r['source']}")
 
-        _emit(as_json, rows, human)
+        emit(as_json, rows, human)
 
 
 @token.command("revoke")
@@ -97,16 +97,16 @@ def token_list(as_json: bool) -> None:
 def token_revoke(owner: str | None, token_id: str | None, as_json: bool) -> None:
     """Remove tokens from the token file (a running server stops accepting them once it
     re-reads the file)."""
-    from . import tokens
-    from .settings import Settings
+    from .. import tokens
+    from ..settings import Settings
 
     if owner is None and token_id is None:
         click.echo("error: name the tokens to revoke: --owner NAME or --id ID", err=True)
         sys.exit(EXIT_INVALID)
-    with _errors(as_json):
+    with errors(as_json):
         gone = tokens.revoke(Settings(), owner=owner, token_id=token_id)
-        _emit(as_json, [r.id for r in gone],
-              lambda: click.echo(json.dumps([r.id for r in gone]) if gone else
-                                 "no such token in the token file"))
+        emit(as_json, [r.id for r in gone],
+             lambda: click.echo(json.dumps([r.id for r in gone]) if gone else
+                                "no such token in the token file"))
         if not gone:
-            sys.exit(3)
+            sys.exit(EXIT_NOT_FOUND)

@@ -1,0 +1,77 @@
+"""``raytasks bench``: the benchmarks a user can run, each beside a reference in the same run."""
+
+from __future__ import annotations
+
+import click
+
+from .common import emit
+
+
+@click.group(invoke_without_command=True)
+@click.option("--tasks", type=int, default=5000, help="no-op tasks per path")
+@click.option("--samples", type=int, default=200, help="latency samples")
+@click.option("--workers", type=int, default=2)
+@click.option("--celery", is_flag=True, help="also Celery + Redis, same run (pip install "
+                                             "celery redis; redis-server)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench(ctx: click.Context, tasks: int, samples: int, workers: int, celery: bool,
+          as_json: bool) -> None:
+    """Every path a user feels (batch, single submits, waits, latency, priority), each
+    beside bare Ray in the same run.
+
+    ``raytasks bench store|footprint|backtest|volatility`` measure the rest.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..benchmarks.core import format_core, run_core
+
+    figures = run_core(tasks=tasks, samples=samples, workers=workers, celery=celery)
+    emit(as_json, figures, lambda: click.echo(format_core(figures)))
+
+
+@bench.command("store")
+@click.option("--store-url", default=None, help="default: a fresh SQLite file")
+@click.option("--finished", type=int, default=1_000_000)
+@click.option("--pending", type=int, default=100_000)
+@click.option("--json", "as_json", is_flag=True)
+def bench_store(store_url: str | None, finished: int, pending: int, as_json: bool) -> None:
+    """A store of a million tasks: list pages, stats, memory per queued task, reconcile."""
+    from ..benchmarks.store import format_store, run_store
+
+    figures = run_store(store_url, finished, pending)
+    emit(as_json, figures, lambda: click.echo(format_store(figures)))
+
+
+@bench.command("footprint")
+@click.option("--idle-timeout", "idle_timeout_s", type=float, default=10.0)
+@click.option("--json", "as_json", is_flag=True)
+def bench_footprint(idle_timeout_s: float, as_json: bool) -> None:
+    """Memory (PSS) of an idle raytasks beside an idle bare Ray, same run."""
+    from ..benchmarks.footprint import format_footprint, run_footprint
+
+    figures = run_footprint(idle_timeout_s)
+    emit(as_json, figures, lambda: click.echo(format_footprint(figures)))
+
+
+@bench.command("backtest")
+@click.option("--fasts", type=int, default=20, help="fast SMA windows (2, 4, ...)")
+@click.option("--slows", type=int, default=40, help="slow SMA windows (10, 20, ...)")
+@click.option("--json", "as_json", is_flag=True)
+def bench_backtest(fasts: int, slows: int, as_json: bool) -> None:
+    """SMA parameter sweep over ~2,700 bars: backtests/s, 1 vs 2 workers, vs a naive loop."""
+    from ..benchmarks.quant import format_backtest, run_backtest
+
+    figures = run_backtest(fasts=fasts, slows=slows)
+    emit(as_json, figures, lambda: click.echo(format_backtest(figures)))
+
+
+@bench.command("volatility")
+@click.option("--stocks", type=int, default=300, help="stocks in the batch fan-out")
+@click.option("--json", "as_json", is_flag=True)
+def bench_volatility(stocks: int, as_json: bool) -> None:
+    """GARCH fit time beside plain scipy and arch (same run), and a batch over many stocks."""
+    from ..benchmarks.quant import format_volatility, run_volatility
+
+    figures = run_volatility(stocks=stocks)
+    emit(as_json, figures, lambda: click.echo(format_volatility(figures)))

@@ -1,0 +1,241 @@
+"""Tasks from the command line: ``raytasks submit``, ``submit-many``, ``ls``, ``show``,
+``watch``, ``cancel``, ``retry`` and ``stats``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import InvalidParametersError
+from ..models import Task, TaskCreateRequest, TaskPriority, TaskQuery, TaskStatus
+from .common import EXIT_FAILED, connect, emit, errors, parse_params
+
+
+@click.command()
+@click.argument("task_type")
+@click.option("--name", default=None)
+@click.option("-p", "--param", "params", multiple=True, help="KEY=VALUE (JSON values allowed)")
+@click.option("--params", "params_json", default=None, help="all parameters as a JSON object")
+@click.option("--priority", type=click.Choice([p.name for p in TaskPriority],
+                                              case_sensitive=False), default="MEDIUM")
+@click.option("--queue", default="default")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="seconds")
+@click.option("--retries", "max_retries", type=int, default=None)
+@click.option("--depends-on", multiple=True)
+@click.option("--idempotency-key", default=None)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--wait", "wait_", is_flag=True, help="wait for the task and print it")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def submit(ctx: click.Context, task_type: str, name: str | None, params: tuple[str, ...],
+           params_json: str | None, priority: str, queue: str, timeout_s: float | None,
+           max_retries: int | None, depends_on: tuple[str, ...], idempotency_key: str | None,
+           tags: tuple[str, ...], wait_: bool, as_json: bool) -> None:
+    """Create and queue a task of TASK_TYPE."""
+    from pydantic import ValidationError
+
+    from ..api import TaskManager
+
+    try:
+        request = TaskCreateRequest(
+            name=name or task_type, task_type=task_type,
+            parameters=parse_params(params, params_json), priority=TaskPriority[priority.upper()],
+            queue=queue, timeout_s=timeout_s, max_retries=max_retries,
+            depends_on=list(depends_on), idempotency_key=idempotency_key, tags=list(tags))
+    except ValidationError as exc:
+        from ..registry import validation_errors
+
+        with errors(as_json):
+            raise InvalidParametersError(validation_errors(exc)) from None
+        return
+    with errors(as_json):
+        tm = TaskManager(connect(ctx))
+        task = tm.submit_sync(request)
+        if wait_:
+            task = tm.wait_sync(task.id)
+        emit(as_json, task.model_dump(mode="json"), lambda: _print_task(task))
+        if wait_ and task.status is not TaskStatus.COMPLETED:
+            sys.exit(EXIT_FAILED)
+
+
+@click.command("submit-many")
+@click.argument("file", type=click.File("r"))
+@click.option("--wait", "wait_", is_flag=True, help="wait for every task")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="seconds, with --wait")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def submit_many(ctx: click.Context, file: Any, wait_: bool, timeout_s: float | None,
+                as_json: bool) -> None:
+    """Create and queue every request in FILE (a JSON list; - for standard input)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from ..api import TaskManager
+    from ..registry import validation_errors
+
+    with errors(as_json):
+        try:
+            requests = TypeAdapter(list[TaskCreateRequest]).validate_json(file.read())
+        except ValidationError as exc:
+            raise InvalidParametersError(validation_errors(exc, "requests")) from None
+        tm = TaskManager(connect(ctx))
+        tasks = tm.submit_many_sync(requests)
+        if wait_:
+            tasks = tm.wait_all_sync([t.id for t in tasks], timeout_s)
+
+        def human() -> None:
+            for t in tasks:
+                click.echo(f"{t.id}  {t.status.value:9}  {t.task_type:10}  {t.name}")
+
+        emit(as_json, [t.model_dump(mode="json") for t in tasks], human)
+        if wait_ and any(t.status is not TaskStatus.COMPLETED for t in tasks):
+            sys.exit(EXIT_FAILED)
+
+
+@click.command("ls")
+@click.option("--status", multiple=True,
+              type=click.Choice([s.value for s in TaskStatus], case_sensitive=False))
+@click.option("--type", "task_type", multiple=True)
+@click.option("--owner", default=None)
+@click.option("--text", default=None, help="substring of the name")
+@click.option("--limit", type=int, default=50)
+@click.option("--offset", type=int, default=0)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ls(ctx: click.Context, status: tuple[str, ...], task_type: tuple[str, ...],
+       owner: str | None, text: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """List tasks, newest first."""
+    from ..api import TaskManager
+
+    with errors(as_json):
+        query = TaskQuery(status=[TaskStatus(s.upper()) for s in status] or None,
+                          task_type=list(task_type) or None, owner=owner, text=text,
+                          limit=limit, offset=offset)
+        page = TaskManager(connect(ctx)).list_tasks_sync(query)
+
+        def human() -> None:
+            click.echo(f"{'ID':32}  {'STATUS':9}  {'PRI':6}  {'TYPE':12}  {'TRY':3}  NAME")
+            for t in page.items:
+                click.echo(f"{t.id:32}  {t.status.value:9}  {t.priority.name:6}  "
+                           f"{t.task_type:12}  {t.attempt:3}  {t.name}")
+            total = "more than 1,000" if page.total is None else page.total
+            click.echo(f"{len(page.items)} of {total}")
+
+        emit(as_json, page.model_dump(mode="json"), human)
+
+
+def _print_task(task: Task) -> None:
+    """One task for people: a line per field, then its error and result if it has them."""
+    click.echo(f"id        {task.id}\nname      {task.name}\ntype      {task.task_type}\n"
+               f"status    {task.status.value}\npriority  {task.priority.name}\n"
+               f"attempt   {task.attempt} of {task.max_retries + 1}\n"
+               f"created   {task.created_at}\nstarted   {task.started_at}\n"
+               f"finished  {task.finished_at}")
+    if task.error:
+        click.echo(f"error     {task.error.reason}: {task.error.type}: {task.error.message}")
+    if task.result is not None:
+        click.echo("result    " + json.dumps(task.result, ensure_ascii=False)[:2000])
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Show one task."""
+    from ..api import TaskManager
+
+    with errors(as_json):
+        task = TaskManager(connect(ctx)).get_task_sync(task_id)
+        emit(as_json, task.model_dump(mode="json"), lambda: _print_task(task))
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--interval", type=float, default=0.2, help="seconds between updates")
+@click.pass_context
+def watch(ctx: click.Context, task_id: str, interval: float) -> None:
+    """Follow a task's progress with a live bar until it finishes."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..api import ProgressTracker, TaskManager
+
+    with errors(False):
+        rt = connect(ctx)
+        tracker, tm = ProgressTracker(rt), TaskManager(rt)
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
+                      TextColumn("{task.fields[message]}")) as bar:
+            row = bar.add_task(task_id[:12], total=1.0, message="")
+            while True:
+                p = tracker.get_progress_sync(task_id)
+                bar.update(row, completed=p.percentage, message=f"{p.status.value} {p.message}")
+                if p.status.finished:
+                    break
+                time.sleep(interval)
+        task = tm.get_task_sync(task_id)
+        _print_task(task)
+        if task.status is not TaskStatus.COMPLETED:
+            sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def cancel(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Cancel a task (pending: at once; running: cooperatively, then by force)."""
+    _act(ctx, as_json, lambda tm: tm.cancel_task_sync(task_id),
+         lambda t: f"{t.id} {t.status.value}" + (" (stop requested)" if t.cancel_requested
+                                                  else ""))
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def retry(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Run a FAILED or CANCELLED task again."""
+    _act(ctx, as_json, lambda tm: tm.retry_task_sync(task_id),
+         lambda t: f"{t.id} {t.status.value} attempt {t.attempt}")
+
+
+def _act(ctx: click.Context, as_json: bool, action: Callable[[Any], Task],
+         line: Callable[[Task], str]) -> None:
+    """Do ``action`` on a :class:`TaskManager` and print the task it returns as ``line``."""
+    from ..api import TaskManager
+
+    with errors(as_json):
+        task = action(TaskManager(connect(ctx)))
+        emit(as_json, task.model_dump(mode="json"), lambda: click.echo(line(task)))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Queue depths by priority, task counts by status, executors."""
+    from ..api import TaskExecutionEngine, TaskManager
+
+    with errors(as_json):
+        rt = connect(ctx)
+        figures = TaskManager(rt).stats_sync()
+        figures["executors"] = TaskExecutionEngine(rt).executors_sync()
+
+        def human() -> None:
+            click.echo("tasks: " + ", ".join(f"{k} {v}" for k, v in
+                                             sorted(figures["status_counts"].items())))
+            for q in figures["queues"]:
+                click.echo(f"queue {q['queue']}: waiting " + ", ".join(
+                    f"{k} {v}" for k, v in q["waiting"].items())
+                    + f"; delayed {q['delayed']}; leased {q['leased']}; "
+                      f"oldest {q['oldest_wait_s']:.1f} s")
+            for e in figures["executors"]:
+                click.echo(f"executor {e['executor_id']}: pid {e.get('pid')} "
+                           f"running {e.get('current')} completed {e.get('completed')}")
+
+        emit(as_json, figures, human)
