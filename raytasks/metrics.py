@@ -1,14 +1,16 @@
 """Task metrics from the event stream: Prometheus text, and the same figures in Ray's metrics.
 
 :class:`MetricsRecorder` lives in the notifier actor and sees every status
-event once (it tails the outbox). Queue depths are not events: the HTTP
-server adds them at scrape time from the manager's statistics.
+event once (it tails the outbox); the actor hands it a :class:`MetricsMirror`
+that repeats the figures in Ray's metrics (:mod:`raytasks.runtime.metrics`).
+Queue depths are not events: the HTTP server adds them at scrape time from the
+manager's statistics.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -18,32 +20,23 @@ TRACKED_MAX = 100_000
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200)
 
 
-class _RayMirror:
-    """The same figures through ``ray.util.metrics`` when running inside Ray."""
+class MetricsMirror(Protocol):
+    """Somewhere else the recorder's figures go as well (tags: ``task_type``, ``priority``,
+    and ``status`` for finished tasks)."""
 
-    def __init__(self) -> None:
-        try:
-            import ray
-            from ray.util import metrics
+    def finished(self, tags: dict[str, str]) -> None: ...
 
-            if not ray.is_initialized():
-                raise RuntimeError("not in Ray")
-        except Exception:
-            self.enabled = False
-            return
-        self.enabled = True
-        keys = ("task_type", "priority")
-        self.finished = metrics.Counter("raytasks_tasks_finished", "tasks finished",
-                                        tag_keys=(*keys, "status"))
-        self.retries = metrics.Counter("raytasks_task_retries", "retries", tag_keys=keys)
-        self.wait = metrics.Histogram("raytasks_task_wait_seconds", "queued to started",
-                                      boundaries=list(BUCKETS), tag_keys=keys)
-        self.run = metrics.Histogram("raytasks_task_run_seconds", "started to finished",
-                                     boundaries=list(BUCKETS), tag_keys=keys)
+    def retried(self, tags: dict[str, str]) -> None: ...
+
+    def waited(self, seconds: float, tags: dict[str, str]) -> None: ...
+
+    def ran(self, seconds: float, tags: dict[str, str]) -> None: ...
 
 
 class MetricsRecorder:
-    def __init__(self) -> None:
+    """Prometheus counters and histograms of task events, repeated to ``mirror`` if given."""
+
+    def __init__(self, mirror: MetricsMirror | None = None) -> None:
         self.registry = CollectorRegistry()
         labels = ("task_type", "priority")
         self.finished = Counter("raytasks_tasks_finished", "Tasks that reached a final status",
@@ -58,7 +51,7 @@ class MetricsRecorder:
                              labels, buckets=BUCKETS, registry=self.registry)
         self._queued_at: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
-        self.ray = _RayMirror()
+        self.mirror = mirror
 
     def observe(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -72,8 +65,8 @@ class MetricsRecorder:
                 _bounded_put(self._queued_at, task_id, at)
                 if p.get("previous") == "RUNNING":
                     self.retries.labels(*labels).inc()
-                    if self.ray.enabled:
-                        self.ray.retries.inc(tags=tags)
+                    if self.mirror is not None:
+                        self.mirror.retried(tags)
                     self._observe_run(task_id, at, labels, tags)
             elif status == "RUNNING":
                 self.started.labels(*labels).inc()
@@ -81,12 +74,12 @@ class MetricsRecorder:
                 queued = self._queued_at.pop(task_id, None)
                 if queued is not None:
                     self.wait.labels(*labels).observe(max(0.0, at - queued))
-                    if self.ray.enabled:
-                        self.ray.wait.observe(max(0.0, at - queued), tags=tags)
+                    if self.mirror is not None:
+                        self.mirror.waited(max(0.0, at - queued), tags)
             else:
                 self.finished.labels(*labels, status).inc()
-                if self.ray.enabled:
-                    self.ray.finished.inc(tags={**tags, "status": status})
+                if self.mirror is not None:
+                    self.mirror.finished({**tags, "status": status})
                 self._queued_at.pop(task_id, None)
                 self._observe_run(task_id, at, labels, tags)
 
@@ -95,8 +88,8 @@ class MetricsRecorder:
         started = self._started_at.pop(task_id, None)
         if started is not None:
             self.run.labels(*labels).observe(max(0.0, at - started))
-            if self.ray.enabled:
-                self.ray.run.observe(max(0.0, at - started), tags=tags)
+            if self.mirror is not None:
+                self.mirror.ran(max(0.0, at - started), tags)
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
@@ -130,21 +123,3 @@ def queue_metrics_text(stats: dict[str, Any]) -> str:
     for status, n in stats["status_counts"].items():
         counts.labels(status).set(n)
     return generate_latest(registry).decode()
-
-
-class RayQueueGauges:
-    """Queue depth by queue and priority as Ray metrics (set by the manager actor)."""
-
-    def __init__(self) -> None:
-        from ray.util import metrics
-
-        self.depth = metrics.Gauge("raytasks_queue_depth", "Tasks waiting",
-                                   tag_keys=("queue", "priority"))
-        self.oldest = metrics.Gauge("raytasks_queue_oldest_wait_seconds",
-                                    "Age of the oldest waiting task", tag_keys=("queue",))
-
-    def update(self, stats: dict[str, Any]) -> None:
-        for q in stats["queues"]:
-            for priority, n in q["waiting"].items():
-                self.depth.set(n, tags={"queue": q["queue"], "priority": priority})
-            self.oldest.set(q["oldest_wait_s"], tags={"queue": q["queue"]})

@@ -31,14 +31,15 @@ def to_notification(row: dict[str, Any]) -> TaskNotification:
 
 
 class NotificationHub:
-    def __init__(self, store: SqlTaskStore, *, buffer_size: int = 10_000) -> None:
+    def __init__(self, store: SqlTaskStore, *, buffer_size: int = 10_000,
+                 metrics: MetricsRecorder | None = None) -> None:
         self.store = store
         self.ring: deque[dict[str, Any]] = deque(maxlen=buffer_size)
         last = store.max_event_id()
         self.ring.extend(store.events_after(max(0, last - buffer_size), limit=buffer_size))
         self.cursor = self.ring[-1]["id"] if self.ring else last
         self._new = asyncio.Event()
-        self.metrics = MetricsRecorder()
+        self.metrics = metrics if metrics is not None else MetricsRecorder()
         #: streams waiting for an event now; ``on_listen`` is called as one starts waiting
         self.listeners = 0
         self.on_listen: Callable[[], None] | None = None

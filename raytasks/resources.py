@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .quant.model_registry import ModelRegistry
 from .settings import DataSourceSettings, ResourceSettings
 
 if TYPE_CHECKING:
@@ -24,14 +25,8 @@ if TYPE_CHECKING:
 
     from .context import TaskExecutionContext
     from .quant.barstore import BarStore
-    from .quant.learning import ModelRegistry
 
 ResourceKind = Literal["data_sources", "bar_stores", "model_registries"]
-
-#: a model's name: one path segment, never ``.`` or ``..``
-MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
-#: a model id, ``<name>:v<version>``
-MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}:v\d{1,6}$"
 
 _LABEL = {"data_sources": "data source", "bar_stores": "bar store",
           "model_registries": "model registry"}
@@ -93,8 +88,6 @@ class Resources:
 
     def model_registry(self, name: str) -> ModelRegistry:
         """The owner's part of the model registry ``name``."""
-        from .quant.learning import ModelRegistry
-
         return ModelRegistry(self._root("model_registries", name))
 
     def load_bars(self, source: str, codes: list[str], start: str, end: str,

@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from raytasks.handlers.training import estimator
-from raytasks.quant.learning import ModelRegistry
+from raytasks.quant.model_registry import ModelRegistry
 from raytasks.quant.synthetic import generate_bars
 from raytasks.resources import Resources, UnknownResourceError, owner_dir
 from raytasks.settings import DataSourceSettings, ResourceSettings, Settings

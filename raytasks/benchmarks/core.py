@@ -30,7 +30,6 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -40,7 +39,7 @@ from ..context import TaskExecutionContext
 from ..models import Task, TaskCreateRequest, TaskPriority, TaskStatus
 from ..runtime import Runtime, connect
 from ..settings import Settings
-from .footprint import descendants
+from .processes import cpu_ms_per_task, cpu_s_by_process, descendants
 
 
 def noop(params: dict[str, Any], ctx: TaskExecutionContext) -> float:
@@ -165,38 +164,6 @@ def interleaved_round_trips(paths: dict[str, Callable[[], object]], samples: int
             for kind, ms in cpu_ms_per_task(before, after, samples).items():
                 cpu[name][kind] += ms
     return {name: (times[name], dict(cpu[name])) for name in paths}
-
-
-def cpu_s_by_process(others: list[int], own_last: bool = False
-                     ) -> dict[int, tuple[str, float]]:
-    """CPU seconds used so far by this process and ``others`` (the processes it started:
-    an embedded Ray's), with each one's name; empty where there is no /proc. This
-    process is read first, or with ``own_last`` last: a measurement reads it last before
-    and first after, so its own reading of /proc stays out."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for pid in [*others, os.getpid()] if own_last else [os.getpid(), *others]:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            name = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0]
-        except OSError:  # ended meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # utime and stime are fields 14, 15
-        out[pid] = (name, (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def cpu_ms_per_task(before: dict[int, tuple[str, float]],
-                    after: dict[int, tuple[str, float]], tasks: int) -> dict[str, float]:
-    """CPU milliseconds per task between two snapshots, by process kind: ``client`` (this
-    process), an actor's class (``Manager``, ``PooledExecutor``, ...) or a program's name."""
-    by: defaultdict[str, float] = defaultdict(float)
-    for pid, (name, used) in after.items():
-        start = before.get(pid, (name, 0.0))[1]  # started meanwhile: all of it counts
-        kind = "client" if pid == os.getpid() else \
-            name[len("ray::"):].split(".")[0] if name.startswith("ray::") else Path(name).name
-        by[kind] += (used - start) * 1000 / tasks
-    return dict(by)
 
 
 def idle_start_ms(tm: TaskManager, samples: int) -> tuple[list[float], list[float]]:

@@ -11,42 +11,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
 
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            out += [int(p) for p in task.read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], _children(pid)
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo += _children(child)
-    return found
-
-
-def pss_mb(pids: list[int]) -> float:
-    total_kb = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total_kb += int(line.split()[1])
-                    break
-        except OSError:
-            continue
-    return total_kb / 1024
+from .processes import descendants, pss_mb
 
 
 @ray.remote

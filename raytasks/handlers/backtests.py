@@ -4,6 +4,7 @@ rebalancing) and ``risk`` (the strategy's full risk statistics)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -141,24 +142,13 @@ def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
 def run_pieces(market: bt.Market, pieces: list[list[tuple[int, int]]], cash: float,
                costs: CostModel, ctx: TaskExecutionContext | None = None) -> list[pd.DataFrame]:
     """Sweep each piece as its own Ray task when Ray is up (locally otherwise)."""
-    import ray
+    from ..runtime.fanout import Fanout
 
-    if not ray.is_initialized() or len(pieces) == 1:
-        return [bt.sweep_sma(market, piece, cash, costs) for piece in pieces]
-    remote = ray.remote(num_cpus=1)(bt.sweep_sma)
-    market_ref = ray.put(market)
-    pending = [remote.remote(market_ref, piece, cash, costs) for piece in pieces]
-    order = {ref: i for i, ref in enumerate(pending)}
-    done: dict[int, pd.DataFrame] = {}
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-        for ref in ready:
-            done[order[ref]] = ray.get(ref)
-        if ctx is not None:
-            if ctx.cancelled:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                ctx.check_cancelled()
-            ctx.report_progress(0.1 + 0.85 * len(done) / len(order),
-                                f"{len(done)}/{len(order)} pieces", stage="sweep")
-    return [done[i] for i in range(len(order))]
+    sweep = Fanout(bt.sweep_sma, market, parallel=len(pieces) > 1)
+    return sweep.map([(piece, cash, costs) for piece in pieces], ctx,
+                     None if ctx is None else partial(_sweep_progress, ctx))
+
+
+def _sweep_progress(ctx: TaskExecutionContext, done: int, total: int) -> None:
+    """A sweep's finished pieces as the 10-95 % stretch of the task's progress."""
+    ctx.report_progress(0.1 + 0.85 * done / total, f"{done}/{total} pieces", stage="sweep")

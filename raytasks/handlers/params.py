@@ -18,7 +18,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ..quant.clock import completed_through
-from ..resources import MODEL_ID, MODEL_NAME, ResourceKind
+from ..quant.model_registry import MODEL_ID, MODEL_NAME
+from ..resources import ResourceKind
 from ..settings import RESOURCE_NAME
 
 STOCK_CODE = r"^\d{6}\.(SZ|SH|BJ)$"

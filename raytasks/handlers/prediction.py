@@ -5,6 +5,7 @@ from a time-ordered split with a gap of the horizon (no look-ahead)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -96,29 +97,23 @@ def price_or_trend(params: PredictionParams, code: str, resources: Resources,
 
 def batch(params: PredictionParams, ctx: TaskExecutionContext) -> dict[str, Any]:
     """One ``price`` forecast per code, as parallel Ray tasks, with aggregate progress."""
-    import ray
+    from ..runtime.fanout import Fanout
 
     single = params.model_copy(update={"kind": "price"})
     resources = Resources.of(ctx)
-    if not ray.is_initialized():
-        results = [price_or_trend(single, code, resources) for code in params.codes]
-    else:
-        remote = ray.remote(num_cpus=1)(price_or_trend)
-        pending = [remote.remote(single, code, resources) for code in params.codes]
-        total, results = len(pending), []
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-            results += ray.get(ready)
-            if ctx.cancelled:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                ctx.check_cancelled()
-            ctx.report_progress(len(results) / total, f"{len(results)}/{total} stocks")
+    forecasts = Fanout(price_or_trend)
+    results = forecasts.map([(single, code, resources) for code in params.codes], ctx,
+                            partial(_batch_progress, ctx))
     results.sort(key=lambda r: -r["predicted_return"])
     return {"kind": "batch", "horizon_days": params.days, "stocks": len(results),
             "ranking": [{"stock_code": r["stock_code"], "predicted_return": r["predicted_return"],
                          "predicted_price": r["predicted_price"]} for r in results],
             "forecasts": results}
+
+
+def _batch_progress(ctx: TaskExecutionContext, done: int, total: int) -> None:
+    """A batch's finished forecasts as the task's progress."""
+    ctx.report_progress(done / total, f"{done}/{total} stocks")
 
 
 def volatility(params: PredictionParams, ctx: TaskExecutionContext) -> dict[str, Any]:

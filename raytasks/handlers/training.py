@@ -82,7 +82,7 @@ def tune(params: TrainingParams, data: Dataset, train: np.ndarray,
          ctx: TaskExecutionContext) -> tuple[Any, dict[str, Any]]:
     """Random search over boosted trees; each round trains the surviving trials in parallel
     (Ray tasks) with more iterations and stops the worse half early."""
-    import ray
+    from ..runtime.fanout import Fanout
 
     rng = np.random.default_rng(params.seed)
     trials = [{"learning_rate": float(10 ** rng.uniform(-2.3, -0.7)),
@@ -90,19 +90,12 @@ def tune(params: TrainingParams, data: Dataset, train: np.ndarray,
                "l2_regularization": float(10 ** rng.uniform(-3, 1))} for _ in range(params.trials)]
     x, y = data.x[train], data.y[train]
     fit_part, valid_part = time_split(x.index, 0.25, gap=params.horizon)
-    score = ray.remote(num_cpus=1)(_score_trial) if ray.is_initialized() else None
-    x_ref, y_ref = (ray.put(x), ray.put(y)) if score else (x, y)
+    score = Fanout(_score_trial, x, y)  # x and y go to Ray's object store once
     history = []
     survivors = list(range(len(trials)))
     for round_no in range(params.rounds):
         iters = 20 * 3**round_no
-        if score is not None:
-            refs = [score.remote(x_ref, y_ref, fit_part, valid_part, trials[i], iters)
-                    for i in survivors]
-            results = ray.get(refs)
-        else:
-            results = [_score_trial(x, y, fit_part, valid_part, trials[i], iters)
-                       for i in survivors]
+        results = score.map([(fit_part, valid_part, trials[i], iters) for i in survivors])
         ranked = sorted(zip(results, survivors, strict=True))
         history.append([{"trial": i, "max_iter": iters, "valid_rmse": r} for r, i in ranked])
         survivors = [i for _, i in ranked[:max(1, len(ranked) // 2)]]

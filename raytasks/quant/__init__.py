@@ -7,7 +7,8 @@
 - :mod:`.synthetic`: a seeded generator of realistic daily bars with corporate actions
 - :mod:`.adapters`, :mod:`.data`, :mod:`.barstore`, :mod:`.cleaning`: vendors, loading,
   storage and validation of bars
-- :mod:`.features`: Qlib's Alpha158; :mod:`.learning`: datasets, splits, forecast quality
+- :mod:`.features`: Qlib's Alpha158; :mod:`.learning`: datasets, splits, forecast quality;
+  :mod:`.model_registry`: versioned models on disk
 - :mod:`.volatility`: EWMA, GARCH(1,1) by maximum likelihood (compiled), HAR-RV, QLIKE
 - :mod:`.costs`: commission, stamp duty, transfer fee and dividend tax by date
 - :mod:`.execution`: the order, lot, corporate-action and tax rules, compiled

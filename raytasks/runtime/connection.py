@@ -148,6 +148,12 @@ def join(address: str | None, settings: Settings) -> Connection:
                       time.monotonic() - started)
 
 
+def node_id() -> str:
+    """The id of the Ray node this process runs on (once it has joined Ray)."""
+    node: str = ray.get_runtime_context().get_node_id()
+    return node
+
+
 def _specific_server_failed(message: str) -> bool:
     """Whether a Ray client join failed because its per-client server did not start."""
     return "client server failed" in message or "start_specific_server" in message

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 
+from ..metrics import MetricsRecorder
 from ..notifications import NotificationHub
 from ..notify import Dispatcher
 from ..settings import Settings
 from ..store import SqlTaskStore
 from .actors import MANAGER, Peers, every
+from .metrics import RayMetricsMirror
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ class Notifier(NotificationHub):
         assert settings.store_url is not None
         busy = settings.store_busy_timeout_s
         super().__init__(SqlTaskStore(settings.store_url, busy_timeout_s=busy),
-                         buffer_size=settings.event_buffer_size)
+                         buffer_size=settings.event_buffer_size,
+                         metrics=MetricsRecorder(RayMetricsMirror()))
         # its own store connection: the dispatcher's blocking I/O runs in a thread
         self.dispatcher = Dispatcher(SqlTaskStore(settings.store_url, busy_timeout_s=busy),
                                      settings.notify)

@@ -11,13 +11,8 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 
 from raytasks.quant.backtest import Market, run
-from raytasks.quant.learning import (
-    ModelRegistry,
-    build_dataset,
-    regression_quality,
-    time_split,
-    walk_forward,
-)
+from raytasks.quant.learning import build_dataset, regression_quality, time_split, walk_forward
+from raytasks.quant.model_registry import ModelRegistry
 from raytasks.quant.portfolio import run_portfolio, top_k_weights
 from raytasks.quant.synthetic import generate_bars
 from tests.quant import reference
