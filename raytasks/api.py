@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-import ray
 from pydantic import BaseModel
 
 from . import runtime as rt
@@ -33,7 +32,7 @@ from .models import (
     TaskUpdateRequest,
 )
 from .registry import Handler, TaskTypeSpec
-from .runtime.session import unwrap
+from .runtime.calls import Call, ManagerCalls
 from .schedules import Schedule, ScheduleCreateRequest
 
 T = TypeVar("T")
@@ -51,7 +50,8 @@ class TaskPage(BaseModel):
 
 
 class _Facade:
-    """Typed calls on one system actor: ``await self._await(self._actor.method.remote(...))``."""
+    """Calls on the system actors: the manager's typed (``self._manager``), the others by
+    their role (``self._actor``)."""
 
     role = rt.MANAGER
 
@@ -59,20 +59,18 @@ class _Facade:
         self._rt = runtime or rt.current()
 
     @property
+    def _manager(self) -> ManagerCalls:
+        return self._rt.manager
+
+    @property
     def _actor(self) -> Any:
         return self._rt.handle(self.role)
 
     async def _await(self, ref: Any) -> Any:
-        try:
-            return await ref
-        except ray.exceptions.RayTaskError as exc:
-            raise unwrap(exc) from None
+        return await Call[Any](ref)
 
     def _get(self, ref: Any, timeout_s: float | None = None) -> Any:
-        try:
-            return rt.get(ref, timeout_s)
-        except ray.exceptions.RayTaskError as exc:
-            raise unwrap(exc) from None
+        return Call[Any](ref).result(timeout_s)
 
 
 class TaskManager(_Facade):
@@ -116,47 +114,47 @@ class TaskManager(_Facade):
         return _tasks(sent, session.submit(sent, enqueue))
 
     async def get_task(self, task_id: str) -> Task:
-        return await self._await(self._actor.get.remote(task_id))
+        return await self._manager.get(task_id)
 
     def get_task_sync(self, task_id: str) -> Task:
-        return self._get(self._actor.get.remote(task_id))
+        return self._manager.get(task_id).result()
 
     async def update_task(self, task_id: str, request: TaskUpdateRequest) -> Task:
-        return await self._await(self._actor.update.remote(task_id, request))
+        return await self._manager.update(task_id, request)
 
     def update_task_sync(self, task_id: str, request: TaskUpdateRequest) -> Task:
-        return self._get(self._actor.update.remote(task_id, request))
+        return self._manager.update(task_id, request).result()
 
     async def delete_task(self, task_id: str) -> None:
-        await self._await(self._actor.delete.remote(task_id))
+        await self._manager.delete(task_id)
 
     def delete_task_sync(self, task_id: str) -> None:
-        self._get(self._actor.delete.remote(task_id))
+        self._manager.delete(task_id).result()
 
     async def list_tasks(self, query: TaskQuery | None = None) -> TaskPage:
         query = query or TaskQuery()
-        items, total, after = await self._await(self._actor.query.remote(query))
+        items, total, after = await self._manager.query(query)
         return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit,
                         next_after=after)
 
     def list_tasks_sync(self, query: TaskQuery | None = None) -> TaskPage:
         query = query or TaskQuery()
-        items, total, after = self._get(self._actor.query.remote(query))
+        items, total, after = self._manager.query(query).result()
         return TaskPage(items=items, total=total, offset=query.offset, limit=query.limit,
                         next_after=after)
 
     async def cancel_task(self, task_id: str) -> Task:
         """Cancel: a PENDING task at once, a RUNNING one cooperatively, then by force."""
-        return await self._await(self._actor.cancel.remote(task_id))
+        return await self._manager.cancel(task_id)
 
     def cancel_task_sync(self, task_id: str) -> Task:
-        return self._get(self._actor.cancel.remote(task_id))
+        return self._manager.cancel(task_id).result()
 
     async def retry_task(self, task_id: str) -> Task:
-        return await self._await(self._actor.retry.remote(task_id))
+        return await self._manager.retry(task_id)
 
     def retry_task_sync(self, task_id: str) -> Task:
-        return self._get(self._actor.retry.remote(task_id))
+        return self._manager.retry(task_id).result()
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> Task:
         """The task once finished (whatever its status).
@@ -215,13 +213,13 @@ class TaskManager(_Facade):
                                     if not f.done()], timeout_s or 0.0) from None
 
     async def stats(self) -> dict[str, Any]:
-        return await self._await(self._actor.stats.remote())
+        return await self._manager.stats()
 
     def stats_sync(self) -> dict[str, Any]:
-        return self._get(self._actor.stats.remote())
+        return self._manager.stats().result()
 
     def task_types_sync(self) -> list[TaskTypeInfo]:
-        return self._get(self._actor.types.remote())
+        return self._manager.types().result()
 
     # -------------------------------------------------------------- task logs
 
@@ -230,25 +228,23 @@ class TaskManager(_Facade):
         """What a task's handler printed or logged, and raytasks' lines about each attempt:
         ``{"id", "attempt", "at", "stream", "line"}`` rows, oldest first, after ``after_id``.
         """
-        return await self._await(self._actor.logs.remote(task_id, attempt, after_id, limit))
+        return await self._manager.logs(task_id, attempt, after_id, limit)
 
     async def log_page(self, task_id: str, attempt: int | None = None, after_id: int = 0,
                        limit: int = 1000) -> tuple[TaskStatus, list[dict[str, Any]]]:
         """The task's status and its next log lines in one call (what a follower polls)."""
-        status, rows = await self._await(self._actor.log_page.remote(task_id, attempt,
-                                                                     after_id, limit))
-        return status, rows
+        return await self._manager.log_page(task_id, attempt, after_id, limit)
 
     def logs_sync(self, task_id: str, attempt: int | None = None, after_id: int = 0,
                   limit: int = 1000) -> list[dict[str, Any]]:
-        return self._get(self._actor.logs.remote(task_id, attempt, after_id, limit))
+        return self._manager.logs(task_id, attempt, after_id, limit).result()
 
     def follow_logs_sync(self, task_id: str, attempt: int | None = None,
                          poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
         """Every log line as it comes, until the task has finished and all are read."""
         after = 0
         while True:
-            status, rows = self._get(self._actor.log_page.remote(task_id, attempt, after, 1000))
+            status, rows = self._manager.log_page(task_id, attempt, after, 1000).result()
             finished = status.finished
             yield from rows
             if rows:
@@ -262,47 +258,47 @@ class TaskManager(_Facade):
 
     async def create_schedule(self, request: ScheduleCreateRequest) -> Schedule:
         """Store a schedule: ``request.template`` is created at every run of its rule."""
-        return await self._await(self._actor.create_schedule.remote(request))
+        return await self._manager.create_schedule(request)
 
     def create_schedule_sync(self, request: ScheduleCreateRequest) -> Schedule:
-        return self._get(self._actor.create_schedule.remote(request))
+        return self._manager.create_schedule(request).result()
 
     async def list_schedules(self, owner: str | None = None) -> list[Schedule]:
-        return await self._await(self._actor.list_schedules.remote(owner))
+        return await self._manager.list_schedules(owner)
 
     def list_schedules_sync(self, owner: str | None = None) -> list[Schedule]:
-        return self._get(self._actor.list_schedules.remote(owner))
+        return self._manager.list_schedules(owner).result()
 
     def get_schedule_sync(self, schedule_id: str) -> Schedule:
-        return self._get(self._actor.get_schedule.remote(schedule_id))
+        return self._manager.get_schedule(schedule_id).result()
 
     async def get_schedule(self, schedule_id: str) -> Schedule:
-        return await self._await(self._actor.get_schedule.remote(schedule_id))
+        return await self._manager.get_schedule(schedule_id)
 
     async def pause_schedule(self, schedule_id: str) -> Schedule:
-        return await self._await(self._actor.pause_schedule.remote(schedule_id))
+        return await self._manager.pause_schedule(schedule_id)
 
     def pause_schedule_sync(self, schedule_id: str) -> Schedule:
-        return self._get(self._actor.pause_schedule.remote(schedule_id))
+        return self._manager.pause_schedule(schedule_id).result()
 
     async def resume_schedule(self, schedule_id: str) -> Schedule:
-        return await self._await(self._actor.resume_schedule.remote(schedule_id))
+        return await self._manager.resume_schedule(schedule_id)
 
     def resume_schedule_sync(self, schedule_id: str) -> Schedule:
-        return self._get(self._actor.resume_schedule.remote(schedule_id))
+        return self._manager.resume_schedule(schedule_id).result()
 
     async def delete_schedule(self, schedule_id: str) -> None:
-        await self._await(self._actor.delete_schedule.remote(schedule_id))
+        await self._manager.delete_schedule(schedule_id)
 
     def delete_schedule_sync(self, schedule_id: str) -> None:
-        self._get(self._actor.delete_schedule.remote(schedule_id))
+        self._manager.delete_schedule(schedule_id).result()
 
     async def next_runs(self, schedule_id: str, count: int = 5) -> list[dict[str, Any]]:
         """The next runs of a schedule: ``{"at": datetime, "provisional": bool}``."""
-        return await self._await(self._actor.next_runs.remote(schedule_id, count))
+        return await self._manager.next_runs(schedule_id, count)
 
     def next_runs_sync(self, schedule_id: str, count: int = 5) -> list[dict[str, Any]]:
-        return self._get(self._actor.next_runs.remote(schedule_id, count))
+        return self._manager.next_runs(schedule_id, count).result()
 
 
 class TaskQueueManager(_Facade):
@@ -310,16 +306,16 @@ class TaskQueueManager(_Facade):
 
     async def submit_task(self, task_id: str, priority: TaskPriority | None = None) -> Task:
         """Queue a created task (optionally at a new priority); repeating it is harmless."""
-        return await self._await(self._actor.enqueue.remote(task_id, priority))
+        return await self._manager.enqueue(task_id, priority)
 
     def submit_task_sync(self, task_id: str, priority: TaskPriority | None = None) -> Task:
-        return self._get(self._actor.enqueue.remote(task_id, priority))
+        return self._manager.enqueue(task_id, priority).result()
 
     async def queue_stats(self) -> list[QueueStats]:
-        return list(await self._await(self._actor.queue_stats.remote()))
+        return list(await self._manager.queue_stats())
 
     def queue_stats_sync(self) -> list[QueueStats]:
-        return list(self._get(self._actor.queue_stats.remote()))
+        return list(self._manager.queue_stats().result())
 
 
 class TaskExecutionEngine(_Facade):
@@ -331,18 +327,18 @@ class TaskExecutionEngine(_Facade):
         Raises:
             TaskFailedError: it ended FAILED or CANCELLED.
         """
-        await self._await(self._actor.enqueue.remote(task_id, None))
+        await self._manager.enqueue(task_id, None)
         return _result_or_raise(await TaskManager(self._rt).wait(task_id, timeout_s))
 
     def execute_task_sync(self, task_id: str, timeout_s: float | None = None) -> Any:
-        self._get(self._actor.enqueue.remote(task_id, None))
+        self._manager.enqueue(task_id, None).result()
         return _result_or_raise(TaskManager(self._rt).wait_sync(task_id, timeout_s))
 
     def executors_sync(self) -> list[dict[str, Any]]:
-        return rt.get(self._rt.handle(rt.ENGINE).stats.remote())
+        return self._get(self._rt.handle(rt.ENGINE).stats.remote())
 
     def ensure_pool_sync(self, task_type: str, workers: int | None = None) -> int:
-        return rt.get(self._rt.handle(rt.ENGINE).ensure_pool.remote(task_type, workers))
+        return self._get(self._rt.handle(rt.ENGINE).ensure_pool.remote(task_type, workers))
 
 
 class ProgressTracker(_Facade):
@@ -440,13 +436,9 @@ def register_task_type(
     runtime = runtime or rt.current()
     spec = TaskTypeSpec(name, handler, params_model, timeout_s=timeout_s,
                         max_retries=max_retries, max_concurrency=max_concurrency)
-    manager = runtime.handle(rt.MANAGER)
-    try:
-        info: TaskTypeInfo = rt.get(manager.register_type.remote(spec.dumps()))
-    except ray.exceptions.RayTaskError as exc:
-        raise unwrap(exc) from None
+    info = runtime.manager.register_type(spec.dumps()).result()
     runtime.session.types.add(spec, info.version)
-    rt.get(runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers))
+    Call[int](runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers)).result()
     return info
 
 

@@ -1,4 +1,4 @@
-"""The client side of the fast path: validate here, coalesce calls, multiplex waits.
+"""The client side of submits and waits: validate here, coalesce calls, multiplex waits.
 
 - :func:`compact` validates a request's parameters in the client, where the type's model
   is known (built-ins, and types this client registered), and packs it as a
@@ -7,7 +7,7 @@
   waits and goes with the next one, so concurrent single submits from one client become
   one actor call and one commit, and a lone call goes at once (no added latency).
 - :class:`Watcher`: every wait of a client rides one long poll on the manager
-  (``finished``), however many tasks it waits for.
+  (``finished_ids``), however many tasks it waits for.
 """
 
 from __future__ import annotations
@@ -19,21 +19,21 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from .errors import InvalidParametersError, TaskNotFoundError
 from .handlers import BUILTIN_TYPES
 from .messages import Ack, NewTask, WatchAnswer
-from .models import Task, TaskCreateRequest, TaskPriority, TaskStatus
+from .models import Task, TaskCreateRequest, TaskStatus
 from .registry import TaskTypeSpec, validate_parameters
+from .store.base import row_to_task
 
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
 #: Most items one combined call carries.
 MAX_COMBINED = 1000
-#: Finished tasks of this client's session kept until someone waits for them.
+#: Ids of finished tasks kept until someone waits for them.
 EARLY_KEPT = 10_000
 
 
@@ -79,16 +79,13 @@ def compact(requests: list[TaskCreateRequest], types: ClientTypes,
 
 def new_task(sent: NewTask, ack: Ack) -> Task:
     """The Task a created :class:`NewTask` stands for, built here from what was sent."""
-    when = datetime.fromtimestamp(ack.created_at, tz=UTC)
-    return Task.model_construct(
-        id=sent.id, name=sent.name, task_type=sent.task_type, status=TaskStatus.PENDING,
-        priority=TaskPriority(sent.priority), queue=sent.queue, parameters=sent.parameters,
-        attempt=0, max_retries=ack.max_retries, timeout_s=ack.timeout_s,
-        depends_on=list(sent.depends_on),
-        idempotency_key=sent.idempotency_key, tags=list(sent.tags), owner=sent.owner,
-        notify=list(sent.notify), result=None, result_uri=None, error=None,
-        cancel_requested=False, lease_token=0, not_before=None, created_at=when,
-        updated_at=when, started_at=None, finished_at=None)
+    return row_to_task({
+        "id": sent.id, "name": sent.name, "task_type": sent.task_type,
+        "status": TaskStatus.PENDING, "priority": sent.priority, "queue": sent.queue,
+        "parameters": sent.parameters, "max_retries": ack.max_retries,
+        "timeout_s": ack.timeout_s, "depends_on": list(sent.depends_on),
+        "idempotency_key": sent.idempotency_key, "tags": list(sent.tags),
+        "owner": sent.owner, "notify": list(sent.notify), "created_at": ack.created_at})
 
 
 class Combiner(Generic[I, R]):
@@ -211,29 +208,31 @@ class PerLoop(Generic[I, R]):
 
 
 class Watcher:
-    """Futures of the tasks this client waits for, fed by one long poll on the manager.
+    """Futures of the tasks this client waits for. Every end comes back one way: as task
+    ids, read through the session's one reader (``read``), whether the ids came from the
+    manager's stream (one long poll, however many tasks are awaited), from a ``watch``
+    call's answer, or from this client's own lent runs (:meth:`ended`).
 
-    ``watch`` and ``finished`` are the manager's methods (blocking calls). After a
-    manager restart the session is unknown (``finished`` answers None): every task
-    still awaited is watched again.
+    ``watch``, ``poll`` and ``read`` are blocking calls (the manager's ``watch`` and
+    ``finished_ids``; a read of the store, or of the manager). A poll that fails may have
+    lost an answer, and a restarted manager forgets the session (``poll`` answers None):
+    either way every task still awaited is watched again, so no end is lost.
     """
 
     def __init__(self, watch: Callable[[str, list[str]], WatchAnswer],
-                 finished: Callable[[str, float], list[Task] | None]) -> None:
+                 poll: Callable[[str, float], list[str] | None],
+                 read: Callable[[list[str]], list[Task]]) -> None:
         self.session = uuid.uuid4().hex
-        self._watch, self._finished = watch, finished
+        self._watch, self._poll, self._read = watch, poll, read
         self._lock = threading.Lock()
         self._futures: dict[str, list[Future[Task]]] = {}
-        # tasks the stream delivered before anyone waited for them (a submit watched them)
-        self._early: OrderedDict[str, Task] = OrderedDict()
-        # tasks a submit already put in this session: waiting on them needs no watch call
-        self._noted: OrderedDict[str, None] = OrderedDict()
-        # tasks this client runs directly: their end comes from here, not from the stream
-        self._direct: set[str] = set()
-        self._undirected: OrderedDict[str, None] = OrderedDict()  # direct runs handed back
+        # tasks that ended before anyone waited for them (read when someone does)
+        self._done: OrderedDict[str, None] = OrderedDict()
+        # tasks this client runs itself (lent runs): their end comes from here
+        self._local: set[str] = set()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self.used = False  # once a wait used the session, submits join it
+        self._lost = False  # the stream may have lost ends: watch everything again
         self._register: Combiner[list[str], None] = Combiner(self._send_watch)
 
     @property
@@ -242,80 +241,31 @@ class Watcher:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """End the stream before this process leaves Ray, so no thread is inside a Ray
-        call while the interpreter exits (``finished`` must return soon when asked)."""
+        call while the interpreter exits (``poll`` must return soon when asked)."""
         self._stopping = True
         thread = self._thread
         if thread is not None and thread.is_alive():
             thread.join(timeout_s)
 
-    def note(self, task_ids: list[str]) -> None:
-        """These tasks are in this client's session already (its submit put them there)."""
-        with self._lock:
-            for task_id in task_ids:
-                # a direct run's end comes from the run, or its hand-back watches it
-                if task_id not in self._direct and task_id not in self._undirected:
-                    self._noted[task_id] = None
-            while len(self._noted) > EARLY_KEPT:
-                self._noted.popitem(last=False)
-
-    def note_direct(self, task_id: str) -> None:
-        """This client runs the task itself: its end is resolved here (``resolve``), or
-        handed to the stream (``undirect``) if the run does not end it."""
-        with self._lock:
-            self._direct.add(task_id)
-
-    def drop_direct(self, task_id: str) -> None:
-        """A direct run whose task was never stored (nobody knows its id)."""
-        with self._lock:
-            self._direct.discard(task_id)
-
-    def undirect(self, task_id: str) -> None:
-        """A direct run did not end the task: the stream brings its end (if waited for)."""
-        with self._lock:
-            self._direct.discard(task_id)
-            self._noted.pop(task_id, None)  # not in the stream: a wait must watch it
-            self._undirected[task_id] = None
-            while len(self._undirected) > EARLY_KEPT:
-                self._undirected.popitem(last=False)
-            waited = task_id in self._futures
-        if waited:
-            self._register.call([task_id])
-            self._stream()
-
     def futures(self, task_ids: list[str]) -> list[Future[Task]]:
         """A future per id, resolved with the finished Task (or TaskNotFoundError)."""
-        out, new = [], []
+        out, new, done = [], [], []
         with self._lock:
             for task_id in task_ids:
                 future: Future[Task] = Future()
                 out.append(future)
-                early = self._early.pop(task_id, None)
-                if early is not None:
-                    future.set_result(early)
-                    continue
-                known = task_id in self._futures or task_id in self._direct \
-                    or self._noted.pop(task_id, 0) is None
+                known = task_id in self._futures or task_id in self._local
                 self._futures.setdefault(task_id, []).append(future)
-                if not known:
+                if self._done.pop(task_id, 0) is None:
+                    done.append(task_id)
+                elif not known:
                     new.append(task_id)
-            self.used = True
+        if done:
+            self.ended(done)
         if new:
             self._register.call(new)  # answers tasks that had already finished
         self._stream()
         return out
-
-    def _streamed(self) -> list[str]:
-        """The tasks waited for whose end the stream brings (call with the lock held)."""
-        return [t for t in self._futures if t not in self._direct]
-
-    def _stream(self) -> None:
-        """Run the stream while someone waits for it, and until the poll it has open
-        answers (a closing client leaves it at once: no thread is inside Ray at shutdown)."""
-        with self._lock:
-            if self._streamed() and not self.active:
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="raytasks-watcher")
-                self._thread.start()
 
     def forget(self, task_id: str, future: Future[Task]) -> None:
         """A waiter gave up (timeout): drop its future."""
@@ -326,12 +276,70 @@ class Watcher:
                 if not futures:
                     del self._futures[task_id]
 
+    def local(self, task_id: str) -> None:
+        """This client runs the task itself: its end is told here (:meth:`ended`), or
+        handed to the stream (:meth:`unlocal`)."""
+        with self._lock:
+            self._local.add(task_id)
+
+    def unlocal(self, task_id: str) -> None:
+        """A lent run did not end the task here: the stream brings its end."""
+        with self._lock:
+            self._local.discard(task_id)
+            waited = task_id in self._futures
+        if waited:
+            self._register.call([task_id])
+            self._stream()
+
+    def ended(self, task_ids: list[str], known: dict[str, Task] | None = None) -> None:
+        """These tasks finished: read those someone waits for (but those ``known``: this
+        client has them as it stored them) and answer them; keep the others' ids for a
+        later wait."""
+        with self._lock:
+            for task_id in task_ids:
+                self._local.discard(task_id)
+            waited = [t for t in task_ids if t in self._futures]
+            for task_id in task_ids:
+                if task_id not in self._futures:
+                    self._done[task_id] = None
+            while len(self._done) > EARLY_KEPT:
+                self._done.popitem(last=False)
+        if not waited:
+            return
+        found = {t: known[t] for t in waited if known and t in known}
+        unread = [t for t in waited if t not in found]
+        found.update((task.id, task) for task in (self._read(unread) if unread else ()))
+        for task_id in waited:
+            with self._lock:
+                futures = self._futures.pop(task_id, [])
+            task = found.get(task_id)
+            for future in futures:
+                if future.done():
+                    continue
+                if task is None:  # deleted as it ended
+                    future.set_exception(TaskNotFoundError(task_id))
+                else:
+                    future.set_result(task)
+
     def _send_watch(self, batches: list[list[str]]) -> list[None]:
         answer = self._watch(self.session, [t for batch in batches for t in batch])
-        self.resolve(answer.finished)
+        self.ended(answer.finished)
         for task_id in answer.missing:
             self._fail(task_id, TaskNotFoundError(task_id))
         return [None] * len(batches)
+
+    def _streamed(self) -> list[str]:
+        """The tasks waited for whose end the stream brings (call with the lock held)."""
+        return [t for t in self._futures if t not in self._local]
+
+    def _stream(self) -> None:
+        """Run the stream while someone waits for it, and until the poll it has open
+        answers (a closing client leaves it at once: no thread is inside Ray at shutdown)."""
+        with self._lock:
+            if self._streamed() and not self.active:
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="raytasks-watcher")
+                self._thread.start()
 
     def _loop(self) -> None:
         while True:
@@ -341,35 +349,22 @@ class Watcher:
                     self._thread = None
                     return
             try:
-                tasks = self._finished(self.session, 5.0)
+                if self._lost:  # what the stream may have lost is asked for again
+                    self._lost = False
+                    self._register.call(waiting)
+                ended = self._poll(self.session, 5.0)
+                if ended is None:  # a restarted manager forgot this session
+                    self._lost = True
+                    continue
+                self.ended(ended)
             except SystemExit:  # this process is leaving Ray: stop quietly
                 with self._lock:
                     self._thread = None
                 return
-            except Exception:
+            except Exception:  # the manager is restarting: its answer may be lost
+                self._lost = True
                 if not self._stopping:
-                    threading.Event().wait(0.5)  # the manager is restarting: poll again
-                continue
-            if tasks is None:  # a restarted manager forgot this session
-                if waiting:
-                    self._register.call(waiting)
-                continue
-            self.resolve(tasks)
-
-    def resolve(self, tasks: list[Task]) -> None:
-        """These tasks ended: answer who waits for them (or keep them for a later wait)."""
-        for task in tasks:
-            with self._lock:
-                self._direct.discard(task.id)
-                futures = self._futures.pop(task.id, None)
-                if futures is None:
-                    self._early[task.id] = task
-                    while len(self._early) > EARLY_KEPT:
-                        self._early.popitem(last=False)
-                    continue
-            for future in futures:
-                if not future.done():
-                    future.set_result(task)
+                    threading.Event().wait(0.5)
 
     def _fail(self, task_id: str, exc: Exception) -> None:
         with self._lock:

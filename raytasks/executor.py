@@ -7,6 +7,13 @@ reports the outcome and ends the process, and Ray starts a fresh one in its
 place, so the pool keeps its size even when the handler is CPU-bound code that
 never looks at its context.
 
+Between leases an idle executor may be lent to one client (a :class:`Loan` the manager
+hands it instead of leases): for the loan's duration it takes nothing from the queues
+and runs only that client's lone tasks (``run_lent``), each already committed RUNNING
+under its first lease by the client. A lent run that outlasts a heartbeat is known to the
+manager (the heartbeat adopts it), so its executor reports it to the manager as any
+attempt; a shorter one's report goes back to the client, which commits it.
+
 An attempt that learns it lost its lease (a heartbeat says so: it was paused
 past its TTL, or partitioned, and the task went to someone else) stops: first
 cooperatively through its context, then by replacing the process after the
@@ -33,11 +40,13 @@ from .logcapture import AttemptLog, Capture, secrets_of
 from .messages import (
     Lease,
     LeaseRequest,
+    Loan,
     LogLine,
     ProgressReport,
     RenewAnswer,
     Report,
     ReportAnswer,
+    Work,
 )
 from .models import TaskErrorInfo
 from .registry import TaskTypeSpec
@@ -54,7 +63,7 @@ TARGET_BATCH_S = 0.02
 class ManagerLink(Protocol):
     """The blocking calls an executor makes on the system actors."""
 
-    def report_and_lease(self, request: LeaseRequest) -> list[Lease]: ...
+    def report_and_lease(self, request: LeaseRequest) -> Work: ...
     def report(self, reports: list[Report]) -> ReportAnswer: ...
     def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
                   progress: list[ProgressReport], logs: list[LogLine]) -> RenewAnswer: ...
@@ -74,9 +83,9 @@ class _Running:
     progress_at: float = 0.0
     progress_sent: float = 0.0
     log: AttemptLog | None = None
-    #: handed over by a client (``run_direct``): the manager learns of its lease only
-    #: when that client's notice arrives, so its first heartbeat waits an interval
-    direct: bool = False
+    #: a heartbeat carried this attempt: the manager may hold its lease since (a lent
+    #: run is then reported to the manager, not handed back to its client)
+    beat_sent: bool = False
 
 
 class TaskExecutor:
@@ -100,10 +109,12 @@ class TaskExecutor:
         self._beating = threading.Lock()
         self._held: dict[str, _Running] = {}  # leased, not yet reported
         self._current: _Running | None = None
-        # held while an attempt runs: a direct run is taken only by an executor that holds
-        # nothing, and the work loop's next lease waits for a direct run to end
+        # held while an attempt runs: a loan ends only between lent runs
         self._running = threading.Lock()
-        self.direct_at = 0.0  # when the last direct run was taken (time.time())
+        self._loan: Loan | None = None
+        self._loan_until = 0.0  # monotonic
+        self._loan_over = threading.Event()  # ended early (retiring, stopping)
+        self.lent_at = 0.0  # when the last loan began (time.time())
         self._avg_run_s = 1.0
         self._last_leased = 0
         self._stop = threading.Event()
@@ -133,40 +144,47 @@ class TaskExecutor:
             current = self._current.lease.task_id if self._current else None
             return {"executor_id": self.executor_id, "task_type": self.task_type,
                     "pid": self.pid, "current": current, "held": len(self._held),
-                    "completed": self.completed, "direct_at": self.direct_at}
+                    "completed": self.completed, "lent": self._loan is not None,
+                    "lent_at": self.lent_at}
 
-    def run_direct(self, lease: Lease, refuse: Any = None) -> tuple[bool, Report | None]:
-        """Run a task a client committed as RUNNING under ``lease`` (the direct path), if
-        this executor is idle: nothing held, nothing running, and ``refuse()`` false.
+    def run_lent(self, loan_id: str, lease: Lease) -> tuple[bool, Report | None]:
+        """Run a lone task of the client this executor is lent to, committed by that
+        client RUNNING under ``lease``.
 
-        Returns (taken, report): not taken, the client hands the lease back; taken, the
-        report the client commits. None instead: the lease was lost, or the run outlasted
-        a heartbeat interval, so the manager holds its lease and was sent the report
-        itself (the client may be gone by now). The attempt is watched as a leased one
-        is: timeouts, cancels, lost leases.
+        Returns (taken, report). Not taken: the loan is over (the client hands the task
+        to the manager, no attempt spent). Taken, the report the client commits; None
+        instead when the manager holds the lease by now (a heartbeat carried it: the
+        report went to the manager) or the lease was lost. The attempt is watched as a
+        leased one is: timeouts, cancels, lost leases.
         """
         if not self._running.acquire(blocking=False):
-            return False, None
+            return False, None  # a run of the loan under way: the client sends one at a time
         try:
             with self._lock:
-                if self._held or self._stop.is_set() or (refuse is not None and refuse()):
+                loan = self._loan
+                if loan is None or loan.loan_id != loan_id or self._stop.is_set() \
+                        or time.monotonic() >= self._loan_until:
                     return False, None
-                self._held[lease.task_id] = _Running(lease, 0.0, direct=True)
-                self.direct_at = taken = time.time()
+                run = self._held[lease.task_id] = _Running(lease, 0.0)
             report = self._run(lease)
         finally:
             self._running.release()
-        if report is not None and time.time() - taken >= self.settings.heartbeat_interval_s:
+        if report is not None and run.beat_sent:
             self._report([report])
             return True, None
         return True, report
 
+    def end_loan(self) -> None:
+        """End the loan now (after the lent run under way, if any)."""
+        self._loan_over.set()
+
     def busy(self) -> bool:
-        """Whether an attempt runs now (leased or direct)."""
-        return self._running.locked()
+        """Whether an attempt runs now, or the executor is lent to a client."""
+        return self._running.locked() or self._loan is not None
 
     def stop(self) -> None:
         self._stop.set()
+        self._loan_over.set()
 
     # ------------------------------------------------------------- work loop
 
@@ -189,8 +207,9 @@ class TaskExecutor:
                 task_types=[self.task_type], n=self._batch_size(), wait_s=1.0,
                 reports=reports)
             try:
-                leases = self.link.report_and_lease(request)
+                work = self.link.report_and_lease(request)
                 request, reports = None, []
+                leases = work.leases
                 self._last_leased = len(leases)
                 backoff = 0.1
             except Exception as exc:  # manager restarting: keep the request, try again
@@ -199,6 +218,8 @@ class TaskExecutor:
                 time.sleep(backoff)
                 backoff = min(2.0, backoff * 2)
                 continue
+            if work.loan is not None:
+                self._lend(work.loan)
             with self._lock:
                 for lease in leases:
                     self._held[lease.task_id] = _Running(lease, 0.0)
@@ -207,6 +228,17 @@ class TaskExecutor:
                     report = self._run(lease)
                 if report is not None:
                     reports.append(report)
+
+    def _lend(self, loan: Loan) -> None:
+        """Serve ``loan`` until it ends (its time, ``end_loan``, or a stop), then return to
+        the queues once the lent run under way, if any, has ended."""
+        with self._lock:
+            self._loan, self.lent_at = loan, time.time()
+            self._loan_until = time.monotonic() + loan.duration_s
+        self._loan_over.wait(loan.duration_s)
+        with self._running, self._lock:
+            self._loan = None
+            self._loan_over.clear()
 
     def _run(self, lease: Lease) -> Report | None:
         with self._lock:
@@ -301,10 +333,7 @@ class TaskExecutor:
             now = time.time()
             with self._lock:
                 run = self._current
-                # a direct run's lease is known to the manager once the client's notice
-                # lands (well within an interval): renewing it sooner would say it is lost
-                held = [r for r in self._held.values() if not r.direct or
-                        (r.started and now - r.started >= self.settings.heartbeat_interval_s)]
+                held = list(self._held.values())
             if run is not None:
                 self._enforce_limits(run, now)
             due = [r for r in held if r.progress is not None
@@ -316,6 +345,8 @@ class TaskExecutor:
     def _heartbeat(self, held: list[_Running], due: list[_Running], now: float) -> None:
         for r in due:
             r.progress_sent = now
+        for r in held:
+            r.beat_sent = True
         with self._beating:
             taken = [(r.log, r.log.take()) for r in held if r.log is not None]
             try:

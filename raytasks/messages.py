@@ -34,7 +34,7 @@ class Lease:
     owner: str | None = None
 
     def wire(self) -> Wire:
-        """Its fields as a plain list (``Lease(*wire)`` again): a direct run's call."""
+        """Its fields as a plain list (``Lease(*wire)`` again): a lent run's call."""
         return [self.task_id, self.task_type, self.token, self.attempt, self.parameters,
                 self.timeout_s, self.deadline, self.handler_version, self.owner]
 
@@ -58,7 +58,7 @@ class Report:
     lines: tuple[LogLine, ...] = ()
 
     def wire(self) -> Wire:
-        """Its fields as plain lists (``Report.from_wire``): a direct run's answer."""
+        """Its fields as plain lists (``Report.from_wire``): a lent run's answer."""
         return [self.task_id, self.token, self.outcome, self.result, self.result_uri,
                 self.error, [list(line) for line in self.lines]]
 
@@ -148,7 +148,7 @@ class Ack(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class IntakeGrant:
-    """What a client may commit itself (the direct intake), and where.
+    """What a client may commit itself (the intake of plain submits), and where.
 
     ``credits``: tasks it may add to each queue before ``ttl_s`` (from its request) has
     passed; the manager holds that much room for it. ``types``: per task type the
@@ -164,16 +164,37 @@ class IntakeGrant:
     max_parameters_bytes: int
     #: the Ray node the manager runs on: a SQLite store is shared on that node only
     node_id: str | None = None
-    #: per task type a client may run directly (no concurrency limit): its handler
-    #: version and the executors that asked for work lately (``run_direct``)
-    direct: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
-    lease_ttl_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Loan:
+    """An idle executor the manager lent to one client, exclusively, for ``duration_s``.
+
+    The client runs lone tasks of ``task_type`` on it (``run_lent``), each committed by
+    the client RUNNING under its first lease before it is sent; the executor takes
+    nothing from the manager's queues until the loan ends.
+    """
+
+    loan_id: str
+    executor_id: str
+    task_type: str
+    handler_version: int
+    duration_s: float
+    lease_ttl_s: float  # of each lent run's lease
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """The manager's answer to an executor's call for work: leases, or a loan to a client."""
+
+    leases: list[Lease] = field(default_factory=list)
+    loan: Loan | None = None
 
 
 class WatchAnswer(NamedTuple):
-    """Tasks a session watches that had already finished, and ids that do not exist."""
+    """Of the tasks a session watches: those already finished, and ids that do not exist."""
 
-    finished: list[Any]
+    finished: list[str]
     missing: list[str]
 
 

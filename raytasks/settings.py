@@ -241,11 +241,17 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="how long a store write waits for another writer; "
         "0: min(2 s, lease_ttl_s / 4), well under the lease TTL so one stall cannot expire "
         "healthy leases")
-    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, description="how often an executor renews its leases; at most "
+        "half of lease_ttl_s, so a live executor's lease never runs out between beats")
     direct_intake: bool = Field(
         default=True, description="a client that can open the store commits its plain "
         "submits itself (durable before the answer, no call to the manager on the way); "
         "the manager adopts them")
+    executor_loan_s: float = Field(
+        default=1.0, ge=0, description="how long an idle executor the manager lends to a "
+        "client runs that client's lone tasks, sent straight to it (a direct-intake client "
+        "only); 0: lone tasks go through the queues")
     intake_credits: int = Field(default=5000, ge=1, description="most tasks a client may "
                                 "commit itself into one queue per grant")
     intake_grant_ttl_s: float = Field(default=10.0, gt=0, description="how long a grant of "
@@ -303,6 +309,11 @@ class Settings(BaseSettings):
             self.store_url = f"sqlite:///{self.data_dir / 'tasks.db'}"
         if not self.store_busy_timeout_s:
             self.store_busy_timeout_s = min(2.0, self.lease_ttl_s / 4)
+        if self.heartbeat_interval_s > self.lease_ttl_s / 2:
+            raise ValueError(
+                f"heartbeat_interval_s={self.heartbeat_interval_s:g} must be at most half of "
+                f"lease_ttl_s={self.lease_ttl_s:g}: a live executor's lease would run out "
+                "between its heartbeats")
         self.resources = self.resources.with_defaults(self.data_dir)
         return self
 

@@ -44,6 +44,9 @@ from raytasks.settings import TaskTypeSettings
 from raytasks.store import open_store
 
 LEASE_TTL_S = 2.0
+#: Seconds within which a wait on a finished task must return, after a manager kill too
+#: (the restart itself takes a few).
+WAIT_AFTER_KILL_S = 20.0
 
 
 class WorkParams(BaseModel):
@@ -203,6 +206,7 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
     killer.join()
     done = _call(lambda: tm.wait_all_sync(ids, timeout_s=240))
     elapsed = time.monotonic() - started
+    late_waits = waits_after_a_kill(chaos, tm, ids, rng)
     # the subscription catches up with the end of the stream
     store = open_store(store_url)
     last = store.max_event_id()
@@ -212,14 +216,39 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
     subscription.close()
     assert settings.artifact_root is not None
     report = check(store, done, chains, [e.event_id for e in seen], settings.artifact_root)
+    report["problems"] += late_waits
     store.close()
     report.update(tasks=len(ids), seconds=round(elapsed, 1), kills=dict(chaos.done),
                   cancelled_by_client=len(cancels), store=store_url.split(":")[0],
-                  committed_by_the_client=runtime.session.direct.committed,
-                  run_directly=runtime.session.direct.started,
-                  completed_by_the_client=runtime.session.direct.ran)
+                  committed_by_the_client=_count(runtime.session.intake, "committed"),
+                  completed_by_the_client=_count(runtime.session.loans, "ran"))
     runtime.shutdown()
     return report
+
+
+def waits_after_a_kill(chaos: Chaos, tm: TaskManager, ids: list[str],
+                       rng: random.Random) -> list[str]:
+    """Every wait on a finished task returns within seconds, after a manager kill too: the
+    same client waits on some tasks one by one, then on all of them."""
+    from raytasks.errors import WaitTimeoutError
+
+    problems = []
+    chaos.manager()
+    for wanted in [*([t] for t in rng.sample(ids, min(30, len(ids)))), ids]:
+        started = time.monotonic()
+        try:
+            _call(lambda w=wanted: tm.wait_all_sync(w, timeout_s=WAIT_AFTER_KILL_S))
+        except WaitTimeoutError as exc:
+            problems.append(f"a wait on finished tasks hung after a manager kill: {exc}")
+            continue
+        if time.monotonic() - started > WAIT_AFTER_KILL_S:
+            problems.append(f"a wait on {len(wanted)} finished task(s) took "
+                            f"{time.monotonic() - started:.1f} s after a manager kill")
+    return problems
+
+
+def _count(route: Any, name: str) -> int:
+    return 0 if route is None else int(getattr(route, name))
 
 
 def _submit(tm: TaskManager, request: TaskCreateRequest) -> str:

@@ -10,11 +10,13 @@ from raytasks.executor import TaskExecutor
 from raytasks.messages import (
     Lease,
     LeaseRequest,
+    Loan,
     LogLine,
     ProgressReport,
     RenewAnswer,
     Report,
     ReportAnswer,
+    Work,
 )
 from raytasks.registry import TaskTypeSpec
 from raytasks.settings import Settings
@@ -31,7 +33,7 @@ class Backlog:
         self.reported: list[Report] = []
         self.executor: Any = None
 
-    def report_and_lease(self, request: LeaseRequest) -> list[Lease]:
+    def report_and_lease(self, request: LeaseRequest) -> Work:
         self.reported += request.reports
         self.asked.append(request.n)
         if len(self.asked) >= self.stop_after:
@@ -39,9 +41,9 @@ class Backlog:
         n = min(request.n, self.waiting)
         self.waiting -= n
         self.leased.append(n)
-        return [Lease(task_id=f"t{len(self.asked)}-{i}", task_type="noop", token=1,
-                      attempt=0, parameters=json.dumps({}), timeout_s=None,
-                      deadline=1e12) for i in range(n)]
+        return Work([Lease(task_id=f"t{len(self.asked)}-{i}", task_type="noop", token=1,
+                           attempt=0, parameters=json.dumps({}), timeout_s=None,
+                           deadline=1e12) for i in range(n)])
 
     def report(self, reports: list[Report]) -> ReportAnswer:
         return ReportAnswer(accepted=[r.task_id for r in reports], rejected=[])
@@ -100,7 +102,7 @@ class SlowTracker(Backlog):
         self.stored: dict[str, float] = {}
         self.reported_at = 0.0
 
-    def report_and_lease(self, request: LeaseRequest) -> list[Lease]:
+    def report_and_lease(self, request: LeaseRequest) -> Work:
         if request.reports:
             self.reported_at = time.monotonic()
         return super().report_and_lease(request)
@@ -145,3 +147,67 @@ def test_a_report_waits_for_the_heartbeat_carrying_its_lines(tmp_path: Any,
     started = next(line for line in link.stored if "started on e1" in line)
     assert "loading bars" in link.stored
     assert link.reported_at >= link.stored[started]
+
+
+class Lender(Backlog):
+    """A manager that lends the executor to a client at its first call for work, then
+    has nothing; records heartbeats and reports."""
+
+    def __init__(self, duration_s: float) -> None:
+        super().__init__(waiting=0, stop_after=1000)
+        self.loan = Loan("loan-1", "e1", "noop", 0, duration_s, 10.0)
+        self.beats: list[list[tuple[str, int]]] = []
+        self.lent = False
+
+    def report_and_lease(self, request: LeaseRequest) -> Work:
+        self.reported += request.reports
+        if not self.lent:
+            self.lent = True
+            return Work(loan=self.loan)
+        time.sleep(0.05)
+        return Work()
+
+    def report(self, reports: list[Report]) -> ReportAnswer:
+        self.reported += reports
+        return super().report(reports)
+
+    def heartbeat(self, executor_id: str, leases: list[tuple[str, int]],
+                  progress: list[ProgressReport], logs: list[LogLine]) -> RenewAnswer:
+        if leases:
+            self.beats.append(leases)
+        return RenewAnswer()
+
+    def type_blob(self, name: str) -> bytes:
+        return TaskTypeSpec(name, lambda params, ctx: time.sleep(params["s"]) or 1).dumps()
+
+
+def _lent_lease(task_id: str, seconds: float) -> Lease:
+    return Lease(task_id=task_id, task_type="noop", token=1, attempt=0,
+                 parameters=json.dumps({"s": seconds}), timeout_s=None, deadline=1e12)
+
+
+def test_a_lent_executor_runs_its_clients_tasks_and_only_during_the_loan(
+        tmp_path: Any) -> None:
+    # Given an executor the manager lent to a client for a second and a half
+    link = Lender(duration_s=1.5)
+    executor = TaskExecutor("e1", "noop", Settings(data_dir=tmp_path,
+                                                   heartbeat_interval_s=0.1),
+                            link, exit_process=lambda code: None)
+    link.executor = executor
+    wait_for(lambda: executor.state()["lent"], timeout_s=10, what="the loan")
+    try:
+        # When the client sends a short task under the loan, its report comes back to it
+        taken, report = executor.run_lent("loan-1", _lent_lease("short", 0.0))
+        assert taken and report is not None and report.outcome == "completed"
+        # and under another loan's id, nothing runs
+        assert executor.run_lent("loan-2", _lent_lease("other", 0.0)) == (False, None)
+        # A run that a heartbeat carried is known to the manager: its report goes there
+        taken, report = executor.run_lent("loan-1", _lent_lease("long", 0.4))
+        assert taken and report is None
+        assert any(("long", 1) in beat for beat in link.beats)
+        assert [r.task_id for r in link.reported if r.outcome == "completed"] == ["long"]
+        # Once the loan is over, the executor calls for work again and takes no lent run
+        wait_for(lambda: not executor.state()["lent"], timeout_s=10, what="the loan's end")
+        assert executor.run_lent("loan-1", _lent_lease("late", 0.0)) == (False, None)
+    finally:
+        executor.stop()

@@ -88,9 +88,10 @@ async def create(core: TaskManagerCore, *requests: TaskCreateRequest,
 
 async def lease(core: TaskManagerCore, n: int = 1, executor: str = "e",
                 types: tuple[str, ...] = ("noop",), request_id: str | None = None) -> list[Lease]:
-    return await core.report_and_lease(LeaseRequest(
+    work = await core.report_and_lease(LeaseRequest(
         request_id=request_id or uuid.uuid4().hex, executor_id=executor,
         task_types=list(types), n=n))
+    return work.leases
 
 
 async def done(core: TaskManagerCore, held: Lease, outcome: str = "completed",
@@ -180,13 +181,13 @@ async def test_expired_lease_is_retried_then_failed_as_lost(core: TaskManagerCor
     task = (await create(core, req(max_retries=1)))[0]
     (held,) = await lease(core)
     clock.now += 3
-    assert core.renew([(task.id, held.token)]).lost == []
+    assert (await core.renew([(task.id, held.token)])).lost == []
     clock.now += 4  # renewed at +3 until +8: not yet expired
     assert await core.expire_leases() == []
     clock.now += 2
     assert await core.expire_leases() == [task.id]
     assert (await core.get(task.id)).status is TaskStatus.PENDING
-    assert core.renew([(task.id, held.token)]).lost == [task.id]  # the old attempt is told
+    assert (await core.renew([(task.id, held.token)])).lost == [task.id]  # the old one is told
     clock.now += 2
     await lease(core)
     clock.now += 6
@@ -256,7 +257,7 @@ async def test_a_failed_commit_leaves_memory_as_it_was(core: TaskManagerCore) ->
     with pytest.raises(Exception, match="try again"):
         await done(core, held)
     # Then the lease is still held, and the executor's resent report is accepted
-    assert core.renew([(task.id, held.token)]).lost == []
+    assert (await core.renew([(task.id, held.token)])).lost == []
     core.pipeline._commit = real_commit
     assert (await done(core, held)).accepted == [task.id]
     assert (await core.get(task.id)).status is TaskStatus.COMPLETED
@@ -273,7 +274,7 @@ async def test_memory_behind_the_store_is_reloaded_not_trusted(core: TaskManager
     answer = await done(core, held)
     # Then nothing is applied, and memory now follows the store
     assert answer.accepted == []
-    assert core.renew([(task.id, 99)]).lost == []
+    assert (await core.renew([(task.id, 99)])).lost == []
     assert (await core.get(task.id)).status is TaskStatus.RUNNING
 
 
@@ -282,7 +283,7 @@ async def test_cancel_update_delete_retry_rules(core: TaskManagerCore) -> None:
     (held,) = await lease(core)
     assert held.task_id == first.id
     assert (await core.cancel(first.id)).status is TaskStatus.RUNNING  # running: asked
-    assert core.renew([(first.id, held.token)]).cancel == [first.id]
+    assert (await core.renew([(first.id, held.token)])).cancel == [first.id]
     await done(core, held, "cancelled")
     assert (await core.get(first.id)).status is TaskStatus.CANCELLED
     assert (await core.cancel(second.id)).status is TaskStatus.CANCELLED  # pending: at once
@@ -328,7 +329,7 @@ async def test_full_queue_refuses_whole_batches(make_core: Any) -> None:
 async def test_room_granted_to_a_direct_client_is_held_until_used_or_expired(
         make_core: Any, clock: Clock) -> None:
     from raytasks.messages import NewTask
-    from raytasks.runtime.direct import _rows
+    from raytasks.runtime.intake import rows_of
     from raytasks.store import WriteBatch
 
     core = make_core(max_queue_size=40, intake_credits=100, intake_grant_ttl_s=10.0)
@@ -341,9 +342,9 @@ async def test_room_granted_to_a_direct_client_is_held_until_used_or_expired(
         await create(core, req())
     # Each task of its own the manager adopts takes one slot back
     ids = [uuid.uuid4().hex for _ in range(4)]
-    rows = _rows([NewTask(i, "n", "noop", {}) for i in ids], grant, clock(), "client")
+    rows = rows_of([NewTask(i, "n", "noop", {}) for i in ids], grant, clock(), "client")
     core.store.commit(WriteBatch(inserts=rows.tasks, events=rows.events, intake=rows.intake))
-    await core.adopt("client", ids, None, {"default": 4})
+    await core.adopt("client", ids, {"default": 4})
     assert len(core.queues["default"]) == 34
     with pytest.raises(QueueFullError):  # 34 queued and 6 still held
         await create(core, req())
@@ -356,10 +357,11 @@ async def test_room_granted_to_a_direct_client_is_held_until_used_or_expired(
     assert other is not None and other.credits == {"default": 0}
 
 
-async def test_a_clients_direct_runs_are_held_ended_and_counted_once(
+async def test_a_clients_lent_runs_are_adopted_ended_and_counted_once(
         make_core: Any, clock: Clock) -> None:
     from raytasks.messages import NewTask
-    from raytasks.runtime.direct import _completed, _rows, _Runner
+    from raytasks.runtime.intake import rows_of
+    from raytasks.runtime.loans import _commit_completion
     from raytasks.store import WriteBatch
 
     core = make_core()
@@ -367,23 +369,23 @@ async def test_a_clients_direct_runs_are_held_ended_and_counted_once(
     assert grant is not None
 
     def run(task_id: str) -> dict[str, Any]:
-        """What a client commits as it hands a lone task to an idle executor."""
-        rows = _rows([NewTask(task_id, "n", "noop", {})], grant, clock(), "client",
-                     _Runner("executor:noop:0", 1, 5.0))
+        """What a client commits as it sends a lone task to an executor lent to it."""
+        rows = rows_of([NewTask(task_id, "n", "noop", {})], grant, clock(), "client",
+                       "executor:noop:0")
         core.store.commit(WriteBatch(inserts=rows.tasks, events=rows.events,
                                      intake=rows.intake))
         return rows.tasks[0]
 
     def complete(row: dict[str, Any]) -> None:
-        _completed(core.store, row, Report(row["id"], 1, "completed", result="1"))
+        _commit_completion(core.store, row, Report(row["id"], 1, "completed", result="1"))
 
-    # Adopted while it runs, its lease is held (renewable, counted as running); its end,
-    # once told, frees it and is counted
+    # Given a lent run the manager has never heard of, its executor's first heartbeat
+    # adopts it: its lease is held (renewed, counted as running), not taken for lost
     a = run("a")
-    await core.adopt("client", ["a"])
-    assert core.renew([("a", 1)]).lost == [] and core.queues.running("noop") == 1
+    assert (await core.renew([("a", 1)])).lost == [] and core.queues.running("noop") == 1
+    # and its end, once told, frees it and is counted
     complete(a)
-    await core.adopt("client", [], None, None, [("a", 1)])
+    await core.adopt("client", ["a"])
     assert "a" not in core.active and core.queues.running("noop") == 0
     assert core.status_counts() == {"COMPLETED": 1}
     # Ended before its notice came, it is counted once: not by a restart that finds it
@@ -391,7 +393,8 @@ async def test_a_clients_direct_runs_are_held_ended_and_counted_once(
     complete(run("b"))
     restarted = make_core()
     assert restarted.status_counts() == {"COMPLETED": 1}
-    await restarted.adopt("client", ["b"], None, None, [("b", 1)])
+    await restarted.adopt("client", ["b"])
+    await restarted.adopt("client", ["b"])  # a notice repeated counts nothing twice
     assert restarted.status_counts() == {"COMPLETED": 2} and len(restarted.active) == 0
     # The notice of its end lost, its lease runs out; the store is found ahead of memory,
     # and the task is let go as it ended, not run again
@@ -407,13 +410,43 @@ async def test_a_clients_direct_runs_are_held_ended_and_counted_once(
     complete(run("e"))
     await restarted.delete("e")
     assert restarted.status_counts() == {"COMPLETED": 3}
-    await restarted.adopt("client", ["e"], None, None, [("e", 1)])
+    await restarted.adopt("client", ["e"])
     assert restarted.status_counts() == {"COMPLETED": 3}
-    # A run the executor refused is handed back and leased on its first attempt
+    # A run its loan turned away is handed back and leased on its first attempt
     run("d")
-    await restarted.adopt("client", ["d"], None, None, None, [Report("d", 1, "released")])
+    await restarted.report([Report("d", 1, "released")])
     (held,) = await lease(restarted)
     assert (held.task_id, held.attempt, held.token) == ("d", 0, 2)
+    # A lent run cancelled before anyone adopted it is adopted by the cancel
+    run("f")
+    cancelled = await restarted.cancel("f")
+    assert cancelled.cancel_requested and "f" in restarted.active
+
+
+async def test_an_idle_executor_is_lent_to_one_client_and_then_polls_again(
+        make_core: Any) -> None:
+    core = make_core(executor_loan_s=2.0)
+    # Given an executor waiting for work
+    waiting = asyncio.ensure_future(core.report_and_lease(LeaseRequest(
+        "poll", "executor:noop:0", ["noop"], 1, wait_s=5)))
+    await asyncio.sleep(0.05)
+    # When a client asks for one, it is lent: the executor's wait ends with the loan
+    loan = core.lend("client", "noop")
+    assert loan is not None and loan.executor_id == "executor:noop:0"
+    work = await asyncio.wait_for(waiting, timeout=1)
+    assert work.loan == loan and work.leases == []
+    # and no other client gets it while it does not wait
+    assert core.lend("other", "noop") is None
+    # Loans off, or a type with a limit on how many run at once: nothing is lent
+    again = asyncio.ensure_future(core.report_and_lease(LeaseRequest(
+        "poll-2", "executor:noop:0", ["noop"], 1, wait_s=0.2)))
+    await asyncio.sleep(0.05)
+    core.registry.register(TaskTypeSpec("noop", lambda p, c: None, max_concurrency=1))
+    core.ops.limits.clear()
+    assert core.lend("client", "noop") is None
+    assert (await again).loan is None
+    off = make_core(executor_loan_s=0)
+    assert off.lend("client", "noop") is None
 
 
 async def test_dependencies_release_in_order_and_failures_cascade(
@@ -468,8 +501,8 @@ async def test_long_poll_lease_gets_work_as_soon_as_it_is_queued(
     await asyncio.sleep(0.05)
     assert not waiting.done()
     task = (await create(core, req()))[0]
-    leases = await asyncio.wait_for(waiting, timeout=1)
-    assert [x.task_id for x in leases] == [task.id]
+    work = await asyncio.wait_for(waiting, timeout=1)
+    assert [x.task_id for x in work.leases] == [task.id] and work.loan is None
 
 
 async def test_wait_returns_when_the_task_finishes(core: TaskManagerCore) -> None:
@@ -489,14 +522,13 @@ async def test_a_poll_given_up_takes_nothing_from_the_next(core: TaskManagerCore
     task = (await create(core, req()))[0]
     core.sessions.watch("s", [task.id])
     # Given a poll its client stopped reading, still open, and the client's next poll
-    given_up = asyncio.ensure_future(core.finished("s", 5))
+    given_up = asyncio.ensure_future(core.finished_ids("s", 5))
     await asyncio.sleep(0.01)
-    current = asyncio.ensure_future(core.finished("s", 5))
+    current = asyncio.ensure_future(core.finished_ids("s", 5))
     # Then the first ends with nothing, and the task that finishes goes to the second
     assert await asyncio.wait_for(given_up, timeout=1) == []
     await done(core, (await lease(core))[0])
-    (ended,) = await asyncio.wait_for(current, timeout=1)
-    assert ended.id == task.id and ended.status is TaskStatus.COMPLETED
+    assert await asyncio.wait_for(current, timeout=1) == [task.id]
 
 
 async def test_concurrent_submits_share_one_commit_and_fail_alone(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from raytasks.errors import QueueFullError
 from raytasks.manager.waiters import Arrivals
+from raytasks.messages import Loan
 from raytasks.models import QueuedTask, TaskPriority
 from raytasks.scheduler import TaskScheduler
 
@@ -165,7 +167,7 @@ def test_each_arrival_wakes_one_waiting_executor() -> None:
         woken: list[int] = []
 
         async def executor(n: int, types: list[str]) -> None:
-            await arrivals.wait(types, timeout_s=5.0)
+            await arrivals.wait(f"e{n}", types, timeout_s=5.0)
             woken.append(n)
 
         # Given three idle executors of one type, the third also waiting for another type
@@ -190,3 +192,21 @@ def test_each_arrival_wakes_one_waiting_executor() -> None:
         return counts
 
     assert asyncio.run(scenario()) == [1, 3, 3]
+
+
+def test_a_waiting_executor_is_lent_once_and_woken_no_more() -> None:
+    async def scenario() -> tuple[Any, Any, Any]:
+        arrivals = Arrivals()
+        # Given an executor waiting for work of one type
+        waiting = asyncio.create_task(arrivals.wait("e1", ["a"], timeout_s=5.0))
+        await asyncio.sleep(0)
+        # When it is lent, its wait ends with the loan it was given
+        lent = arrivals.lend("a", lambda executor_id: Loan("l1", executor_id, "a", 0, 1.0, 10.0))
+        answer = await waiting
+        # and nobody else waits to be lent, nor woken by an arrival
+        again = arrivals.lend("a", lambda executor_id: Loan("l2", executor_id, "a", 0, 1.0, 10.0))
+        arrivals.arrived("a")
+        return lent, answer, again
+
+    lent, answer, again = asyncio.run(scenario())
+    assert lent is not None and lent.executor_id == "e1" and answer == lent and again is None

@@ -13,7 +13,7 @@ import random
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidTransitionError
 from ..lifecycle import check_transition
@@ -24,18 +24,18 @@ from ..store.base import RowUpdate, WriteBatch, encode_tags, loads_or, to_json
 from .intake import CreateRequest, Known
 from .outbox import status_event
 from .outcomes import decide, lost_report
+from .parts import Parts
 from .pipeline import Plan, Planner, Round
 from .state import Entry
-
-if TYPE_CHECKING:
-    from .core import TaskManagerCore
 
 P, R = TaskStatus.PENDING, TaskStatus.RUNNING
 
 
 class Changes:
-    def __init__(self, core: TaskManagerCore, rng: random.Random) -> None:
-        self.core = core
+    """The plans of every change of a task, over the manager's :class:`Parts`."""
+
+    def __init__(self, parts: Parts, rng: random.Random) -> None:
+        self.parts = parts
         self.rng = rng
         self.stale_reports = 0
         self.limits: dict[str, int | None] = {}  # concurrency limit by type (cleared on change)
@@ -47,11 +47,11 @@ class Changes:
                watch: str | None = None) -> Planner:
         """Store (and queue) new tasks. The answer has, per request, the stored Task of a
         repeat or the row of a new task; ``watch`` registers them in a client's session."""
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
-            ctx.claim([*ids, *(d for r in requests for d in r.depends_on if d in core.active)])
-            intake = core.intake.plan(requests, ids, ctx, known, enqueue=enqueue,
+            ctx.claim([*ids, *(d for r in requests for d in r.depends_on if d in parts.active)])
+            intake = parts.intake.plan(requests, ids, ctx, known, enqueue=enqueue,
                                       checked=checked)
             ctx.keys.update(intake.claimed)
             batch = WriteBatch(inserts=intake.rows, events=[status_event(
@@ -69,14 +69,14 @@ class Changes:
                                   parameters=row["parameters"], owner=row["owner"],
                                   queued=enqueue, token=0, created_at=ctx.now,
                                   enqueued_at=row.get("enqueued_at"))
-                    core.active.add(entry)
+                    parts.active.add(entry)
                     entries.append((entry, loads_or(row["depends_on"], "[]", list)))
                 if watch is not None:
-                    core.sessions.watch(watch, (e.task_id for e, _ in entries))
+                    parts.sessions.watch(watch, (e.task_id for e, _ in entries))
                 stored = {d: s for d, (s, _owner) in known.deps.items()}
                 for entry, depends_on in entries:
                     self.arm(entry, depends_on, stored)
-                core.publish(batch.events, event_ids)
+                parts.publish(batch.events, event_ids)
                 return intake.results
             return Plan(batch, apply)
         return plan
@@ -84,32 +84,32 @@ class Changes:
     def arm(self, entry: Entry, depends_on: list[str],
             stored: dict[str, TaskStatus]) -> None:
         """Block a PENDING task on its unfinished dependencies, or queue it, or end it."""
-        core = self.core
+        parts = self.parts
         blocked, ended = set(), None
         for dep in depends_on:
-            if dep in core.active:
+            if dep in parts.active:
                 blocked.add(dep)
             elif stored.get(dep) is not TaskStatus.COMPLETED:
                 ended = stored.get(dep)
                 break
-        if ended is not None or any(d not in core.active and d not in stored
+        if ended is not None or any(d not in parts.active and d not in stored
                                     for d in depends_on):
             why = f"a task it depends on ended {ended.value}" if ended else \
                 "a task it depends on no longer exists"
             target = TaskStatus.CANCELLED if ended is TaskStatus.CANCELLED else TaskStatus.FAILED
-            core.pipeline.submit(self.end_pending(entry.task_id, target, TaskErrorInfo(
+            parts.pipeline.submit(self.end_pending(entry.task_id, target, TaskErrorInfo(
                 type="DependencyFailed", reason="dependency", message=why)))
             return
-        core.deps.block(entry.task_id, set(depends_on), blocked)
+        parts.deps.block(entry.task_id, set(depends_on), blocked)
         if not blocked and entry.queued:
             self._push(entry)
 
     def enqueue(self, task_id: str, priority: TaskPriority | None) -> Planner:
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
             ctx.claim([task_id])
-            entry = core.active.get(task_id)
+            entry = parts.active.get(task_id)
             if entry is None:
                 raise InvalidTransitionError(task_id, "finished", "queued")
             fields: dict[str, Any] = {"queued": True, "updated_at": ctx.now}
@@ -119,8 +119,8 @@ class Changes:
                 assert priority is not None
                 fields["priority"] = int(priority)
             if not entry.queued:
-                if not core.deps.blocked(task_id):
-                    core.intake.admit_queue(entry.queue, 1, ctx)
+                if not parts.deps.blocked(task_id):
+                    parts.intake.admit_queue(entry.queue, 1, ctx)
                 fields["enqueued_at"] = ctx.now
             if len(fields) == 2 and entry.queued:
                 return Plan()
@@ -129,10 +129,10 @@ class Changes:
                 if reprioritise:
                     assert priority is not None
                     entry.priority = priority
-                    core.queues[entry.queue].reprioritise(task_id, priority, core.clock())
+                    parts.queues[entry.queue].reprioritise(task_id, priority, parts.clock())
                 if not entry.queued:
                     entry.queued, entry.enqueued_at = True, ctx.now
-                    if not core.deps.blocked(task_id) and entry.status is P:
+                    if not parts.deps.blocked(task_id) and entry.status is P:
                         self._push(entry)
             return Plan(WriteBatch(updates=[RowUpdate(task_id, fields)]), apply)
         return plan
@@ -140,22 +140,21 @@ class Changes:
     # --------------------------------------------------------------- leases
 
     def lease(self, request: LeaseRequest) -> Planner:
-        core = self.core
-        settings = core.settings
+        parts = self.parts
+        settings = parts.settings
 
         def plan(ctx: Round) -> Plan:
             n = max(1, min(request.n, settings.lease_batch_max))
-            deadline = ctx.now + settings.lease_ttl_s
             chosen: list[tuple[Entry, Any, Lease]] = []
             batch = WriteBatch()
             while len(chosen) < n:
-                item = core.queues.best(request.task_types, ctx.now,
+                item = parts.queues.best(request.task_types, ctx.now,
                                         allowance=lambda t: self._allowance(t, ctx),
                                         admit=lambda o, t: self._admit(o, t, ctx),
                                         exclude=ctx.touched, skip=ctx.scanned)
                 if item is None:
                     break
-                entry = core.active.get(item.task_id)
+                entry = parts.active.get(item.task_id)
                 assert entry is not None
                 ctx.claim([entry.task_id])
                 ctx.running[entry.owner] += 1
@@ -168,27 +167,33 @@ class Changes:
                     "lease_request": request.request_id,
                     "lease_executor": request.executor_id}, token=entry.token, status=P.value))
                 batch.events.append(_event(entry, P, R, ctx.now))
-                chosen.append((entry, item, Lease(
-                    task_id=entry.task_id, task_type=entry.task_type, token=token,
-                    attempt=entry.attempt, parameters=entry.parameters,
-                    timeout_s=entry.timeout_s, deadline=deadline, owner=entry.owner,
-                    handler_version=core.registry.get(entry.task_type).version)))
+                chosen.append((entry, item, self.lease_of(entry, ctx.now, token)))
             if not chosen:
                 return Plan(apply=lambda _ids: [])
 
             def apply(event_ids: list[int]) -> list[Lease]:
                 for entry, item, lease in chosen:
-                    sched = core.queues[entry.queue]
+                    sched = parts.queues[entry.queue]
                     sched.pop(item, ctx.now)
                     sched.grant(item, lease.token, request.executor_id, lease.deadline)
                     entry.token, entry.not_before = lease.token, None
-                    core.active.set_status(entry, R)
+                    parts.active.set_status(entry, R)
                 leases = [lease for _, _, lease in chosen]
-                core.remember(request.request_id, leases)
-                core.publish(batch.events, event_ids)
+                parts.remember(request.request_id, leases)
+                parts.publish(batch.events, event_ids)
                 return leases
             return Plan(batch, apply)
         return plan
+
+    def lease_of(self, entry: Entry, now: float, token: int | None = None) -> Lease:
+        """The lease of ``entry`` under ``token`` (its own by default), for a full TTL."""
+        registry = self.parts.registry
+        return Lease(task_id=entry.task_id, task_type=entry.task_type,
+                     token=entry.token if token is None else token, attempt=entry.attempt,
+                     parameters=entry.parameters, timeout_s=entry.timeout_s,
+                     deadline=now + self.parts.settings.lease_ttl_s, owner=entry.owner,
+                     handler_version=registry.get(entry.task_type).version
+                     if entry.task_type in registry else 0)
 
     def report_and_lease(self, request: LeaseRequest) -> Planner:
         """An executor's reports and its next leases, in one round and one commit."""
@@ -211,11 +216,11 @@ class Changes:
 
     def limit(self, task_type: str) -> int | None:
         """Most tasks of ``task_type`` that may run at once (None: no limit)."""
-        core = self.core
+        parts = self.parts
         if task_type not in self.limits:
-            limit = core.settings.for_type(task_type).max_concurrency
-            if limit is None and task_type in core.registry:
-                limit = core.registry.get(task_type).max_concurrency
+            limit = parts.settings.for_type(task_type).max_concurrency
+            if limit is None and task_type in parts.registry:
+                limit = parts.registry.get(task_type).max_concurrency
             self.limits[task_type] = limit
         return self.limits[task_type]
 
@@ -223,14 +228,14 @@ class Changes:
         limit = self.limit(task_type)
         if limit is None:
             return None
-        return limit - self.core.queues.running(task_type) - ctx.starts[task_type]
+        return limit - self.parts.queues.running(task_type) - ctx.starts[task_type]
 
     def _admit(self, owner: str | None, task_type: str, ctx: Round) -> bool:
         """Whether one more task of ``owner`` and ``task_type`` may start (running quotas)."""
-        quota = self.core.settings.quota_for(owner)
+        quota = self.parts.settings.quota_for(owner)
         if quota is None:
             return True
-        active = self.core.active
+        active = self.parts.active
         if quota.max_running is not None and \
                 active.running[owner] + ctx.running[owner] >= quota.max_running:
             return False
@@ -241,20 +246,20 @@ class Changes:
     # -------------------------------------------------------------- reports
 
     def reports(self, reports: list[Report]) -> Planner:
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
             ctx.claim(r.task_id for r in reports)
             batch = WriteBatch()
             accepted, rejected, steps = [], [], []
             for rep in reports:
-                entry = core.active.get(rep.task_id)
-                rec = core.queues.lease_of(entry.queue, rep.task_id) if entry else None
+                entry = parts.active.get(rep.task_id)
+                rec = parts.queues.lease_of(entry.queue, rep.task_id) if entry else None
                 if entry is None or rec is None or rec.token != rep.token \
                         or rep.task_id in accepted:
                     rejected.append(rep.task_id)
                     continue
-                step = decide(entry, rep, ctx.now, core.settings, self.rng)
+                step = decide(entry, rep, ctx.now, parts.settings, self.rng)
                 accepted.append(rep.task_id)
                 steps.append((entry, rep, step))
                 batch.logs += [line._asdict() for line in rep.lines]
@@ -266,59 +271,60 @@ class Changes:
             def apply(event_ids: list[int]) -> ReportAnswer:
                 self.stale_reports += len(rejected)
                 for entry, rep, step in steps:
-                    core.queues[entry.queue].release(entry.task_id, rep.token)
+                    parts.queues[entry.queue].release(entry.task_id, rep.token)
                     if step.attempt is not None:
                         entry.attempt = step.attempt
                     if step.requeue_at is not None:
-                        core.active.set_status(entry, P)
+                        parts.active.set_status(entry, P)
                         entry.enqueued_at = ctx.now
                         entry.not_before = step.requeue_at if step.requeue_at > ctx.now \
                             else None
                         self._push(entry)
                     else:
                         self._finish(entry, step.target)
-                core.publish(batch.events, event_ids)
+                parts.publish(batch.events, event_ids)
                 return ReportAnswer(accepted=accepted, rejected=rejected)
             return Plan(batch, apply)
         return plan
 
-    def ended(self, items: list[tuple[str, int]]) -> Planner:
-        """Tasks a client ran directly and committed COMPLETED under these lease tokens:
-        only memory changes (the client's commit was the change)."""
-        core = self.core
+    def ended(self, stored: dict[str, TaskStatus]) -> Planner:
+        """Running tasks the store shows ended, ended by a client (its lent run's
+        completion, committed fenced by the run's lease): memory follows the store, with
+        nothing to commit (the client's commit was the change)."""
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
-            ctx.claim(task_id for task_id, _token in items)
-            done = [entry for task_id, token in items
-                    if (entry := core.active.get(task_id)) is not None
-                    and entry.status is R and entry.token == token]
+            ctx.claim(stored)
+            done = [(entry, status) for task_id, status in stored.items()
+                    if (entry := parts.active.get(task_id)) is not None
+                    and entry.status is R and status.finished]
 
             def apply(_ids: list[int]) -> None:
-                for entry in done:
-                    core.queues[entry.queue].release(entry.task_id, entry.token)
-                    self._finish(entry, TaskStatus.COMPLETED)
+                for entry, status in done:
+                    parts.queues[entry.queue].release(entry.task_id, entry.token)
+                    self._finish(entry, status)
             return Plan(apply=apply)
         return plan
 
     def expired(self) -> Planner:
         """Retry or fail (as lost) the tasks whose leases ran out (as of the round)."""
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
             reports = []
-            for _queue, rec in core.queues.expired(ctx.now):
-                entry = core.active.get(rec.task_id)
+            for _queue, rec in parts.queues.expired(ctx.now):
+                entry = parts.active.get(rec.task_id)
                 reports.append(lost_report(rec.task_id, rec.token, rec.executor_id,
                                            bool(entry and entry.cancel_requested)))
             return self.reports(reports)(ctx)
         return plan
 
     def checkpoint(self, task_id: str, token: int, state: Any) -> Planner:
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
             ctx.claim([task_id])
-            entry = core.active.get(task_id)
+            entry = parts.active.get(task_id)
             if entry is None or entry.token != token or entry.status is not R:
                 return Plan(apply=lambda _ids: False)
             row = RowUpdate(task_id, {"checkpoint": to_json(state)}, token=token,
@@ -329,10 +335,10 @@ class Changes:
     # -------------------------------------------------- cancel, retry, update
 
     def cancel(self, task_id: str) -> Planner:
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
-            entry = core.active.get(task_id)
+            entry = parts.active.get(task_id)
             if entry is None:
                 raise InvalidTransitionError(task_id, "finished", "CANCELLED")
             if entry.status is P:
@@ -346,19 +352,19 @@ class Changes:
 
             def apply(_ids: list[int]) -> None:
                 entry.cancel_requested = True
-                rec = core.queues.lease_of(entry.queue, task_id)
-                if rec is not None and core.on_cancel is not None:
-                    core.on_cancel(rec.executor_id, task_id, rec.token)
+                rec = parts.queues.lease_of(entry.queue, task_id)
+                if rec is not None and parts.on_cancel is not None:
+                    parts.on_cancel(rec.executor_id, task_id, rec.token)
             return Plan(WriteBatch(updates=[row]), apply)
         return plan
 
     def end_pending(self, task_id: str, target: TaskStatus, error: TaskErrorInfo) -> Planner:
         """End a PENDING task without running it (cancelled, or a dependency failed)."""
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
             ctx.claim([task_id])
-            entry = core.active.get(task_id)
+            entry = parts.active.get(task_id)
             if entry is None or entry.status is not P:
                 return Plan()  # it moved on meanwhile
             check_transition(task_id, entry.status, target)
@@ -371,12 +377,12 @@ class Changes:
 
             def apply(event_ids: list[int]) -> None:
                 self._finish(entry, target)
-                core.publish(batch.events, event_ids)
+                parts.publish(batch.events, event_ids)
             return Plan(batch, apply)
         return plan
 
     def retry(self, stored: Task, dep_states: dict[str, TaskStatus]) -> Planner:
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
             ctx.claim([stored.id])
@@ -397,21 +403,21 @@ class Changes:
                                events=[_event(entry, stored.status, P, ctx.now)])
 
             def apply(event_ids: list[int]) -> None:
-                core.counts.add(stored.owner, stored.status, -1)
-                core.active.add(entry)
-                if core.queues.get(entry.queue) is None:
-                    core.queues.add(entry.queue)
+                parts.counts.add(stored.owner, stored.status, -1)
+                parts.active.add(entry)
+                if parts.queues.get(entry.queue) is None:
+                    parts.queues.add(entry.queue)
                 self.arm(entry, stored.depends_on, dep_states)
-                core.publish(batch.events, event_ids)
+                parts.publish(batch.events, event_ids)
             return Plan(batch, apply)
         return plan
 
     def update(self, stored: Task, request: UpdateRequest) -> Planner:
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
             ctx.claim([stored.id])
-            entry = core.active.get(stored.id)
+            entry = parts.active.get(stored.id)
             status = entry.status if entry is not None else stored.status
             fields: dict[str, Any] = {"updated_at": ctx.now}
             if request.name is not None:
@@ -431,42 +437,42 @@ class Changes:
                 if entry is not None and "priority" in fields:
                     assert priority is not None
                     entry.priority = priority
-                    core.queues[entry.queue].reprioritise(stored.id, priority, core.clock())
+                    parts.queues[entry.queue].reprioritise(stored.id, priority, parts.clock())
             return Plan(WriteBatch(updates=[RowUpdate(stored.id, fields)]), apply)
         return plan
 
     def delete(self, stored: Task) -> Planner:
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
             ctx.claim([stored.id])
-            if not stored.status.finished or stored.id in core.active:
+            if not stored.status.finished or stored.id in parts.active:
                 raise InvalidTransitionError(stored.id, stored.status.value, "deleted")
-            if core.deps.has_dependents(stored.id):  # a live task still names it
+            if parts.deps.has_dependents(stored.id):  # a live task still names it
                 raise InvalidTransitionError(stored.id, f"{stored.status.value} with tasks "
                                              "depending on it", "deleted")
 
             def apply(_ids: list[int]) -> asyncio.Future[None]:
-                core.counts.add(stored.owner, stored.status, -1)
-                assert core.settings.artifact_root is not None
-                folder = core.settings.artifact_root / stored.id
+                parts.counts.add(stored.owner, stored.status, -1)
+                assert parts.settings.artifact_root is not None
+                folder = parts.settings.artifact_root / stored.id
                 return asyncio.get_running_loop().run_in_executor(None, _remove, [folder])
             return Plan(WriteBatch(deletes=[stored.id]), apply)
         return plan
 
     def prune(self, rows: list[dict[str, Any]]) -> Planner:
         """Delete finished tasks (retention), with their artifacts."""
-        core = self.core
+        parts = self.parts
 
         def plan(ctx: Round) -> Plan:
-            gone = [r for r in rows if r["id"] not in core.active]
+            gone = [r for r in rows if r["id"] not in parts.active]
             ctx.claim(r["id"] for r in gone)
 
             def apply(_ids: list[int]) -> int:
-                assert core.settings.artifact_root is not None
-                folders = [core.settings.artifact_root / r["id"] for r in gone]
+                assert parts.settings.artifact_root is not None
+                folders = [parts.settings.artifact_root / r["id"] for r in gone]
                 for r in gone:
-                    core.counts.add(r["owner"], TaskStatus(r["status"]), -1)
+                    parts.counts.add(r["owner"], TaskStatus(r["status"]), -1)
                 asyncio.get_running_loop().run_in_executor(None, _remove, folders)
                 return len(gone)
             return Plan(WriteBatch(deletes=[r["id"] for r in gone]), apply)
@@ -475,31 +481,31 @@ class Changes:
     # ---------------------------------------------------------------- memory
 
     def _push(self, entry: Entry) -> None:
-        core = self.core
-        now = core.clock()
-        core.queues.push(entry.queued_item(), now)
+        parts = self.parts
+        now = parts.clock()
+        parts.queues.push(entry.queued_item(), now)
         if entry.not_before and entry.not_before > now:
-            core.arrivals.at(entry.not_before - now, entry.task_type)
+            parts.arrivals.at(entry.not_before - now, entry.task_type)
         else:
-            core.arrivals.arrived(entry.task_type)
+            parts.arrivals.arrived(entry.task_type)
 
     def _finish(self, entry: Entry, status: TaskStatus) -> None:
         """A task ended: forget it, wake its waiters, release or end its dependents."""
-        core = self.core
-        core.active.remove(entry.task_id)
-        core.counts.add(entry.owner, status)
-        core.queues.remove(entry.queue, entry.task_id)
-        core.deps.forget(entry.task_id)
-        core.sessions.finished(entry.task_id)
+        parts = self.parts
+        parts.active.remove(entry.task_id)
+        parts.counts.add(entry.owner, status)
+        parts.queues.remove(entry.queue, entry.task_id)
+        parts.deps.forget(entry.task_id)
+        parts.sessions.finished(entry.task_id)
         if status is TaskStatus.COMPLETED:
-            for child_id in core.deps.completed(entry.task_id):
-                child = core.active.get(child_id)
+            for child_id in parts.deps.completed(entry.task_id):
+                child = parts.active.get(child_id)
                 if child is not None and child.queued and child.status is P:
                     self._push(child)
             return
         target = TaskStatus.CANCELLED if status is TaskStatus.CANCELLED else TaskStatus.FAILED
-        for child_id in core.deps.ended(entry.task_id):
-            core.pipeline.submit(self.end_pending(child_id, target, TaskErrorInfo(
+        for child_id in parts.deps.ended(entry.task_id):
+            parts.pipeline.submit(self.end_pending(child_id, target, TaskErrorInfo(
                 type="DependencyFailed", reason="dependency",
                 message=f"a task it depends on ended {status.value}")))
 

@@ -13,7 +13,6 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..errors import (
@@ -23,7 +22,7 @@ from ..errors import (
     QuotaExceededError,
     UnknownTaskTypeError,
 )
-from ..models import Task, TaskPriority, TaskStatus
+from ..models import Task, TaskStatus
 from ..registry import TaskTypeRegistry, validate_parameters
 from ..settings import QuotaSettings, Settings, TaskTypeSettings
 from .pipeline import Round
@@ -299,21 +298,6 @@ def task_row(task_id: str, req: CreateRequest, now: float, params: dict[str, Any
         "notify": json.dumps(list(req.notify)), "cancel_requested": False, "queued": False,
         "lease_token": 0, "created_at": now, "updated_at": now,
     }
-
-
-def row_to_new_task(row: dict[str, Any]) -> Task:
-    """The Task a freshly inserted row stands for (built without validation: we made it)."""
-    created = datetime.fromtimestamp(row["created_at"], tz=UTC)
-    return Task.model_construct(
-        id=row["id"], name=row["name"], task_type=row["task_type"],
-        status=TaskStatus(row["status"]), priority=TaskPriority(row["priority"]),
-        queue=row["queue"], parameters=json.loads(row["parameters"]), attempt=0,
-        max_retries=row["max_retries"], timeout_s=row["timeout_s"],
-        depends_on=json.loads(row["depends_on"]), idempotency_key=row["idempotency_key"],
-        tags=list(row["tags"]), owner=row["owner"], notify=json.loads(row["notify"]),
-        result=None, result_uri=None, error=None, cancel_requested=False, lease_token=0,
-        not_before=None, created_at=created, updated_at=created, started_at=None,
-        finished_at=None)
 
 
 def _ceilings(quota: QuotaSettings, req: CreateRequest, units: int,

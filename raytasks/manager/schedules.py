@@ -13,8 +13,9 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import (
     InvalidParametersError,
@@ -22,24 +23,27 @@ from ..errors import (
     RaytasksError,
     ScheduleNotFoundError,
 )
+from ..models import Task, TaskCreateRequest
 from ..schedules.book import due, run_key
 from ..schedules.models import Schedule, ScheduleCreateRequest
 from ..schedules.rules import next_fire, preview
+from .parts import Parts
 
-if TYPE_CHECKING:
-    from .core import TaskManagerCore
+#: how a run's task is created: as any create (``TaskManagerCore.create``)
+Create = Callable[[list[TaskCreateRequest], list[str], bool], Awaitable[list[Task]]]
 
 log = logging.getLogger(__name__)
 
 
 class ScheduleRunner:
-    def __init__(self, core: TaskManagerCore) -> None:
-        self.core = core
+    def __init__(self, parts: Parts, create: Create) -> None:
+        self.parts = parts
+        self._create = create
         self.by_id: dict[str, Schedule] = {}
 
     def load(self) -> None:
         """Read every schedule from the store (at start)."""
-        self.by_id = {row["id"]: _from_row(row) for row in self.core.store.schedules.all()}
+        self.by_id = {row["id"]: _from_row(row) for row in self.parts.store.schedules.all()}
 
     # -------------------------------------------------------------- changes
 
@@ -50,15 +54,15 @@ class ScheduleRunner:
             InvalidParametersError: the template, the rule or a limit refuses it (field named).
             QuotaExceededError: the owner has ``max_schedules`` already.
         """
-        core = self.core
-        now = core.clock()
+        parts = self.parts
+        now = parts.clock()
         template = request.template.model_copy(update={"owner": request.owner,
                                                        "idempotency_key": None})
-        core.intake.new_row("check", template, now, "template.")  # refused as a task would be
+        parts.intake.new_row("check", template, now, "template.")  # refused as a task would be
         if template.depends_on:
             raise InvalidParametersError([{"field": "template.depends_on", "reason":
                                            "a scheduled task cannot depend on other tasks"}])
-        quota = core.settings.quota_for(request.owner)
+        quota = parts.settings.quota_for(request.owner)
         if quota is not None and request.owner is not None:
             if quota.max_schedules is not None:
                 mine = sum(1 for s in self.by_id.values() if s.owner == request.owner)
@@ -78,7 +82,7 @@ class ScheduleRunner:
                             created_at=when, updated_at=when)
         upcoming = next_fire(schedule.rule, schedule.timezone, now, anchor=now)
         schedule = schedule.model_copy(update={"next_run_at": _ts(upcoming)})
-        await asyncio.to_thread(core.store.schedules.insert, _to_row(schedule))
+        await asyncio.to_thread(parts.store.schedules.insert, _to_row(schedule))
         self.by_id[schedule.id] = schedule
         return schedule
 
@@ -94,7 +98,7 @@ class ScheduleRunner:
     async def set_paused(self, schedule_id: str, paused: bool) -> Schedule:
         """Pause, or resume (from now on: runs missed while paused are not made)."""
         schedule = self.get(schedule_id)
-        now = self.core.clock()
+        now = self.parts.clock()
         update: dict[str, Any] = {"paused": paused, "updated_at": datetime.fromtimestamp(
             now, tz=UTC)}
         if not paused and schedule.paused:
@@ -107,12 +111,12 @@ class ScheduleRunner:
 
     async def delete(self, schedule_id: str) -> None:
         self.get(schedule_id)
-        await asyncio.to_thread(self.core.store.schedules.delete, schedule_id)
+        await asyncio.to_thread(self.parts.store.schedules.delete, schedule_id)
         self.by_id.pop(schedule_id, None)
 
     def next_runs(self, schedule_id: str, count: int = 5) -> list[dict[str, object]]:
         schedule = self.get(schedule_id)
-        after = max(self.core.clock(), (schedule.last_run_at or schedule.created_at)
+        after = max(self.parts.clock(), (schedule.last_run_at or schedule.created_at)
                     .timestamp())
         return preview(schedule.rule, schedule.timezone, after, count,
                        anchor=schedule.created_at.timestamp(),
@@ -122,7 +126,7 @@ class ScheduleRunner:
 
     async def tick(self) -> int:
         """Create the runs that are due; returns how many tasks were asked for."""
-        now = self.core.clock()
+        now = self.parts.clock()
         made = 0
         for schedule in list(self.by_id.values()):
             nxt = schedule.next_run_at
@@ -136,7 +140,7 @@ class ScheduleRunner:
                 request = schedule.template.model_copy(
                     update={"idempotency_key": run_key(schedule.id, run_at)})
                 try:
-                    (task,) = await self.core.create([request], [uuid.uuid4().hex], True)
+                    (task,) = await self._create([request], [uuid.uuid4().hex], True)
                     last_task = task.id
                 except RaytasksError as exc:  # a quota or a vanished type: say so, go on
                     error = f"{type(exc).__name__}: {exc}"[:1000]
@@ -151,7 +155,7 @@ class ScheduleRunner:
     async def _write(self, schedule: Schedule) -> None:
         row = _to_row(schedule)
         row.pop("id")
-        await asyncio.to_thread(self.core.store.schedules.update, schedule.id, **row)
+        await asyncio.to_thread(self.parts.store.schedules.update, schedule.id, **row)
         self.by_id[schedule.id] = schedule
 
 

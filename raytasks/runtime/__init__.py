@@ -21,6 +21,7 @@ from ..errors import NotConnectedError
 from ..settings import Settings
 from . import connection
 from .actors import ENGINE, MANAGER, NOTIFIER, TRACKER, get
+from .calls import ManagerCalls
 from .connection import Connection
 
 if TYPE_CHECKING:
@@ -48,12 +49,17 @@ class Runtime:
         self._session: ClientSession | None = None
 
     @property
+    def manager(self) -> ManagerCalls:
+        """The manager actor's methods, typed (:class:`raytasks.protocol.ManagerApi`)."""
+        return ManagerCalls(self.handle(MANAGER))
+
+    @property
     def session(self) -> ClientSession:
-        """This client's fast submit path and wait stream (made on first use)."""
+        """This client's submit routes and wait stream (made on first use)."""
         if self._session is None:
             from .session import ClientSession
 
-            manager = self.handle(MANAGER)
+            manager = self.manager
             with self._lock:
                 if self._session is None:
                     self._session = ClientSession(self.settings, manager)

@@ -19,13 +19,13 @@ from ray.actor import ActorHandle
 
 from ..errors import RaytasksError
 from ..messages import (
-    Lease,
     LeaseRequest,
     LogLine,
     ProgressReport,
     RenewAnswer,
     Report,
     ReportAnswer,
+    Work,
 )
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,9 @@ class RayLink:
     def __init__(self, peers: Peers) -> None:
         self.peers = peers
 
-    def report_and_lease(self, request: LeaseRequest) -> list[Lease]:
-        leases: list[Lease] = get(self.peers.must(MANAGER).report_and_lease.remote(request),
-                                  60)
-        return leases
+    def report_and_lease(self, request: LeaseRequest) -> Work:
+        work: Work = get(self.peers.must(MANAGER).report_and_lease.remote(request), 60)
+        return work
 
     def report(self, reports: list[Report]) -> ReportAnswer:
         answer: ReportAnswer = get(self.peers.must(MANAGER).report.remote(reports), 60)

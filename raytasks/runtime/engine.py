@@ -27,7 +27,7 @@ import ray
 from ray.actor import ActorHandle
 
 from ..executor import TaskExecutor
-from ..messages import Lease, LeaseRequest, Wire
+from ..messages import Lease, LeaseRequest, Wire, Work
 from ..models import QueueStats
 from ..settings import Settings
 from .actors import MANAGER, Peers, RayLink
@@ -104,7 +104,7 @@ class _RetiringLink:
         self.drained = threading.Event()
         self.on_drained: Any = None
 
-    def report_and_lease(self, request: LeaseRequest) -> list[Lease]:
+    def report_and_lease(self, request: LeaseRequest) -> Work:
         if not self.retiring.is_set():
             return self.inner.report_and_lease(request)
         if request.reports:
@@ -112,7 +112,7 @@ class _RetiringLink:
         self.drained.set()
         if self.on_drained is not None:
             self.on_drained()  # the work loop ends before it asks again
-        return []
+        return Work()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -135,10 +135,10 @@ class PooledExecutor:
     def cancel(self, task_id: str, token: int) -> bool:
         return self.core.cancel(task_id, token)
 
-    def run_direct(self, lease: Wire) -> tuple[bool, Wire | None]:
-        """A client's task, run here at once if this executor is idle (none once retiring);
+    def run_lent(self, loan_id: str, lease: Wire) -> tuple[bool, Wire | None]:
+        """A lone task of the client this executor is lent to (:meth:`TaskExecutor.run_lent`);
         the lease and the report go as plain lists (``Lease.wire``, ``Report.wire``)."""
-        taken, report = self.core.run_direct(Lease(*lease), refuse=self.link.retiring.is_set)
+        taken, report = self.core.run_lent(loan_id, Lease(*lease))
         return taken, None if report is None else report.wire()
 
     def state(self) -> dict[str, Any]:
@@ -149,9 +149,10 @@ class PooledExecutor:
         return self.bounds
 
     def retire(self) -> bool:
-        """Stop leasing and taking direct runs (idempotent). True once everything it ran
-        is reported and no direct run is under way."""
+        """Stop leasing and end a loan (idempotent). True once everything it ran is
+        reported and no loan or lent run is under way."""
         self.link.retiring.set()
+        self.core.end_loan()
         return self.link.drained.is_set() and not self.core.busy()
 
 
@@ -346,9 +347,10 @@ class Engine:
                 state: dict[str, Any] = await _within(pool.live[index].state.remote(), 5)
             except Exception:
                 continue
-            # one a client ran tasks on lately is in use, though no queue shows it
-            recent = time.time() - state.get("direct_at", 0.0) < pool.bounds.idle_timeout_s
-            if state.get("current") is None and not state.get("held") and not recent:
+            # one lent to a client lately is in use, though no queue shows it
+            recent = time.time() - state.get("lent_at", 0.0) < pool.bounds.idle_timeout_s
+            if state.get("current") is None and not state.get("held") and not recent \
+                    and not state.get("lent"):
                 pool.retiring[index] = pool.live.pop(index)
                 pool.retiring[index].retire.remote()
                 chosen.append(index)

@@ -10,9 +10,9 @@ from typing import Any
 import ray
 
 from ..manager import TaskManagerCore
-from ..metrics import RayQueueGauges
 from ..settings import Settings
 from .actors import NOTIFIER, Peers, every
+from .metrics import RayQueueGauges
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,13 @@ class Manager(TaskManagerCore):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.on_events = self._poke_notifier
-        self.on_cancel = self._cancel_on_executor
+        self.parts.on_events = self._poke_notifier
+        self.parts.on_cancel = self._cancel_on_executor
         self.peers = Peers(settings.namespace)
         self.gauges = RayQueueGauges()
         self._last_poke = 0.0
         self._pokes_until = 0.0
-        self.node_id = ray.get_runtime_context().get_node_id()
+        self.adoption.node_id = ray.get_runtime_context().get_node_id()
         self.recovered = self.reconcile()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._expiry_loop()),

@@ -1,176 +1,174 @@
-"""A client's session with the manager: its fast submit path and its one wait stream.
+"""A client's session with the manager: the one place a submit's route is chosen, and the
+one way finished tasks come back.
 
-Ray glue around :mod:`raytasks.client` (pure): the combiners send coalesced submits as
-one ``manager.submit`` call, the watcher polls ``manager.finished`` (or ``finished_ids``,
-then reads the tasks from the store itself where it reaches it).
+Routes, tried in this order for each combined batch of submit calls (:meth:`_send`):
+
+1. :class:`~raytasks.runtime.loans.LoanRoute`: a lone plain task, run on an executor
+   the manager lent this client;
+2. :class:`~raytasks.runtime.intake.IntakeRoute`: plain calls committed by this client;
+3. the manager (``ManagerApi.submit``): everything else.
+
+Every wait rides the :class:`~raytasks.client.Watcher`: finished tasks come back as ids
+(from the manager's stream, a ``watch`` answer, or this client's lent runs) and are read
+by :meth:`ClientSession.read`, from the store where this client reaches it, else from
+the manager.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import ray
 
 from ..client import ClientTypes, Combiner, PerLoop, Watcher
-from ..errors import RaytasksError
-from ..messages import Ack, NewTask, WatchAnswer
+from ..errors import TaskNotFoundError
+from ..messages import NewTask, WatchAnswer
 from ..models import Task
 from ..settings import Settings
 from ..store.base import with_artifact
-from .actors import MANAGER, get
-from .direct import DirectIntake
+from .calls import ManagerCalls
+from .intake import IntakeRoute
+from .loans import LoanRoute
 
 log = logging.getLogger(__name__)
 
+Answer = list[Any] | BaseException  # a call's Acks and Tasks, or the error refusing it
+
 
 class ClientSession:
-    """Per client (one per :class:`~raytasks.runtime.Runtime`): combiners and a watcher."""
+    """Per client (one per :class:`~raytasks.runtime.Runtime`): its routes and its waits."""
 
-    def __init__(self, settings: Settings, manager: Any) -> None:
+    def __init__(self, settings: Settings, manager: ManagerCalls) -> None:
         self.settings = settings
-        self._manager = manager
+        self.manager = manager
         self.types = ClientTypes()
-        self.watcher = Watcher(self._watch, self._finished)
-        self.direct = DirectIntake(manager, settings.store_busy_timeout_s,
-                                   settings.namespace, self.watcher)
+        self.watcher = Watcher(self._watch, self._poll, self.read)
+        self.intake = IntakeRoute(manager, settings.store_busy_timeout_s) \
+            if settings.direct_intake else None
+        self.loans = LoanRoute(manager, self.intake, self.watcher, settings.namespace,
+                               settings.heartbeat_interval_s) \
+            if self.intake is not None and settings.executor_loan_s > 0 else None
         self._closing = False
-        self.read = 0  # finished tasks the wait stream read from the store here
+        self.read_here = 0  # finished tasks read from the store here
         # before Ray's own exit hook (registered earlier, so run later): no thread may be
         # inside a Ray call while the interpreter exits, or the process exits with 1
         atexit.register(self.close)
-        # a combined call answers each caller with (its results, whether they were watched)
-        self._sync: dict[bool, Combiner[list[NewTask], tuple[list[Any], bool]]] = {
-            flag: Combiner(self._sender(flag)) for flag in (True, False)}
-        self._async: dict[bool, PerLoop[list[NewTask], tuple[list[Any], bool]]] = {
-            flag: PerLoop(self._async_sender(flag)) for flag in (True, False)}
+        # concurrent calls go together: one batch per route, one manager call, one commit
+        self._sync: dict[bool, Combiner[list[NewTask], list[Any]]] = {
+            flag: Combiner(partial(self._send, enqueue=flag)) for flag in (True, False)}
+        self._async: dict[bool, PerLoop[list[NewTask], list[Any]]] = {
+            flag: PerLoop(partial(self._send_async, enqueue=flag)) for flag in (True, False)}
 
     def submit(self, calls: list[NewTask], enqueue: bool) -> list[Any]:
-        """One call's answers (blocking): an Ack or Task per request, or raises its error.
-
-        Plain submits are committed here when they can be (the direct intake), the
-        others sent to the manager; concurrent calls go together either way."""
-        return self._noted(self._sync[enqueue].call(calls))
+        """One call's answers (blocking): an Ack or Task per request, or raises its error."""
+        return self._sync[enqueue].call(calls)
 
     async def submit_async(self, calls: list[NewTask], enqueue: bool) -> list[Any]:
-        return self._noted(await self._async[enqueue].call(calls))
+        return await self._async[enqueue].call(calls)
 
-    def _direct(self, calls: list[list[NewTask]], enqueue: bool,
-                session: str | None) -> list[Any]:
-        """Per call: its answer from the direct intake (Acks, or the error that refused
-        it), or None where it must go to the manager."""
-        if not enqueue or not self.settings.direct_intake:
-            return [None] * len(calls)
-        return [a if a is None or isinstance(a, BaseException) else (a, session is not None)
-                for a in self.direct.submit(calls, session)]
+    # ------------------------------------------------------------------ routes
 
-    def _noted(self, answer: tuple[list[Any], bool]) -> list[Any]:
-        """The answers; tasks the manager put in this client's wait stream are noted, so a
-        wait on them needs no call of its own."""
-        results, watched = answer
-        if watched:
-            self.watcher.note([a.id for a in results if isinstance(a, Ack)])
-        return results
-
-    def _watching(self) -> str | None:
-        # once this client has waited, its new tasks join its session: a wait on them
-        # then needs no call (if it never comes, the session expires on the manager)
-        return self.watcher.session if self.watcher.used else None
-
-    def _sender(self, enqueue: bool) -> Any:
-        def send(calls: list[list[NewTask]]) -> list[Any]:
-            session = self._watching()
-            out = self._direct(calls, enqueue, session)
-            rest = [c for c, a in zip(calls, out, strict=True) if a is None]
-            if rest:
-                try:
-                    answers = _unwrapped(lambda: get(self._manager.submit.remote(
-                        rest, enqueue, session)))
-                except Exception as exc:  # those calls only: the others are committed
-                    answers = [exc] * len(rest)
-                out = _merge(out, answers, session)
+    def _here(self, calls: list[list[NewTask]], enqueue: bool) -> list[Answer | None]:
+        """The routes that answer in this process: per call its answer, or None where it
+        goes to the manager."""
+        out: list[Answer | None] = [None] * len(calls)
+        if not enqueue:  # a create without a queue: the manager's
             return out
-        return send
+        if self.loans is not None and self.loans.takes(calls):
+            out[0] = self.loans.submit(calls[0])
+        rest = [i for i, a in enumerate(out) if a is None]
+        if self.intake is not None and rest and any(self.intake.takes(calls[i]) for i in rest):
+            for i, answer in zip(rest, self.intake.submit([calls[i] for i in rest]),
+                                 strict=True):
+                out[i] = answer
+        return out
 
-    def _async_sender(self, enqueue: bool) -> Any:
-        async def send(calls: list[list[NewTask]]) -> list[Any]:
-            session = self._watching()
-            out = self._direct(calls, enqueue, session)
-            rest = [c for c, a in zip(calls, out, strict=True) if a is None]
-            if rest:
-                try:
-                    answers: list[Any] = await self._manager.submit.remote(rest, enqueue,
-                                                                           session)
-                except Exception as exc:  # those calls only: the others are committed
-                    answers = [unwrap(exc)] * len(rest)
-                out = _merge(out, answers, session)
-            return out
-        return send
+    def _send(self, calls: list[list[NewTask]], enqueue: bool) -> list[Answer]:
+        out = self._here(calls, enqueue)
+        rest = [c for c, a in zip(calls, out, strict=True) if a is None]
+        if rest:
+            try:
+                answers: list[Any] = self.manager.submit(rest, enqueue).result()
+            except Exception as exc:  # those calls only: the others are committed
+                answers = [exc] * len(rest)
+            out = _merge(out, answers)
+        return out  # type: ignore[return-value]  # _merge filled every None
+
+    async def _send_async(self, calls: list[list[NewTask]], enqueue: bool) -> list[Answer]:
+        out = self._here(calls, enqueue)
+        rest = [c for c, a in zip(calls, out, strict=True) if a is None]
+        if rest:
+            try:
+                answers: list[Any] = await self.manager.submit(rest, enqueue)
+            except Exception as exc:  # those calls only: the others are committed
+                answers = [exc] * len(rest)
+            out = _merge(out, answers)
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------- waits
+
+    def read(self, task_ids: list[str]) -> list[Task]:
+        """Finished tasks, results loaded: from the store where this client has it open
+        (its intake's: reading and sending every finished task was a large share of the
+        manager's work), else from the manager. Ids that no longer exist are left out."""
+        store = self.intake.store if self.intake is not None else None
+        if store is not None:
+            try:
+                found = store.get_many(task_ids)
+                self.read_here += len(found)
+                return [with_artifact(found[t]) for t in task_ids if t in found]
+            except Exception as exc:  # a store or a result file out of reach
+                log.info("reading finished tasks here failed (%s); asking the manager", exc)
+        found_there = {t.id: t for t in self._get_present(task_ids)}
+        return [found_there[t] for t in task_ids if t in found_there]
+
+    def _get_present(self, task_ids: list[str]) -> list[Task]:
+        try:
+            return self.manager.get_many(task_ids).result()
+        except TaskNotFoundError:  # one was deleted as it ended: the others one by one
+            tasks = []
+            for task_id in task_ids:
+                with contextlib.suppress(TaskNotFoundError):
+                    tasks.append(self.manager.get(task_id).result())
+            return tasks
 
     def _watch(self, session: str, task_ids: list[str]) -> WatchAnswer:
-        answer: WatchAnswer = _unwrapped(lambda: get(self._manager.watch.remote(session,
-                                                                               task_ids)))
-        return answer
+        return self.manager.watch(session, task_ids).result()
 
-    def _finished(self, session: str, timeout_s: float) -> list[Task] | None:
-        """The next tasks the stream brings. Where this client reaches the store (its
-        direct intake's), the manager names them and they are read here: reading and
-        sending every finished task was a large share of the manager's work."""
-        store = self.direct.reader() if self.settings.direct_intake else None
-        ask = self._manager.finished if store is None else self._manager.finished_ids
-        ref = ask.remote(session, timeout_s)
+    def _poll(self, session: str, timeout_s: float) -> list[str] | None:
+        """The stream's next finished ids. Short waits: a closing client leaves the call at
+        once. One that is only done waiting reads the answer still: the call may name
+        tasks of its waits, which no later poll would bring (each is named once)."""
+        call = self.manager.finished_ids(session, timeout_s)
         deadline = time.monotonic() + timeout_s + 30
-        # short waits: a closing client leaves Ray's call at once. One that is only done
-        # waiting reads the answer still: the call may carry tasks its submits put in the
-        # session, which no later poll would bring (the manager hands each out once)
-        while ray.is_initialized() and not ray.wait([ref], timeout=0.2)[0]:
+        while ray.is_initialized() and not call.done(0.2):
             if self._closing:
                 return []
             if time.monotonic() > deadline:
                 raise TimeoutError("the manager did not answer the wait stream")
         if not ray.is_initialized():
             return []
-        answer: list[Any] | None = get(ref)
-        if store is None or not answer:
-            return answer
-        try:
-            found = store.get_many(answer)
-            tasks = [with_artifact(found[t]) for t in answer if t in found]
-            self.read += len(tasks)
-            return tasks
-        except Exception as exc:  # a store or a result file out of reach: the manager's
-            log.info("reading finished tasks here failed (%s); asking the manager", exc)
-            return self._watch(session, answer).finished
+        return call.result()
 
     def close(self) -> None:
-        """Stop the wait stream (at exit, or when this client disconnects)."""
+        """Stop the routes' threads and the wait stream (at exit, or on disconnect)."""
         self._closing = True
-        self.direct.close()
+        if self.loans is not None:
+            self.loans.close()
+        if self.intake is not None:
+            self.intake.close()
         self.watcher.stop()
 
 
-def _merge(direct: list[Any], answers: list[Any], session: str | None) -> list[Any]:
-    """Each call's answer: the direct intake's, or else the manager's (in order)."""
+def _merge(here: list[Answer | None], answers: list[Any]) -> list[Answer | None]:
+    """Each call's answer: this process's, or else the manager's (in order)."""
     manager = iter(answers)
-    return [d if d is not None else a if isinstance(a := next(manager), BaseException)
-            else (a, session is not None) for d in direct]
+    return [h if h is not None else next(manager) for h in here]
 
 
-def unwrap(exc: BaseException) -> BaseException:
-    """Ray wraps an actor's exception; give the caller raytasks' own error back."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, RaytasksError):
-        return cause
-    return exc
-
-
-def _unwrapped(fn: Any) -> Any:
-    try:
-        return fn()
-    except ray.exceptions.RayTaskError as exc:
-        raise unwrap(exc) from None
-
-
-__all__ = ["MANAGER", "ClientSession", "unwrap"]
+__all__ = ["ClientSession"]

@@ -261,10 +261,14 @@ def decode_tags(raw: str | None) -> list[str]:
 
 
 def row_to_task(row: Any) -> Task:
-    """A stored row (a result row, or a mapping of its columns) as a Task. The store
-    wrote every field in its model's form, so the model is built without validating
-    again (the finished-task stream reads many)."""
+    """The one way a Task is built from its fields: a stored row (a result row, or a mapping
+    of its columns), or the dict of a row about to be stored, whose missing fields take a
+    new task's values and whose tags, parameters and lists may still be Python values.
+    Built without validating again: every field is in its model's form already (the
+    finished-task stream reads many)."""
     m = getattr(row, "_mapping", row)
+    created = datetime.fromtimestamp(m["created_at"], tz=UTC)
+    tags, result, error = m["tags"], m.get("result"), m.get("error")
     return Task.model_construct(
         id=m["id"],
         name=m["name"],
@@ -272,26 +276,31 @@ def row_to_task(row: Any) -> Task:
         status=TaskStatus(m["status"]),
         priority=TaskPriority(m["priority"]),
         queue=m["queue"],
-        parameters=loads_or(m["parameters"], "{}", dict),
-        attempt=m["attempt"],
+        parameters=_decoded(m["parameters"], "{}", dict),
+        attempt=m.get("attempt", 0),
         max_retries=m["max_retries"],
         timeout_s=m["timeout_s"],
-        depends_on=loads_or(m["depends_on"], "[]", list),
+        depends_on=_decoded(m["depends_on"], "[]", list),
         idempotency_key=m["idempotency_key"],
-        tags=decode_tags(m["tags"]),
+        tags=list(tags) if isinstance(tags, list | tuple) else decode_tags(tags),
         owner=m["owner"],
-        notify=loads_or(m["notify"], "[]", list),
-        result=json.loads(m["result"]) if m["result"] is not None else None,
-        result_uri=m["result_uri"],
-        error=TaskErrorInfo.model_validate_json(m["error"]) if m["error"] else None,
-        cancel_requested=bool(m["cancel_requested"]),
-        lease_token=m["lease_token"],
-        not_before=ts(m["not_before"]),
-        created_at=datetime.fromtimestamp(m["created_at"], tz=UTC),
-        updated_at=datetime.fromtimestamp(m["updated_at"], tz=UTC),
-        started_at=ts(m["started_at"]),
-        finished_at=ts(m["finished_at"]),
+        notify=_decoded(m["notify"], "[]", list),
+        result=json.loads(result) if result is not None else None,
+        result_uri=m.get("result_uri"),
+        error=TaskErrorInfo.model_validate_json(error) if error else None,
+        cancel_requested=bool(m.get("cancel_requested", False)),
+        lease_token=m.get("lease_token", 0),
+        not_before=ts(m.get("not_before")),
+        created_at=created,
+        updated_at=ts(m.get("updated_at")) or created,
+        started_at=ts(m.get("started_at")),
+        finished_at=ts(m.get("finished_at")),
     )
+
+
+def _decoded(value: Any, empty: str, make: Callable[..., Any]) -> Any:
+    """JSON text decoded; a value already decoded (a list, a dict) as it is."""
+    return loads_or(value, empty, make) if isinstance(value, str) else make(value)
 
 
 def with_artifact(task: Task) -> Task:

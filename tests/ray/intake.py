@@ -1,5 +1,5 @@
-"""What the direct-intake and direct-run tests share: a sleepy request, the store's intake
-rows, and a task's status events in order."""
+"""What the intake and lent-run tests share: a sleepy request, the store's intake rows,
+and a task's status events in order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The direct intake on a real local Ray: a client commits its plain submits itself, and
+"""The intake route on a real local Ray: a client commits its plain submits itself, and
 the manager adopts each exactly once, whether the client's notice comes, comes late, comes
 twice, or never comes."""
 
@@ -20,7 +20,7 @@ from raytasks import (
 )
 from raytasks.messages import IntakeGrant, NewTask
 from raytasks.runtime import MANAGER
-from raytasks.runtime.direct import _rows
+from raytasks.runtime.intake import rows_of
 from raytasks.store import SqlTaskStore, WriteBatch
 from tests.conftest import wait_for
 from tests.helpers import SleepParams, sleepy, starts
@@ -37,7 +37,7 @@ def _unannounced(service: Any, count: int = 1, **params: Any) -> list[str]:
     PENDING events and intake rows in the store, and no word to the manager."""
     grant: IntakeGrant = ray.get(service.handle(MANAGER).grant.remote("gone"))
     ids = [uuid.uuid4().hex for _ in range(count)]
-    rows = _rows([NewTask(i, "sleep", "sleepy", {"seconds": 0.0, **params}) for i in ids],
+    rows = rows_of([NewTask(i, "sleep", "sleepy", {"seconds": 0.0, **params}) for i in ids],
                  grant, time.time(), "gone")
     store = SqlTaskStore(grant.store_url)
     try:
@@ -47,11 +47,12 @@ def _unannounced(service: Any, count: int = 1, **params: Any) -> list[str]:
     return ids
 
 
-def test_a_plain_submit_is_committed_by_the_client_and_runs_once(service: Any,
+def test_a_plain_submit_is_committed_by_the_client_and_runs_once(make_service: Any,
                                                                  tmp_path: Path) -> None:
+    service = make_service(executor_loan_s=0)  # lone tasks are queued, not lent
     _sleepy(service)
     tm = TaskManager(service)
-    direct = service.session.direct
+    direct = service.session.intake
     # When plain tasks are submitted one by one
     tasks = [tm.submit_sync(sleep_request(marker_dir=str(tmp_path))) for _ in range(20)]
     # Then the client committed them itself, each ran once, and the stream tells each
@@ -72,16 +73,15 @@ def test_the_stream_names_finished_tasks_and_a_client_with_the_store_reads_them(
     _sleepy(service, workers=2)
     tm = TaskManager(service)
     tm.wait_sync(tm.submit_sync(sleep_request()).id, timeout_s=30)  # this client waits
-    read = service.session.read
-    # When tasks submitted through the manager (one call, so they join this client's wait
-    # stream) are waited for, two of them with a result too large to keep inline (a file
-    # in their attempt's directory)
+    read = service.session.read_here
+    # When tasks submitted through the manager (one call) are waited for, two of them with
+    # a result too large to keep inline (a file in their attempt's directory)
     tasks = tm.submit_many_sync([sleep_request(size=4096 if i < 2 else 0) for i in range(12)])
     done = tm.wait_all_sync([t.id for t in tasks], timeout_s=60)
     # Then a client that reaches the store read them there (the manager only named them),
     # one that does not was sent them, and either way each is the task as the manager
     # reads it, field by field, results from files included
-    assert service.session.read - read == (12 if direct_intake else 0)
+    assert service.session.read_here - read == (12 if direct_intake else 0)
     assert [t.model_dump() for t in done] == \
         [tm.get_task_sync(t.id).model_dump() for t in tasks]
     assert [t.result["blob"] for t in done[:3]] == ["x" * 4096, "x" * 4096, ""]
@@ -107,7 +107,7 @@ def test_calls_made_before_the_notice_adopt_the_task_first(service: Any) -> None
     assert tm.cancel_task_sync(to_cancel).status is TaskStatus.CANCELLED
     # A task may depend on one the manager has not heard of: it waits for it
     child = tm.submit_sync(sleep_request(depends_on=[depended_on]))
-    assert service.session.direct.committed == 0  # a task with dependencies: the manager's
+    assert service.session.intake.committed == 0  # a task with dependencies: the manager's
     _sleepy(service, workers=1)
     # A wait on one the manager has not heard of waits for it to finish
     assert tm.wait_sync(to_wait_on, timeout_s=60).status is TaskStatus.COMPLETED
@@ -123,7 +123,7 @@ def test_a_repeated_notice_never_brings_a_finished_task_back(service: Any,
     assert tm.wait_sync(task.id, timeout_s=60).status is TaskStatus.COMPLETED
     manager = service.handle(MANAGER)
     # When the notice comes again (Ray repeats a call after a manager restart)
-    ray.get(manager.adopt.remote(service.session.direct.client, [task.id], None))
+    ray.get(manager.adopt.remote(service.session.intake.client, [task.id], None))
     time.sleep(0.5)
     # Then nothing runs again: the task is not in the manager's memory, it ran once
     assert ray.get(manager.stats.remote())["active"] == 0
@@ -144,7 +144,7 @@ def test_a_full_queue_refuses_whichever_way_tasks_come(make_service: Any) -> Non
     # Then it was refused at the size exactly: some tasks went through the client's own
     # commit (the room the manager granted it), the rest through the manager
     assert admitted == 40
-    assert 0 < service.session.direct.committed < 40
+    assert 0 < service.session.intake.committed < 40
     wait_for(lambda: tm.stats_sync()["queues"][0]["waiting"]["MEDIUM"] == 40,
              what="every admitted task to be queued")
 

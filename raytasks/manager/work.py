@@ -1,0 +1,104 @@
+"""The executors' side of the manager: leases, reports, heartbeats, checkpoints, loans.
+
+An executor calls for work with one long poll (``report_and_lease``): it reports what it
+ran and leases what is next; while it waits, the manager may lend it to a client instead
+(``lend``: Ray's owners lease workers from the raylet the same way). Every call that
+names a task adopts it first if a client wrote it (:mod:`.adoption`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from ..messages import LeaseRequest, Loan, RenewAnswer, Report, ReportAnswer, Work
+from .adoption import Adoption
+from .changes import Changes
+from .parts import Parts
+
+
+class WorkDesk:
+    """Hands out leases and loans, takes reports and heartbeats."""
+
+    def __init__(self, parts: Parts, ops: Changes, adoption: Adoption) -> None:
+        self.parts = parts
+        self.ops = ops
+        self.adoption = adoption
+
+    async def report_and_lease(self, request: LeaseRequest) -> Work:
+        """An executor's one round trip per batch: report what it ran, lease what is next,
+        waiting up to ``request.wait_s`` for work (or a loan to a client).
+
+        Idempotent by ``request.request_id``: a call Ray retries after a manager restart
+        gets the leases granted to the first one (they are in the store), no new ones.
+        """
+        parts = self.parts
+        if request.request_id in parts.answers:
+            return Work(parts.answers[request.request_id])
+        await self.adoption.ensure_adopted(r.task_id for r in request.reports)
+        deadline = time.monotonic() + request.wait_s
+        leases = await parts.pipeline.run(self.ops.report_and_lease(request))
+        while True:
+            remaining = deadline - time.monotonic()
+            if leases or remaining <= 0:
+                return Work(leases)
+            loan = await parts.arrivals.wait(request.executor_id, request.task_types,
+                                             min(remaining, 1.0))
+            if loan is not None:
+                return Work(loan=loan)
+            leases = await parts.pipeline.run(self.ops.lease(request))
+
+    def lend(self, task_type: str) -> Loan | None:
+        """Lend an idle executor of ``task_type`` to a client for ``executor_loan_s``; None
+        when no executor waits for work of that type (then nothing of the type was
+        ready), the type limits how many run at once (only a lease can enforce that), or
+        loans are off (``executor_loan_s=0``)."""
+        parts = self.parts
+        duration_s = parts.settings.executor_loan_s
+        if duration_s <= 0 or task_type not in parts.registry \
+                or self.ops.limit(task_type) is not None:
+            return None
+        version = parts.registry.get(task_type).version
+        return parts.arrivals.lend(task_type, lambda executor_id: Loan(
+            loan_id=uuid.uuid4().hex, executor_id=executor_id, task_type=task_type,
+            handler_version=version, duration_s=duration_s,
+            lease_ttl_s=parts.settings.lease_ttl_s))
+
+    async def report(self, reports: list[Report]) -> ReportAnswer:
+        """Apply executor outcomes; a report under a stale lease token is rejected."""
+        await self.adoption.ensure_adopted(r.task_id for r in reports)
+        answer: ReportAnswer = await self.parts.pipeline.run(self.ops.reports(reports))
+        return answer
+
+    async def renew(self, items: list[tuple[str, int]]) -> RenewAnswer:
+        """Heartbeats: extend leases (memory only). Says which are lost or to be cancelled.
+
+        A lent run is adopted here if the manager has not adopted it yet: a heartbeat
+        never finds a lent run unknown, since its client committed it before sending it.
+        """
+        await self.adoption.ensure_adopted(task_id for task_id, _token in items)
+        parts = self.parts
+        deadline = parts.clock() + parts.settings.lease_ttl_s
+        lost, cancel = [], []
+        for task_id, token in items:
+            entry = parts.active.get(task_id)
+            sched = parts.queues.get(entry.queue) if entry is not None else None
+            if entry is None or sched is None or not sched.renew(task_id, token, deadline):
+                lost.append(task_id)
+            elif entry.cancel_requested:
+                cancel.append(task_id)
+        return RenewAnswer(lost=lost, cancel=cancel)
+
+    async def expire_leases(self) -> list[str]:
+        """Retry or fail (as lost) every task whose lease ran out. Returns their ids."""
+        if not self.parts.queues.expired(self.parts.clock()):
+            return []
+        answer: ReportAnswer = await self.parts.pipeline.run(self.ops.expired())
+        return answer.accepted
+
+    async def save_checkpoint(self, task_id: str, token: int, state: Any) -> bool:
+        """Persist a running attempt's checkpoint; False if the attempt lost its lease."""
+        await self.adoption.ensure_adopted([task_id])
+        saved: bool = await self.parts.pipeline.run(self.ops.checkpoint(task_id, token, state))
+        return saved
