@@ -81,6 +81,7 @@ class LoanRoute:
         self._run: _Run | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.started = 0  # tasks sent to an executor lent to this client
         self.ran = 0  # lent runs whose completion this client committed
 
     def takes(self, calls: list[list[NewTask]]) -> bool:
@@ -158,6 +159,7 @@ class LoanRoute:
             log.info("lent executor %s unreachable: %s", run.loan.executor_id, exc)
         with self._lock:
             run.sent = True
+            self.started += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="raytasks-lent")

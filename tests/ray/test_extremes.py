@@ -42,15 +42,16 @@ def test_the_fast_paths_stay_correct_at_the_settings_extremes(
                        runtime=service)
     tm = TaskManager(service)
     marks = str(tmp_path)
-    # Given 40 lone tasks of 0.2 s, each submitted and waited for in turn
+    # Given 40 lone tasks, each submitted and waited for in turn: of 0.2 s (their
+    # executor's heartbeats carry them) and of none (they end before a heartbeat)
     lone = []
-    for _ in range(40):
-        task = tm.submit_sync(sleep_request(0.2, marker_dir=marks))
+    for i in range(40):
+        task = tm.submit_sync(sleep_request(0.2 if i % 2 else 0.0, marker_dir=marks))
         lone.append(tm.wait_sync(task.id, timeout_s=60))
     # Then each completed on its first attempt and ran once, most on a lent executor
     assert {(t.status, t.attempt) for t in lone} == {(TaskStatus.COMPLETED, 0)}
     assert all(starts(tmp_path, t.id) == [0] for t in lone)
-    assert service.session.loans.ran > 0
+    assert service.session.loans.started > 10
 
     # When the manager is killed while a batch runs
     batch = tm.submit_many_sync([sleep_request(0.05, marker_dir=marks) for _ in range(20)])
