@@ -53,7 +53,8 @@ bench-deps: $(STAMP)
 	  $(APT_INSTALL) redis-server >/dev/null)
 
 # The long chaos run: ~2,000 tasks, ~45 random kills and pauses, figures printed as JSON.
-# SOAK_ARGS="--store-url postgresql://..." runs it on PostgreSQL.
+# SOAK_ARGS=--postgres runs it on a throwaway PostgreSQL server it starts and stops
+# (SOAK_ARGS="--store-url postgresql://..." on one of yours).
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos --tasks 2000 --kills 45 --seconds 240 $(SOAK_ARGS)
 

@@ -340,10 +340,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=240.0)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--store-url", default=None)
+    parser.add_argument("--postgres", action="store_true",
+                        help="on a throwaway PostgreSQL server this run starts and stops")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="raytasks-soak-")
     url = args.store_url or f"sqlite:///{Path(data_dir) / 'tasks.db'}"
+    server = None
+    if args.postgres:
+        from tests.pg import ThrowawayPostgres
+
+        server = ThrowawayPostgres()
+        url = server.start()
     ray.init(address="local", include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     try:
@@ -351,6 +359,8 @@ def main() -> None:
                      duration_s=args.seconds)
     finally:
         ray.shutdown()
+        if server is not None:
+            server.stop()
     print(json.dumps(report, indent=2))
     raise SystemExit(1 if report["problems"] else 0)
 
