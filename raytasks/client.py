@@ -233,7 +233,10 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._lost = False  # the stream may have lost ends: watch everything again
-        self._register: Combiner[list[str], None] = Combiner(self._send_watch)
+        # tasks to watch: whoever finds no watch call under way sends them all, and what
+        # comes meanwhile with the next, so waits neither queue up nor each make a call
+        self._to_watch: list[str] = []
+        self._watching = False
 
     @property
     def active(self) -> bool:
@@ -263,7 +266,7 @@ class Watcher:
         if done:
             self.ended(done)
         if new:
-            self._register.call(new)  # answers tasks that had already finished
+            self._send_watch(new)  # answers tasks that had already finished
         self._stream()
         return out
 
@@ -288,7 +291,7 @@ class Watcher:
             self._local.discard(task_id)
             waited = task_id in self._futures
         if waited:
-            self._register.call([task_id])
+            self._send_watch([task_id])
             self._stream()
 
     def ended(self, task_ids: list[str], known: dict[str, Task] | None = None) -> None:
@@ -321,12 +324,31 @@ class Watcher:
                 else:
                     future.set_result(task)
 
-    def _send_watch(self, batches: list[list[str]]) -> list[None]:
-        answer = self._watch(self.session, [t for batch in batches for t in batch])
-        self.ended(answer.finished)
-        for task_id in answer.missing:
-            self._fail(task_id, TaskNotFoundError(task_id))
-        return [None] * len(batches)
+    def _send_watch(self, task_ids: list[str]) -> None:
+        """Watch ``task_ids`` in this client's session: at once if no watch call is under
+        way (then this caller also sends what others add meanwhile), else with the next.
+        A call that fails leaves the stream to watch everything awaited again."""
+        with self._lock:
+            self._to_watch += task_ids
+            if self._watching:
+                return
+            self._watching = True
+        try:
+            while True:
+                with self._lock:
+                    batch, self._to_watch = self._to_watch, []
+                    if not batch:
+                        self._watching = False
+                        return
+                answer = self._watch(self.session, batch)
+                self.ended(answer.finished)
+                for task_id in answer.missing:
+                    self._fail(task_id, TaskNotFoundError(task_id))
+        except Exception:
+            with self._lock:
+                self._watching, self._lost = False, True
+            if not self._stopping:
+                self._stream()
 
     def _streamed(self) -> list[str]:
         """The tasks waited for whose end the stream brings (call with the lock held)."""
@@ -351,7 +373,7 @@ class Watcher:
             try:
                 if self._lost:  # what the stream may have lost is asked for again
                     self._lost = False
-                    self._register.call(waiting)
+                    self._send_watch(waiting)
                 ended = self._poll(self.session, 5.0)
                 if ended is None:  # a restarted manager forgot this session
                     self._lost = True

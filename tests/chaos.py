@@ -221,6 +221,7 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
     report.update(tasks=len(ids), seconds=round(elapsed, 1), kills=dict(chaos.done),
                   cancelled_by_client=len(cancels), store=store_url.split(":")[0],
                   committed_by_the_client=_count(runtime.session.intake, "committed"),
+                  sent_to_lent_executors=_count(runtime.session.loans, "started"),
                   completed_by_the_client=_count(runtime.session.loans, "ran"))
     runtime.shutdown()
     return report
