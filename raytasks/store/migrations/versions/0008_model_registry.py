@@ -1,0 +1,24 @@
+"""Schema 8: model versions' digests and authors, written by the training attempt that
+holds the lease.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+from __future__ import annotations
+
+import time
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    schema = sa.table("rt_schema", sa.column("version", sa.Integer),
+                      sa.column("applied_at", sa.Float))
+    op.bulk_insert(schema, [{"version": 8, "applied_at": time.time()}])
