@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import TaskCancelledError
 
 if TYPE_CHECKING:
+    from .quant.model_registry import ModelLedger
     from .settings import Settings
 
 
@@ -27,7 +28,8 @@ class TaskExecutionContext:
     ``settings`` are the operator's (trusted) settings, where named resources
     are resolved. ``artifact_dir`` is this attempt's own directory: files a
     handler writes there belong to this attempt only, so a superseded attempt
-    can never overwrite what the accepted one wrote.
+    can never overwrite what the accepted one wrote. ``models`` records and reads the
+    digests of model versions, under this attempt's lease (a registry's trust anchor).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class TaskExecutionContext:
         owner: str | None = None,
         settings: Settings | None = None,
         artifact_dir: Path | None = None,
+        models: ModelLedger | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_type = task_type
@@ -53,6 +56,7 @@ class TaskExecutionContext:
         self.owner = owner
         self.settings = settings
         self._artifact_dir = artifact_dir
+        self.models = models
         self.started_at = time.time()
         self._on_progress = on_progress
         self._on_checkpoint = on_checkpoint

@@ -49,6 +49,7 @@ from .messages import (
     Work,
 )
 from .models import TaskErrorInfo
+from .quant.model_registry import ModelLedger
 from .registry import TaskTypeSpec
 from .settings import Settings
 from .store.base import clean_floats, to_json
@@ -70,6 +71,7 @@ class ManagerLink(Protocol):
     def checkpoint(self, task_id: str) -> Any: ...
     def save_checkpoint(self, task_id: str, token: int, state: Any) -> bool: ...
     def type_blob(self, name: str) -> bytes: ...
+    def ledger(self, lease: Lease) -> ModelLedger | None: ...
 
 
 @dataclass
@@ -266,6 +268,7 @@ class TaskExecutor:
                 on_progress=lambda f, m, s: self._progress(run, f, m, s),
                 on_checkpoint=lambda state: self.link.save_checkpoint(
                     lease.task_id, lease.token, state),
+                models=self.link.ledger(lease),
             )
             value = spec.handler(spec.parse(parameters), ctx)
             report = Report(lease.task_id, lease.token, "completed",

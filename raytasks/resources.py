@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .quant.model_registry import ModelRegistry
+from .quant.model_registry import ModelLedger, ModelRegistry
 from .settings import DataSourceSettings, ResourceSettings
 
 if TYPE_CHECKING:
@@ -55,19 +55,27 @@ def owner_dir(owner: str | None) -> Path:
     return Path("owners") / ("~" + hashlib.sha256(owner.encode()).hexdigest()[:32])
 
 
+def model_key(owner: str | None, registry: str, model_id: str) -> str:
+    """Where the store keeps a model version's digest: one per owner, registry and id."""
+    return f"{owner_dir(owner).as_posix()}/{registry}/{model_id}"
+
+
 @dataclass(frozen=True)
 class Resources:
     """The operator's named resources as one owner sees them (picklable: ships to Ray tasks)."""
 
     settings: ResourceSettings
     owner: str | None = None
+    #: where model digests are recorded (the task's attempt, in the store); None: beside
+    #: the models (the library used outside a task)
+    models: ModelLedger | None = None
 
     @classmethod
     def of(cls, ctx: TaskExecutionContext) -> Resources:
         """The resources of the task ``ctx`` runs, from the operator's settings."""
         if ctx.settings is None:
             raise RuntimeError("this task context carries no settings to resolve resources")
-        return cls(ctx.settings.resources, ctx.owner)
+        return cls(ctx.settings.resources, ctx.owner, ctx.models)
 
     def _root(self, kind: ResourceKind, name: str) -> Path:
         roots: dict[str, Path] = getattr(self.settings, kind)
@@ -88,7 +96,7 @@ class Resources:
 
     def model_registry(self, name: str) -> ModelRegistry:
         """The owner's part of the model registry ``name``."""
-        return ModelRegistry(self._root("model_registries", name))
+        return ModelRegistry(self._root("model_registries", name), self.models, name)
 
     def load_bars(self, source: str, codes: list[str], start: str, end: str,
                   seed: int = 7) -> pd.DataFrame:

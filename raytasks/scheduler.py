@@ -91,9 +91,6 @@ class TaskScheduler:
         else:
             self._lane(item).items.append(item)
 
-    def free_slots(self) -> int:
-        return self.max_queue_size - len(self._waiting)
-
     def waiting(self, task_id: str) -> QueuedTask | None:
         return self._waiting.get(task_id)
 

@@ -191,6 +191,9 @@ class QuotaSettings(BaseModel):
 
     max_pending: int | None = Field(default=10_000, ge=0,
                                     description="PENDING tasks (queued or waiting) at once")
+    max_queue_share: float = Field(
+        default=0.5, gt=0, le=1, description="the most of max_queue_size one owner's PENDING "
+        "tasks may take, so one owner's backlog never fills a queue against another's create")
     max_running: int | None = Field(default=None, ge=1, description="RUNNING tasks at once")
     max_running_per_type: dict[str, int] = Field(
         default_factory=dict, description="RUNNING tasks of one type at once, by type")

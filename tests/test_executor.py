@@ -61,6 +61,9 @@ class Backlog:
     def type_blob(self, name: str) -> bytes:
         return TaskTypeSpec(name, lambda params, ctx: 1).dumps()
 
+    def ledger(self, lease: Lease) -> None:
+        return None
+
 
 def test_tiny_tasks_are_leased_in_batches_that_grow_from_one(tmp_path: Any) -> None:
     # Given a backlog of tiny tasks and an executor whose run-time estimate says "tiny"

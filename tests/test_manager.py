@@ -449,6 +449,28 @@ async def test_an_idle_executor_is_lent_to_one_client_and_then_polls_again(
     assert off.lend("client", "noop") is None
 
 
+async def test_a_model_digest_is_recorded_only_under_the_attempts_lease(
+        make_core: Any, clock: Clock) -> None:
+    core = make_core()
+    (task,) = await create(core, req())
+    (held,) = await lease(core)
+    # Given a training attempt that holds its lease: its model's digest is recorded, and a
+    # task of the same owner reads it back by the registry's name and the model's id
+    assert await core.record_model(task.id, held.token, "models", "m:v1", "a" * 64)
+    assert await core.model_digest(task.id, "models", "m:v1") == "a" * 64
+    assert await core.model_digest(task.id, "models", "m:v2") is None
+    # When the lease runs out and the task goes to another attempt
+    clock.now += 6
+    await core.expire_leases()
+    clock.now += 5  # past the retry's backoff
+    (again,) = await lease(core)
+    # Then the old attempt records nothing more; the current one may
+    assert not await core.record_model(task.id, held.token, "models", "m:v2", "b" * 64)
+    assert await core.model_digest(task.id, "models", "m:v2") is None
+    assert await core.record_model(task.id, again.token, "models", "m:v2", "c" * 64)
+    assert await core.model_digest(task.id, "models", "m:v2") == "c" * 64
+
+
 async def test_dependencies_release_in_order_and_failures_cascade(
         core: TaskManagerCore) -> None:
     a = (await create(core, req()))[0]

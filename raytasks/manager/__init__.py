@@ -1,4 +1,4 @@
-"""The TaskManager: the single source of truth, composed of small parts (see ``core``)."""
+"""The TaskManager: the one authority over tasks, composed of small parts (see ``core``)."""
 
 from .core import TaskManagerCore
 

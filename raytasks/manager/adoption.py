@@ -180,7 +180,7 @@ class Adoption:
         held = parts.intake.reservations
         credits = {}
         for name in parts.queues.names():
-            free = parts.queues[name].free_slots() - held.held(name, now, but=client)
+            free = parts.intake.room(name) - held.held(name, now, but=client)
             # a quarter of the room left at most: a queue near full takes every create
             # through the manager, which refuses exactly at max_queue_size
             credits[name] = max(0, min(parts.settings.intake_credits, free // 4))

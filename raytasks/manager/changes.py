@@ -20,6 +20,7 @@ from ..lifecycle import check_transition
 from ..messages import Lease, LeaseRequest, Report, ReportAnswer
 from ..models import Task, TaskErrorInfo, TaskPriority, TaskStatus
 from ..models import TaskUpdateRequest as UpdateRequest
+from ..resources import model_key
 from ..store.base import RowUpdate, WriteBatch, encode_tags, loads_or, to_json
 from .intake import CreateRequest, Known
 from .outbox import status_event
@@ -119,8 +120,7 @@ class Changes:
                 assert priority is not None
                 fields["priority"] = int(priority)
             if not entry.queued:
-                if not parts.deps.blocked(task_id):
-                    parts.intake.admit_queue(entry.queue, 1, ctx)
+                parts.intake.admit_queue(entry.queue, 1, ctx)
                 fields["enqueued_at"] = ctx.now
             if len(fields) == 2 and entry.queued:
                 return Plan()
@@ -131,7 +131,8 @@ class Changes:
                     entry.priority = priority
                     parts.queues[entry.queue].reprioritise(task_id, priority, parts.clock())
                 if not entry.queued:
-                    entry.queued, entry.enqueued_at = True, ctx.now
+                    parts.active.set_queued(entry)
+                    entry.enqueued_at = ctx.now
                     if not parts.deps.blocked(task_id) and entry.status is P:
                         self._push(entry)
             return Plan(WriteBatch(updates=[RowUpdate(task_id, fields)]), apply)
@@ -330,6 +331,24 @@ class Changes:
             row = RowUpdate(task_id, {"checkpoint": to_json(state)}, token=token,
                             status=R.value)
             return Plan(WriteBatch(updates=[row]), apply=lambda _ids: True)
+        return plan
+
+    def record_model(self, task_id: str, token: int, registry: str, model_id: str,
+                     sha256: str) -> Planner:
+        """A training attempt saved a model version: record its digest, only while the
+        attempt holds the lease (its guarded update is in the same commit)."""
+        parts = self.parts
+
+        def plan(ctx: Round) -> Plan:
+            ctx.claim([task_id])
+            entry = parts.active.get(task_id)
+            if entry is None or entry.token != token or entry.status is not R:
+                return Plan(apply=lambda _ids: False)
+            row = {"key": model_key(entry.owner, registry, model_id), "owner": entry.owner,
+                   "registry": registry, "model_id": model_id, "sha256": sha256,
+                   "task_id": task_id, "attempt": entry.attempt, "created_at": ctx.now}
+            guard = RowUpdate(task_id, {"updated_at": ctx.now}, token=token, status=R.value)
+            return Plan(WriteBatch(updates=[guard], models=[row]), apply=lambda _ids: True)
         return plan
 
     # -------------------------------------------------- cancel, retry, update

@@ -274,6 +274,13 @@ class TaskManagerCore:
     async def save_checkpoint(self, task_id: str, token: int, state: Any) -> bool:
         return await self.work.save_checkpoint(task_id, token, state)
 
+    async def record_model(self, task_id: str, token: int, registry: str, model_id: str,
+                           sha256: str) -> bool:
+        return await self.work.record_model(task_id, token, registry, model_id, sha256)
+
+    async def model_digest(self, task_id: str, registry: str, model_id: str) -> str | None:
+        return await self.work.model_digest(task_id, registry, model_id)
+
     async def checkpoint(self, task_id: str) -> Any:
         return await asyncio.to_thread(self.store.checkpoint, task_id)
 

@@ -244,11 +244,16 @@ class Intake:
             per_owner[row["owner"]] = per_owner.get(row["owner"], 0) + 1
         for owner, count in per_owner.items():
             quota = self.settings.quota_for(owner)
-            if owner is None or quota is None or quota.max_pending is None:
+            if owner is None or quota is None:
                 continue
             total = self.active.pending[owner] + ctx.pending[owner] + count
-            if total > quota.max_pending:
+            if quota.max_pending is not None and total > quota.max_pending:
                 raise QuotaExceededError(owner, "max_pending", total, quota.max_pending)
+            # an owner's own limit holds before the queue's: one owner's backlog never
+            # fills the queue against another's create
+            share = int(quota.max_queue_share * self.settings.max_queue_size)
+            if enqueue and total > share:
+                raise QuotaExceededError(owner, "max_queue_share", total, share)
         if enqueue:
             for queue, count in per_queue.items():
                 self._check_room(queue, count, ctx)
@@ -263,10 +268,17 @@ class Intake:
         ctx.queued[queue] += count
 
     def _check_room(self, queue: str, count: int, ctx: Round) -> None:
-        sched = self.queues[queue]
-        if count + ctx.queued[queue] > sched.free_slots() - \
-                self.reservations.held(queue, ctx.now):
-            raise QueueFullError(queue, len(sched) + ctx.queued[queue], sched.max_queue_size)
+        """Refuse ``count`` more tasks in ``queue`` past ``max_queue_size``: every queued
+        PENDING task takes room, one waiting for its dependencies or a retry's backoff
+        too, and so does room held for clients that commit their own tasks."""
+        used = self.active.waiting[queue] + ctx.queued[queue]
+        limit = self.queues[queue].max_queue_size
+        if count + used > limit - self.reservations.held(queue, ctx.now):
+            raise QueueFullError(queue, used, limit)
+
+    def room(self, queue: str) -> int:
+        """How many more tasks ``queue`` takes now (room held for clients included)."""
+        return self.queues[queue].max_queue_size - self.active.waiting[queue]
 
 
 def task_row(task_id: str, req: CreateRequest, now: float, params: dict[str, Any],

@@ -56,11 +56,15 @@ class Entry:
 
 
 class ActiveTasks:
-    """PENDING and RUNNING tasks by id, with counts per owner for the quotas."""
+    """PENDING and RUNNING tasks by id, with counts per owner for the quotas and per queue
+    for its room."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, Entry] = {}
         self.pending: Counter[str | None] = Counter()
+        #: queued PENDING tasks per queue: ready, in a retry's backoff, or waiting for
+        #: their dependencies (each takes room in its queue)
+        self.waiting: Counter[str] = Counter()
         self.running: Counter[str | None] = Counter()
         self.running_by_type: Counter[tuple[str | None, str]] = Counter()
 
@@ -86,6 +90,12 @@ class ActiveTasks:
             self._count(entry, -1)
         return entry
 
+    def set_queued(self, entry: Entry) -> None:
+        """A created task was queued, keeping the counts in step."""
+        self._count(entry, -1)
+        entry.queued = True
+        self._count(entry, +1)
+
     def set_status(self, entry: Entry, status: TaskStatus) -> None:
         """Change a task's status, keeping the counts in step."""
         self._count(entry, -1)
@@ -98,6 +108,8 @@ class ActiveTasks:
             self.running_by_type[(entry.owner, entry.task_type)] += delta
         else:
             self.pending[entry.owner] += delta
+            if entry.queued:
+                self.waiting[entry.queue] += delta
 
 
 class FinishedCounts:

@@ -8,11 +8,13 @@ names a task adopts it first if a client wrote it (:mod:`.adoption`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
 
 from ..messages import LeaseRequest, Loan, RenewAnswer, Report, ReportAnswer, Work
+from ..resources import model_key
 from .adoption import Adoption
 from .changes import Changes
 from .parts import Parts
@@ -96,6 +98,29 @@ class WorkDesk:
             return []
         answer: ReportAnswer = await self.parts.pipeline.run(self.ops.expired())
         return answer.accepted
+
+    async def record_model(self, task_id: str, token: int, registry: str, model_id: str,
+                           sha256: str) -> bool:
+        """Record the digest of a model version a training attempt saved; False if the
+        attempt lost its lease (the version is then never loaded)."""
+        await self.adoption.ensure_adopted([task_id])
+        recorded: bool = await self.parts.pipeline.run(
+            self.ops.record_model(task_id, token, registry, model_id, sha256))
+        return recorded
+
+    async def model_digest(self, task_id: str, registry: str, model_id: str) -> str | None:
+        """The digest recorded for a model version in the registry of ``task_id``'s owner
+        (a task may load only its own owner's models)."""
+        store = self.parts.store
+        entry = self.parts.active.get(task_id)
+        if entry is not None:
+            owner = entry.owner
+        else:
+            task = await asyncio.to_thread(store.get, task_id)
+            if task is None:
+                return None
+            owner = task.owner
+        return await asyncio.to_thread(store.model_digest, model_key(owner, registry, model_id))
 
     async def save_checkpoint(self, task_id: str, token: int, state: Any) -> bool:
         """Persist a running attempt's checkpoint; False if the attempt lost its lease."""

@@ -10,7 +10,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 #: a model's name: one path segment, never ``.`` or ``..``
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
@@ -26,19 +26,37 @@ TRUSTED_TYPES = [
 _FILE = "model.skops"
 
 
+class ModelLedger(Protocol):
+    """Where a registry records the digest of each model version it saves, out of reach of
+    whoever can write the registry's folder (raytasks' store, written under the training
+    attempt's lease)."""
+
+    def record(self, registry: str, model_id: str, sha256: str) -> None:
+        """Record a saved version's digest. Raises ValueError if it may not (a lost lease)."""
+
+    def digest(self, registry: str, model_id: str) -> str | None:
+        """The digest recorded for a version, or None if none was."""
+
+
 class ModelRegistry:
     """Versioned models: ``<root>/<name>/v<k>/model.skops`` beside ``meta.json``.
 
     A model id is ``"<name>:v<k>"``; prediction tasks load models by id. The
     registry loads only what it wrote itself: models are saved with ``skops.io``
     (a format that builds objects from an allow-list of types, never by running
-    pickled code), the file's SHA-256 is recorded in ``meta.json`` at save time and
-    checked before loading, and the id must match :data:`MODEL_ID` and resolve
-    inside the root. A pickle dropped into the directory is never opened.
+    pickled code), the file's SHA-256 is recorded at save time and checked before
+    loading, and the id must match :data:`MODEL_ID` and resolve inside the root. A
+    pickle dropped into the directory is never opened.
+
+    With a ``ledger`` the digest lives there, not beside the file, so editing the file
+    and its ``meta.json`` together is no forgery either; without one (the library used
+    on its own) it is the one in ``meta.json``.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, ledger: ModelLedger | None = None,
+                 name: str = "") -> None:
         self.root = Path(root).expanduser()
+        self.ledger, self.name = ledger, name
 
     def _folder(self, name: str, version: str | None = None) -> Path:
         if not re.fullmatch(MODEL_NAME, name):
@@ -71,9 +89,12 @@ class ModelRegistry:
                              f"{sorted(untrusted)}")
         (target / _FILE).write_bytes(blob)
         model_id = f"{name}:v{version}"
+        digest = hashlib.sha256(blob).hexdigest()
         meta = {**meta, "model_id": model_id, "created_at": time.time(), "format": "skops",
-                "sha256": hashlib.sha256(blob).hexdigest()}
+                "sha256": digest}
         (target / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        if self.ledger is not None:  # last: a version not recorded is never loaded
+            self.ledger.record(self.name, model_id, digest)
         return model_id
 
     def load(self, model_id: str) -> tuple[Any, dict[str, Any]]:
@@ -93,8 +114,12 @@ class ModelRegistry:
             raise ValueError(f"no model {model_id!r} in this registry")
         meta = json.loads((target / "meta.json").read_text())
         blob = (target / _FILE).read_bytes()
-        if meta.get("format") != "skops" or \
-                hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        expected = meta.get("sha256") if self.ledger is None \
+            else self.ledger.digest(self.name, model_id)
+        if expected is None:
+            raise ValueError(f"model {model_id!r} was never recorded by a training task "
+                             "here; refusing to load it")
+        if meta.get("format") != "skops" or hashlib.sha256(blob).hexdigest() != expected:
             raise ValueError(f"model {model_id!r} was not written by this registry "
                              "(its content hash does not match); refusing to load it")
         return sio.loads(blob, trusted=TRUSTED_TYPES), meta

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -19,6 +20,7 @@ from ray.actor import ActorHandle
 
 from ..errors import RaytasksError
 from ..messages import (
+    Lease,
     LeaseRequest,
     LogLine,
     ProgressReport,
@@ -27,6 +29,7 @@ from ..messages import (
     ReportAnswer,
     Work,
 )
+from .calls import ManagerCalls
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,33 @@ class RayLink:
                                                                           state), 60)
         return saved
 
+    def ledger(self, lease: Lease) -> ManagerLedger:
+        """Where the attempt under ``lease`` records and reads model digests."""
+        return ManagerLedger(self.peers.namespace, lease.task_id, lease.token)
+
     def type_blob(self, name: str) -> bytes:
         blob: bytes = get(self.peers.must(MANAGER).type_blob.remote(name), 60)
         return blob
+
+
+@dataclass(frozen=True)
+class ManagerLedger:
+    """Model digests kept in the store through the manager, under one attempt's lease (a
+    :class:`~raytasks.quant.model_registry.ModelLedger`; picklable, so it goes with a
+    handler's Ray tasks)."""
+
+    namespace: str
+    task_id: str
+    token: int
+
+    def _manager(self) -> ManagerCalls:
+        return ManagerCalls(ray.get_actor(MANAGER, namespace=self.namespace))
+
+    def record(self, registry: str, model_id: str, sha256: str) -> None:
+        if not self._manager().record_model(self.task_id, self.token, registry, model_id,
+                                            sha256).result(60):
+            raise ValueError(f"model {model_id!r} is not recorded: this attempt no longer "
+                             "holds its task's lease")
+
+    def digest(self, registry: str, model_id: str) -> str | None:
+        return self._manager().model_digest(self.task_id, registry, model_id).result(60)

@@ -165,6 +165,13 @@ class ManagerCalls:
     def report(self, reports: list[Report]) -> Call[Any]:
         return Call(self._h.report.remote(reports))
 
+    def record_model(self, task_id: str, token: int, registry: str, model_id: str,
+                     sha256: str) -> Call[bool]:
+        return Call(self._h.record_model.remote(task_id, token, registry, model_id, sha256))
+
+    def model_digest(self, task_id: str, registry: str, model_id: str) -> Call[str | None]:
+        return Call(self._h.model_digest.remote(task_id, registry, model_id))
+
 
 class ExecutorCalls:
     """A lent executor's one call a client makes: run a lone task under its loan."""

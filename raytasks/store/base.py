@@ -45,10 +45,13 @@ class WriteBatch:
     logs: list[dict[str, Any]] = field(default_factory=list)
     #: intake rows of tasks a client inserts itself (``task_id, client, created_at``)
     intake: list[dict[str, Any]] = field(default_factory=list)
+    #: model versions a training attempt saved (rows of ``rt_models``): each task's fenced
+    #: update is in the same batch, so a model is recorded only under its attempt's lease
+    models: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.updates or self.deletes or self.events or self.logs
-                    or self.intake)
+                    or self.intake or self.models)
 
     def extend(self, other: WriteBatch) -> None:
         self.inserts += other.inserts
@@ -57,6 +60,7 @@ class WriteBatch:
         self.events += other.events
         self.logs += other.logs
         self.intake += other.intake
+        self.models += other.models
 
 
 @dataclass(slots=True)
@@ -105,7 +109,14 @@ class StaleWriteError(StoreError):
 
 
 class TaskStore(abc.ABC):
-    """Durable state of raytasks. The TaskManager is its only writer of tasks."""
+    """Durable state of raytasks.
+
+    The TaskManager is the one authority over tasks: every change of a task's state is
+    its plan, committed here. Clients may insert their own plain submits and lent runs,
+    and commit a lent run's completion fenced by its lease; each such task keeps an
+    intake row until the manager adopts it (``claim_intake``), so the manager's memory
+    follows what clients wrote (``raytasks.manager.adoption``).
+    """
 
     url: str
 
@@ -187,6 +198,10 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def get_progress(self, task_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def model_digest(self, key: str) -> str | None:
+        """The SHA-256 a training attempt recorded for the model version ``key``."""
 
     @abc.abstractmethod
     def task_types(self) -> list[tuple[str, bytes, int]]: ...

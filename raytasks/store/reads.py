@@ -14,7 +14,7 @@ from ..errors import InvalidParametersError
 from ..models import Task, TaskQuery, TaskStatus
 from . import driver
 from .base import ActiveRow, TaskRows, row_to_summary, row_to_task
-from .schema import intake, progress, task_types, tasks
+from .schema import intake, models, progress, task_types, tasks
 
 _ORDER: dict[str, sa.ColumnElement[Any]] = {
     "created_at": tasks.c.created_at,
@@ -215,6 +215,13 @@ class TaskReader:
                        tasks.c.id.not_in(sa.select(intake.c.task_id)))
                 .group_by(tasks.c.owner, tasks.c.status))
             return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def model_digest(self, key: str) -> str | None:
+        """The SHA-256 recorded for the model version ``key`` (see ``rt_models``)."""
+        with self._engine.connect() as conn:
+            digest: str | None = conn.execute(
+                sa.select(models.c.sha256).where(models.c.key == key)).scalar()
+        return digest
 
     def get_progress(self, task_id: str) -> dict[str, Any] | None:
         with self._engine.connect() as conn:

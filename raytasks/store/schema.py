@@ -139,6 +139,22 @@ logs = sa.Table(
     sa.Index("rt_logs_at", "at"),
 )
 
+#: Model versions the registries hold, each written by the training attempt that held the
+#: lease when it saved the model (the digest a load checks the file against: whoever can
+#: write the registry's folder cannot forge it). ``key`` is ``<owner dir>/<registry>/<id>``.
+models = sa.Table(
+    "rt_models",
+    metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("registry", sa.String(128), nullable=False),
+    sa.Column("model_id", sa.String(128), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 #: Tasks a client committed itself (the direct intake) that the manager has not adopted
 #: yet: written in the task's own transaction, deleted once the manager holds the task.
 intake = sa.Table(

@@ -149,6 +149,9 @@ class SqlTaskStore(TaskStore):
     def get_progress(self, task_id: str) -> dict[str, Any] | None:
         return self._reads.get_progress(task_id)
 
+    def model_digest(self, key: str) -> str | None:
+        return self._reads.model_digest(key)
+
     def task_types(self) -> list[tuple[str, bytes, int]]:
         return self._reads.task_types()
 

@@ -19,7 +19,7 @@ from . import driver
 from .base import RowUpdate, StaleWriteError, WriteBatch, encode_tags
 from .engines import Committing
 from .outbox import insert_events, lock_events
-from .schema import intake, logs, progress, task_types, tasks
+from .schema import intake, logs, models, progress, task_types, tasks
 
 _PROGRESS_GUARD = ("FROM rt_tasks WHERE id = :task_id AND status = 'RUNNING' "
                    "AND lease_token = :token")
@@ -54,6 +54,8 @@ class TaskWriter:
                             for r in batch.logs])
             for key, group in _group_updates(batch.updates).items():
                 _apply_updates(conn, key, group)
+            if batch.models:  # after the updates: a stale lease has failed the batch by now
+                conn.execute(models.insert(), batch.models)
             if batch.deletes:
                 conn.execute(tasks.delete().where(tasks.c.id.in_(batch.deletes)))
                 conn.execute(progress.delete().where(progress.c.task_id.in_(batch.deletes)))

@@ -72,6 +72,51 @@ def test_registry_versions_models(tmp_path: Path) -> None:
         reg.load("ridge:v9")
 
 
+class Ledger:
+    """A ledger in memory, as raytasks' store keeps one: digests recorded at save."""
+
+    def __init__(self) -> None:
+        self.digests: dict[tuple[str, str], str] = {}
+
+    def record(self, registry: str, model_id: str, sha256: str) -> None:
+        self.digests[(registry, model_id)] = sha256
+
+    def digest(self, registry: str, model_id: str) -> str | None:
+        return self.digests.get((registry, model_id))
+
+
+def test_with_a_ledger_the_registry_trusts_only_the_digest_recorded_there(
+        tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from sklearn.linear_model import Ridge
+
+    ledger = Ledger()
+    reg = ModelRegistry(tmp_path, ledger, "models")
+    # Given a model saved through the registry: its digest is recorded in the ledger
+    model_id = reg.save("m", Ridge().fit([[0.0], [1.0]], [0.0, 1.0]), {"windows": [5]})
+    assert ledger.digest("models", model_id) is not None
+    assert reg.load(model_id)[1]["windows"] == [5]
+    # When the file and its meta.json are both rewritten to agree with each other
+    import skops.io as sio
+
+    blob = sio.dumps(Ridge().fit([[0.0], [1.0]], [5.0, 5.0]))
+    folder = tmp_path / "m" / "v1"
+    (folder / "model.skops").write_bytes(blob)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta,
+                                                  "sha256": hashlib.sha256(blob).hexdigest()}))
+    # Then the load refuses; and a version the ledger never recorded is refused too
+    with pytest.raises(ValueError, match="content hash does not match"):
+        reg.load(model_id)
+    (tmp_path / "m" / "v2").mkdir()
+    (tmp_path / "m" / "v2" / "model.skops").write_bytes(blob)
+    (tmp_path / "m" / "v2" / "meta.json").write_text(json.dumps({**meta, "model_id": "m:v2"}))
+    with pytest.raises(ValueError, match="never recorded"):
+        reg.load("m:v2")
+
+
 def test_one_stock_portfolio_is_the_single_stock_engine() -> None:
     bars = generate_bars(["300750.SZ"], "2019-06-01", "2021-12-31", seed=5,
                          suspension_rate=0.01, st_share=1.0)

@@ -121,6 +121,36 @@ def test_one_owners_models_are_out_of_anothers_reach(quant_api: Any) -> None:
         assert "no model 'mine:v1' in this registry" in theirs["error"]["message"]
 
 
+def test_a_model_rewritten_with_its_sidecar_is_refused(quant_api: Any) -> None:
+    import skops.io as sio
+    from sklearn.linear_model import Ridge
+
+    root = quant_api.service.settings.resources.model_registries["models"] / "owners" / "alice"
+    with httpx.Client(base_url=quant_api.url, headers=auth("alice")) as alice:
+        # Given a model alice trained, and its forecast
+        trained = _run(alice, "training", kind="train", name="mine", codes=["000001.SZ"],
+                       windows=[5, 20], **RANGE)
+        assert trained["status"] == "COMPLETED", trained
+        honest = _run(alice, "prediction", stock_code="000001.SZ", model_id="mine:v1", **RANGE)
+        assert honest["status"] == "COMPLETED", honest
+        # When whoever can write the registry's folder swaps the model for another valid
+        # one and rewrites meta.json to match (the sidecar says what the file's hash is)
+        folder = root / "mine" / "v1"
+        features = json.loads((folder / "meta.json").read_text())["features"]
+        forged = Ridge(alpha=1e-9).fit([[0.0] * len(features)] * 2, [0.5, 0.5])  # always +50%
+        blob = sio.dumps(forged)
+        (folder / "model.skops").write_bytes(blob)
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({**meta,
+                                                      "sha256": hashlib.sha256(blob).hexdigest()}))
+        # Then a task that loads it refuses: the digest it checks lives in the store,
+        # recorded by the training attempt that held the lease
+        refused = _run(alice, "prediction", stock_code="000001.SZ", model_id="mine:v1",
+                       **RANGE)
+        assert refused["status"] == "FAILED", refused.get("result")
+        assert "content hash does not match" in refused["error"]["message"]
+
+
 def test_parameters_cannot_name_a_server_path(shared_api: Any) -> None:
     with httpx.Client(base_url=shared_api.url, headers=auth("alice")) as alice:
         _refused(alice, "prediction", "parameters.data_path", stock_code="000001.SZ",
