@@ -41,7 +41,7 @@ test: $(STAMP) test-deps lint
 # A longer schemathesis pass than the one `make test` runs (tests/ray/test_fuzz.py).
 fuzz: $(STAMP)
 	RAYTASKS_FUZZ_EXAMPLES=300 RAYTASKS_FUZZ_SECONDS=900 \
-	  $(BIN)/python -m pytest -ra -p no:cacheprovider tests/ray/test_fuzz.py
+	  $(BIN)/python -m pytest -ra -p no:cacheprovider --timeout 1800 tests/ray/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/raytasks bench

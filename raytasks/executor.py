@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import threading
 import time
 import traceback
@@ -88,6 +89,7 @@ class _Running:
     #: a heartbeat carried this attempt: the manager may hold its lease since (a lent
     #: run is then reported to the manager, not handed back to its client)
     beat_sent: bool = False
+    usage: Usage | None = None  # what it uses, measured from its start
 
 
 class TaskExecutor:
@@ -249,6 +251,7 @@ class TaskExecutor:
                 del self._held[lease.task_id]
                 return None
             run.started = time.time()
+            run.usage = Usage()
             self._current = run
             run.log = AttemptLog(lease.task_id, lease.token, lease.attempt,
                                  self.settings.task_log_max_bytes, self._secrets)
@@ -292,7 +295,7 @@ class TaskExecutor:
         # the last lines go with the report, in its fenced commit: no round trip of their own
         with self._beating:  # after a heartbeat in flight has stored the lines it took
             lines = tuple(run.log.take())
-        return None if run.lost else replace(report, lines=lines)
+        return None if run.lost else replace(report, lines=lines, **run.usage.measured())
 
     def _progress(self, run: _Running, fraction: float, message: str,
                   stage: str | None) -> None:
@@ -400,10 +403,18 @@ class TaskExecutor:
 
     def _enforce_limits(self, run: _Running, now: float) -> None:
         lease = run.lease
-        timeout_s = lease.timeout_s
+        timeout_s, max_cpu_s = lease.timeout_s, lease.max_cpu_s
+        if run.usage is not None:
+            run.usage.sample()
         if run.lost and run.cancel_at is not None and \
                 now - run.cancel_at > self.settings.cancel_grace_s:
             self._abandon(run, None)
+        elif max_cpu_s is not None and run.usage is not None and \
+                run.usage.cpu_s() > max_cpu_s:
+            self._abandon(run, Report(lease.task_id, lease.token, "failed", error=TaskErrorInfo(
+                type="TaskCpuLimitError", reason="cpu_limit",
+                message=f"used over its limit of {max_cpu_s:g} CPU seconds; the process was "
+                        "replaced")))
         elif timeout_s is not None and run.started and now - run.started > timeout_s:
             self._abandon(run, Report(lease.task_id, lease.token, "failed", error=TaskErrorInfo(
                 type="TaskTimeoutError", reason="timeout",
@@ -430,7 +441,8 @@ class TaskExecutor:
                         else "lost its lease (paused or cut off past the TTL): stopped")
             self._send_progress(run)
             if report is not None:
-                report = replace(report, lines=tuple(run.log.take()))
+                usage = run.usage.measured() if run.usage is not None else {}
+                report = replace(report, lines=tuple(run.log.take()), **usage)
         with self._lock:
             others = [r for r in self._held.values() if r is not run and not r.lost]
         reports = [report] if report is not None else []
@@ -451,3 +463,48 @@ def _ending(report: Report, elapsed: float) -> str:
     error = report.error
     what = f"{error.type}: {error.message}" if error else "no error given"
     return f"attempt {report.outcome} after {elapsed:.3f} s: {what}"[:2000]
+
+
+class Usage:
+    """What one attempt uses, from its start: CPU seconds of this process (every thread)
+    and of the child processes it waited for, and the peak resident memory, sampled by
+    the monitor (a child's own peak counts once it has ended)."""
+
+    def __init__(self) -> None:
+        self._cpu0 = _cpu_s()
+        self._children_peak0 = _children_peak()
+        self.peak = _rss()
+
+    def cpu_s(self) -> float:
+        return max(0.0, _cpu_s() - self._cpu0)
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, _rss())
+
+    def measured(self) -> dict[str, Any]:
+        """The report's usage fields."""
+        self.sample()
+        children = _children_peak()
+        peak = max(self.peak, children) if children > self._children_peak0 else self.peak
+        return {"cpu_s": round(self.cpu_s(), 6), "peak_rss_bytes": peak}
+
+
+def _cpu_s() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _rss() -> int:
+    """This process's resident memory now (bytes)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except OSError:  # not Linux: the process's peak so far
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _children_peak() -> int:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")

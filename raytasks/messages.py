@@ -32,11 +32,13 @@ class Lease:
     deadline: float
     handler_version: int = 0
     owner: str | None = None
+    max_cpu_s: float | None = None
 
     def wire(self) -> Wire:
         """Its fields as a plain list (``Lease(*wire)`` again): a lent run's call."""
         return [self.task_id, self.task_type, self.token, self.attempt, self.parameters,
-                self.timeout_s, self.deadline, self.handler_version, self.owner]
+                self.timeout_s, self.deadline, self.handler_version, self.owner,
+                self.max_cpu_s]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +58,22 @@ class Report:
     error: TaskErrorInfo | None = None
     #: the attempt's last log lines, written in the report's own fenced commit
     lines: tuple[LogLine, ...] = ()
+    #: what the attempt used: CPU seconds (its executor's process and the processes it
+    #: started) and peak resident memory (bytes); None where it was not measured
+    cpu_s: float | None = None
+    peak_rss_bytes: int | None = None
 
     def wire(self) -> Wire:
         """Its fields as plain lists (``Report.from_wire``): a lent run's answer."""
         return [self.task_id, self.token, self.outcome, self.result, self.result_uri,
-                self.error, [list(line) for line in self.lines]]
+                self.error, [list(line) for line in self.lines], self.cpu_s,
+                self.peak_rss_bytes]
 
     @classmethod
     def from_wire(cls, wire: Wire) -> Report:
-        task_id, token, outcome, result, result_uri, error, lines = wire
+        task_id, token, outcome, result, result_uri, error, lines, cpu_s, peak = wire
         return cls(task_id, token, outcome, result, result_uri, error,
-                   tuple(LogLine(*line) for line in lines))
+                   tuple(LogLine(*line) for line in lines), cpu_s, peak)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +142,7 @@ class NewTask(NamedTuple):
     notify: tuple[str, ...] = ()
     checked_version: int | None = None
     work_units: int | None = None
+    max_cpu_s: float | None = None
 
 
 class Ack(NamedTuple):

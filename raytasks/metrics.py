@@ -49,6 +49,9 @@ class MetricsRecorder:
                               labels, buckets=BUCKETS, registry=self.registry)
         self.run = Histogram("raytasks_task_run_seconds", "Time from started to finished",
                              labels, buckets=BUCKETS, registry=self.registry)
+        self.cpu = Counter("raytasks_task_cpu_seconds", "CPU seconds attempts used, by owner "
+                           "('' for tasks without one)", ("owner", "task_type"),
+                           registry=self.registry)
         self._queued_at: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
         self.mirror = mirror
@@ -61,6 +64,8 @@ class MetricsRecorder:
             task_id, status, at = p["task_id"], p["status"], float(p["at"])
             labels = (p.get("task_type") or "", str(p.get("priority") or ""))
             tags = {"task_type": labels[0], "priority": labels[1]}
+            if p.get("cpu_s"):  # an attempt reported what it used
+                self.cpu.labels(p.get("owner") or "", labels[0]).inc(float(p["cpu_s"]))
             if status == "PENDING":
                 _bounded_put(self._queued_at, task_id, at)
                 if p.get("previous") == "RUNNING":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -32,7 +33,7 @@ class TaskStatus(str, enum.Enum):
         return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
-FailureReason = Literal["error", "timeout", "lost", "cancelled", "dependency"]
+FailureReason = Literal["error", "timeout", "cpu_limit", "lost", "cancelled", "dependency"]
 
 _NAME_MAX = 200
 
@@ -48,6 +49,9 @@ class TaskCreateRequest(BaseModel):
     priority: TaskPriority = TaskPriority.MEDIUM
     queue: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
     timeout_s: float | None = Field(default=None, gt=0)
+    max_cpu_s: float | None = Field(default=None, gt=0, le=1e9, description="the most CPU "
+                                    "seconds an attempt may use; past it, it is stopped as "
+                                    "a timeout is (reason cpu_limit)")
     max_retries: int | None = Field(default=None, ge=0, le=100)
     depends_on: list[str] = Field(default_factory=list)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
@@ -142,6 +146,11 @@ class Task(BaseModel):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    max_cpu_s: float | None = None
+    #: what the last attempt that reported used: CPU seconds (its process and the
+    #: processes it started) and peak resident memory
+    cpu_s: float | None = None
+    peak_rss_bytes: int | None = None
 
 
 class TaskSummary(BaseModel):
@@ -201,6 +210,15 @@ class QueuedTask:
     not_before: float = 0.0
     attempt: int = 0
     owner: str | None = None
+    #: when it must have finished (epoch seconds), and how long it is predicted to run:
+    #: within a priority, tasks with a deadline go by slack (deadline - run time - now)
+    deadline: float | None = None
+    estimate_s: float = 0.0
+
+    @property
+    def latest_start(self) -> float:
+        """When it must start to finish by its deadline (infinity without one)."""
+        return math.inf if self.deadline is None else self.deadline - self.estimate_s
 
 
 class TaskProgress(BaseModel):

@@ -12,12 +12,19 @@ service. So LOW work is never starved (its lane is not served, it keeps
 aging), and one owner's backlog never shuts another owner out: a lane that
 was just served starts waiting again, and the other owner's lane, waiting
 longer, goes next.
+
+Tasks with a deadline sit in lanes of their own, ordered by their latest start (the
+deadline minus the predicted run time). Within an effective priority level, the head with
+the least slack (latest start minus now) goes first; tasks without a deadline have
+infinite slack, and among them the order is as before.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
+import math
 from collections import Counter, deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
@@ -29,6 +36,8 @@ PRIORITIES = tuple(TaskPriority)
 
 #: Whether a task of (owner, task_type) may start now (quotas, concurrency limits).
 Admit = Callable[[str | None, str], bool]
+#: How a waiting task ranks (lowest first): see :meth:`TaskScheduler.key`.
+SortKey = tuple[int, float, float, int, float]
 
 
 @dataclass(slots=True)
@@ -42,10 +51,36 @@ class LeaseRecord:
     owner: str | None = None
 
 
+class _BySlack:
+    """A lane's items in order of their latest start (then as they came)."""
+
+    __slots__ = ("_items", "_keys")
+
+    def __init__(self) -> None:
+        self._items: list[QueuedTask] = []
+        self._keys: list[tuple[float, float]] = []
+
+    def append(self, item: QueuedTask) -> None:
+        key = (item.latest_start, item.enqueued_at)
+        at = bisect.bisect_right(self._keys, key)
+        self._keys.insert(at, key)
+        self._items.insert(at, item)
+
+    def popleft(self) -> QueuedTask:
+        del self._keys[0]
+        return self._items.pop(0)
+
+    def __getitem__(self, index: int) -> QueuedTask:
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass(slots=True)
 class _Lane:
     owner: str | None
-    items: deque[QueuedTask] = field(default_factory=deque)
+    items: deque[QueuedTask] | _BySlack = field(default_factory=deque)
     served_at: float = float("-inf")
 
 
@@ -56,7 +91,8 @@ class TaskScheduler:
     queue: str = "default"
     max_queue_size: int = 100_000
     aging_interval_s: float = 30.0
-    _lanes: dict[tuple[str, TaskPriority, str | None], _Lane] = field(default_factory=dict)
+    _lanes: dict[tuple[str, TaskPriority, str | None, bool], _Lane] = \
+        field(default_factory=dict)
     _by_type: dict[str, list[_Lane]] = field(default_factory=dict)
     _delayed: list[tuple[float, int, QueuedTask]] = field(default_factory=list)
     _waiting: dict[str, QueuedTask] = field(default_factory=dict)
@@ -107,15 +143,17 @@ class TaskScheduler:
         if item is None or not self.remove(task_id):
             return False
         item = QueuedTask(item.task_id, item.task_type, priority, item.queue, item.enqueued_at,
-                          item.not_before, item.attempt, item.owner)
+                          item.not_before, item.attempt, item.owner, item.deadline,
+                          item.estimate_s)
         self.enqueue(item, now, force=True)
         return True
 
     def _lane(self, item: QueuedTask) -> _Lane:
-        key = (item.task_type, item.priority, item.owner)
+        key = (item.task_type, item.priority, item.owner, item.deadline is not None)
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane(item.owner)
+            lane = self._lanes[key] = _Lane(
+                item.owner, _BySlack() if item.deadline is not None else deque())
             self._by_type.setdefault(item.task_type, []).append(lane)
         return lane
 
@@ -173,14 +211,22 @@ class TaskScheduler:
         found = self.best(task_types, now, limits, admit=admit, exclude=exclude, skip=skip)
         return found[1] if found else None
 
+    def key(self, item: QueuedTask, now: float, served_at: float = float("-inf")) -> SortKey:
+        """What ``item`` competes with, lowest first: its effective priority level, its
+        slack (infinite without a deadline), its effective priority, its priority, and
+        when it was queued."""
+        effective = self.effective_priority(item, now, served_at)
+        return (math.ceil(effective - 1e-9), item.latest_start - now, effective,
+                int(item.priority), item.enqueued_at)
+
     def best(self, task_types: list[str], now: float,
              limits: dict[str, int | None] | None = None, *, admit: Admit | None = None,
              exclude: Container[str] = (), skip: dict[int, int] | None = None,
-             ) -> tuple[tuple[float, int, float], QueuedTask] | None:
+             ) -> tuple[SortKey, QueuedTask] | None:
         """Like :meth:`peek_best`, with the winner's sort key (to compare across queues)."""
         self._promote_due(now)
         best: QueuedTask | None = None
-        best_key: tuple[float, int, float] | None = None
+        best_key: SortKey | None = None
         for task_type in task_types:
             limit = (limits or {}).get(task_type)
             if limit is not None and self._running[task_type] >= limit:
@@ -189,8 +235,7 @@ class TaskScheduler:
                 head = self._head(lane, exclude, skip)
                 if head is None or (admit is not None and not admit(lane.owner, task_type)):
                     continue
-                key = (self.effective_priority(head, now, lane.served_at), int(head.priority),
-                       head.enqueued_at)
+                key = self.key(head, now, lane.served_at)
                 if best_key is None or key < best_key:
                     best, best_key = head, key
         return (best_key, best) if best is not None and best_key is not None else None

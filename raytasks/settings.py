@@ -168,6 +168,13 @@ class ApiToken(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     owner: str
     role: Literal["user", "admin"] = "user"
+    scopes: list[Literal["read", "submit", "admin"]] | None = Field(
+        default=None, description="what the token may do: read (dashboards, monitoring), "
+        "submit (create and change its owner's tasks and schedules), admin (every owner's, "
+        "and the audit trail); None: role user is read and submit, role admin all three")
+    task_types: list[str] | None = Field(
+        default=None, max_length=100, description="with submit: only these task types "
+        "(None: any)")
 
 
 class ApiSettings(BaseModel):
@@ -177,8 +184,44 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_wrong_tokens: int = Field(
         default=20, ge=1, description="wrong tokens one client address may present per "
-        "minute (bearer, dashboard login, WebSocket hello); past it the address is refused "
-        "with 429 until the minute has room again")
+        "minute (bearer, dashboard login, WebSocket hello); past it that source's wrong "
+        "tokens are answered 429 after wrong_token_delay_s, while a valid token still passes")
+    wrong_token_delay_s: float = Field(
+        default=1.0, ge=0, le=10, description="how long a wrong token from a source past "
+        "max_wrong_tokens waits for its 429")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses or networks (CIDR) of the reverse "
+        "proxies in front of the server: only their X-Forwarded-For and Forwarded headers "
+        "name the client; everyone else is known by the TCP peer address (uvicorn's "
+        "forwarded_allow_ips is set from this too)")
+    max_sign_ins_per_owner: int = Field(
+        default=10, ge=1, description="dashboard sign-ins (POST /session) one owner may "
+        "make per minute, per server process")
+    max_sign_ins_per_source: int = Field(
+        default=60, ge=1, description="dashboard sign-ins one client address may make per "
+        "minute, per server process")
+    max_sessions_per_owner: int = Field(
+        default=20, ge=1, description="dashboard sessions one owner holds at once; a new "
+        "one ends that owner's oldest")
+    session_idle_s: float = Field(default=4 * 3600.0, gt=0, le=30 * 86400.0,
+                                  description="a session unused this long ends")
+    session_max_s: float = Field(default=12 * 3600.0, gt=0, le=30 * 86400.0,
+                                 description="a session ends this long after sign-in")
+    audit_retention_s: float | None = Field(
+        default=90 * 86400.0, gt=0, description="audit entries older than this are pruned; "
+        "None keeps them")
+
+    @model_validator(mode="after")
+    def _networks(self) -> ApiSettings:
+        import ipaddress
+
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"api.trusted_proxies: {entry!r} is not an IP address or "
+                                 "network (CIDR)") from None
+        return self
 
 
 class QuotaSettings(BaseModel):
@@ -195,6 +238,9 @@ class QuotaSettings(BaseModel):
         default=0.5, gt=0, le=1, description="the most of max_queue_size one owner's PENDING "
         "tasks may take, so one owner's backlog never fills a queue against another's create")
     max_running: int | None = Field(default=None, ge=1, description="RUNNING tasks at once")
+    max_cpu_s_per_day: float | None = Field(
+        default=None, gt=0, description="CPU seconds an owner's attempts may use per UTC day; "
+        "past it, none of its tasks starts before the next day")
     max_running_per_type: dict[str, int] = Field(
         default_factory=dict, description="RUNNING tasks of one type at once, by type")
     max_timeout_s: float | None = Field(default=24 * 3600.0, gt=0,

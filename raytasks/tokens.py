@@ -6,24 +6,37 @@ creates an admin token when there is none, as Jupyter does) write
 holds a usable token. The HTTP server takes :func:`api_tokens`: the operator's
 ``api.tokens`` from the settings plus this file's, re-read when the file
 changes, so a revoked token stops working without a restart.
+
+A token may carry scopes (``read``, ``submit``, ``admin``; none: its role's) and, with
+``submit``, the task types it may submit. Revoking a token also ends its dashboard
+sessions in the store, and :func:`audit` records both changes in the store's audit
+trail (who ran the command, on which host).
 """
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import logging
 import os
 import secrets
+import socket
 import threading
+import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import SettingsError
 from .settings import ApiToken, Settings
 
+log = logging.getLogger("raytasks.tokens")
+
 Role = Literal["user", "admin"]
+Scope = Literal["read", "submit", "admin"]
 FILE_NAME = "api_tokens.json"
 
 
@@ -41,9 +54,20 @@ class TokenRecord:
     owner: str
     role: Role
     created_at: str
+    scopes: tuple[Scope, ...] | None = None  # None: the role's
+    task_types: tuple[str, ...] | None = None  # None: every type
 
     def api_token(self) -> ApiToken:
-        return ApiToken(sha256=self.sha256, owner=self.owner, role=self.role)
+        return ApiToken(sha256=self.sha256, owner=self.owner, role=self.role,
+                        scopes=None if self.scopes is None else list(self.scopes),
+                        task_types=None if self.task_types is None else list(self.task_types))
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TokenRecord:
+        """A record as the file holds it (files written before scopes have none)."""
+        lists = {k: tuple(row[k]) for k in ("scopes", "task_types")
+                 if row.get(k) is not None}
+        return cls(**{**row, **lists})
 
 
 def token_file(settings: Settings) -> Path:
@@ -59,7 +83,7 @@ def load(settings: Settings) -> list[TokenRecord]:
     path = token_file(settings)
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
-        return [TokenRecord(**row) for row in rows]
+        return [TokenRecord.from_row(row) for row in rows]
     except FileNotFoundError:
         return []
     except (ValueError, TypeError) as exc:
@@ -78,21 +102,36 @@ def _save(settings: Settings, records: list[TokenRecord]) -> None:
     tmp.replace(path)
 
 
-def create(settings: Settings, owner: str, role: Role = "user") -> tuple[str, TokenRecord]:
-    """Make a token for ``owner``; returns the token (shown once, stored nowhere) and its record.
+def _plain(name: str) -> bool:
+    return bool(name) and len(name) <= 64 and name.replace("-", "").replace("_", "")\
+        .replace(".", "").replace("@", "").isalnum()
+
+
+def create(settings: Settings, owner: str, role: Role = "user",
+           scopes: list[Scope] | None = None,
+           task_types: list[str] | None = None) -> tuple[str, TokenRecord]:
+    """Make a token for ``owner``; returns the token (shown once, stored nowhere) and its
+    record. ``scopes`` None: the role's; ``task_types`` limits what it may submit.
 
     Raises:
-        SettingsError: ``owner`` is empty or not a plain name.
+        SettingsError: ``owner`` or a task type is not a plain name, or task types are
+            named for a token that cannot submit.
     """
     owner = owner.strip()
-    if not owner or len(owner) > 64 or not owner.replace("-", "").replace("_", "")\
-            .replace(".", "").replace("@", "").isalnum():
+    if not _plain(owner):
         raise SettingsError(f"owner {owner!r} is not a plain name (letters, digits, - _ . @)",
                             owner=owner)
+    for name in task_types or []:
+        if not _plain(name):
+            raise SettingsError(f"task type {name!r} is not a plain name", task_type=name)
+    if task_types and scopes is not None and "submit" not in scopes:
+        raise SettingsError("task types limit what a token submits: give it the submit scope")
     token = "rt_" + secrets.token_urlsafe(32)
     sha = digest(token)
     record = TokenRecord(id=sha[:10], sha256=sha, owner=owner, role=role,
-                         created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                         scopes=None if scopes is None else tuple(dict.fromkeys(scopes)),
+                         task_types=None if task_types is None else tuple(task_types))
     _save(settings, [*load(settings), record])
     return token, record
 
@@ -117,8 +156,42 @@ def ensure_first_admin(settings: Settings) -> str | None:
     """On a fresh install (no token anywhere) create an ``admin`` token and return it."""
     if settings.api.tokens or load(settings):
         return None
-    token, _ = create(settings, "admin", "admin")
+    token, record = create(settings, "admin", "admin")
+    audit(settings, "token.create", [record], "first raytasks serve")
     return token
+
+
+def audit(settings: Settings, action: Literal["token.create", "token.revoke"],
+          records: list[TokenRecord], detail: str | None = None) -> bool:
+    """Record token changes in the store's audit trail, as the operator who ran the
+    command; a revoke also ends the revoked tokens' dashboard sessions there. Returns
+    False (after logging why) when the store cannot be written: the token file holds."""
+    from .store.access import AccessStore
+
+    if not records:
+        return True
+    assert settings.store_url is not None
+    try:
+        actor = f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in the environment nor the password file
+        actor = "cli:unknown"
+    request_id = uuid.uuid4().hex
+    try:
+        access = AccessStore(settings.store_url, busy_timeout_s=settings.store_busy_timeout_s)
+        try:
+            if action == "token.revoke":
+                access.sessions.end_tokens([r.sha256 for r in records])
+            access.audit.append([{
+                "at": time.time(), "owner": actor, "source": socket.gethostname(),
+                "request_id": request_id, "action": action, "target": r.id,
+                "target_owner": r.owner, "detail": detail} for r in records])
+        finally:
+            access.close()
+    except Exception as exc:  # RaytasksError, OSError, the database's own (SQLAlchemy's)
+        log.warning("the audit trail in %s could not record %s: %s", settings.store_url,
+                    action, exc)
+        return False
+    return True
 
 
 _cache: dict[Path, tuple[tuple[int, int, int], list[ApiToken]]] = {}
@@ -144,5 +217,5 @@ def api_tokens(settings: Settings) -> list[ApiToken]:
     return [*settings.api.tokens, *hit[1]]
 
 
-__all__ = ["TokenRecord", "api_tokens", "create", "digest", "ensure_first_admin", "load",
-           "revoke", "token_file"]
+__all__ = ["TokenRecord", "api_tokens", "audit", "create", "digest", "ensure_first_admin",
+           "load", "revoke", "token_file"]

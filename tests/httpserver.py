@@ -11,6 +11,7 @@ import uvicorn
 
 from raytasks.server.app import create_app
 from raytasks.server.auth import hash_token
+from raytasks.server.peers import uvicorn_options
 from raytasks.settings import ApiToken
 
 TOKENS = {"alice": "alice-token", "bob": "bob-token", "root": "root-token"}
@@ -31,8 +32,10 @@ class ApiServer:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        # forwarding headers count only from api.trusted_proxies, as in `raytasks serve`
         config = uvicorn.Config(create_app(runtime), host="127.0.0.1", port=self.port,
-                                log_level="warning", ws_ping_interval=None)
+                                log_level="warning", ws_ping_interval=None,
+                                **uvicorn_options(runtime.settings.api))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

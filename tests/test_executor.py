@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from raytasks.executor import TaskExecutor
 from raytasks.messages import (
     Lease,
@@ -214,3 +216,62 @@ def test_a_lent_executor_runs_its_clients_tasks_and_only_during_the_loan(
         assert executor.run_lent("loan-1", _lent_lease("late", 0.0)) == (False, None)
     finally:
         executor.stop()
+
+
+class Burner(Backlog):
+    """A manager with one task whose handler spins on the CPU for ``params['s']`` seconds;
+    records the reports."""
+
+    def __init__(self, max_cpu_s: float | None) -> None:
+        super().__init__(waiting=0, stop_after=1000)
+        self.max_cpu_s = max_cpu_s
+        self.leased_once = False
+
+    def report_and_lease(self, request: LeaseRequest) -> Work:
+        self.reported += request.reports
+        if self.leased_once:
+            time.sleep(0.05)
+            return Work()
+        self.leased_once = True
+        return Work([Lease(task_id="burn", task_type="spin", token=1, attempt=0,
+                           parameters=json.dumps({"s": 0.6}), timeout_s=None, deadline=1e12,
+                           max_cpu_s=self.max_cpu_s)])
+
+    def report(self, reports: list[Report]) -> ReportAnswer:
+        self.reported += reports
+        return super().report(reports)
+
+    def type_blob(self, name: str) -> bytes:
+        def spin(params: Any, ctx: Any) -> int:
+            until, blob = time.process_time() + params["s"], bytearray(50 << 20)
+            while time.process_time() < until:
+                pass
+            return len(blob)
+        return TaskTypeSpec(name, spin).dumps()
+
+
+@pytest.mark.parametrize("max_cpu_s", [None, 0.2])
+def test_an_attempt_reports_what_it_used_and_is_stopped_past_its_cpu_limit(
+        tmp_path: Any, max_cpu_s: float | None) -> None:
+    # Given a task that spins 0.6 CPU seconds holding 50 MiB, without a CPU limit or with
+    # one of 0.2 s
+    link = Burner(max_cpu_s)
+    exits: list[int] = []
+    executor = TaskExecutor("e1", "spin", Settings(data_dir=tmp_path), link,
+                            exit_process=exits.append)
+    link.executor = executor
+    try:
+        wait_for(lambda: link.reported, timeout_s=20, what="the report")
+    finally:
+        executor.stop()
+    (report,) = link.reported
+    assert report.cpu_s is not None and report.peak_rss_bytes is not None
+    assert report.peak_rss_bytes > 50 << 20
+    if max_cpu_s is None:
+        # Then it completed, having used what it spun (and a little more)
+        assert report.outcome == "completed" and 0.6 <= report.cpu_s < 3
+    else:
+        # Then it was stopped as a timeout is, past its limit and well before its end
+        assert report.outcome == "failed" and report.error is not None
+        assert report.error.reason == "cpu_limit" and 0.2 < report.cpu_s < 0.6
+        assert exits == [1]

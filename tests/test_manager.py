@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from raytasks.errors import (
@@ -644,6 +645,35 @@ async def test_owner_quotas_refuse_with_the_limit_named(make_core: Any) -> None:
     started = [x.task_id for x in await lease(core, 10, types=("noop", "grid"))]
     owners = [(await core.get(t)).owner for t in started]
     assert owners.count("alice") == 1 and owners.count("bob") == 1 and owners.count(None) == 3
+
+
+async def test_what_attempts_used_is_stored_and_held_against_the_days_cpu_quota(
+        make_core: Any, clock: Clock) -> None:
+    from raytasks.settings import QuotaSettings
+
+    core = make_core(quotas={"*": QuotaSettings(max_cpu_s_per_day=10)})
+    bob = await create(core, *[req(owner="bob") for _ in range(3)])
+    alice = await create(core, req(owner="alice"))
+    (first,) = await lease(core, 1)
+    assert first.task_id == bob[0].id
+    # Given bob's first attempt reports 12 CPU seconds and 300 MB at its peak
+    await core.report([Report(first.task_id, first.token, "completed", result="1",
+                              cpu_s=12.0, peak_rss_bytes=300_000_000)])
+    # Then the task shows what it used, and the attempt is kept
+    done = await core.get(first.task_id)
+    assert (done.cpu_s, done.peak_rss_bytes) == (12.0, 300_000_000)
+    with core.store.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT attempt, outcome, cpu_s FROM rt_attempts")).all()
+    assert [tuple(r) for r in rows] == [(0, "completed", 12.0)]
+    # and bob, over his 10 CPU seconds of the day, starts nothing more today; alice does
+    started = [x.task_id for x in await lease(core, 5)]
+    assert started == [alice[0].id]
+    # and a restarted manager still knows what bob used today
+    again = make_core(quotas={"*": QuotaSettings(max_cpu_s_per_day=10)})
+    assert [x.task_id for x in await lease(again, 5)] == []
+    # The next UTC day, his tasks start again
+    clock.now += 86400
+    assert sorted(x.task_id for x in await lease(again, 5)) == sorted(t.id for t in bob[1:])
 
 
 async def test_one_owners_backlog_does_not_shut_out_another(core: TaskManagerCore,

@@ -210,3 +210,41 @@ def test_a_waiting_executor_is_lent_once_and_woken_no_more() -> None:
 
     lent, answer, again = asyncio.run(scenario())
     assert lent is not None and lent.executor_id == "e1" and answer == lent and again is None
+
+
+def test_within_a_priority_the_least_slack_goes_first() -> None:
+    s = TaskScheduler(aging_interval_s=30.0)
+
+    def task(task_id: str, priority: TaskPriority, deadline: float | None = None,
+             estimate_s: float = 0.0, at: float = 0.0) -> QueuedTask:
+        return QueuedTask(task_id, "t", priority, enqueued_at=at, deadline=deadline,
+                          estimate_s=estimate_s)
+
+    # Given HIGH tasks: one without a deadline queued first, one due at 100 s that runs
+    # 10 s, and one queued later, due at 200 s but running 150 s (less slack than the first)
+    s.enqueue(task("plain", TaskPriority.HIGH, at=0.0), 0.0)
+    s.enqueue(task("due100", TaskPriority.HIGH, deadline=100.0, estimate_s=10.0, at=1.0), 1.0)
+    s.enqueue(task("due200", TaskPriority.HIGH, deadline=200.0, estimate_s=150.0, at=2.0), 2.0)
+    # and a MEDIUM task due very soon, and a LOW task without a deadline
+    s.enqueue(task("urgent-medium", TaskPriority.MEDIUM, deadline=10.0, at=3.0), 3.0)
+    s.enqueue(task("low", TaskPriority.LOW, at=3.0), 3.0)
+    # When they are leased one by one at 5 s
+    order = []
+    while (item := s.peek_best(["t"], now=5.0)) is not None:
+        s.pop(item, now=5.0)
+        order.append(item.task_id)
+    # Then the HIGH tasks go by slack (50 s before 90 s, then the one without a deadline),
+    # the MEDIUM one does not pass a HIGH one however urgent, and LOW comes last
+    assert order == ["due200", "due100", "plain", "urgent-medium", "low"]
+
+
+def test_aging_still_lifts_a_task_without_a_deadline_past_newer_deadline_work() -> None:
+    s = TaskScheduler(aging_interval_s=30.0)
+    # Given a LOW task that has waited two aging intervals (it counts as HIGH now)
+    s.enqueue(QueuedTask("old-low", "t", TaskPriority.LOW, enqueued_at=0.0), 0.0)
+    # and a fresh MEDIUM task with a deadline
+    s.enqueue(QueuedTask("fresh-medium", "t", TaskPriority.MEDIUM, enqueued_at=60.0,
+                         deadline=500.0), 60.0)
+    # Then the aged LOW task goes first: a deadline orders within a level, aging still lifts
+    item = s.peek_best(["t"], now=60.5)
+    assert item is not None and item.task_id == "old-low"

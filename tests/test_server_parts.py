@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from raytasks.errors import QuotaExceededError
-from raytasks.server.auth import Principal, WrongTokens
+from raytasks.server.auth import Principal
 from raytasks.server.common import LiveReaders
 from raytasks.server.socket import MAX_TRACKED, EventStream, HelloFilter
+from raytasks.server.throttle import SlidingWindow
 
 
 class Clock:
@@ -81,22 +82,22 @@ def test_live_readers_are_counted_per_owner_and_freed_once() -> None:
     assert readers.by_owner["alice"] == 1
 
 
-def test_wrong_tokens_refuse_an_address_past_the_limit_until_the_window_has_room() -> None:
+def test_a_window_holds_a_key_past_the_limit_until_it_has_room() -> None:
     now = [1000.0]
-    wrong = WrongTokens(limit=3, window_s=60.0, clock=lambda: now[0], max_addresses=2)
+    wrong = SlidingWindow(limit=3, window_s=60.0, clock=lambda: now[0], max_keys=2)
     # Given three wrong tokens from one address, a second apart
     for _ in range(3):
-        assert wrong.refused_for("10.0.0.1") == 0.0
-        wrong.wrong("10.0.0.1")
+        assert wrong.wait_s("10.0.0.1") == 0.0
+        wrong.add("10.0.0.1")
         now[0] += 1.0
-    # Then it is refused until the first of them leaves the window; others are not
-    assert wrong.refused_for("10.0.0.1") == pytest.approx(57.0)
-    assert wrong.refused_for("10.0.0.2") == 0.0
+    # Then it is held until the first of them leaves the window; others are not
+    assert wrong.wait_s("10.0.0.1") == pytest.approx(57.0)
+    assert wrong.wait_s("10.0.0.2") == 0.0
     now[0] += 57.0
-    assert wrong.refused_for("10.0.0.1") == 0.0  # room for one more try
-    wrong.wrong("10.0.0.1")
-    assert wrong.refused_for("10.0.0.1") == pytest.approx(1.0)
-    # And memory stays bounded: the address wrong longest ago is forgotten first
-    wrong.wrong("10.0.0.2")
-    wrong.wrong("10.0.0.3")
-    assert wrong.refused_for("10.0.0.1") == 0.0
+    assert wrong.wait_s("10.0.0.1") == 0.0  # room for one more
+    wrong.add("10.0.0.1")
+    assert wrong.wait_s("10.0.0.1") == pytest.approx(1.0)
+    # And memory stays bounded: the key seen longest ago is forgotten first
+    wrong.add("10.0.0.2")
+    wrong.add("10.0.0.3")
+    assert wrong.wait_s("10.0.0.1") == 0.0

@@ -58,3 +58,40 @@ def test_token_commands(tmp_path: Path) -> None:
     assert run("revoke", "--owner", "bob").returncode == 3
     assert run("revoke").returncode == 2
     assert json.loads(run("list", "--json").stdout) == []
+
+
+def test_scoped_tokens_from_the_command_line_and_their_audit_trail(tmp_path: Path) -> None:
+    env = {**os.environ, "RAYTASKS_DATA_DIR": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([RAYTASKS, *args], env=env, capture_output=True, text=True,
+                              timeout=300, stdin=subprocess.DEVNULL)
+
+    # Given a monitoring token and a CI token that may submit backtests only
+    monitor = json.loads(run("token", "create", "--owner", "ops", "--scope", "read",
+                             "--json").stdout)
+    ci = json.loads(run("token", "create", "--owner", "ci", "--scope", "submit",
+                        "--task-type", "backtest", "--json").stdout)
+    assert (monitor["scopes"], monitor["task_types"]) == (["read"], None)
+    assert (ci["scopes"], ci["task_types"]) == (["submit"], ["backtest"])
+    listed = {r["id"]: r for r in json.loads(run("token", "list", "--json").stdout)}
+    assert listed[ci["id"]]["scopes"] == ["submit"]
+    # task types for a token that cannot submit are refused
+    assert run("token", "create", "--owner", "x", "--scope", "read", "--task-type",
+               "backtest").returncode != 0
+    # When one is revoked
+    assert run("token", "revoke", "--id", ci["id"]).returncode == 0
+    # Then the audit trail has each change, naming the token, its owner and who ran it
+    out = run("audit", "--json")
+    assert out.returncode == 0, out.stderr
+    entries = json.loads(out.stdout)
+    assert [(e["action"], e["target"], e["target_owner"]) for e in entries] == [
+        ("token.revoke", ci["id"], "ci"), ("token.create", ci["id"], "ci"),
+        ("token.create", monitor["id"], "ops")]
+    assert all(e["owner"].startswith("cli:") and e["request_id"] and e["source"]
+               for e in entries)
+    # and the command filters and prints it for people too
+    only = json.loads(run("audit", "--action", "token.revoke", "--json").stdout)
+    assert [e["target"] for e in only] == [ci["id"]]
+    assert json.loads(run("audit", "--owner", "nobody", "--json").stdout) == []
+    assert "token.revoke" in run("audit", "--hours", "1").stdout

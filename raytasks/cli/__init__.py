@@ -23,7 +23,7 @@ COMMANDS: tuple[click.Command, ...] = (
     tasks.submit, tasks.submit_many, tasks.ls, tasks.show, tasks.watch, tasks.cancel,
     tasks.retry, tasks.stats,
     ops.schedule, ops.logs,
-    admin.report, admin.token,
+    admin.report, admin.token, admin.audit,
     bench.bench,
 )
 

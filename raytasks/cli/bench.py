@@ -75,3 +75,13 @@ def bench_volatility(stocks: int, as_json: bool) -> None:
 
     figures = run_volatility(stocks=stocks)
     emit(as_json, figures, lambda: click.echo(format_volatility(figures)))
+
+
+@bench.command("units")
+@click.option("--json", "as_json", is_flag=True)
+def bench_units(as_json: bool) -> None:
+    """CPU seconds per work unit for each kind of built-in task (the quota's calibration)."""
+    from ..benchmarks.units import format_units, run_units
+
+    figures = run_units()
+    emit(as_json, figures, lambda: click.echo(format_units(figures)))

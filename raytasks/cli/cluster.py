@@ -83,6 +83,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     from .. import tokens
     from ..server.app import create_app
+    from ..server.peers import uvicorn_options
 
     with errors(False):
         rt = connect(ctx)
@@ -101,4 +102,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
             f"    Login URL:  {url}#token={first}\n\n"
             "More tokens: raytasks token create --owner NAME; list and revoke them with "
             "raytasks token list|revoke.")
-    uvicorn.run(create_app(rt), host=host, port=port, log_level="warning")
+    # forwarding headers count only from api.trusted_proxies (uvicorn's default trusts loopback)
+    uvicorn.run(create_app(rt), host=host, port=port, log_level="warning",
+                **uvicorn_options(rt.settings.api))

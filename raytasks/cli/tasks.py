@@ -135,6 +135,11 @@ def _print_task(task: Task) -> None:
                f"attempt   {task.attempt} of {task.max_retries + 1}\n"
                f"created   {task.created_at}\nstarted   {task.started_at}\n"
                f"finished  {task.finished_at}")
+    if task.cpu_s is not None:
+        peak = f", peak memory {task.peak_rss_bytes / 2**20:.0f} MiB" \
+            if task.peak_rss_bytes else ""
+        limit = f" (limit {task.max_cpu_s:g} s)" if task.max_cpu_s is not None else ""
+        click.echo(f"used      {task.cpu_s:.3f} CPU s{limit}{peak}")
     if task.error:
         click.echo(f"error     {task.error.reason}: {task.error.type}: {task.error.message}")
     if task.result is not None:

@@ -32,6 +32,13 @@ ResourceName = Annotated[str, StringConstraints(pattern=RESOURCE_NAME)]
 
 IO_UNITS_PER_BAR = 10
 _TRADING_DAYS_PER_YEAR = 245
+#: Units per row a model fit costs, so that one unit is about the same CPU for every kind
+#: (about 100 us here): measured with ``raytasks bench units`` (2026-12-07, 2 cores, warm,
+#: three stocks over three years): a ridge fit with its features 133 us per row, gradient
+#: boosting 1,075, a random forest 2,196, an ensemble of the three 1,987; a backtest or a
+#: forecast 20-200 us per bar.
+FIT_UNITS = {"ridge": 1, "gbrt": 10, "random_forest": 20}
+ENSEMBLE_UNITS = 20
 
 
 def _bars(start: str, end: str) -> int:
@@ -195,12 +202,14 @@ class TrainingParams(DataSource):
     chunks: int = Field(default=4, ge=1, le=100, description="online: time-ordered updates")
 
     def work_units(self) -> int:
-        """Rows fitted (codes x bars), times trials x rounds for ``tune`` and the three
-        members of an ``ensemble``."""
+        """Rows fitted (codes x bars), weighed by the model's cost per row
+        (:data:`FIT_UNITS`, :data:`ENSEMBLE_UNITS`), times trials x rounds for ``tune``."""
         rows = len(self.codes) * self.bars()
         if self.kind == "tune":
             return rows * self.trials * self.rounds
-        return rows * (3 if self.kind == "ensemble" else 1)
+        if self.kind == "ensemble":
+            return rows * ENSEMBLE_UNITS
+        return rows * (FIT_UNITS[self.model] if self.kind == "train" else 1)
 
     def resource_refs(self) -> dict[str, tuple[ResourceKind, str]]:
         return {**super().resource_refs(),

@@ -24,7 +24,7 @@ from ..resources import model_key
 from ..store.base import RowUpdate, WriteBatch, encode_tags, loads_or, to_json
 from .intake import CreateRequest, Known
 from .outbox import status_event
-from .outcomes import decide, lost_report
+from .outcomes import attempt_row, decide, lost_report
 from .parts import Parts
 from .pipeline import Plan, Planner, Round
 from .state import Entry
@@ -69,7 +69,8 @@ class Changes:
                                   timeout_s=row["timeout_s"],
                                   parameters=row["parameters"], owner=row["owner"],
                                   queued=enqueue, token=0, created_at=ctx.now,
-                                  enqueued_at=row.get("enqueued_at"))
+                                  enqueued_at=row.get("enqueued_at"),
+                                  max_cpu_s=row["max_cpu_s"])
                     parts.active.add(entry)
                     entries.append((entry, loads_or(row["depends_on"], "[]", list)))
                 if watch is not None:
@@ -194,7 +195,7 @@ class Changes:
                      parameters=entry.parameters, timeout_s=entry.timeout_s,
                      deadline=now + self.parts.settings.lease_ttl_s, owner=entry.owner,
                      handler_version=registry.get(entry.task_type).version
-                     if entry.task_type in registry else 0)
+                     if entry.task_type in registry else 0, max_cpu_s=entry.max_cpu_s)
 
     def report_and_lease(self, request: LeaseRequest) -> Planner:
         """An executor's reports and its next leases, in one round and one commit."""
@@ -236,6 +237,9 @@ class Changes:
         quota = self.parts.settings.quota_for(owner)
         if quota is None:
             return True
+        if quota.max_cpu_s_per_day is not None and \
+                self.parts.cpu.used(owner, ctx.now) >= quota.max_cpu_s_per_day:
+            return False  # its attempts used the day's CPU: none starts before tomorrow
         active = self.parts.active
         if quota.max_running is not None and \
                 active.running[owner] + ctx.running[owner] >= quota.max_running:
@@ -264,14 +268,17 @@ class Changes:
                 accepted.append(rep.task_id)
                 steps.append((entry, rep, step))
                 batch.logs += [line._asdict() for line in rep.lines]
+                batch.attempts.append(attempt_row(rep.task_id, entry.attempt, rep,
+                                                  entry.owner, ctx.now))
                 batch.updates.append(RowUpdate(rep.task_id, step.fields, token=rep.token,
                                                status=R.value))
                 batch.events.append(_event(entry, R, step.target, ctx.now, step.error,
-                                           attempt=step.attempt))
+                                           attempt=step.attempt, cpu_s=rep.cpu_s))
 
             def apply(event_ids: list[int]) -> ReportAnswer:
                 self.stale_reports += len(rejected)
                 for entry, rep, step in steps:
+                    parts.cpu.add(entry.owner, rep.cpu_s, ctx.now)
                     parts.queues[entry.queue].release(entry.task_id, rep.token)
                     if step.attempt is not None:
                         entry.attempt = step.attempt
@@ -417,7 +424,7 @@ class Changes:
                           parameters=json.dumps(stored.parameters, separators=(",", ":")),
                           owner=stored.owner, queued=True,
                           token=stored.lease_token, created_at=stored.created_at.timestamp(),
-                          enqueued_at=ctx.now)
+                          enqueued_at=ctx.now, max_cpu_s=stored.max_cpu_s)
             batch = WriteBatch(updates=[RowUpdate(stored.id, fields, status=stored.status.value)],
                                events=[_event(entry, stored.status, P, ctx.now)])
 
@@ -530,11 +537,12 @@ class Changes:
 
 
 def _event(entry: Entry, previous: TaskStatus | None, status: TaskStatus, now: float,
-           error: str | None = None, attempt: int | None = None) -> dict[str, Any]:
+           error: str | None = None, attempt: int | None = None,
+           cpu_s: float | None = None) -> dict[str, Any]:
     return status_event(task_id=entry.task_id, task_type=entry.task_type, owner=entry.owner,
                         attempt=entry.attempt if attempt is None else attempt,
                         priority=int(entry.priority), previous=previous, status=status,
-                        now=now, error=error)
+                        now=now, error=error, cpu_s=cpu_s)
 
 
 def _remove(folders: list[Path]) -> None:

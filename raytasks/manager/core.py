@@ -53,7 +53,7 @@ from ..registry import TaskTypeSpec
 from ..schedules.models import Schedule, ScheduleCreateRequest
 from ..settings import Settings
 from ..store import SqlTaskStore
-from ..store.base import TaskRows, row_to_task
+from ..store.base import TaskRows, cpu_day, row_to_task
 from .adoption import Adoption
 from .archive import archive
 from .changes import Changes
@@ -62,7 +62,7 @@ from .parts import Parts
 from .pipeline import CommitPipeline, DuplicateKeyError
 from .reads import Reads
 from .schedules import ScheduleRunner
-from .state import Entry, FinishedCounts
+from .state import DailyCpu, Entry, FinishedCounts
 from .work import WorkDesk
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class TaskManagerCore:
                 continue
         now = self.clock()
         parts.counts = FinishedCounts(self.store.finished_counts())
+        today = cpu_day(now)
+        parts.cpu = DailyCpu(today, self.store.cpu_of_day(today))
         self.schedules.load()
         rows = self.store.active_rows()
         for row in rows:

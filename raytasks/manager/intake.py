@@ -48,6 +48,8 @@ class CreateRequest(Protocol):
     @property
     def timeout_s(self) -> float | None: ...
     @property
+    def max_cpu_s(self) -> float | None: ...
+    @property
     def max_retries(self) -> int | None: ...
     @property
     def depends_on(self) -> Sequence[str]: ...
@@ -309,6 +311,7 @@ def task_row(task_id: str, req: CreateRequest, now: float, params: dict[str, Any
         "idempotency_key": req.idempotency_key, "tags": list(req.tags), "owner": req.owner,
         "notify": json.dumps(list(req.notify)), "cancel_requested": False, "queued": False,
         "lease_token": 0, "created_at": now, "updated_at": now,
+        "max_cpu_s": _positive(req.max_cpu_s, prefix + "max_cpu_s"),
     }
 
 
@@ -352,6 +355,13 @@ def _strict_json(params: dict[str, Any], field: str) -> str:
         raise InvalidParametersError([{"field": field, "reason": f"{reason} ({exc})"[:300]}]) \
             from None
     return text
+
+
+def _positive(value: float | None, field: str) -> float | None:
+    """A limit a trusted client's compact request may carry unchecked: positive or None."""
+    if value is not None and not (isinstance(value, int | float) and 0 < value < 1e12):
+        raise InvalidParametersError([{"field": field, "reason": "must be a positive number"}])
+    return value
 
 
 def _check_text(value: str | None, field: str) -> None:

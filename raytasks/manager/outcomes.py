@@ -48,7 +48,7 @@ def decide(entry: Entry, report: Report, now: float, settings: Settings,
     Raises:
         InvalidTransitionError: never for a current lease (the table allows all of these).
     """
-    fields: dict[str, Any] = {"updated_at": now}
+    fields: dict[str, Any] = {"updated_at": now, **usage_fields(report)}
     requeue_at: float | None = None
     error_json: str | None = None
     if report.outcome == "released":  # handed back unstarted: same attempt, no backoff
@@ -81,6 +81,21 @@ def decide(entry: Entry, report: Report, now: float, settings: Settings,
         fields.update(not_before=requeue_at if requeue_at > now else None, enqueued_at=now,
                       lease_request=None, lease_executor=None)
     return Transition(target, fields, requeue_at, error_json)
+
+
+def usage_fields(report: Report) -> dict[str, Any]:
+    """The stored fields of what an attempt used, where it was measured."""
+    if report.cpu_s is None:
+        return {}
+    return {"cpu_s": report.cpu_s, "peak_rss_bytes": report.peak_rss_bytes}
+
+
+def attempt_row(task_id: str, attempt: int, report: Report, owner: str | None,
+                now: float) -> dict[str, Any]:
+    """The ``rt_attempts`` row of an attempt whose report was accepted."""
+    return {"task_id": task_id, "attempt": attempt, "lease_token": report.token,
+            "owner": owner, "outcome": report.outcome, "cpu_s": report.cpu_s,
+            "peak_rss_bytes": report.peak_rss_bytes, "reported_at": now}
 
 
 def lost_report(task_id: str, token: int, executor_id: str, cancel_requested: bool) -> Report:

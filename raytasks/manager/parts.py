@@ -24,7 +24,7 @@ from .intake import Intake
 from .pipeline import CommitPipeline
 from .queues import Queues
 from .sessions import Sessions
-from .state import ActiveTasks, FinishedCounts
+from .state import ActiveTasks, DailyCpu, FinishedCounts
 from .waiters import Arrivals
 
 EventSink = Callable[[list[dict[str, Any]]], None]
@@ -44,6 +44,7 @@ class Parts:
     registry: TaskTypeRegistry = field(default_factory=lambda: TaskTypeRegistry(BUILTIN_TYPES))
     active: ActiveTasks = field(default_factory=ActiveTasks)
     counts: FinishedCounts = field(default_factory=FinishedCounts)
+    cpu: DailyCpu = field(default_factory=DailyCpu)
     deps: Dependencies = field(default_factory=Dependencies)
     sessions: Sessions = field(default_factory=Sessions)
     arrivals: Arrivals = field(default_factory=Arrivals)

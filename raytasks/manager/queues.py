@@ -11,7 +11,7 @@ from collections.abc import Callable, Container
 
 from ..errors import InvalidParametersError
 from ..models import QueuedTask, QueueStats
-from ..scheduler import Admit, LeaseRecord, TaskScheduler
+from ..scheduler import Admit, LeaseRecord, SortKey, TaskScheduler
 from ..settings import Settings
 
 
@@ -63,7 +63,7 @@ class Queues:
         ``allowance(task_type)``: how many more tasks of the type may start (None: any);
         ``exclude`` and ``skip`` as in :meth:`TaskScheduler.peek_best`.
         """
-        found: tuple[tuple[float, int, float], QueuedTask] | None = None
+        found: tuple[SortKey, QueuedTask] | None = None
         for sched in self._by_name.values():
             caps = {t: _cap(allowance(t), sched.running(t)) for t in task_types}
             candidate = sched.best(task_types, now, caps, admit=admit, exclude=exclude,

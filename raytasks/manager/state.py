@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..models import QueuedTask, TaskPriority, TaskStatus
-from ..store.base import ActiveRow
+from ..store.base import ActiveRow, cpu_day
 
 
 @dataclass(slots=True)
@@ -35,6 +35,7 @@ class Entry:
     enqueued_at: float | None = None
     not_before: float | None = None
     cancel_requested: bool = False
+    max_cpu_s: float | None = None
 
     @classmethod
     def from_row(cls, row: ActiveRow) -> Entry:
@@ -44,7 +45,7 @@ class Entry:
                    parameters=row.parameters, owner=row.owner, queued=row.queued,
                    token=row.lease_token, created_at=row.created_at,
                    enqueued_at=row.enqueued_at, not_before=row.not_before,
-                   cancel_requested=row.cancel_requested)
+                   cancel_requested=row.cancel_requested, max_cpu_s=row.max_cpu_s)
 
     def queued_item(self) -> QueuedTask:
         """What the scheduler holds while this task waits."""
@@ -110,6 +111,31 @@ class ActiveTasks:
             self.pending[entry.owner] += delta
             if entry.queued:
                 self.waiting[entry.queue] += delta
+
+
+class DailyCpu:
+    """CPU seconds each owner's attempts used today (UTC), what ``max_cpu_s_per_day`` is
+    held against at the lease: loaded from the store at start, then kept in step with
+    every report the manager accepts."""
+
+    def __init__(self, day: str = "", by_owner: dict[str, float] | None = None) -> None:
+        self.day = day
+        self._by_owner: dict[str, float] = dict(by_owner or {})
+
+    def add(self, owner: str | None, cpu_s: float | None, now: float) -> None:
+        self._roll(now)
+        if cpu_s:
+            key = owner or ""
+            self._by_owner[key] = self._by_owner.get(key, 0.0) + cpu_s
+
+    def used(self, owner: str | None, now: float) -> float:
+        self._roll(now)
+        return self._by_owner.get(owner or "", 0.0)
+
+    def _roll(self, now: float) -> None:
+        day = cpu_day(now)
+        if day != self.day:
+            self.day, self._by_owner = day, {}
 
 
 class FinishedCounts:

@@ -10,7 +10,10 @@ HMAC-SHA256 with the target's secret of ``"<timestamp>.<body>"``.
 The host is resolved once per post, by the target check, and the post connects
 only to the addresses that check vetted: a DNS answer that changes between the
 check and the connection (DNS rebinding) cannot move the post to a denied
-address. For https, TLS still verifies the certificate against the URL's host.
+address. The ``Host`` header names the URL's host; for https, the handshake sends
+it as SNI and the certificate is verified against it. The resolver is a
+parameter (:data:`Resolve`, the system's by default), so tests can play the
+attacker's DNS server.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import socket
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,6 +77,19 @@ def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
     return found
 
 
+Sockaddr = tuple[int, tuple[Any, ...]]
+"""An address to connect to: ``(family, sockaddr)`` as :func:`socket.getaddrinfo` gives them."""
+
+Resolve = Callable[[str, int], Sequence[Sockaddr]]
+"""Looks up ``(ascii_host, port)`` for TCP; raises :class:`socket.gaierror` when it cannot."""
+
+
+def resolve_system(host: str, port: int) -> list[Sockaddr]:
+    """The system resolver (:func:`socket.getaddrinfo`), TCP addresses in its order."""
+    return [(int(info[0]), tuple(info[4]))
+            for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
+
+
 _DEFAULT_PORTS = {"http": http.client.HTTP_PORT, "https": http.client.HTTPS_PORT}
 
 
@@ -88,7 +105,7 @@ class VettedTarget:
     scheme: str
     host: str
     port: int
-    sockaddrs: tuple[tuple[int, tuple[Any, ...]], ...]
+    sockaddrs: tuple[Sockaddr, ...]
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -96,11 +113,13 @@ class VettedTarget:
         return [(str(sockaddr[0]), int(sockaddr[1])) for _, sockaddr in self.sockaddrs]
 
 
-def check_target(url: str, settings: NotifySettings) -> VettedTarget:
+def check_target(url: str, settings: NotifySettings,
+                 resolve: Resolve = resolve_system) -> VettedTarget:
     """Refuse webhook URLs that point at cloud metadata services or outside the allow list.
 
-    Every address the host resolves to is checked, and so is every IPv4 address
-    embedded in an IPv6 one (:func:`embedded_ipv4`).
+    Every address ``resolve`` gives for the host is checked, and so is every IPv4
+    address embedded in an IPv6 one (:func:`embedded_ipv4`); one denied address
+    refuses the URL.
 
     Returns:
         the host, port and the addresses that passed; connect to those only, since
@@ -123,14 +142,15 @@ def check_target(url: str, settings: NotifySettings) -> VettedTarget:
     port = parts.port if parts.port is not None else _DEFAULT_PORTS[parts.scheme]
     try:
         ascii_host = host.encode("idna").decode("ascii")  # what getaddrinfo looks up
-        infos = socket.getaddrinfo(ascii_host, port, proto=socket.IPPROTO_TCP)
+        sockaddrs = tuple((int(family), tuple(sockaddr))
+                          for family, sockaddr in resolve(ascii_host, port))
     except (socket.gaierror, UnicodeError) as exc:
         raise NotificationError(f"webhook host {host!r} does not resolve: {exc}") from None
-    if not infos:
+    if not sockaddrs:
         raise NotificationError(f"webhook host {host!r} does not resolve to any address")
     networks = [ipaddress.ip_network(n) for n in settings.deny_networks]
-    for info in infos:
-        resolved = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+    for _, sockaddr in sockaddrs:
+        resolved = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
         for address in [resolved, *embedded_ipv4(resolved)]:
             for network in networks:
                 if address.version == network.version and address in network:
@@ -139,8 +159,7 @@ def check_target(url: str, settings: NotifySettings) -> VettedTarget:
                         + (f" (IPv4 {address} inside)" if address != resolved else "")
                         + f", inside denied network {network} (cloud metadata and other "
                         "internal services)")
-    return VettedTarget(parts.scheme, ascii_host, port,
-                        tuple((int(info[0]), tuple(info[4])) for info in infos))
+    return VettedTarget(parts.scheme, ascii_host, port, sockaddrs)
 
 
 def _connect(target: VettedTarget, timeout_s: float) -> socket.socket:
@@ -198,11 +217,17 @@ class WebhookChannel:
     """Posts events to one target. A refused target dead-letters the event at once; an
     error status is retried with backoff by the dispatcher; an unreachable receiver
     pauses the channel. Redirects are never followed: one could point past the target
-    check (at a metadata address), so a 3xx is an error status like any other."""
+    check (at a metadata address), so a 3xx is an error status like any other.
 
-    def __init__(self, target: WebhookTarget, settings: NotifySettings) -> None:
+    ``resolve`` looks the host up, once per post (:func:`check_target`); the post
+    connects only to what that lookup gave and the check passed.
+    """
+
+    def __init__(self, target: WebhookTarget, settings: NotifySettings,
+                 resolve: Resolve = resolve_system) -> None:
         self.target = target
         self.settings = settings
+        self.resolve = resolve
         self.name = "webhook:" + target.url
         self.filter = RuleFilter(target)
         self.max_attempts = target.max_attempts
@@ -220,7 +245,7 @@ class WebhookChannel:
             RuntimeError: the receiver answered with an error status.
         """
         try:
-            vetted = check_target(self.target.url, self.settings)
+            vetted = check_target(self.target.url, self.settings, self.resolve)
         except NotificationError as exc:
             raise Undeliverable(str(exc)) from None
         try:

@@ -31,7 +31,7 @@ import ray
 
 from ..client import Watcher
 from ..manager.outbox import status_event
-from ..manager.outcomes import completion
+from ..manager.outcomes import attempt_row, completion, usage_fields
 from ..messages import Lease, Loan, NewTask, Report
 from ..models import Task, TaskStatus
 from ..store.base import RowUpdate, StaleWriteError, WriteBatch, row_to_task, with_artifact
@@ -148,7 +148,7 @@ class LoanRoute:
         lease = Lease(task_id=row["id"], task_type=row["task_type"], token=FIRST_TOKEN,
                       attempt=0, parameters=row["parameters"], timeout_s=row["timeout_s"],
                       deadline=row["started_at"] + run.loan.lease_ttl_s,
-                      handler_version=run.loan.handler_version)
+                      handler_version=run.loan.handler_version, max_cpu_s=row["max_cpu_s"])
         try:
             executor = self._executors.get(run.loan.executor_id)
             if executor is None:
@@ -268,14 +268,15 @@ def _commit_completion(store: SqlTaskStore, row: dict[str, Any], report: Report)
         StaleWriteError: the lease is no longer the task's (nothing committed).
     """
     now = time.time()
-    fields = {**completion(report, now), "status": TaskStatus.COMPLETED.value,
-              "updated_at": now}
+    fields = {**completion(report, now), **usage_fields(report),
+              "status": TaskStatus.COMPLETED.value, "updated_at": now}
     store.commit(WriteBatch(
         updates=[RowUpdate(row["id"], fields, token=FIRST_TOKEN,
                            status=TaskStatus.RUNNING.value)],
         events=[status_event(task_id=row["id"], task_type=row["task_type"], owner=None,
                              attempt=0, priority=row["priority"],
                              previous=TaskStatus.RUNNING, status=TaskStatus.COMPLETED,
-                             now=now)],
-        logs=[line._asdict() for line in report.lines]))
+                             now=now, cpu_s=report.cpu_s)],
+        logs=[line._asdict() for line in report.lines],
+        attempts=[attempt_row(row["id"], 0, report, None, now)]))
     return with_artifact(row_to_task({**row, **fields}))

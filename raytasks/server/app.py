@@ -2,17 +2,21 @@
 
 Thin: every route calls a client facade. Routes live by resource: ``routes_tasks``
 (tasks and their logs), ``routes_schedules``, ``pages`` (dashboard, static files,
-interactive docs); sessions, stats, metrics and the WebSocket are here. Everything
+interactive docs), ``routes_access`` (dashboard sessions, the audit trail); stats,
+metrics and the WebSocket are here. Every route declares the token scope it needs
+(``read``, ``submit`` or ``admin``, see :mod:`.auth`). Everything
 that arrives is untrusted (see README "Security"): bodies are parsed strictly
 (:mod:`.edge`), requests are checked against the operator's named resources and notify
 allow-list before they reach the manager, another owner's task is a 404 like a
 random id, and responses never carry a traceback or a server path.
 
 Errors are JSON ``{"error", "message", "errors": [{"field", "reason"}], ...}``:
-401 (no or bad token), 403 (a cookie request without its CSRF token), 404
+401 (no or bad token), 403 (a cookie request without its CSRF token, or a token
+without the route's scope), 404
 (unknown, or another owner's task), 409 (illegal transition), 413 (body too
-large), 422 (bad JSON, query or parameters, the field named), 429 (queue full
-or an owner's quota), 500/503 (with the ``request_id`` the server log has).
+large), 422 (bad JSON, query or parameters, the field named), 429 (queue full,
+an owner's quota, wrong tokens or sign-ins too often), 500/503 (with the
+``request_id`` the server log has).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ..api import ProgressTracker, TaskExecutionEngine, TaskManager, TaskNotificationService
 from ..errors import (
@@ -45,10 +50,20 @@ from ..errors import (
 from ..metrics import queue_metrics_text
 from ..models import QueueStats
 from ..runtime import Runtime
-from . import pages, routes_schedules, routes_tasks
-from .auth import CSRF_HEADER, SESSION_COOKIE, SESSION_TTL_S, principal_for
-from .common import Auth, CsrfRefused, Services, TooManyWrongTokens, Unauthorized
+from ..store.access import AccessStore
+from . import pages, routes_access, routes_schedules, routes_tasks
+from .auth import CSRF_HEADER
+from .common import (
+    CsrfRefused,
+    MissingScope,
+    Reader,
+    Services,
+    TooManySignIns,
+    TooManyWrongTokens,
+    Unauthorized,
+)
 from .edge import Edge, ErrorBody, error, scrub
+from .peers import Peers
 from .socket import serve_socket
 
 log = logging.getLogger("raytasks.server")
@@ -64,14 +79,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _PUBLIC_EXECUTOR_FIELDS = ("executor_id", "task_type", "held", "completed", "error")
 
 
-class Login(BaseModel):
-    token: str = Field(min_length=1, max_length=1024)
-
-
-class SessionInfo(BaseModel):
-    owner: str
-    role: str
-    csrf: str = Field(description=f"send it back as {CSRF_HEADER} on every change")
+#: How often a server deletes ended sessions and audit entries past their retention.
+PRUNE_EVERY_S = 600.0
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -87,15 +96,80 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def create_app(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
+    assert settings.store_url is not None
+    access = AccessStore(settings.store_url, busy_timeout_s=settings.store_busy_timeout_s)
     svc = Services(settings, TaskManager(runtime), ProgressTracker(runtime),
-                   TaskNotificationService(runtime), TaskExecutionEngine(runtime))
-    tm, notifier, sessions = svc.tm, svc.notifier, svc.sessions
+                   TaskNotificationService(runtime), TaskExecutionEngine(runtime), access)
+    tm, notifier = svc.tm, svc.notifier
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pruning = asyncio.create_task(_prune(svc))
+        try:
+            yield
+        finally:
+            pruning.cancel()
+            with suppress(asyncio.CancelledError):
+                await pruning
+            access.close()
+
     # the OpenAPI document is served below, behind the token like everything but /health
     app = FastAPI(title="raytasks", version="0.1.0", openapi_url=None, docs_url=None,
                   redoc_url=None, description="Durable, prioritised task management on Ray",
-                  responses=_ERRORS)
+                  responses=_ERRORS, lifespan=lifespan)
     app.state.services = svc
     app.add_middleware(Edge, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(Peers, trusted=settings.api.trusted_proxies)  # outermost: first
+    _handle_errors(app, svc)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(who: Reader) -> Any:
+        return app.openapi()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/stats/queues")
+    async def queue_stats(who: Reader) -> Any:
+        # aggregates only: whatever else the manager reports per queue stays inside
+        return [{k: q[k] for k in QueueStats.model_fields if k in q}
+                for q in (await tm.stats())["queues"]]
+
+    @app.get("/stats/executors")
+    async def executor_stats(who: Reader) -> Any:
+        rows = await asyncio.to_thread(svc.engine.executors_sync)
+        if who.admin:
+            return rows
+        visible = set()
+        for task_id in {r["current"] for r in rows if r.get("current")}:
+            try:
+                visible.add((await svc.own_task(task_id, who)).id)
+            except TaskNotFoundError:
+                continue
+        return [{**{k: r[k] for k in _PUBLIC_EXECUTOR_FIELDS if k in r},
+                 "current": r.get("current") if r.get("current") in visible
+                 else ("hidden" if r.get("current") else None)} for r in rows]
+
+    @app.get("/task-types")
+    async def task_types(who: Reader) -> Any:
+        return [t.model_dump() for t in await asyncio.to_thread(tm.task_types_sync)]
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(who: Reader) -> str:
+        return await notifier.metrics_text() + queue_metrics_text(await tm.stats())
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        await serve_socket(socket, svc)
+
+    for module in (routes_tasks, routes_schedules, routes_access, pages):
+        app.include_router(module.router)
+    return app
+
+
+def _handle_errors(app: FastAPI, svc: Services) -> None:
+    """Every error the app raises, as the JSON error body with its status."""
 
     @app.exception_handler(RaytasksError)
     async def _raytasks_error(request: Request, exc: RaytasksError) -> JSONResponse:
@@ -129,84 +203,46 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.exception_handler(TooManyWrongTokens)
     async def _too_many_wrong(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, TooManyWrongTokens)
+        await svc.slow_down(exc.delay_s)
         response = error(429, "TooManyWrongTokens", str(exc))
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         return response
+
+    @app.exception_handler(TooManySignIns)
+    async def _too_many_sign_ins(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TooManySignIns)
+        response = error(429, "TooManySignIns", str(exc), limit=exc.limit)
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return response
+
+    @app.exception_handler(MissingScope)
+    async def _missing_scope(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, MissingScope)
+        return error(403, "MissingScope", str(exc), scope=exc.scope)
 
     @app.exception_handler(CsrfRefused)
     async def _csrf(_: Request, __: Exception) -> JSONResponse:
         return error(403, "CsrfError", f"a request with the session cookie must send the "
                      f"session's {CSRF_HEADER} header")
 
-    @app.get("/openapi.json", include_in_schema=False)
-    async def openapi(who: Auth) -> Any:
-        return app.openapi()
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+async def _prune(svc: Services) -> None:
+    """Delete ended sessions and audit entries past ``api.audit_retention_s``, now and
+    every :data:`PRUNE_EVERY_S` (each server on a store does it; doing it twice is
+    harmless)."""
+    while True:
+        try:
+            await asyncio.to_thread(prune_access, svc)
+        except Exception:
+            log.exception("pruning sessions and the audit trail failed; trying again later")
+        await asyncio.sleep(PRUNE_EVERY_S)
 
-    @app.post("/session")
-    async def login(body: Login, request: Request, response: Response) -> SessionInfo:
-        """Log a dashboard in: an HttpOnly session cookie and the session's CSRF token."""
-        origin = request.headers.get("origin")
-        if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
-            raise CsrfRefused()
-        who = svc.vet(request, lambda: principal_for(body.token, svc.tokens()))
-        session_id, session = sessions.open(who)
-        response.set_cookie(SESSION_COOKIE, session_id, max_age=int(SESSION_TTL_S),
-                            httponly=True, samesite="strict", path="/",
-                            secure=request.url.scheme == "https")
-        return SessionInfo(owner=who.owner, role=who.role, csrf=session.csrf)
 
-    @app.get("/session")
-    async def current_session(request: Request) -> SessionInfo:
-        session = sessions.get(request.cookies.get(SESSION_COOKIE))
-        if session is None:
-            raise Unauthorized()
-        return SessionInfo(owner=session.principal.owner, role=session.principal.role,
-                           csrf=session.csrf)
-
-    @app.delete("/session", status_code=204)
-    async def logout(request: Request, who: Auth) -> Response:
-        sessions.close(request.cookies.get(SESSION_COOKIE))
-        response = Response(status_code=204)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
-
-    @app.get("/stats/queues")
-    async def queue_stats(who: Auth) -> Any:
-        # aggregates only: whatever else the manager reports per queue stays inside
-        return [{k: q[k] for k in QueueStats.model_fields if k in q}
-                for q in (await tm.stats())["queues"]]
-
-    @app.get("/stats/executors")
-    async def executor_stats(who: Auth) -> Any:
-        rows = await asyncio.to_thread(svc.engine.executors_sync)
-        if who.admin:
-            return rows
-        visible = set()
-        for task_id in {r["current"] for r in rows if r.get("current")}:
-            try:
-                visible.add((await svc.own_task(task_id, who)).id)
-            except TaskNotFoundError:
-                continue
-        return [{**{k: r[k] for k in _PUBLIC_EXECUTOR_FIELDS if k in r},
-                 "current": r.get("current") if r.get("current") in visible
-                 else ("hidden" if r.get("current") else None)} for r in rows]
-
-    @app.get("/task-types")
-    async def task_types(who: Auth) -> Any:
-        return [t.model_dump() for t in await asyncio.to_thread(tm.task_types_sync)]
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics(who: Auth) -> str:
-        return await notifier.metrics_text() + queue_metrics_text(await tm.stats())
-
-    @app.websocket("/ws")
-    async def ws(socket: WebSocket) -> None:
-        await serve_socket(socket, svc)
-
-    for module in (routes_tasks, routes_schedules, pages):
-        app.include_router(module.router)
-    return app
+def prune_access(svc: Services, now: float | None = None) -> tuple[int, int]:
+    """Delete ended sessions and old audit entries; returns how many of each."""
+    sessions = svc.sessions.prune()
+    retention = svc.settings.api.audit_retention_s
+    if retention is None:
+        return sessions, 0
+    now = svc.audit.clock() if now is None else now
+    return sessions, svc.audit.table.prune(now - retention)

@@ -1,20 +1,25 @@
-"""What every route module shares: the services, the caller, and hiding other owners' things.
+"""What every route module shares: the services, the caller and its scope, and hiding
+other owners' things.
 
 The caller is a bearer token (the operator's ``api.tokens`` plus the token file that
 ``raytasks token`` and the first ``raytasks serve`` write, see :mod:`raytasks.tokens`)
 or a dashboard session cookie, whose state-changing requests must carry the session's
-CSRF token. Another owner's task or schedule is refused exactly like a random id.
+CSRF token. Every route declares the scope it needs (:data:`Reader`, :data:`Submitter`,
+:data:`Admin`; the OpenAPI document shows it), and a caller without it is refused with
+403 before anything else is looked at. Another owner's task or schedule is refused
+exactly like a random id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from starlette.requests import HTTPConnection
 
 from .. import tokens as token_file
@@ -22,8 +27,22 @@ from ..api import ProgressTracker, TaskExecutionEngine, TaskManager, TaskNotific
 from ..errors import QuotaExceededError, SettingsError, TaskNotFoundError
 from ..models import Task, TaskCreateRequest
 from ..settings import ApiToken, Settings
-from .auth import CSRF_HEADER, SESSION_COOKIE, Principal, Sessions, WrongTokens, authenticate
+from ..store.access import AccessStore
+from .audit import AuditTrail
+from .auth import (
+    ADMIN,
+    CSRF_HEADER,
+    READ,
+    SESSION_COOKIE,
+    SUBMIT,
+    Principal,
+    authenticate,
+    csrf_ok,
+)
 from .edge import scrub
+from .peers import source_key
+from .sessions import Sessions
+from .throttle import Holds, SignIns, SlidingWindow
 
 log = logging.getLogger("raytasks.server")
 
@@ -39,12 +58,30 @@ class CsrfRefused(Exception):
     """A cookie-authenticated change without the session's CSRF token: 403."""
 
 
-class TooManyWrongTokens(Exception):
-    """The caller's address presented too many wrong tokens lately: 429."""
+class MissingScope(Exception):
+    """The caller's token lacks the scope the route needs (or the task type): 403."""
 
-    def __init__(self, retry_after_s: float) -> None:
+    def __init__(self, scope: str, reason: str | None = None) -> None:
+        super().__init__(reason or f"this route needs a token with the {scope} scope")
+        self.scope = scope
+
+
+class TooManyWrongTokens(Exception):
+    """The caller's source presented too many wrong tokens lately, and this one is
+    wrong too: 429, answered after ``delay_s``."""
+
+    def __init__(self, retry_after_s: float, delay_s: float = 0.0) -> None:
         super().__init__(f"too many wrong tokens; try again in {retry_after_s:.0f} s")
-        self.retry_after_s = retry_after_s
+        self.retry_after_s, self.delay_s = retry_after_s, delay_s
+
+
+class TooManySignIns(Exception):
+    """An owner or a source signed in too often lately: 429 naming the limit."""
+
+    def __init__(self, retry_after_s: float, limit: str) -> None:
+        super().__init__(f"too many dashboard sign-ins ({limit}); try again in "
+                         f"{retry_after_s:.0f} s")
+        self.retry_after_s, self.limit = retry_after_s, limit
 
 
 @dataclass
@@ -83,19 +120,28 @@ class LiveReaders:
 
 @dataclass
 class Services:
-    """The facades the routes call, with the settings and the dashboard sessions."""
+    """The facades the routes call, with the settings, the store's sessions and audit
+    trail, and the counts that slow down wrong tokens and sign-ins."""
 
     settings: Settings
     tm: TaskManager
     tracker: ProgressTracker
     notifier: TaskNotificationService
     engine: TaskExecutionEngine
-    sessions: Sessions = field(default_factory=Sessions)
+    access: AccessStore
     live: LiveReaders = field(default_factory=LiveReaders)
-    wrong: WrongTokens = field(init=False)
+    sessions: Sessions = field(init=False)
+    audit: AuditTrail = field(init=False)
+    wrong: SlidingWindow = field(init=False)
+    sign_ins: SignIns = field(init=False)
+    holds: Holds = field(default_factory=Holds)
 
     def __post_init__(self) -> None:
-        self.wrong = WrongTokens(self.settings.api.max_wrong_tokens)
+        api = self.settings.api
+        self.sessions = Sessions(self.access.sessions, api)
+        self.audit = AuditTrail(self.access.audit)
+        self.wrong = SlidingWindow(api.max_wrong_tokens)
+        self.sign_ins = SignIns(api.max_sign_ins_per_owner, api.max_sign_ins_per_source)
 
     def tokens(self) -> list[ApiToken]:
         """The tokens accepted now: the settings' and the token file's (re-read when it
@@ -107,22 +153,32 @@ class Services:
             return list(self.settings.api.tokens)
 
     def vet(self, caller: HTTPConnection, check: Callable[[], Principal | None]) -> Principal:
-        """The principal of the token the caller presents (``check`` looks it up), with
-        the caller's address answering for its wrong tokens.
+        """The principal of the token the caller presents (``check`` looks it up). A
+        valid token always passes; a wrong one counts against the caller's source.
 
         Raises:
-            TooManyWrongTokens: the address is refused for now; the token is not checked.
+            TooManyWrongTokens: a wrong token from a source past its limit.
             Unauthorized: a wrong token.
         """
-        address = caller.client.host if caller.client else "unknown"
-        wait = self.wrong.refused_for(address)
-        if wait > 0:
-            raise TooManyWrongTokens(wait)
         found = check()
-        if found is None:
-            self.wrong.wrong(address)
-            raise Unauthorized()
-        return found
+        if found is not None:
+            return found
+        source = source_key(caller.client.host if caller.client else "")
+        wait = self.wrong.wait_s(source)
+        self.wrong.add(source)
+        if wait > 0:
+            raise TooManyWrongTokens(wait, self.settings.api.wrong_token_delay_s)
+        raise Unauthorized()
+
+    async def slow_down(self, delay_s: float) -> None:
+        """Hold a refused wrong token back for ``delay_s`` (answered at once when too
+        many are held already: waiting requests must not pile up)."""
+        if delay_s <= 0 or not self.holds.take():
+            return
+        try:
+            await asyncio.sleep(delay_s)
+        finally:
+            self.holds.release()
 
     async def own_task(self, task_id: str, who: Principal) -> Task:
         """The task, if ``who`` may see it; else the same 404 as an unknown id."""
@@ -130,6 +186,28 @@ class Services:
         if not who.may_see(task.owner):
             raise TaskNotFoundError(task_id)  # another owner's task does not exist for you
         return task
+
+    async def read_task(self, caller: HTTPConnection, task_id: str, who: Principal) -> Task:
+        """:meth:`own_task`, recording an admin's read of another owner's task."""
+        task = await self.own_task(task_id, who)
+        if task.owner != who.owner:
+            await self.audit.record(caller, who, "task.read", [(task.id, task.owner)])
+        return task
+
+    async def changeable_task(self, task_id: str, who: Principal) -> Task:
+        """:meth:`own_task`, if ``who``'s token may submit its type (403 otherwise)."""
+        task = await self.own_task(task_id, who)
+        check_types([task.task_type], who)
+        return task
+
+
+def check_types(task_types: list[str], who: Principal) -> None:
+    """Raises MissingScope unless ``who`` may submit every one of ``task_types``."""
+    refused = sorted({t for t in task_types if not who.may_submit(t)})
+    if refused:
+        allowed = ", ".join(sorted(who.task_types or ()))
+        raise MissingScope(SUBMIT, f"this token may not submit task type {refused[0]!r} "
+                           f"(only: {allowed})")
 
 
 def services(request: Request) -> Services:
@@ -143,24 +221,34 @@ _bearer = HTTPBearer(auto_error=False, description="a token from api.tokens or "
                                                    "`raytasks token create`")
 
 
-def principal(request: Request,
-              _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+def caller(request: Request, security: SecurityScopes,
+           _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     """The caller: a bearer token, or a dashboard session (with its CSRF token when the
-    request changes something); 401/403 otherwise."""
+    request changes something); 401/403 otherwise, and 403 without the route's scope."""
     svc = services(request)
     header = request.headers.get("authorization")
     if header:
-        return svc.vet(request, lambda: authenticate(header, svc.tokens()))
-    session = svc.sessions.get(request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        raise Unauthorized()
-    if request.method not in ("GET", "HEAD", "OPTIONS") and \
-            not session.csrf_ok(request.headers.get(CSRF_HEADER)):
-        raise CsrfRefused()
-    return session.principal
+        who = svc.vet(request, lambda: authenticate(header, svc.tokens()))
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        session = svc.sessions.find(cookie, svc.tokens())
+        if session is None or cookie is None:
+            raise Unauthorized()
+        if request.method not in ("GET", "HEAD", "OPTIONS") and \
+                not csrf_ok(cookie, request.headers.get(CSRF_HEADER)):
+            raise CsrfRefused()
+        who = session.principal
+    for scope in security.scopes:
+        if scope not in who.granted:
+            raise MissingScope(scope)
+    return who
 
 
-Auth = Annotated[Principal, Depends(principal)]
+#: Any valid caller, whatever its scopes: only for signing out.
+Anyone = Annotated[Principal, Security(caller)]
+Reader = Annotated[Principal, Security(caller, scopes=[READ])]
+Submitter = Annotated[Principal, Security(caller, scopes=[SUBMIT])]
+Admin = Annotated[Principal, Security(caller, scopes=[ADMIN])]
 TaskId = Annotated[str, Path(min_length=1, max_length=200)]
 
 

@@ -22,6 +22,8 @@ from ..errors import QuotaExceededError, TaskNotFoundError
 from ..models import TaskStatus
 
 if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
     from .auth import Principal
     from .common import Services
 
@@ -139,8 +141,8 @@ class SocketLogs:
     """The log lines one WebSocket follows: the caller's own tasks only, one live reader
     of the owner's while it follows any."""
 
-    def __init__(self, svc: Services, who: Principal) -> None:
-        self.svc, self.who = svc, who
+    def __init__(self, svc: Services, who: Principal, socket: HTTPConnection) -> None:
+        self.svc, self.who, self.socket = svc, who, socket
         self.cursors: dict[str, LogCursor] = {}
         self._release: Callable[[], None] | None = None
 
@@ -151,7 +153,7 @@ class SocketLogs:
         messages, cursors = [], {}
         for task_id in dict.fromkeys(change.logs):
             try:
-                await self.svc.own_task(task_id, self.who)
+                await self.svc.read_task(self.socket, task_id, self.who)
             except TaskNotFoundError as exc:  # another owner's: the same as a random id
                 messages.append(_error(task_id, exc))
                 continue

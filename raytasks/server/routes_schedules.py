@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from ..errors import InvalidParametersError, ScheduleNotFoundError, UnknownTaskTypeError
 from ..schedules import Schedule, ScheduleCreateRequest
 from .auth import Principal
-from .common import Auth, Services, Svc, owner_for
+from .common import Reader, Services, Submitter, Svc, check_types, owner_for
 from .edge import scrub
 from .vetting import vet_create
 
@@ -48,21 +48,32 @@ async def _own(svc: Services, schedule_id: str, who: Principal) -> Schedule:
     return schedule
 
 
+async def _changeable(svc: Services, schedule_id: str, who: Principal) -> Schedule:
+    """:func:`_own`, if ``who``'s token may submit the template's task type."""
+    schedule = await _own(svc, schedule_id, who)
+    check_types([schedule.template.task_type], who)
+    return schedule
+
+
 @router.post("/schedules", status_code=201)
-async def create_schedule(request: ScheduleCreateRequest, who: Auth, svc: Svc) -> Schedule:
+async def create_schedule(request: ScheduleCreateRequest, who: Submitter, svc: Svc,
+                          http: Request) -> Schedule:
     """Store a schedule: ``template`` is created as a task at every run of ``rule``."""
+    check_types([request.template.task_type], who)
     vet_create([request.template], svc.settings, "template.")
     owned = request.model_copy(update={"owner": owner_for(request.owner, who)})
     try:
-        return _public(await svc.tm.create_schedule(owned))
+        made = await svc.tm.create_schedule(owned)
     except UnknownTaskTypeError as exc:  # named as the field it is, like every other
         raise InvalidParametersError([{"field": "template.task_type",
                                        "reason": str(exc)}]) from None
+    await svc.audit.record(http, who, "schedule.create", [(made.id, made.owner)])
+    return _public(made)
 
 
 @router.get("/schedules")
 async def list_schedules(
-        who: Auth, svc: Svc,
+        who: Reader, svc: Svc,
         owner: Annotated[str | None, Query(max_length=200,
                                            description="an admin's filter")] = None,
 ) -> list[Schedule]:
@@ -73,33 +84,41 @@ async def list_schedules(
 
 
 @router.get("/schedules/{schedule_id}")
-async def get_schedule(schedule_id: ScheduleId, who: Auth, svc: Svc) -> Schedule:
+async def get_schedule(schedule_id: ScheduleId, who: Reader, svc: Svc) -> Schedule:
     return _public(await _own(svc, schedule_id, who))
 
 
 @router.post("/schedules/{schedule_id}/pause")
-async def pause_schedule(schedule_id: ScheduleId, who: Auth, svc: Svc) -> Schedule:
-    await _own(svc, schedule_id, who)
-    return _public(await svc.tm.pause_schedule(schedule_id))
+async def pause_schedule(schedule_id: ScheduleId, who: Submitter, svc: Svc,
+                         http: Request) -> Schedule:
+    await _changeable(svc, schedule_id, who)
+    paused = await svc.tm.pause_schedule(schedule_id)
+    await svc.audit.record(http, who, "schedule.pause", [(schedule_id, paused.owner)])
+    return _public(paused)
 
 
 @router.post("/schedules/{schedule_id}/resume")
-async def resume_schedule(schedule_id: ScheduleId, who: Auth, svc: Svc) -> Schedule:
+async def resume_schedule(schedule_id: ScheduleId, who: Submitter, svc: Svc,
+                          http: Request) -> Schedule:
     """Resume from now on: runs missed while paused are not made."""
-    await _own(svc, schedule_id, who)
-    return _public(await svc.tm.resume_schedule(schedule_id))
+    await _changeable(svc, schedule_id, who)
+    resumed = await svc.tm.resume_schedule(schedule_id)
+    await svc.audit.record(http, who, "schedule.resume", [(schedule_id, resumed.owner)])
+    return _public(resumed)
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204)
-async def delete_schedule(schedule_id: ScheduleId, who: Auth, svc: Svc) -> Response:
+async def delete_schedule(schedule_id: ScheduleId, who: Submitter, svc: Svc,
+                          http: Request) -> Response:
     """Delete the schedule (the tasks it made stay)."""
-    await _own(svc, schedule_id, who)
+    schedule = await _changeable(svc, schedule_id, who)
     await svc.tm.delete_schedule(schedule_id)
+    await svc.audit.record(http, who, "schedule.delete", [(schedule_id, schedule.owner)])
     return Response(status_code=204)
 
 
 @router.get("/schedules/{schedule_id}/next")
-async def next_runs(schedule_id: ScheduleId, who: Auth, svc: Svc,
+async def next_runs(schedule_id: ScheduleId, who: Reader, svc: Svc,
                     count: Annotated[int, Query(ge=1, le=50)] = 5) -> list[ScheduleRun]:
     """The schedule's next ``count`` runs (none once it has ended)."""
     await _own(svc, schedule_id, who)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import weakref
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
@@ -23,7 +23,7 @@ from ..models import (
     TaskStatus,
     TaskUpdateRequest,
 )
-from .common import Auth, Svc, TaskId, public, stamped
+from .common import Reader, Submitter, Svc, TaskId, check_types, public, stamped
 from .logs import LogCursor, LogPage, follow, page
 from .vetting import vet_create, vet_notify
 
@@ -35,21 +35,27 @@ _NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {"type": "string
 
 
 @router.post("/tasks", status_code=201)
-async def create(request: TaskCreateRequest, who: Auth, svc: Svc) -> Task:
+async def create(request: TaskCreateRequest, who: Submitter, svc: Svc, http: Request) -> Task:
+    check_types([request.task_type], who)
     vet_create([request], svc.settings)
-    return public(await svc.tm.submit(stamped(request, who)))
+    task = await svc.tm.submit(stamped(request, who))
+    await svc.audit.record(http, who, "task.create", [(task.id, task.owner)])
+    return public(task)
 
 
 @router.post("/tasks/batch", status_code=201)
 async def create_batch(requests: Annotated[list[TaskCreateRequest], Body(max_length=1000)],
-                       who: Auth, svc: Svc) -> list[Task]:
+                       who: Submitter, svc: Svc, http: Request) -> list[Task]:
+    check_types([r.task_type for r in requests], who)
     vet_create(requests, svc.settings)
-    return [public(t) for t in await svc.tm.submit_many([stamped(r, who) for r in requests])]
+    tasks = await svc.tm.submit_many([stamped(r, who) for r in requests])
+    await svc.audit.record(http, who, "task.create", [(t.id, t.owner) for t in tasks])
+    return [public(t) for t in tasks]
 
 
 @router.get("/tasks")
 async def list_tasks(
-    who: Auth,
+    who: Reader,
     svc: Svc,
     status: Annotated[list[TaskStatus] | None, Query(max_length=10)] = None,
     task_type: Annotated[list[str] | None, Query(max_length=100)] = None,
@@ -81,46 +87,54 @@ async def list_tasks(
 
 
 @router.get("/tasks/{task_id}")
-async def get(task_id: TaskId, who: Auth, svc: Svc) -> Task:
-    return public(await svc.own_task(task_id, who))
+async def get(task_id: TaskId, who: Reader, svc: Svc, http: Request) -> Task:
+    return public(await svc.read_task(http, task_id, who))
 
 
 @router.patch("/tasks/{task_id}")
-async def update(task_id: TaskId, request: TaskUpdateRequest, who: Auth, svc: Svc) -> Task:
-    await svc.own_task(task_id, who)
+async def update(task_id: TaskId, request: TaskUpdateRequest, who: Submitter, svc: Svc,
+                 http: Request) -> Task:
+    task = await svc.changeable_task(task_id, who)
     vet_notify(request.notify or [], svc.settings, "")
-    return public(await svc.tm.update_task(task_id, request))
+    updated = await svc.tm.update_task(task_id, request)
+    await svc.audit.record(http, who, "task.update", [(task_id, task.owner)])
+    return public(updated)
 
 
 @router.post("/tasks/{task_id}/cancel")
-async def cancel(task_id: TaskId, who: Auth, svc: Svc) -> Task:
-    await svc.own_task(task_id, who)
-    return public(await svc.tm.cancel_task(task_id))
+async def cancel(task_id: TaskId, who: Submitter, svc: Svc, http: Request) -> Task:
+    task = await svc.changeable_task(task_id, who)
+    cancelled = await svc.tm.cancel_task(task_id)
+    await svc.audit.record(http, who, "task.cancel", [(task_id, task.owner)])
+    return public(cancelled)
 
 
 @router.post("/tasks/{task_id}/retry")
-async def retry(task_id: TaskId, who: Auth, svc: Svc) -> Task:
-    await svc.own_task(task_id, who)
-    return public(await svc.tm.retry_task(task_id))
+async def retry(task_id: TaskId, who: Submitter, svc: Svc, http: Request) -> Task:
+    task = await svc.changeable_task(task_id, who)
+    retried = await svc.tm.retry_task(task_id)
+    await svc.audit.record(http, who, "task.retry", [(task_id, task.owner)])
+    return public(retried)
 
 
 @router.delete("/tasks/{task_id}", status_code=204)
-async def delete(task_id: TaskId, who: Auth, svc: Svc) -> Response:
-    await svc.own_task(task_id, who)
+async def delete(task_id: TaskId, who: Submitter, svc: Svc, http: Request) -> Response:
+    task = await svc.changeable_task(task_id, who)
     await svc.tm.delete_task(task_id)
+    await svc.audit.record(http, who, "task.delete", [(task_id, task.owner)])
     return Response(status_code=204)
 
 
 @router.get("/tasks/{task_id}/progress")
-async def progress(task_id: TaskId, who: Auth, svc: Svc) -> TaskProgress:
-    await svc.own_task(task_id, who)
+async def progress(task_id: TaskId, who: Reader, svc: Svc, http: Request) -> TaskProgress:
+    await svc.read_task(http, task_id, who)
     return await svc.tracker.get_progress(task_id)
 
 
 @router.get("/tasks/{task_id}/logs", response_model=LogPage,
             responses=_NDJSON)  # type: ignore[arg-type]
 async def logs(
-    task_id: TaskId, who: Auth, svc: Svc,
+    task_id: TaskId, who: Reader, svc: Svc, http: Request,
     attempt: Annotated[int | None, Query(ge=0, le=1_000_000,
                                          description="one attempt's lines only")] = None,
     after: Annotated[int, Query(ge=0, le=2**62,
@@ -133,7 +147,7 @@ async def logs(
 ) -> Any:
     """What the task's handler printed or logged, and raytasks' lines about each attempt,
     oldest first. Lines are text: show them as text."""
-    await svc.own_task(task_id, who)
+    await svc.read_task(http, task_id, who)
     if not follow_:
         result: LogPage = await page(svc.tm, task_id, attempt, after, limit)
         return result

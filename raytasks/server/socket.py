@@ -15,14 +15,20 @@ task has finished and every line is sent. An unknown id, or another owner's, is
 ``{"kind": "log_error", "task_id", "error": "TaskNotFoundError", ...}``. Later messages
 ``{"logs": [...], "logs_after": {...}}`` replace the set of tasks followed.
 
+The socket needs a token (or session) with the ``read`` scope, and keeps it: the token
+is looked up again every :data:`RECHECK_S` seconds while the socket streams, and a
+revoked token or an ended session closes it (1008).
+
 Close codes: 1003 for a message that is not JSON text, 1008 for one of the wrong
-shape, a wrong token, or no hello in time; the reason says which.
+shape, a wrong token, a token without the read scope, a revoked token or ended session,
+or no hello in time; the reason says which.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -30,12 +36,14 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ..models import TaskStatus
-from .auth import SESSION_COOKIE, Principal, principal_for
+from .auth import READ, SESSION_COOKIE, Principal, hash_token, principal_by_digest, principal_for
 from .common import Services, TooManyWrongTokens, Unauthorized
 from .edge import scrub, strict_json
 from .logs import MAX_LOG_TASKS, SocketLogs
 
 AUTH_TIMEOUT_S = 5.0
+#: How often a streaming socket checks that its token (and session) still hold.
+RECHECK_S = 0.5
 #: Tasks whose last progress one socket remembers before it forgets stale entries.
 MAX_TRACKED = 10_000
 _FINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -112,36 +120,81 @@ def _same_origin(socket: WebSocket) -> bool:
     return bool(origin and host and urlsplit(origin).netloc == host)
 
 
-async def serve_socket(socket: WebSocket, svc: Services) -> None:
-    """Authenticate one socket from its hello, then stream the events (and log lines) it
-    may see until the client goes away."""
-    await socket.accept()
-    hello = await _hello(socket)
-    if hello is None:
-        return
+@dataclass
+class Standing:
+    """How a socket authenticated, checked again while it streams: its token must still
+    be accepted, and the session it came with (if any) still live."""
+
+    svc: Services
+    token_sha256: str | None
+    cookie: str | None
+    checked_at: float = 0.0
+
+    async def holds(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked_at < RECHECK_S:
+            return True
+        self.checked_at = now
+        if self.cookie is not None:
+            found = await asyncio.to_thread(self.svc.sessions.find, self.cookie,
+                                            self.svc.tokens())
+            return found is not None
+        return self.token_sha256 is not None and \
+            principal_by_digest(self.token_sha256, self.svc.tokens()) is not None
+
+
+async def _authenticate(socket: WebSocket, svc: Services,
+                        hello: Hello) -> tuple[Principal, Standing] | None:
+    """The socket's caller from its hello's token (or its session cookie), or None after
+    closing it with the reason."""
     who: Principal | None = None
+    standing = Standing(svc, None, None)
     if hello.token is not None:
         token = hello.token
         try:
             who = svc.vet(socket, lambda: principal_for(token, svc.tokens()))
         except TooManyWrongTokens as exc:
+            await svc.slow_down(exc.delay_s)
             await socket.send_json({"error": "TooManyWrongTokens", "message": str(exc)})
             await _close(socket, 1008, "too many wrong tokens from this address")
-            return
+            return None
         except Unauthorized:
             who = None
+        standing = Standing(svc, hash_token(token), None)
     elif _same_origin(socket):
-        session = svc.sessions.get(socket.cookies.get(SESSION_COOKIE))
+        cookie = socket.cookies.get(SESSION_COOKIE)
+        session = await asyncio.to_thread(svc.sessions.find, cookie, svc.tokens())
         who = session.principal if session else None
+        standing = Standing(svc, None, cookie)
     if who is None:
         await socket.send_json({"error": "Unauthorized", "message": "a valid token is required"})
         await _close(socket, 1008, "a valid token (or dashboard session) is required")
+        return None
+    if READ not in who.granted:
+        await socket.send_json({"error": "MissingScope", "message": "the event stream needs "
+                                "a token with the read scope"})
+        await _close(socket, 1008, "the token lacks the read scope")
+        return None
+    standing.checked_at = time.monotonic()
+    return who, standing
+
+
+async def serve_socket(socket: WebSocket, svc: Services) -> None:
+    """Authenticate one socket from its hello, then stream the events (and log lines) it
+    may see until the client goes away, or its token or session ends."""
+    await socket.accept()
+    hello = await _hello(socket)
+    if hello is None:
         return
+    found = await _authenticate(socket, svc, hello)
+    if found is None:
+        return
+    who, standing = found
     cursor = hello.after_id if hello.after_id is not None else await svc.notifier.last_event_id()
     stream = EventStream(who, set(hello.task_ids) if hello.task_ids else None,
                          hello.filter or HelloFilter(),
                          svc.settings.notify.ws_progress_interval_s)
-    logs = SocketLogs(svc, who)
+    logs = SocketLogs(svc, who, socket)
     await socket.send_json({"subscribed": True, "after_id": cursor})
     changes: asyncio.Queue[Follow] = asyncio.Queue()
     if hello.logs is not None:
@@ -162,6 +215,9 @@ async def serve_socket(socket: WebSocket, svc: Services) -> None:
                 await socket.send_json(message)
             if not events:  # keep-alive, and notice a client that went away
                 await socket.send_json({"heartbeat": cursor})
+            if not await standing.holds():
+                await _close(socket, 1008, "the token was revoked or the session ended")
+                return
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:

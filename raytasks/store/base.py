@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,10 +49,13 @@ class WriteBatch:
     #: model versions a training attempt saved (rows of ``rt_models``): each task's fenced
     #: update is in the same batch, so a model is recorded only under its attempt's lease
     models: list[dict[str, Any]] = field(default_factory=list)
+    #: what accepted attempts used (rows of ``rt_attempts``; their fenced updates are in
+    #: the same batch), added to their owner's CPU of the day (``rt_usage``)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.updates or self.deletes or self.events or self.logs
-                    or self.intake or self.models)
+                    or self.intake or self.models or self.attempts)
 
     def extend(self, other: WriteBatch) -> None:
         self.inserts += other.inserts
@@ -61,6 +65,7 @@ class WriteBatch:
         self.logs += other.logs
         self.intake += other.intake
         self.models += other.models
+        self.attempts += other.attempts
 
 
 @dataclass(slots=True)
@@ -86,6 +91,7 @@ class ActiveRow:
     depends_on: list[str]
     lease_request: str | None
     lease_executor: str | None
+    max_cpu_s: float | None = None
 
 
 class TaskRows(NamedTuple):
@@ -200,6 +206,10 @@ class TaskStore(abc.ABC):
     def get_progress(self, task_id: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
+    def cpu_of_day(self, day: str) -> dict[str, float]:
+        """CPU seconds each owner's attempts used on ``day`` (``YYYY-MM-DD``, UTC)."""
+
+    @abc.abstractmethod
     def model_digest(self, key: str) -> str | None:
         """The SHA-256 a training attempt recorded for the model version ``key``."""
 
@@ -253,6 +263,11 @@ def clean_floats(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [clean_floats(v) for v in value]
     return value
+
+
+def cpu_day(at: float) -> str:
+    """The UTC day (``YYYY-MM-DD``) CPU used at ``at`` counts for."""
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
 
 
 def ts(value: float | None) -> datetime | None:
@@ -310,6 +325,9 @@ def row_to_task(row: Any) -> Task:
         updated_at=ts(m.get("updated_at")) or created,
         started_at=ts(m.get("started_at")),
         finished_at=ts(m.get("finished_at")),
+        max_cpu_s=m.get("max_cpu_s"),
+        cpu_s=m.get("cpu_s"),
+        peak_rss_bytes=m.get("peak_rss_bytes"),
     )
 
 

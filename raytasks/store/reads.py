@@ -14,7 +14,7 @@ from ..errors import InvalidParametersError
 from ..models import Task, TaskQuery, TaskStatus
 from . import driver
 from .base import ActiveRow, TaskRows, row_to_summary, row_to_task
-from .schema import intake, models, progress, task_types, tasks
+from .schema import intake, models, progress, task_types, tasks, usage
 
 _ORDER: dict[str, sa.ColumnElement[Any]] = {
     "created_at": tasks.c.created_at,
@@ -31,7 +31,8 @@ _SELECT_TASKS = f"SELECT {', '.join(driver.TASK_NAMES)} FROM {tasks.name}"
 #: What ``active_rows`` reads, in ``ActiveRow``'s order.
 _ACTIVE_COLUMNS = ("id, task_type, status, priority, queue, attempt, max_retries, timeout_s, "
                    "parameters, owner, queued, lease_token, created_at, enqueued_at, "
-                   "not_before, cancel_requested, depends_on, lease_request, lease_executor")
+                   "not_before, cancel_requested, depends_on, lease_request, lease_executor, "
+                   "max_cpu_s")
 
 
 def encode_cursor(value: Any, task_id: str) -> str:
@@ -170,7 +171,8 @@ class TaskReader:
             attempt=r[5], max_retries=r[6], timeout_s=r[7], parameters=r[8],
             owner=r[9], queued=bool(r[10]), lease_token=r[11], created_at=r[12],
             enqueued_at=r[13], not_before=r[14], cancel_requested=bool(r[15]),
-            depends_on=json.loads(r[16]), lease_request=r[17], lease_executor=r[18])
+            depends_on=json.loads(r[16]), lease_request=r[17], lease_executor=r[18],
+            max_cpu_s=r[19])
             for r in raw]
 
     def intake_rows(self, limit: int = 1000) -> list[tuple[str, float]]:
@@ -215,6 +217,12 @@ class TaskReader:
                        tasks.c.id.not_in(sa.select(intake.c.task_id)))
                 .group_by(tasks.c.owner, tasks.c.status))
             return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def cpu_of_day(self, day: str) -> dict[str, float]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(usage.c.owner, usage.c.cpu_s)
+                                .where(usage.c.day == day))
+            return {owner: float(cpu) for owner, cpu in rows}
 
     def model_digest(self, key: str) -> str | None:
         """The SHA-256 recorded for the model version ``key`` (see ``rt_models``)."""

@@ -41,6 +41,11 @@ tasks = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
+    # the most CPU seconds an attempt may use (None: no limit); what the last attempt that
+    # reported used (CPU seconds, peak resident memory in bytes)
+    sa.Column("max_cpu_s", sa.Float, nullable=True),
+    sa.Column("cpu_s", sa.Float, nullable=True),
+    sa.Column("peak_rss_bytes", sa.BigInteger, nullable=True),
     sa.Index("rt_tasks_status", "status"),
     sa.Index("rt_tasks_created_id", "created_at", "id"),
     sa.Index("rt_tasks_owner_created", "owner", "created_at", "id"),
@@ -139,6 +144,30 @@ logs = sa.Table(
     sa.Index("rt_logs_at", "at"),
 )
 
+#: What each attempt that reported used, written in its report's fenced commit.
+attempts = sa.Table(
+    "rt_attempts",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("lease_token", sa.BigInteger, primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("cpu_s", sa.Float, nullable=True),
+    sa.Column("peak_rss_bytes", sa.BigInteger, nullable=True),
+    sa.Column("reported_at", sa.Float, nullable=False),
+)
+
+#: CPU seconds each owner's attempts used, per UTC day ("" for tasks without an owner):
+#: what ``QuotaSettings.max_cpu_s_per_day`` is held against at the lease.
+usage = sa.Table(
+    "rt_usage",
+    metadata,
+    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("cpu_s", sa.Float, nullable=False),
+)
+
 #: Model versions the registries hold, each written by the training attempt that held the
 #: lease when it saved the model (the digest a load checks the file against: whoever can
 #: write the registry's folder cannot forge it). ``key`` is ``<owner dir>/<registry>/<id>``.
@@ -163,4 +192,43 @@ intake = sa.Table(
     sa.Column("task_id", sa.String(64), primary_key=True),
     sa.Column("client", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+#: Dashboard sessions, shared by every server on the store. ``id`` is the SHA-256 of the
+#: cookie (the cookie itself is never stored); ``token_sha256`` binds the session to the
+#: token that opened it, which must still be accepted on every request.
+sessions = sa.Table(
+    "rt_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("rt_sessions_owner", "owner", "created_at"),
+    sa.Index("rt_sessions_token", "token_sha256"),
+    sa.Index("rt_sessions_expires", "expires_at"),
+)
+
+#: The audit trail, append-only: who (owner and token id, from which address, in which
+#: request) did what to whose object. Rows leave only by age (``api.audit_retention_s``).
+audit = sa.Table(
+    "rt_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("token_id", sa.String(16), nullable=True),
+    sa.Column("source", sa.String(64), nullable=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(200), nullable=True),
+    sa.Column("target_owner", sa.String(200), nullable=True),
+    sa.Column("detail", sa.String(400), nullable=True),
+    sa.Index("rt_audit_at", "at"),
+    sa.Index("rt_audit_owner", "owner", "id"),
+    sa.Index("rt_audit_target_owner", "target_owner", "id"),
 )

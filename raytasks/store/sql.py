@@ -152,6 +152,9 @@ class SqlTaskStore(TaskStore):
     def model_digest(self, key: str) -> str | None:
         return self._reads.model_digest(key)
 
+    def cpu_of_day(self, day: str) -> dict[str, float]:
+        return self._reads.cpu_of_day(day)
+
     def task_types(self) -> list[tuple[str, bytes, int]]:
         return self._reads.task_types()
 

@@ -16,10 +16,10 @@ from sqlalchemy.engine import Engine
 
 from ..messages import ProgressReport
 from . import driver
-from .base import RowUpdate, StaleWriteError, WriteBatch, encode_tags
+from .base import RowUpdate, StaleWriteError, WriteBatch, cpu_day, encode_tags
 from .engines import Committing
 from .outbox import insert_events, lock_events
-from .schema import intake, logs, models, progress, task_types, tasks
+from .schema import attempts, intake, logs, models, progress, task_types, tasks, usage
 
 _PROGRESS_GUARD = ("FROM rt_tasks WHERE id = :task_id AND status = 'RUNNING' "
                    "AND lease_token = :token")
@@ -56,6 +56,8 @@ class TaskWriter:
                 _apply_updates(conn, key, group)
             if batch.models:  # after the updates: a stale lease has failed the batch by now
                 conn.execute(models.insert(), batch.models)
+            if batch.attempts:
+                _insert_attempts(conn, batch.attempts)
             if batch.deletes:
                 conn.execute(tasks.delete().where(tasks.c.id.in_(batch.deletes)))
                 conn.execute(progress.delete().where(progress.c.task_id.in_(batch.deletes)))
@@ -109,6 +111,22 @@ class TaskWriter:
             conn.execute(task_types.delete().where(task_types.c.name == name))
             conn.execute(task_types.insert().values(
                 name=name, blob=blob, version=version, updated_at=time.time()))
+
+
+def _insert_attempts(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Attempt rows, and their CPU added to each owner's day (one upsert per owner)."""
+    conn.execute(attempts.insert(), rows)
+    by_day: dict[tuple[str, str], float] = {}
+    for row in rows:
+        if row["cpu_s"]:
+            key = (row["owner"] or "", cpu_day(row["reported_at"]))
+            by_day[key] = by_day.get(key, 0.0) + row["cpu_s"]
+    if by_day:  # ON CONFLICT ... DO UPDATE: SQLite 3.24+ and PostgreSQL alike
+        conn.execute(sa.text(
+            f"INSERT INTO {usage.name} (owner, day, cpu_s) VALUES (:owner, :day, :cpu_s) "
+            f"ON CONFLICT (owner, day) DO UPDATE SET cpu_s = {usage.name}.cpu_s + "
+            "excluded.cpu_s"),
+            [{"owner": o, "day": d, "cpu_s": c} for (o, d), c in by_day.items()])
 
 
 def _insert_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:

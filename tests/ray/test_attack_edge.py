@@ -214,24 +214,36 @@ def test_a_valid_hello_still_subscribes(shared_api: Any) -> None:
     assert asyncio.run(hello()) == {"subscribed": True, "after_id": 0}
 
 
-def test_an_address_guessing_tokens_is_refused_whatever_it_presents(make_api: Any) -> None:
+def test_an_address_guessing_tokens_is_slowed_but_a_valid_token_passes(make_api: Any) -> None:
     from raytasks.settings import ApiSettings
     from tests.httpserver import api_tokens
 
-    api = make_api(sleepy_workers=0, api=ApiSettings(tokens=api_tokens(), max_wrong_tokens=3))
+    api = make_api(sleepy_workers=0, api=ApiSettings(tokens=api_tokens(), max_wrong_tokens=3,
+                                                     wrong_token_delay_s=0.5))
     with httpx.Client(base_url=api.url) as c:
         # Given three wrong guesses from one address (bearer, dashboard login, socket hello)
         assert c.get("/tasks", headers={"Authorization": "Bearer guess-1"}).status_code == 401
         assert c.post("/session", json={"token": "guess-2"}).status_code == 401
         code, reason, _ = asyncio.run(_closed_with(api.ws_url, '{"token": "guess-3"}'))
         assert (code, "valid token" in reason) == (1008, True)
-        # When it presents a token again, the right one included, it is refused unchecked
-        refused = c.get("/tasks", headers=auth("alice"))
+        # When it guesses again, each guess is refused with 429, after a delay
+        started = time.monotonic()
+        refused = c.get("/tasks", headers={"Authorization": "Bearer guess-4"})
+        assert time.monotonic() - started >= 0.45
         assert refused.status_code == 429 and refused.json()["error"] == "TooManyWrongTokens"
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
-        assert c.post("/session", json={"token": TOKENS["alice"]}).status_code == 429
-        code, reason, _ = asyncio.run(_closed_with(
-            api.ws_url, json.dumps({"token": TOKENS["alice"]})))
+        assert c.post("/session", json={"token": "guess-5"}).status_code == 429
+        code, reason, _ = asyncio.run(_closed_with(api.ws_url, '{"token": "guess-6"}'))
         assert (code, "too many wrong tokens" in reason) == (1008, True)
-        # Then what needs no token stays open
+        # Then a valid token from the same address is still let in, everywhere
+        assert c.get("/tasks", headers=auth("alice")).status_code == 200
+        assert c.post("/session", json={"token": TOKENS["alice"]}).status_code == 200
+        assert asyncio.run(_subscribed(api.ws_url, TOKENS["alice"]))
+        # And what needs no token stays open
         assert c.get("/health").status_code == 200
+
+
+async def _subscribed(url: str, token: str) -> bool:
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"token": token}))
+        return bool(json.loads(await ws.recv()).get("subscribed"))

@@ -241,10 +241,13 @@ def test_a_backtest_and_a_forecast_read_as_a_researcher_reads_them(
     metrics = page.locator("#detail table.metrics")
     expect(metrics.locator("th", has_text=re.compile("^risk.sharpe$"))).to_have_count(1)
     expect(metrics.locator("th", has_text=re.compile("^total_return$"))).to_have_count(1)
-    trades = page.locator("#detail table.trades")
-    expect(trades.locator("tbody tr")).to_have_count(min(200, len(result["trade_log"])))
+    trades = page.locator("#detail table.trades")  # a page of 25 (test_dashboard_charts.py)
+    expect(trades.locator("tbody tr")).to_have_count(min(25, len(result["trade_log"])))
     expect(trades.locator("thead th").first).to_be_visible()
     assert DATE.match(trades.locator("tbody tr").first.locator("td").first.text_content())
+    # and what its attempt used, as measured by its executor
+    expect(page.locator("#detail p.meta")).to_contain_text(
+        re.compile(r"used \d+\.\d\d CPU s, peak \d+ MiB"))
     _shot(page, "dashboard-backtest.png")
     # And a forecast's detail draws forecast against actual
     page.locator(f"tr[data-task-id='{fc['id']}'] button.details").click()

@@ -87,11 +87,12 @@ def test_an_admin_depends_on_the_admins_own_tasks(api: Any) -> None:
 
 
 def test_queues_come_from_the_settings(api: Any) -> None:
-    with _client(api, "alice") as alice:
-        # Given a full default queue (20 of 20)
+    with _client(api, "alice") as alice, _client(api, "bob") as bob:
+        # Given a full default queue (20 of 20: alice's half and bob's)
         blocker = alice.post("/tasks", json=_sleepy(30)).json()
         wait_for(lambda: alice.get(f"/tasks/{blocker['id']}").json()["status"] == "RUNNING")
-        assert alice.post("/tasks/batch", json=[_sleepy(0)] * 20).status_code == 201
+        assert alice.post("/tasks/batch", json=[_sleepy(0)] * 10).status_code == 201
+        assert bob.post("/tasks/batch", json=[_sleepy(0)] * 10).status_code == 201
         # When more tasks name invented queues to get past it
         invented = [alice.post("/tasks", json=_sleepy(0, queue=f"mine-{i}")) for i in range(3)]
         # Then each is refused, naming the field and the configured queues
@@ -201,11 +202,11 @@ def test_a_malformed_create_never_fails_another_owners_concurrent_create(api: An
     good = json.dumps(_sleepy(0.0)).encode()
     # Given alice sending malformed creates while bob sends good ones, at the same time
     threads = [threading.Thread(target=send, args=("alice", bad_bodies * 3)),
-               threading.Thread(target=send, args=("bob", [good] * 12))]
+               threading.Thread(target=send, args=("bob", [good] * 10))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     # Then every one of alice's is refused and every one of bob's created
     assert statuses["alice"] == [422] * 12
-    assert statuses["bob"] == [201] * 12
+    assert statuses["bob"] == [201] * 10  # his share of the queue of 20

@@ -1,14 +1,15 @@
 // A task's detail: what it is, how long it waited and ran, its results as a researcher
-// reads them (equity against buy and hold, drawdown, forecast against actual, metrics and
-// trades tables) and its log, attempt by attempt. Everything from the API is text.
+// reads them (equity against buy and hold, drawdown, forecast against actual, an optimize
+// run's heat-map, metrics, and trades a page at a time) and its log, attempt by attempt.
+// Everything from the API is text.
 "use strict";
 
-import {drawdowns, lineChart, numbers} from "./charts.js";
-import {$, api, el, fmtDuration, fmtNumber, fmtTime, secondsBetween} from "./util.js";
+import {drawdowns, heatMap, lineChart, numbers} from "./charts.js";
+import {$, api, button, el, fmtDuration, fmtNumber, fmtTime, secondsBetween} from "./util.js";
 
 const FINAL = ["COMPLETED", "FAILED", "CANCELLED"];
 const METRIC_GROUPS = ["risk", "quality", "metrics", "best", "best_params", "fitted"];
-const MAX_ROWS = 200;
+const PAGE_ROWS = 25;  // rows of a records table shown at a time
 const MAX_LOG_PAGES = 50;
 let follower = () => {};
 let shown = null;  // {taskId, after, box: element per attempt}
@@ -37,12 +38,8 @@ export async function showDetail(taskId) {
   for (const figure of figures(result, used)) detail.appendChild(figure);
   const metrics = metricsTable(result);
   if (metrics) { detail.appendChild(el("h3", "metrics")); detail.appendChild(metrics); }
-  const trades = result.trade_log;
-  if (Array.isArray(trades) && trades.length) {
-    detail.appendChild(el("h3", trades.length > MAX_ROWS
-      ? `trades (first ${MAX_ROWS} of ${trades.length})` : `trades (${trades.length})`));
-    detail.appendChild(recordsTable(trades, "trades"));
-  }
+  const trades = Array.isArray(result.trade_log) ? records(result.trade_log) : [];
+  if (trades.length) detail.appendChild(pagedTable(trades, "trades"));
   const logBox = el("section", null, "logs");
   logBox.appendChild(el("h3", "log"));
   detail.appendChild(logBox);
@@ -62,6 +59,11 @@ function meta(task) {
   }
   if (task.started_at && task.finished_at) {
     parts.push(`ran ${fmtDuration(secondsBetween(task.started_at, task.finished_at))}`);
+  }
+  if (typeof task.cpu_s === "number") {
+    const peak = typeof task.peak_rss_bytes === "number"
+      ? `, peak ${(task.peak_rss_bytes / 1048576).toFixed(0)} MiB` : "";
+    parts.push(`used ${task.cpu_s.toFixed(2)} CPU s${peak}`);
   }
   parts.push(`id ${task.id}`);
   const p = el("p", parts.join(" · "), "meta");
@@ -87,6 +89,16 @@ function figures(result, used) {
       series: falls, labels: dates.map(String), yFormat: "percent", xTitle: "date",
       title: "drawdown from the running peak"})));
     used.add("equity_curve").add("benchmark_curve");
+  }
+  const sweep = result.sweep;
+  if (sweep && typeof sweep === "object" && numbers(sweep.fast, 1) && numbers(sweep.slow, 1) &&
+      Array.isArray(sweep.sharpe) && sweep.fast.length === sweep.slow.length &&
+      sweep.sharpe.length === sweep.fast.length) {
+    out.push(figureBox("heatmap", heatMap({
+      xs: sweep.slow, ys: sweep.fast, values: sweep.sharpe, xName: "slow", yName: "fast",
+      valueName: "Sharpe", xTitle: "slow SMA window (days)", yTitle: "fast SMA window (days)",
+      title: "Sharpe ratio of every SMA pair (fast × slow)"})));
+    used.add("sweep");
   }
   const oos = result.out_of_sample;
   if (oos && typeof oos === "object" && numbers(oos.actual) && numbers(oos.forecast) &&
@@ -158,28 +170,57 @@ function metricsTable(result) {
   return table;
 }
 
-function recordsTable(records, className) {
-  const rows = records.filter((r) => r && typeof r === "object").slice(0, MAX_ROWS);
+function records(list) {
+  return list.filter((r) => r && typeof r === "object" && !Array.isArray(r));
+}
+
+/** A table of `rows` (objects) under a heading that counts them, PAGE_ROWS at a time, with
+ * a pager (previous, "rows 26–50 of 163", next) when there are more. */
+function pagedTable(rows, name) {
   const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const table = el("table", null, className);
+  const box = el("section", null, "paged");
+  box.dataset.table = name;
+  box.appendChild(el("h3", `${name} (${rows.length})`));
+  const table = el("table", null, name);
   const head = el("tr");
   for (const c of columns) head.appendChild(el("th", c));
   const thead = el("thead");
   thead.appendChild(head);
   table.appendChild(thead);
   const body = el("tbody");
-  for (const r of rows) {
-    const tr = el("tr");
-    for (const c of columns) {
-      const v = r[c];
-      tr.appendChild(el("td", typeof v === "number" ? fmtNumber(v)
-        : (v === null || v === undefined ? "" : (typeof v === "object" ? JSON.stringify(v)
-          : v))));
-    }
-    body.appendChild(tr);
-  }
   table.appendChild(body);
-  return table;
+  const pages = Math.ceil(rows.length / PAGE_ROWS);
+  let page = 0;
+  const info = el("span", "", "page-info");
+  const prev = button("‹ previous", "prev", () => show(page - 1));
+  const next = button("next ›", "next", () => show(page + 1));
+  function show(wanted) {
+    page = Math.min(Math.max(wanted, 0), pages - 1);
+    const from = page * PAGE_ROWS, to = Math.min(rows.length, from + PAGE_ROWS);
+    body.replaceChildren(...rows.slice(from, to).map((r) => recordRow(r, columns)));
+    info.textContent = `rows ${from + 1}–${to} of ${rows.length}`;
+    prev.disabled = page === 0;
+    next.disabled = page === pages - 1;
+  }
+  if (pages > 1) {  // above the table, so the buttons stay put when a page is short
+    const pager = el("nav", null, "pager");
+    pager.append(prev, info, next);
+    box.appendChild(pager);
+  }
+  box.appendChild(table);
+  show(0);
+  return box;
+}
+
+function recordRow(record, columns) {
+  const tr = el("tr");
+  for (const c of columns) {
+    const v = record[c];
+    tr.appendChild(el("td", typeof v === "number" ? fmtNumber(v)
+      : (v === null || v === undefined ? "" : (typeof v === "object" ? JSON.stringify(v)
+        : v))));
+  }
+  return tr;
 }
 
 // ------------------------------------------------------------------------- the log

@@ -1,0 +1,108 @@
+"""Counting what a source or an owner did lately: wrong tokens and dashboard sign-ins.
+
+Tokens are long and random (``raytasks token create`` makes 256 bits), so guessing one
+is hopeless; what a flood of wrong tokens can still do is load the server and hide in
+the noise. Past ``api.max_wrong_tokens`` in a minute, a source's *wrong* tokens are
+answered 429 after ``api.wrong_token_delay_s``; a valid token is always checked and let
+through, so no one can lock a colleague out by guessing from the same gateway.
+
+Sign-ins are counted per owner and per source (a valid token may sign in only so often:
+each one writes a session to the store). Only sign-ins that were let in count, so one
+owner's refused flood does not use up its source's room.
+
+The counts live in the server process: behind a balancer, each server counts its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+#: The window over which events are counted.
+WINDOW_S = 60.0
+#: Keys (sources, owners) remembered at once; the least recently seen go first.
+MAX_KEYS = 10_000
+
+
+class SlidingWindow:
+    """Events per key over a sliding window: a key with ``limit`` events in the last
+    ``window_s`` must wait until the oldest of them leaves it. Safe to share between the
+    server's threads (sync dependencies run in a pool)."""
+
+    def __init__(self, limit: int, window_s: float = WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = MAX_KEYS) -> None:
+        self.limit, self.window_s, self.clock, self.max_keys = limit, window_s, clock, max_keys
+        self._by_key: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait_s(self, key: str) -> float:
+        """Seconds until ``key`` is below its limit again (0.0: it is now)."""
+        with self._lock:
+            recent = self._recent(key)
+            if recent is None or len(recent) < self.limit:
+                return 0.0
+            return max(1e-3, recent[0] + self.window_s - self.clock())
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            recent = self._recent(key)
+            if recent is None:
+                recent = self._by_key[key] = deque(maxlen=self.limit)
+                while len(self._by_key) > self.max_keys:
+                    self._by_key.popitem(last=False)
+            recent.append(self.clock())
+            self._by_key.move_to_end(key)
+
+    def _recent(self, key: str) -> deque[float] | None:
+        recent = self._by_key.get(key)
+        if recent is None:
+            return None
+        cutoff = self.clock() - self.window_s
+        while recent and recent[0] <= cutoff:
+            recent.popleft()
+        if not recent:
+            del self._by_key[key]
+            return None
+        return recent
+
+
+class SignIns:
+    """Dashboard sign-ins per owner and per source."""
+
+    def __init__(self, per_owner: int, per_source: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.owners = SlidingWindow(per_owner, clock=clock)
+        self.sources = SlidingWindow(per_source, clock=clock)
+
+    def wait_s(self, owner: str, source: str) -> tuple[float, str]:
+        """Seconds until ``owner`` may sign in from ``source``, and which limit holds it
+        (``(0.0, "")``: it may now)."""
+        for window, key, limit in ((self.owners, owner, "max_sign_ins_per_owner"),
+                                   (self.sources, source, "max_sign_ins_per_source")):
+            wait = window.wait_s(key)
+            if wait > 0:
+                return wait, limit
+        return 0.0, ""
+
+    def add(self, owner: str, source: str) -> None:
+        self.owners.add(owner)
+        self.sources.add(source)
+
+
+class Holds:
+    """How many refusals are being held back (slowed down) at once: past ``limit`` they
+    are answered at once, so a flood of wrong tokens cannot pile up waiting requests."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self) -> bool:
+        if self.held >= self.limit:
+            return False
+        self.held += 1
+        return True
+
+    def release(self) -> None:
+        self.held -= 1
