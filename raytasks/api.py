@@ -22,6 +22,7 @@ from .models import (
     QueueStats,
     Task,
     TaskCreateRequest,
+    TaskExplanation,
     TaskNotification,
     TaskPriority,
     TaskProgress,
@@ -211,6 +212,13 @@ class TaskManager(_Facade):
         except TimeoutError:
             raise WaitTimeoutError([t for t, f in zip(task_ids, futures, strict=True)
                                     if not f.done()], timeout_s or 0.0) from None
+
+    async def explain(self, task_id: str) -> TaskExplanation:
+        """Why the task waits (or runs), and when it should start and finish."""
+        return await self._manager.explain(task_id)
+
+    def explain_sync(self, task_id: str) -> TaskExplanation:
+        return self._manager.explain(task_id).result()
 
     async def stats(self) -> dict[str, Any]:
         return await self._manager.stats()

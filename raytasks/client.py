@@ -73,7 +73,8 @@ def compact(requests: list[TaskCreateRequest], types: ClientTypes,
         out.append(NewTask(
             uuid.uuid4().hex, req.name, req.task_type, params, int(req.priority), req.queue,
             req.timeout_s, req.max_retries, tuple(req.depends_on), req.idempotency_key,
-            tuple(req.tags), req.owner, tuple(req.notify), version, units, req.max_cpu_s))
+            tuple(req.tags), req.owner, tuple(req.notify), version, units, req.max_cpu_s,
+            req.deadline.timestamp() if req.deadline else None))
     return out
 
 
@@ -86,7 +87,8 @@ def new_task(sent: NewTask, ack: Ack) -> Task:
         "timeout_s": ack.timeout_s, "depends_on": list(sent.depends_on),
         "idempotency_key": sent.idempotency_key, "tags": list(sent.tags),
         "owner": sent.owner, "notify": list(sent.notify), "created_at": ack.created_at,
-        "max_cpu_s": sent.max_cpu_s})
+        "max_cpu_s": sent.max_cpu_s, "deadline": sent.deadline,
+        "work_units": sent.work_units})
 
 
 class Combiner(Generic[I, R]):

@@ -295,7 +295,8 @@ class TaskExecutor:
         # the last lines go with the report, in its fenced commit: no round trip of their own
         with self._beating:  # after a heartbeat in flight has stored the lines it took
             lines = tuple(run.log.take())
-        return None if run.lost else replace(report, lines=lines, **run.usage.measured())
+        return None if run.lost else replace(report, lines=lines, run_s=elapsed,
+                                             **run.usage.measured())
 
     def _progress(self, run: _Running, fraction: float, message: str,
                   stage: str | None) -> None:

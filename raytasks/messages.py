@@ -62,18 +62,20 @@ class Report:
     #: started) and peak resident memory (bytes); None where it was not measured
     cpu_s: float | None = None
     peak_rss_bytes: int | None = None
+    #: how long the handler ran (seconds), what run-time estimates learn from
+    run_s: float | None = None
 
     def wire(self) -> Wire:
         """Its fields as plain lists (``Report.from_wire``): a lent run's answer."""
         return [self.task_id, self.token, self.outcome, self.result, self.result_uri,
                 self.error, [list(line) for line in self.lines], self.cpu_s,
-                self.peak_rss_bytes]
+                self.peak_rss_bytes, self.run_s]
 
     @classmethod
     def from_wire(cls, wire: Wire) -> Report:
-        task_id, token, outcome, result, result_uri, error, lines, cpu_s, peak = wire
+        task_id, token, outcome, result, result_uri, error, lines, cpu_s, peak, run_s = wire
         return cls(task_id, token, outcome, result, result_uri, error,
-                   tuple(LogLine(*line) for line in lines), cpu_s, peak)
+                   tuple(LogLine(*line) for line in lines), cpu_s, peak, run_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ class NewTask(NamedTuple):
     checked_version: int | None = None
     work_units: int | None = None
     max_cpu_s: float | None = None
+    deadline: float | None = None  # epoch seconds
 
 
 class Ack(NamedTuple):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -53,6 +53,10 @@ class TaskCreateRequest(BaseModel):
                                     "seconds an attempt may use; past it, it is stopped as "
                                     "a timeout is (reason cpu_limit)")
     max_retries: int | None = Field(default=None, ge=0, le=100)
+    deadline: datetime | None = Field(
+        default=None, description="when it must have finished (a time with its zone; one "
+        "without is UTC): within a priority, the scheduler runs the task with the least "
+        "slack first")
     depends_on: list[str] = Field(default_factory=list)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     tags: list[str] = Field(default_factory=list)
@@ -79,6 +83,17 @@ class TaskCreateRequest(BaseModel):
     @classmethod
     def _plain_json(cls, value: dict[str, Any]) -> dict[str, Any]:
         inputs.check_json_tree(value)
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if not 2000 <= value.year <= 2200:
+            raise ValueError("must be a time between the years 2000 and 2200")
         return value
 
 
@@ -151,6 +166,9 @@ class Task(BaseModel):
     #: processes it started) and peak resident memory
     cpu_s: float | None = None
     peak_rss_bytes: int | None = None
+    deadline: datetime | None = None
+    #: the work its parameters declare (what its run time is predicted from)
+    work_units: int | None = None
 
 
 class TaskSummary(BaseModel):
@@ -169,6 +187,9 @@ class TaskSummary(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: a PENDING or RUNNING task's predicted start and finish (``raytasks explain`` says why)
+    predicted_start: datetime | None = None
+    predicted_finish: datetime | None = None
 
 
 OrderField = Literal["created_at", "-created_at", "priority", "-priority", "finished_at",
@@ -268,6 +289,32 @@ class TaskProgressNotification(BaseModel):
 
 
 TaskNotification = TaskStatusNotification | TaskProgressNotification
+
+
+class TaskExplanation(BaseModel):
+    """Why a task is where it is, and when it should start and finish: each statement from
+    the manager's state at the moment it was asked (``raytasks explain``)."""
+
+    task_id: str
+    status: TaskStatus
+    #: what holds it (codes): not_queued, dependencies, backoff, quota, type_limit,
+    #: behind, no_executor, executors_busy, executors_starting, running, finished
+    causes: list[str] = Field(default_factory=list)
+    #: the same, as sentences a researcher reads
+    reasons: list[str] = Field(default_factory=list)
+    #: tasks of its type ahead of it, by priority (PENDING, queued and ready)
+    ahead: dict[str, int] = Field(default_factory=dict)
+    place: int | None = None  # 1 = next to start among its type
+    dependencies: list[str] = Field(default_factory=list)  # not completed yet
+    not_before: datetime | None = None
+    executors: dict[str, int] = Field(default_factory=dict)  # idle, busy, starting
+    estimate_s: float | None = None
+    #: median absolute percentage error of the estimates of its type and kind so far
+    estimate_error: float | None = None
+    predicted_start: datetime | None = None
+    predicted_finish: datetime | None = None
+    deadline: datetime | None = None
+    progress_rate: float | None = None  # RUNNING: fraction per second
 
 
 class QueueStats(BaseModel):

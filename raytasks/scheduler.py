@@ -130,6 +130,10 @@ class TaskScheduler:
     def waiting(self, task_id: str) -> QueuedTask | None:
         return self._waiting.get(task_id)
 
+    def waiting_of(self, task_type: str) -> list[QueuedTask]:
+        """Every task of ``task_type`` waiting here (ready or delayed), in no order."""
+        return [item for item in self._waiting.values() if item.task_type == task_type]
+
     def remove(self, task_id: str) -> bool:
         """Forget a waiting task (cancel, delete). Its lane entry is skipped later."""
         item = self._waiting.pop(task_id, None)

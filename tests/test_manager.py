@@ -754,3 +754,50 @@ async def test_retention_prunes_old_finished_tasks_and_archives_them(make_core: 
                 for r in pq.read_table(f).to_pylist()]
     assert sorted(r["id"] for r in archived) == sorted(t.id for t in old)
     assert core.status_counts("alice") == {}  # the counters follow
+
+
+async def test_explain_names_each_cause_that_holds_a_task(make_core: Any, clock: Clock) -> None:
+    from raytasks.settings import QuotaSettings
+
+    core = make_core(quotas={"*": QuotaSettings(), "alice": QuotaSettings(max_running=1)})
+    core.registry.register(TaskTypeSpec("single", lambda p, c: None, max_concurrency=1))
+    core.ops.limits.clear()
+
+    async def causes(task_id: str) -> list[str]:
+        return (await core.explain(task_id)).causes
+
+    # A task created but not queued, and one that waits for another
+    (created,) = await create(core, req(), enqueue=False)
+    assert "not_queued" in await causes(created.id)
+    (parent,) = await create(core, req(task_type="single"))
+    (child,) = await create(core, req(depends_on=[parent.id]))
+    assert "dependencies" in await causes(child.id)
+    assert (await core.explain(child.id)).dependencies == [parent.id]
+    # Three waiting tasks of one type: the last is third, with two MEDIUM ahead, no executor
+    await create(core, req(), req())
+    (third,) = await create(core, req())
+    third_says = await core.explain(third.id)
+    assert third_says.place == 3 and third_says.ahead == {"MEDIUM": 2}
+    assert {"behind", "no_executor"} <= set(third_says.causes)
+    assert third_says.predicted_start is not None and third_says.estimate_s is not None
+    # Leased, the first runs: explained as running, with a predicted finish
+    (held,) = await lease(core)
+    running = await core.explain(held.task_id)
+    assert running.causes == ["running"] and running.predicted_finish is not None
+    assert "executors_busy" in await causes(third.id)
+    # A failed attempt in its backoff
+    await done(core, held, "failed")
+    assert "backoff" in await causes(held.task_id)
+    # An owner at its running quota, and a type at its concurrency limit
+    mine, queued = await create(core, req(owner="alice"), req(owner="alice"))
+    single_a, single_b = await create(core, req(task_type="single"), req(task_type="single"))
+    clock.now += 10
+    await lease(core, 10, types=("noop", "single"))
+    assert "quota" in await causes(queued.id) or "quota" in await causes(mine.id)
+    waiting_single = single_b if (await core.get(single_a.id)).status.value == "RUNNING" \
+        else single_a
+    assert "type_limit" in await causes(waiting_single.id)
+    # A finished task says so
+    cancelled = (await create(core, req()))[0]
+    await core.cancel(cancelled.id)
+    assert await causes(cancelled.id) == ["finished"]

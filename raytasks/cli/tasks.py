@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import click
@@ -118,10 +119,12 @@ def ls(ctx: click.Context, status: tuple[str, ...], task_type: tuple[str, ...],
         page = TaskManager(connect(ctx)).list_tasks_sync(query)
 
         def human() -> None:
-            click.echo(f"{'ID':32}  {'STATUS':9}  {'PRI':6}  {'TYPE':12}  {'TRY':3}  NAME")
+            click.echo(f"{'ID':32}  {'STATUS':9}  {'PRI':6}  {'TYPE':12}  {'TRY':3}  "
+                       f"{'START':8}  {'FINISH':8}  NAME")
             for t in page.items:
                 click.echo(f"{t.id:32}  {t.status.value:9}  {t.priority.name:6}  "
-                           f"{t.task_type:12}  {t.attempt:3}  {t.name}")
+                           f"{t.task_type:12}  {t.attempt:3}  {_clock(t.predicted_start):8}  "
+                           f"{_clock(t.predicted_finish):8}  {t.name}")
             total = "more than 1,000" if page.total is None else page.total
             click.echo(f"{len(page.items)} of {total}")
 
@@ -178,7 +181,10 @@ def watch(ctx: click.Context, task_id: str, interval: float) -> None:
             row = bar.add_task(task_id[:12], total=1.0, message="")
             while True:
                 p = tracker.get_progress_sync(task_id)
-                bar.update(row, completed=p.percentage, message=f"{p.status.value} {p.message}")
+                eta = "" if p.status.finished else \
+                    f" (finish ~{_clock(tm.explain_sync(task_id).predicted_finish)})"
+                bar.update(row, completed=p.percentage,
+                           message=f"{p.status.value}{eta} {p.message}")
                 if p.status.finished:
                     break
                 time.sleep(interval)
@@ -186,6 +192,39 @@ def watch(ctx: click.Context, task_id: str, interval: float) -> None:
         _print_task(task)
         if task.status is not TaskStatus.COMPLETED:
             sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def explain(ctx: click.Context, task_id: str, as_json: bool) -> None:
+    """Why a task waits (or runs), and when it should start and finish."""
+    from ..api import TaskManager
+
+    with errors(as_json):
+        said = TaskManager(connect(ctx)).explain_sync(task_id)
+
+        def human() -> None:
+            click.echo(f"{said.task_id}: {said.status.value}")
+            for reason in said.reasons:
+                click.echo(f"  - {reason}")
+            if said.estimate_s is not None:
+                error = f", estimates of its kind off by {said.estimate_error:.0%} (median)" \
+                    if said.estimate_error is not None else ""
+                click.echo(f"  runs about {said.estimate_s:.1f} s{error}")
+            for label, at in (("starts", said.predicted_start),
+                              ("finishes", said.predicted_finish),
+                              ("deadline", said.deadline)):
+                if at is not None:
+                    click.echo(f"  {label:9} {at.astimezone():%Y-%m-%d %H:%M:%S %Z}")
+
+        emit(as_json, said.model_dump(mode="json"), human)
+
+
+def _clock(at: datetime | None) -> str:
+    """A predicted time, local, to the second ("" when none is told)."""
+    return "" if at is None else f"{at.astimezone():%H:%M:%S}"
 
 
 @click.command()

@@ -70,7 +70,8 @@ class Changes:
                                   parameters=row["parameters"], owner=row["owner"],
                                   queued=enqueue, token=0, created_at=ctx.now,
                                   enqueued_at=row.get("enqueued_at"),
-                                  max_cpu_s=row["max_cpu_s"])
+                                  max_cpu_s=row["max_cpu_s"], deadline=row["deadline"],
+                                  work_units=row["work_units"])
                     parts.active.add(entry)
                     entries.append((entry, loads_or(row["depends_on"], "[]", list)))
                 if watch is not None:
@@ -179,6 +180,7 @@ class Changes:
                     sched.pop(item, ctx.now)
                     sched.grant(item, lease.token, request.executor_id, lease.deadline)
                     entry.token, entry.not_before = lease.token, None
+                    entry.started_at = ctx.now
                     parts.active.set_status(entry, R)
                 leases = [lease for _, _, lease in chosen]
                 parts.remember(request.request_id, leases)
@@ -279,6 +281,9 @@ class Changes:
                 self.stale_reports += len(rejected)
                 for entry, rep, step in steps:
                     parts.cpu.add(entry.owner, rep.cpu_s, ctx.now)
+                    if rep.outcome == "completed" and rep.run_s:
+                        parts.run_times.learn(entry.task_type, entry.kind,
+                                              entry.work_units or 1, rep.run_s)
                     parts.queues[entry.queue].release(entry.task_id, rep.token)
                     if step.attempt is not None:
                         entry.attempt = step.attempt
@@ -424,7 +429,9 @@ class Changes:
                           parameters=json.dumps(stored.parameters, separators=(",", ":")),
                           owner=stored.owner, queued=True,
                           token=stored.lease_token, created_at=stored.created_at.timestamp(),
-                          enqueued_at=ctx.now, max_cpu_s=stored.max_cpu_s)
+                          enqueued_at=ctx.now, max_cpu_s=stored.max_cpu_s,
+                          deadline=stored.deadline.timestamp() if stored.deadline else None,
+                          work_units=stored.work_units)
             batch = WriteBatch(updates=[RowUpdate(stored.id, fields, status=stored.status.value)],
                                events=[_event(entry, stored.status, P, ctx.now)])
 
@@ -509,6 +516,8 @@ class Changes:
     def _push(self, entry: Entry) -> None:
         parts = self.parts
         now = parts.clock()
+        entry.estimate_s = parts.run_times.estimate(entry.task_type, entry.kind,
+                                                    entry.work_units or 1).seconds
         parts.queues.push(entry.queued_item(), now)
         if entry.not_before and entry.not_before > now:
             parts.arrivals.at(entry.not_before - now, entry.task_type)

@@ -18,11 +18,13 @@ Its public async methods are the manager actor's API (:class:`raytasks.protocol.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import InvalidTransitionError, RaytasksError
@@ -42,6 +44,7 @@ from ..models import (
     QueueStats,
     Task,
     TaskCreateRequest,
+    TaskExplanation,
     TaskPriority,
     TaskQuery,
     TaskStatus,
@@ -57,15 +60,19 @@ from ..store.base import TaskRows, cpu_day, row_to_task
 from .adoption import Adoption
 from .archive import archive
 from .changes import Changes
+from .explain import etas, explain
 from .intake import CreateRequest, DependencyEnded, Known
 from .parts import Parts
 from .pipeline import CommitPipeline, DuplicateKeyError
 from .reads import Reads
 from .schedules import ScheduleRunner
-from .state import DailyCpu, Entry, FinishedCounts
+from .state import DailyCpu, Entry, FinishedCounts, kind_of
 from .work import WorkDesk
 
 log = logging.getLogger(__name__)
+
+#: Completed tasks a starting manager learns run times from.
+HISTORY_RUNS = 2000
 
 
 class TaskManagerCore:
@@ -88,6 +95,9 @@ class TaskManagerCore:
         self.settings, self.store, self.clock = settings, store, clock
         self.registry, self.active, self.queues = parts.registry, parts.active, parts.queues
         self.sessions, self.pipeline = parts.sessions, parts.pipeline
+        #: executors of a type still starting or waiting for a node (the actor asks the
+        #: engine; without it, none are known)
+        self.starting: Callable[[str], Awaitable[int]] | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -108,6 +118,8 @@ class TaskManagerCore:
         parts.counts = FinishedCounts(self.store.finished_counts())
         today = cpu_day(now)
         parts.cpu = DailyCpu(today, self.store.cpu_of_day(today))
+        for task_type, parameters, units, seconds in self.store.recent_runs(HISTORY_RUNS):
+            parts.run_times.learn(task_type, kind_of(parameters), units or 1, seconds)
         self.schedules.load()
         rows = self.store.active_rows()
         for row in rows:
@@ -337,7 +349,36 @@ class TaskManagerCore:
         return await self.reads.get_many(task_ids)
 
     async def query(self, query: TaskQuery) -> TaskRows:
-        return await self.reads.query(query)
+        """A page of tasks, the active ones with their predicted start and finish."""
+        page = await self.reads.query(query)
+        active = [e for t in page.items if (e := self.active.get(t.id)) is not None]
+        if active:
+            predicted = etas(self.parts, active, self.clock())
+            for task in page.items:
+                if task.id in predicted:
+                    start, finish = predicted[task.id]
+                    task.predicted_start = datetime.fromtimestamp(start, tz=UTC)
+                    task.predicted_finish = datetime.fromtimestamp(finish, tz=UTC)
+        return page
+
+    async def explain(self, task_id: str) -> TaskExplanation:
+        """Why the task is where it is, and when it should start and finish.
+
+        Raises:
+            TaskNotFoundError: no such task.
+        """
+        await self.adoption.ensure_adopted([task_id])
+        entry = self.active.get(task_id)
+        if entry is None:
+            task = await self.reads.stored(task_id)
+            return explain(self.parts, None, task_id, task.status, self.clock(), self.ops.limit)
+        progress = None
+        if entry.status is TaskStatus.RUNNING:
+            row = await asyncio.to_thread(self.store.get_progress, task_id)
+            progress = json.loads(row["payload"])["percentage"] if row else None
+        starting = await self.starting(entry.task_type) if self.starting else 0
+        return explain(self.parts, entry, task_id, entry.status, self.clock(), self.ops.limit,
+                       progress, starting)
 
     def status_counts(self, owner: str | None = None) -> dict[str, int]:
         return self.reads.status_counts(owner)

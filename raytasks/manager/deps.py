@@ -27,6 +27,10 @@ class Dependencies:
     def blocked(self, child: str) -> bool:
         return bool(self._waits.get(child))
 
+    def waiting_for(self, child: str) -> list[str]:
+        """The parents ``child`` still waits for (not completed yet)."""
+        return sorted(self._waits.get(child, ()))
+
     def has_dependents(self, parent: str) -> bool:
         """Whether a live task names ``parent`` (then it must stay in the store)."""
         return bool(self._children.get(parent))

@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from ..errors import (
@@ -49,6 +50,8 @@ class CreateRequest(Protocol):
     def timeout_s(self) -> float | None: ...
     @property
     def max_cpu_s(self) -> float | None: ...
+    @property
+    def deadline(self) -> datetime | float | None: ...
     @property
     def max_retries(self) -> int | None: ...
     @property
@@ -199,11 +202,12 @@ class Intake:
         defaults = self.defaults(req.task_type)
         timeout_s = first_given(req.timeout_s, defaults[0])
         max_retries = first_given(req.max_retries, defaults[1])
+        units = spec.work_units(params) if work_units is None else work_units
         if quota is not None:
-            units = spec.work_units(params) if work_units is None else work_units
             timeout_s, max_retries = _ceilings(quota, req, units, timeout_s, max_retries,
                                                prefix)
-        return task_row(task_id, req, now, params, limit, timeout_s, max_retries, prefix)
+        return task_row(task_id, req, now, params, limit, timeout_s, max_retries, prefix,
+                        units)
 
     def defaults(self, task_type: str) -> tuple[float | None, int]:
         """``timeout_s`` and ``max_retries`` of a request of a registered type without them."""
@@ -285,7 +289,7 @@ class Intake:
 
 def task_row(task_id: str, req: CreateRequest, now: float, params: dict[str, Any],
              limit: int, timeout_s: float | None, max_retries: int,
-             prefix: str = "") -> dict[str, Any]:
+             prefix: str = "", work_units: int | None = None) -> dict[str, Any]:
     """The store row of a new PENDING task whose parameters passed their model.
 
     Used by the manager, and by a client committing its own tasks (the direct intake).
@@ -312,6 +316,8 @@ def task_row(task_id: str, req: CreateRequest, now: float, params: dict[str, Any
         "notify": json.dumps(list(req.notify)), "cancel_requested": False, "queued": False,
         "lease_token": 0, "created_at": now, "updated_at": now,
         "max_cpu_s": _positive(req.max_cpu_s, prefix + "max_cpu_s"),
+        "deadline": _epoch(req.deadline, prefix + "deadline"),
+        "work_units": work_units,
     }
 
 
@@ -355,6 +361,13 @@ def _strict_json(params: dict[str, Any], field: str) -> str:
         raise InvalidParametersError([{"field": field, "reason": f"{reason} ({exc})"[:300]}]) \
             from None
     return text
+
+
+def _epoch(value: datetime | float | None, field: str) -> float | None:
+    """A deadline as epoch seconds (a trusted client's compact request sends them so)."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return _positive(value, field)
 
 
 def _positive(value: float | None, field: str) -> float | None:

@@ -20,6 +20,7 @@ from ..registry import TaskTypeRegistry
 from ..settings import Settings
 from ..store import SqlTaskStore
 from .deps import Dependencies
+from .estimates import RunTimes
 from .intake import Intake
 from .pipeline import CommitPipeline
 from .queues import Queues
@@ -45,6 +46,7 @@ class Parts:
     active: ActiveTasks = field(default_factory=ActiveTasks)
     counts: FinishedCounts = field(default_factory=FinishedCounts)
     cpu: DailyCpu = field(default_factory=DailyCpu)
+    run_times: RunTimes = field(default_factory=RunTimes)
     deps: Dependencies = field(default_factory=Dependencies)
     sessions: Sessions = field(default_factory=Sessions)
     arrivals: Arrivals = field(default_factory=Arrivals)

@@ -7,6 +7,7 @@ quotas are checked without a query.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ class Entry:
     not_before: float | None = None
     cancel_requested: bool = False
     max_cpu_s: float | None = None
+    deadline: float | None = None
+    work_units: int | None = None
+    started_at: float | None = None  # of the attempt running now
+    preemptions: int = 0  # attempts preempted: they do not count against max_retries
+    estimate_s: float = 0.0  # its predicted run time (from RunTimes, when last queued)
 
     @classmethod
     def from_row(cls, row: ActiveRow) -> Entry:
@@ -45,7 +51,14 @@ class Entry:
                    parameters=row.parameters, owner=row.owner, queued=row.queued,
                    token=row.lease_token, created_at=row.created_at,
                    enqueued_at=row.enqueued_at, not_before=row.not_before,
-                   cancel_requested=row.cancel_requested, max_cpu_s=row.max_cpu_s)
+                   cancel_requested=row.cancel_requested, max_cpu_s=row.max_cpu_s,
+                   deadline=row.deadline, work_units=row.work_units,
+                   started_at=row.started_at, preemptions=row.preemptions)
+
+    @property
+    def kind(self) -> str | None:
+        """``parameters["kind"]`` (the built-in families' sub-type), if the task has one."""
+        return kind_of(self.parameters)
 
     def queued_item(self) -> QueuedTask:
         """What the scheduler holds while this task waits."""
@@ -53,7 +66,16 @@ class Entry:
                           priority=self.priority, queue=self.queue,
                           enqueued_at=self.enqueued_at or self.created_at,
                           not_before=self.not_before or 0.0, attempt=self.attempt,
-                          owner=self.owner)
+                          owner=self.owner, deadline=self.deadline,
+                          estimate_s=self.estimate_s)
+
+
+def kind_of(parameters: str) -> str | None:
+    """The ``kind`` of parameters given as JSON text (decoded only when it has one)."""
+    if '"kind"' not in parameters:
+        return None
+    kind = json.loads(parameters).get("kind")
+    return kind if isinstance(kind, str) else None
 
 
 class ActiveTasks:

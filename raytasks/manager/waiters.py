@@ -66,6 +66,10 @@ class Arrivals:
         waiter.future.set_result(lent)
         return lent
 
+    def idle(self, task_type: str) -> int:
+        """Executors waiting for work of ``task_type`` now (not woken, not lent)."""
+        return sum(1 for w in self._by_type.get(task_type, ()) if not w.future.done())
+
     def at(self, when_s: float, task_type: str) -> None:
         """Wake waiters of ``task_type`` after ``when_s`` seconds (a delayed retry comes due)."""
         asyncio.get_running_loop().call_later(max(0.0, when_s), self.arrived, task_type)

@@ -16,6 +16,7 @@ from ..messages import Ack, IntakeGrant, Lease, Loan, NewTask, Report, WatchAnsw
 from ..models import (
     QueueStats,
     Task,
+    TaskExplanation,
     TaskPriority,
     TaskQuery,
     TaskStatus,
@@ -121,6 +122,9 @@ class ManagerCalls:
 
     def stats(self) -> Call[dict[str, Any]]:
         return Call(self._h.stats.remote())
+
+    def explain(self, task_id: str) -> Call[TaskExplanation]:
+        return Call(self._h.explain.remote(task_id))
 
     def queue_stats(self) -> Call[list[QueueStats]]:
         return Call(self._h.queue_stats.remote())

@@ -325,7 +325,7 @@ def rows_of(call: list[NewTask], grant: IntakeGrant, now: float, client: str,
         max_retries = first_given(task.max_retries, max_retries)
         prefix = f"requests[{i}]." if len(call) > 1 else ""
         row = task_row(task.id, task, now, task.parameters, grant.max_parameters_bytes,
-                       timeout_s, max_retries, prefix)
+                       timeout_s, max_retries, prefix, task.work_units)
         row["queued"], row["enqueued_at"] = True, now
         rows.tasks.append(row)
         rows.events.append(status_event(task_id=task.id, task_type=task.task_type, owner=None,

@@ -11,7 +11,7 @@ import ray
 
 from ..manager import TaskManagerCore
 from ..settings import Settings
-from .actors import NOTIFIER, Peers, every
+from .actors import ENGINE, NOTIFIER, Peers, every
 from .metrics import RayQueueGauges
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class Manager(TaskManagerCore):
         self.parts.on_events = self._poke_notifier
         self.parts.on_cancel = self._cancel_on_executor
         self.peers = Peers(settings.namespace)
+        self.starting = self._executors_starting
         self.gauges = RayQueueGauges()
         self._last_poke = 0.0
         self._pokes_until = 0.0
@@ -82,6 +83,19 @@ class Manager(TaskManagerCore):
         notifier = self.peers.get(NOTIFIER)
         if notifier is not None:
             notifier.poll.remote()
+
+    async def _executors_starting(self, task_type: str) -> int:
+        """Executors of ``task_type`` the engine started that are not placed yet (waiting
+        for a node, or starting): what explains a wait for an executor."""
+        engine = self.peers.get(ENGINE)
+        if engine is None:
+            return 0
+        try:
+            pools: dict[str, Any] = await asyncio.wait_for(engine.pools_info.remote(), 5)
+        except Exception:  # the engine is restarting: nothing to tell
+            return 0
+        pool = pools.get(task_type, {})
+        return max(0, int(pool.get("live", 0)) - int(pool.get("placed", 0)))
 
     def _cancel_on_executor(self, executor_id: str, task_id: str, token: int) -> None:
         handle = self.peers.get(executor_id)

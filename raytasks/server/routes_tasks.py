@@ -17,6 +17,7 @@ from ..models import (
     OrderField,
     Task,
     TaskCreateRequest,
+    TaskExplanation,
     TaskPriority,
     TaskProgress,
     TaskQuery,
@@ -129,6 +130,13 @@ async def delete(task_id: TaskId, who: Submitter, svc: Svc, http: Request) -> Re
 async def progress(task_id: TaskId, who: Reader, svc: Svc, http: Request) -> TaskProgress:
     await svc.read_task(http, task_id, who)
     return await svc.tracker.get_progress(task_id)
+
+
+@router.get("/tasks/{task_id}/explain")
+async def explain(task_id: TaskId, who: Reader, svc: Svc, http: Request) -> TaskExplanation:
+    """Why the task waits (or runs), and when it should start and finish."""
+    await svc.read_task(http, task_id, who)
+    return await svc.tm.explain(task_id)
 
 
 @router.get("/tasks/{task_id}/logs", response_model=LogPage,

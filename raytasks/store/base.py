@@ -15,7 +15,7 @@ from ..errors import StoreError
 from ..models import Task, TaskErrorInfo, TaskPriority, TaskQuery, TaskStatus, TaskSummary
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 @dataclass(slots=True)
@@ -92,6 +92,10 @@ class ActiveRow:
     lease_request: str | None
     lease_executor: str | None
     max_cpu_s: float | None = None
+    deadline: float | None = None
+    work_units: int | None = None
+    started_at: float | None = None
+    preemptions: int = 0
 
 
 class TaskRows(NamedTuple):
@@ -204,6 +208,10 @@ class TaskStore(abc.ABC):
 
     @abc.abstractmethod
     def get_progress(self, task_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def recent_runs(self, limit: int) -> list[tuple[str, str, int | None, float]]:
+        """The latest completed tasks' (type, parameters JSON, work units, run seconds)."""
 
     @abc.abstractmethod
     def cpu_of_day(self, day: str) -> dict[str, float]:
@@ -328,6 +336,8 @@ def row_to_task(row: Any) -> Task:
         max_cpu_s=m.get("max_cpu_s"),
         cpu_s=m.get("cpu_s"),
         peak_rss_bytes=m.get("peak_rss_bytes"),
+        deadline=ts(m.get("deadline")),
+        work_units=m.get("work_units"),
     )
 
 

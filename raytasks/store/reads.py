@@ -32,7 +32,7 @@ _SELECT_TASKS = f"SELECT {', '.join(driver.TASK_NAMES)} FROM {tasks.name}"
 _ACTIVE_COLUMNS = ("id, task_type, status, priority, queue, attempt, max_retries, timeout_s, "
                    "parameters, owner, queued, lease_token, created_at, enqueued_at, "
                    "not_before, cancel_requested, depends_on, lease_request, lease_executor, "
-                   "max_cpu_s")
+                   "max_cpu_s, deadline, work_units, started_at, preemptions")
 
 
 def encode_cursor(value: Any, task_id: str) -> str:
@@ -172,7 +172,8 @@ class TaskReader:
             owner=r[9], queued=bool(r[10]), lease_token=r[11], created_at=r[12],
             enqueued_at=r[13], not_before=r[14], cancel_requested=bool(r[15]),
             depends_on=json.loads(r[16]), lease_request=r[17], lease_executor=r[18],
-            max_cpu_s=r[19])
+            max_cpu_s=r[19], deadline=r[20], work_units=r[21], started_at=r[22],
+            preemptions=r[23] or 0)
             for r in raw]
 
     def intake_rows(self, limit: int = 1000) -> list[tuple[str, float]]:
@@ -203,6 +204,17 @@ class TaskReader:
                 .order_by(tasks.c.finished_at).limit(limit))
         with self._engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def recent_runs(self, limit: int) -> list[tuple[str, str, int | None, float]]:
+        """The latest ``limit`` completed tasks' (type, parameters, work units, seconds from
+        their start to their end), oldest first: what run-time estimates start from."""
+        stmt = (sa.select(tasks.c.task_type, tasks.c.parameters, tasks.c.work_units,
+                          tasks.c.started_at, tasks.c.finished_at)
+                .where(tasks.c.status == "COMPLETED", tasks.c.started_at.is_not(None))
+                .order_by(tasks.c.finished_at.desc()).limit(limit))
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [(t, p, u, f - s) for t, p, u, s, f in reversed(rows) if f is not None]
 
     def finished_counts(self) -> dict[tuple[str | None, str], int]:
         """Finished tasks by (owner, status): what the manager's counters start from.

@@ -46,6 +46,10 @@ tasks = sa.Table(
     sa.Column("max_cpu_s", sa.Float, nullable=True),
     sa.Column("cpu_s", sa.Float, nullable=True),
     sa.Column("peak_rss_bytes", sa.BigInteger, nullable=True),
+    # when it must have finished; the work its parameters declare; attempts preempted
+    sa.Column("deadline", sa.Float, nullable=True),
+    sa.Column("work_units", sa.BigInteger, nullable=True),
+    sa.Column("preemptions", sa.Integer, nullable=False, server_default="0", default=0),
     sa.Index("rt_tasks_status", "status"),
     sa.Index("rt_tasks_created_id", "created_at", "id"),
     sa.Index("rt_tasks_owner_created", "owner", "created_at", "id"),

@@ -155,6 +155,9 @@ class SqlTaskStore(TaskStore):
     def cpu_of_day(self, day: str) -> dict[str, float]:
         return self._reads.cpu_of_day(day)
 
+    def recent_runs(self, limit: int) -> list[tuple[str, str, int | None, float]]:
+        return self._reads.recent_runs(limit)
+
     def task_types(self) -> list[tuple[str, bytes, int]]:
         return self._reads.task_types()
 

@@ -23,7 +23,7 @@ function rowFor(task) {
   tr = el("tr");
   tr.dataset.taskId = task.id;
   for (const name of ["name", "type", "priority", "status", "attempt", "created", "wait",
-                      "run"]) {
+                      "run", "eta"]) {
     tr.appendChild(el("td", "", name));
   }
   const barCell = el("td"), bar = el("div", null, "bar");
@@ -102,6 +102,14 @@ function showTask(task) {
   if (task.finished_at) tr.dataset.finished = task.finished_at;
   else delete tr.dataset.finished;
   setTimes(tr);
+  // a listed PENDING or RUNNING task carries its predicted start and finish
+  const eta = task.status === "PENDING" && task.predicted_start
+    ? `starts ~${fmtTime(task.predicted_start)}`
+    : task.status === "RUNNING" && task.predicted_finish
+      ? `ends ~${fmtTime(task.predicted_finish)}` : "";
+  if (eta || ["COMPLETED", "FAILED", "CANCELLED"].includes(task.status)) {
+    tr.querySelector(".eta").textContent = eta;
+  }
   // a fetched task may be older than an event already shown: never let it undo one
   if (newer(tr, task.updated_at)) setStatus(tr, task.status, task.attempt);
   if (task.error && task.error.message) {

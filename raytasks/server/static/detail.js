@@ -29,6 +29,7 @@ export async function showDetail(taskId) {
   detail.replaceChildren(el("h2", task.name));
   detail.dataset.taskId = task.id;
   detail.appendChild(meta(task));
+  if (!FINAL.includes(task.status)) detail.appendChild(await why(task));
   if (task.error) {
     detail.appendChild(el("p", `${task.error.type}: ${task.error.message}`, "task-error"));
   }
@@ -49,6 +50,23 @@ export async function showDetail(taskId) {
   detail.appendChild(raw);
   await loadLogs(task, logBox);
   return task;
+}
+
+/** Why a PENDING task waits, or when a RUNNING one should end (``/tasks/{id}/explain``). */
+async function why(task) {
+  const p = el("p", "", "explain");
+  try {
+    const said = await api(`/tasks/${encodeURIComponent(task.id)}/explain`);
+    const parts = [...said.reasons];
+    if (said.predicted_start && said.status === "PENDING") {
+      parts.push(`predicted start ${fmtTime(said.predicted_start)}`);
+    }
+    if (said.predicted_finish) parts.push(`predicted end ${fmtTime(said.predicted_finish)}`);
+    p.textContent = parts.join(" · ");
+  } catch (e) {
+    p.textContent = "";
+  }
+  return p;
 }
 
 function meta(task) {
