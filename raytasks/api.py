@@ -432,6 +432,8 @@ def register_task_type(
     timeout_s: float | None = None,
     max_retries: int | None = None,
     max_concurrency: int | None = None,
+    preemptible: bool = False,
+    preempt_grace_s: float | None = None,
     workers: int | None = None,
     runtime: rt.Runtime | None = None,
 ) -> TaskTypeInfo:
@@ -439,11 +441,14 @@ def register_task_type(
 
     ``handler(params, ctx)`` receives an instance of ``params_model`` (or the
     raw dict without one) and a :class:`TaskExecutionContext`; what it returns
-    (JSON-serialisable) is the task's result.
+    (JSON-serialisable) is the task's result. A ``preemptible`` type's running tasks may
+    be stopped for a deadline: its handler has ``preempt_grace_s`` to save a checkpoint
+    once ``ctx.preempted`` is set, and resumes from ``ctx.checkpoint`` in a new attempt.
     """
     runtime = runtime or rt.current()
     spec = TaskTypeSpec(name, handler, params_model, timeout_s=timeout_s,
-                        max_retries=max_retries, max_concurrency=max_concurrency)
+                        max_retries=max_retries, max_concurrency=max_concurrency,
+                        preemptible=preemptible, preempt_grace_s=preempt_grace_s)
     info = runtime.manager.register_type(spec.dumps()).result()
     runtime.session.types.add(spec, info.version)
     Call[int](runtime.handle(rt.ENGINE).ensure_pool.remote(name, workers)).result()

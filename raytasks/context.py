@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import TaskCancelledError
+from .errors import TaskCancelledError, TaskPreemptedError
 
 if TYPE_CHECKING:
     from .quant.model_registry import ModelLedger
@@ -23,6 +23,12 @@ class TaskExecutionContext:
     :attr:`checkpoint` (what the previous attempt saved with
     :meth:`save_checkpoint`). Handlers that never call these still time out
     and cancel: the executor replaces the process that runs them.
+
+    A preemptible type's attempt may be *preempted* (:attr:`preempted`): the scheduler
+    wants its executor for a task with a deadline. The handler should save a checkpoint
+    and stop (``check_preempted`` or ``check_cancelled`` raise
+    :class:`TaskPreemptedError`) within the type's grace time; the task then runs again,
+    resuming from :attr:`checkpoint`, without spending a retry.
 
     ``owner`` is the task's owner (None for a trusted Ray client's task);
     ``settings`` are the operator's (trusted) settings, where named resources
@@ -43,6 +49,7 @@ class TaskExecutionContext:
         on_progress: Callable[[float, str, str | None], None] | None = None,
         on_checkpoint: Callable[[Any], object] | None = None,
         cancel_event: threading.Event | None = None,
+        preempt_event: threading.Event | None = None,
         owner: str | None = None,
         settings: Settings | None = None,
         artifact_dir: Path | None = None,
@@ -61,6 +68,7 @@ class TaskExecutionContext:
         self._on_progress = on_progress
         self._on_checkpoint = on_checkpoint
         self._cancel_event = cancel_event or threading.Event()
+        self._preempt_event = preempt_event or threading.Event()
 
     @property
     def artifact_dir(self) -> Path:
@@ -74,10 +82,25 @@ class TaskExecutionContext:
     def cancelled(self) -> bool:
         return self._cancel_event.is_set()
 
+    @property
+    def preempted(self) -> bool:
+        """Whether the scheduler asked this attempt to stop for a task with a deadline."""
+        return self._preempt_event.is_set()
+
     def check_cancelled(self) -> None:
-        """Raise :class:`TaskCancelledError` when a cancel was requested."""
+        """Raise :class:`TaskCancelledError` when a cancel was requested, and
+        :class:`TaskPreemptedError` when the attempt was preempted: a handler that looks
+        for stops at one place stops for both."""
+        if self._preempt_event.is_set():
+            raise TaskPreemptedError(self.task_id)
         if self._cancel_event.is_set():
             raise TaskCancelledError(self.task_id)
+
+    def check_preempted(self) -> None:
+        """Raise :class:`TaskPreemptedError` when the attempt was preempted (save a
+        checkpoint first: the next attempt resumes from it)."""
+        if self._preempt_event.is_set():
+            raise TaskPreemptedError(self.task_id)
 
     def report_progress(self, fraction: float, message: str = "", stage: str | None = None) -> None:
         """Report progress as a fraction in 0..1 (clamped); cheap enough for tight loops."""

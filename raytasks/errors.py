@@ -172,6 +172,14 @@ class TaskCancelledError(ExecutionError):
         super().__init__(f"task {task_id} was cancelled", task_id=task_id)
 
 
+class TaskPreemptedError(ExecutionError):
+    """The scheduler wants the executor back for a task with a deadline: the attempt ends,
+    and the task runs again later from its checkpoint (not counted as a retry)."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} was preempted", task_id=task_id)
+
+
 class TaskTimeoutError(ExecutionError):
     def __init__(self, task_id: str, timeout_s: float) -> None:
         super().__init__(

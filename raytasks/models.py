@@ -335,6 +335,7 @@ class TaskTypeInfo(BaseModel):
     timeout_s: float | None
     max_retries: int
     max_concurrency: int | None
+    preemptible: bool = False
     builtin: bool
     placeholder: bool
     version: int = 0

@@ -30,6 +30,10 @@ class TaskTypeSpec:
     timeout_s: float | None = None
     max_retries: int | None = None
     max_concurrency: int | None = None
+    #: the scheduler may preempt its running tasks for a deadline (the handler should
+    #: checkpoint: ``ctx.save_checkpoint``, and stop at ``ctx.check_preempted``)
+    preemptible: bool = False
+    preempt_grace_s: float | None = None  # None: the settings' preempt_grace_s
     builtin: bool = False
     placeholder: bool = False
     version: int = 0
@@ -55,6 +59,7 @@ class TaskTypeSpec:
             timeout_s=self.timeout_s,
             max_retries=self.max_retries if self.max_retries is not None else -1,
             max_concurrency=self.max_concurrency,
+            preemptible=self.preemptible,
             builtin=self.builtin,
             placeholder=self.placeholder,
             version=self.version,

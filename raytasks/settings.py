@@ -35,6 +35,13 @@ class TaskTypeSettings(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
     max_retries: int | None = Field(default=None, ge=0)
     max_concurrency: int | None = Field(default=None, ge=1)
+    preemptible: bool | None = Field(
+        default=None, description="whether the scheduler may preempt this type's running "
+        "tasks for a deadline; None: as the type was registered (built-in training and "
+        "backtests are)")
+    preempt_grace_s: float | None = Field(
+        default=None, ge=0, description="how long a preempted attempt has to save its "
+        "checkpoint and stop before its process is replaced; None: preempt_grace_s")
 
 
 EventName = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "progress"]
@@ -252,6 +259,9 @@ class QuotaSettings(BaseModel):
     max_work_units: int | None = Field(
         default=50_000_000, ge=1, description="ceiling on a task's work units (a built-in "
         "type counts grid points x bars, codes x years, trials x rows...)")
+    max_preempted_per_day: int | None = Field(
+        default=20, ge=0, description="how many times a UTC day the scheduler may preempt "
+        "this owner's running tasks for others' deadlines")
     max_schedules: int | None = Field(default=100, ge=0, description="schedules at once")
     min_schedule_interval_s: float | None = Field(
         default=60.0, ge=0, description="shortest time a schedule may leave between runs")
@@ -312,6 +322,13 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(default=300.0, ge=0)
     retry_jitter: float = Field(default=0.5, ge=0, le=1)
     cancel_grace_s: float = Field(default=5.0, ge=0)
+    preemption: bool = Field(default=True, description="preempt running tasks of lower "
+                             "priority when a task's deadline cannot be met otherwise")
+    preempt_grace_s: float = Field(default=30.0, ge=0, description="how long a preempted "
+                                   "attempt has to checkpoint and stop (per type: "
+                                   "task_types.<name>.preempt_grace_s)")
+    max_preemptions_per_task: int = Field(
+        default=3, ge=0, description="a task preempted this often is not preempted again")
 
     workers_per_type: int | None = Field(
         default=None, ge=0, description="a fixed pool size for every type; None: pools "
@@ -401,6 +418,9 @@ class Settings(BaseSettings):
             timeout_s=own.timeout_s,
             max_retries=own.max_retries,
             max_concurrency=own.max_concurrency,
+            preemptible=own.preemptible,
+            preempt_grace_s=self.preempt_grace_s if own.preempt_grace_s is None
+            else own.preempt_grace_s,
         )
 
 

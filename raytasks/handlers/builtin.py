@@ -41,9 +41,9 @@ BUILTIN_TYPES: list[TaskTypeSpec] = [
     TaskTypeSpec("prediction", predict, PredictionParams,
                  timeout_s=600, max_retries=2, builtin=True),
     TaskTypeSpec("backtest", backtest, BacktestParams,
-                 timeout_s=3600, max_retries=1, builtin=True),
+                 timeout_s=3600, max_retries=1, preemptible=True, builtin=True),
     TaskTypeSpec("training", train, TrainingParams,
-                 timeout_s=6 * 3600, max_retries=1, builtin=True),
+                 timeout_s=6 * 3600, max_retries=1, preemptible=True, builtin=True),
     TaskTypeSpec("data", data, DataParams,
                  timeout_s=3600, max_retries=3, builtin=True),
 ]
