@@ -302,7 +302,8 @@ class TaskManager(_Facade):
         self._manager.delete_schedule(schedule_id).result()
 
     async def next_runs(self, schedule_id: str, count: int = 5) -> list[dict[str, Any]]:
-        """The next runs of a schedule: ``{"at": datetime, "provisional": bool}``."""
+        """The next runs of a schedule: ``{"at": datetime, "provisional": bool, "deadline":
+        datetime | None}`` (the deadline the run's task will carry, from ``ready_by``)."""
         return await self._manager.next_runs(schedule_id, count)
 
     def next_runs_sync(self, schedule_id: str, count: int = 5) -> list[dict[str, Any]]:

@@ -253,6 +253,38 @@ def test_a_store_written_by_the_previous_version_opens_and_works(store_url: str)
         store.close()
 
 
+def test_schedules_stored_before_ready_by_open_without_one(store_url: str) -> None:
+    from raytasks.store import migrate
+    from raytasks.store.engines import StoreEngines
+
+    # Given a store at revision 0010 holding a schedule (no ready_by column yet)
+    engines = StoreEngines(store_url, busy_timeout_s=5)
+    migrate.upgrade(engines.writer, store_url, "0010")
+    assert "ready_by" not in {c["name"] for c in sa.inspect(engines.writer)
+                              .get_columns("rt_schedules")}
+    with engines.writer.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO rt_schedules (id, owner, name, spec, paused, created_at, updated_at) "
+            "VALUES ('old', 'alice', 'nightly', '{}', false, 1.0, 1.0)"))
+    engines.close()
+    # When this version opens it (0011 adds the column)
+    store = open_store(store_url)
+    try:
+        assert migrate.current_revision(store.engine) == "0011" == migrate.HEAD
+        # Then the old schedule reads back without ready_by, and a new one keeps its own
+        (old,) = store.schedules.all()
+        assert old["id"] == "old" and old["ready_by"] is None
+        store.schedules.insert({"id": "new", "owner": "alice", "name": "n", "spec": "{}",
+                                "paused": False, "ready_by": "09:00", "created_at": 2.0,
+                                "updated_at": 2.0})
+        assert [(r["id"], r["ready_by"]) for r in store.schedules.all()] == [
+            ("old", None), ("new", "09:00")]
+        assert store.schedules.update("old", ready_by="08:30")
+        assert store.schedules.all()[0]["ready_by"] == "08:30"
+    finally:
+        store.close()
+
+
 def test_a_newer_store_is_refused(store_url: str) -> None:
     store = open_store(store_url)
     with store.engine.begin() as conn:

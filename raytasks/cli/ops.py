@@ -34,13 +34,15 @@ def schedule() -> None:
               help="with --trading: minutes after the 15:00 close")
 @click.option("--timezone", default="Asia/Shanghai")
 @click.option("--catch-up", type=click.Choice(["skip", "once", "all"]), default="skip")
+@click.option("--ready-by", default=None,
+              help="local time HH:MM each run's task is due by (next session with --trading)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def schedule_add(ctx: click.Context, name: str, task_type: str, params: tuple[str, ...],
                  params_json: str | None, priority: str, cron: str | None,
                  interval_s: float | None, trading: str | None, at_: str | None,
                  after_close: int | None, timezone: str, catch_up: str,
-                 as_json: bool) -> None:
+                 ready_by: str | None, as_json: bool) -> None:
     """Add a schedule that creates a TASK_TYPE task at every run."""
     from pydantic import ValidationError
 
@@ -59,7 +61,7 @@ def schedule_add(ctx: click.Context, name: str, task_type: str, params: tuple[st
     with errors(as_json):
         try:
             request = ScheduleCreateRequest(
-                name=name, rule=rule, timezone=timezone, catch_up=catch_up,
+                name=name, rule=rule, timezone=timezone, catch_up=catch_up, ready_by=ready_by,
                 template=TaskCreateRequest(name=name, task_type=task_type,
                                            parameters=parse_params(params, params_json),
                                            priority=TaskPriority[priority.upper()]))
@@ -71,8 +73,13 @@ def schedule_add(ctx: click.Context, name: str, task_type: str, params: tuple[st
         made = tm.create_schedule_sync(request)
         runs = tm.next_runs_sync(made.id, 3)
         emit(as_json, made.model_dump(mode="json"), lambda: click.echo(
-            f"{made.id}  {made.name}: next runs " + ", ".join(
-                str(r["at"]) + (" (provisional)" if r["provisional"] else "") for r in runs)))
+            f"{made.id}  {made.name}: next runs " + ", ".join(_run_text(r) for r in runs)))
+
+
+def _run_text(run: dict[str, Any]) -> str:
+    """A coming run as a line: its time, when its task is due, and whether it is provisional."""
+    return (str(run["at"]) + (f" (due {run['deadline']})" if run.get("deadline") else "")
+            + (" (provisional: past the known calendar)" if run["provisional"] else ""))
 
 
 @schedule.command("ls")
@@ -87,10 +94,10 @@ def schedule_ls(ctx: click.Context, owner: str | None, as_json: bool) -> None:
         found = TaskManager(connect(ctx)).list_schedules_sync(owner)
 
         def human() -> None:
-            click.echo(f"{'ID':32}  {'STATE':7}  {'NEXT RUN':25}  NAME")
+            click.echo(f"{'ID':32}  {'STATE':7}  {'NEXT RUN':25}  {'READY BY':8}  NAME")
             for s in found:
                 click.echo(f"{s.id:32}  {'paused' if s.paused else 'active':7}  "
-                           f"{s.next_run_at!s:25}  {s.name}"
+                           f"{s.next_run_at!s:25}  {s.ready_by or '-':8}  {s.name}"
                            + (f"  (last error: {s.last_error})" if s.last_error else ""))
 
         emit(as_json, [s.model_dump(mode="json") for s in found], human)
@@ -154,11 +161,11 @@ def schedule_next(ctx: click.Context, schedule_id: str, count: int, as_json: boo
 
         def human() -> None:
             for r in runs:
-                click.echo(str(r["at"]) + ("  (provisional: past the known calendar)"
-                                           if r["provisional"] else ""))
+                click.echo(_run_text(r))
 
-        emit(as_json, [{"at": str(r["at"]), "provisional": r["provisional"]} for r in runs],
-             human)
+        emit(as_json, [{"at": str(r["at"]), "provisional": r["provisional"],
+                        "deadline": None if r.get("deadline") is None else str(r["deadline"])}
+                       for r in runs], human)
 
 
 @click.command("logs")

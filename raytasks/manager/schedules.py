@@ -4,7 +4,8 @@ Schedules live in the store (memory follows it: a change is written, then applie
 Every tick, a schedule whose next run has come is asked :func:`~raytasks.schedules.book.due`
 what to create under its catch-up policy; each run's task is created like any other
 (validation, tenancy, quotas) with the idempotency key of the run, so a manager that
-restarts at the firing instant, or a second manager, never creates a run twice.
+restarts at the firing instant, or a second manager, never creates a run twice, and
+with the deadline the schedule's ``ready_by`` gives that run.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..errors import (
     ScheduleNotFoundError,
 )
 from ..models import Task, TaskCreateRequest
-from ..schedules.book import due, run_key
+from ..schedules.book import deadline, due, run_key
 from ..schedules.models import Schedule, ScheduleCreateRequest
 from ..schedules.rules import next_fire, preview
 from .parts import Parts
@@ -62,6 +63,10 @@ class ScheduleRunner:
         if template.depends_on:
             raise InvalidParametersError([{"field": "template.depends_on", "reason":
                                            "a scheduled task cannot depend on other tasks"}])
+        if template.deadline is not None:  # one fixed time would be long past by later runs
+            raise InvalidParametersError([{"field": "template.deadline", "reason":
+                                           "a scheduled task is due by the schedule's "
+                                           "ready_by (HH:MM), not by one fixed time"}])
         quota = parts.settings.quota_for(request.owner)
         if quota is not None and request.owner is not None:
             if quota.max_schedules is not None:
@@ -79,7 +84,7 @@ class ScheduleRunner:
         schedule = Schedule(id=uuid.uuid4().hex, name=request.name, owner=request.owner,
                             template=template, rule=request.rule, timezone=request.timezone,
                             end_at=request.end_at, catch_up=request.catch_up,
-                            created_at=when, updated_at=when)
+                            ready_by=request.ready_by, created_at=when, updated_at=when)
         upcoming = next_fire(schedule.rule, schedule.timezone, now, anchor=now)
         schedule = schedule.model_copy(update={"next_run_at": _ts(upcoming)})
         await asyncio.to_thread(parts.store.schedules.insert, _to_row(schedule))
@@ -115,12 +120,19 @@ class ScheduleRunner:
         self.by_id.pop(schedule_id, None)
 
     def next_runs(self, schedule_id: str, count: int = 5) -> list[dict[str, object]]:
+        """The next runs as ``{"at", "provisional", "deadline"}`` (the deadline their task
+        will carry: None without ``ready_by``)."""
         schedule = self.get(schedule_id)
         after = max(self.parts.clock(), (schedule.last_run_at or schedule.created_at)
                     .timestamp())
-        return preview(schedule.rule, schedule.timezone, after, count,
+        runs = preview(schedule.rule, schedule.timezone, after, count,
                        anchor=schedule.created_at.timestamp(),
                        end_at=schedule.end_at.timestamp() if schedule.end_at else None)
+        for run in runs:
+            at = run["at"]
+            assert isinstance(at, datetime)
+            run["deadline"] = deadline(schedule, at.timestamp())
+        return runs
 
     # -------------------------------------------------------------- firing
 
@@ -138,7 +150,8 @@ class ScheduleRunner:
             last_task, error = schedule.last_task_id, None
             for run_at in firing.runs:
                 request = schedule.template.model_copy(
-                    update={"idempotency_key": run_key(schedule.id, run_at)})
+                    update={"idempotency_key": run_key(schedule.id, run_at),
+                            "deadline": deadline(schedule, run_at)})
                 try:
                     (task,) = await self._create([request], [uuid.uuid4().hex], True)
                     last_task = task.id
@@ -172,7 +185,7 @@ def _to_row(s: Schedule) -> dict[str, Any]:
             "rule": s.rule.model_dump(mode="json", exclude_none=True),
             "timezone": s.timezone, "end_at": _epoch(s.end_at), "catch_up": s.catch_up}
     return {"id": s.id, "owner": s.owner, "name": s.name, "spec": json.dumps(spec),
-            "paused": s.paused, "last_run_at": _epoch(s.last_run_at),
+            "ready_by": s.ready_by, "paused": s.paused, "last_run_at": _epoch(s.last_run_at),
             "next_run_at": _epoch(s.next_run_at), "last_task_id": s.last_task_id,
             "last_error": s.last_error, "created_at": s.created_at.timestamp(),
             "updated_at": s.updated_at.timestamp()}
@@ -183,7 +196,8 @@ def _from_row(row: dict[str, Any]) -> Schedule:
     return Schedule(id=row["id"], owner=row["owner"], name=row["name"],
                     template=spec["template"], rule=spec["rule"], timezone=spec["timezone"],
                     end_at=_ts(spec["end_at"]), catch_up=spec["catch_up"],
-                    paused=bool(row["paused"]), last_run_at=_ts(row["last_run_at"]),
-                    next_run_at=_ts(row["next_run_at"]), last_task_id=row["last_task_id"],
+                    ready_by=row["ready_by"], paused=bool(row["paused"]),
+                    last_run_at=_ts(row["last_run_at"]), next_run_at=_ts(row["next_run_at"]),
+                    last_task_id=row["last_task_id"],
                     last_error=row["last_error"], created_at=_ts(row["created_at"]),
                     updated_at=_ts(row["updated_at"]))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from .models import Schedule
-from .rules import fires_between, next_fire
+from .rules import fires_between, next_fire, next_ready_by, zone
 
 #: A run found this late is still the current one under ``catch_up="skip"``.
 GRACE_S = 60.0
@@ -55,3 +56,17 @@ def due(schedule: Schedule, now: float) -> Firing | None:
 def run_key(schedule_id: str, run_at: float) -> str:
     """The idempotency key of one run: a second manager, or a restart, makes no second."""
     return f"schedule:{schedule_id}:{round(run_at)}"
+
+
+def deadline(schedule: Schedule, run_at: float) -> datetime | None:
+    """When the task of the run at ``run_at`` must be done: the schedule's first ``ready_by``
+    after the run (on a session for a trading rule), in its zone; None without ``ready_by``.
+
+    It counts from the run's time, not from when it was made, so a run caught up late is
+    due when it would have been (and the same run always gets the same deadline).
+    """
+    if schedule.ready_by is None:
+        return None
+    due_at = next_ready_by(schedule.ready_by, schedule.timezone, run_at,
+                           sessions_only=schedule.rule.trading is not None)
+    return None if due_at is None else datetime.fromtimestamp(due_at, tz=zone(schedule.timezone))

@@ -10,10 +10,12 @@ and :func:`preview` marks those runs ``provisional``.
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -84,8 +86,27 @@ def zone(name: str) -> ZoneInfo:
     """Raises ValueError for a name the tz database does not know."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory ("Asia")
         raise ValueError(f"unknown timezone {name!r}") from None
+
+
+def iana_zone(name: str) -> str:
+    """``name``, if it is an IANA zone name: never a path, a folder of the tz database,
+    one of its other files, or the host's own ``localtime`` (a client's zone is checked so).
+
+    Raises:
+        ValueError: any other name.
+    """
+    if name not in _iana_names():
+        raise ValueError(f"unknown timezone {name!r} (give an IANA name, such as "
+                         "Asia/Shanghai)")
+    zone(name)
+    return name
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    return frozenset(available_timezones() - {"localtime"})
 
 
 def fires_between(rule: ScheduleRule, tz: str, after: float, until: float,
@@ -124,13 +145,32 @@ def next_fire(rule: ScheduleRule, tz: str, after: float, *, anchor: float = 0.0)
 
 
 def _next_trading(rule: TradingRule, zoneinfo: ZoneInfo, start: datetime) -> float | None:
-    at = rule.time_of_day()
+    return _next_on(rule.time_of_day(), zoneinfo, start, lambda day: _trading_match(rule, day))
+
+
+def next_ready_by(ready_by: str, tz: str, after: float, *, sessions_only: bool) -> float | None:
+    """The first ``ready_by`` (local ``HH:MM`` in ``tz``) strictly after ``after``.
+
+    With ``sessions_only`` it falls on an exchange session (a Friday evening's is Monday's,
+    the eve of a holiday's the next session's); without, on the same or the next day.
+    """
+    hour, minute = ready_by.split(":")
+    zoneinfo = zone(tz)
+    start = datetime.fromtimestamp(after, tz=zoneinfo)
+    return _next_on(time(int(hour), int(minute)), zoneinfo, start,
+                    is_session if sessions_only else (lambda _day: True))
+
+
+def _next_on(at: time, zoneinfo: ZoneInfo, start: datetime,
+             match: Callable[[date], bool]) -> float | None:
+    """The first ``at`` strictly after ``start`` on a day ``match`` accepts."""
+    after = start.timestamp()  # not ``>`` on datetimes: in one zone it ignores DST's fold
     day = start.date()
     for _ in range(HORIZON_DAYS):
-        if _trading_match(rule, day):
-            candidate = datetime.combine(day, at, tzinfo=zoneinfo)
-            if candidate > start:
-                return candidate.timestamp()
+        if match(day):
+            candidate = datetime.combine(day, at, tzinfo=zoneinfo).timestamp()
+            if candidate > after:
+                return candidate
         day += timedelta(days=1)
     return None
 

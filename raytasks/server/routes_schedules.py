@@ -29,10 +29,12 @@ ScheduleId = Annotated[str, Path(min_length=1, max_length=200)]
 
 class ScheduleRun(BaseModel):
     """A coming run; ``provisional`` when it lies past the exchange calendar the server
-    knows (a weekday that may turn out to be a holiday)."""
+    knows (a weekday that may turn out to be a holiday); ``deadline``, the one its task
+    will carry (from the schedule's ``ready_by``)."""
 
     at: datetime
     provisional: bool = False
+    deadline: datetime | None = None
 
 
 def _public(schedule: Schedule) -> Schedule:
@@ -58,7 +60,8 @@ async def _changeable(svc: Services, schedule_id: str, who: Principal) -> Schedu
 @router.post("/schedules", status_code=201)
 async def create_schedule(request: ScheduleCreateRequest, who: Submitter, svc: Svc,
                           http: Request) -> Schedule:
-    """Store a schedule: ``template`` is created as a task at every run of ``rule``."""
+    """Store a schedule: ``template`` is created as a task at every run of ``rule``, due
+    by the schedule's ``ready_by`` (local ``HH:MM``) when it has one."""
     check_types([request.template.task_type], who)
     vet_create([request.template], svc.settings, "template.")
     owned = request.model_copy(update={"owner": owner_for(request.owner, who)})

@@ -15,7 +15,7 @@ from ..errors import StoreError
 from ..models import Task, TaskErrorInfo, TaskPriority, TaskQuery, TaskStatus, TaskSummary
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 
 @dataclass(slots=True)

@@ -124,6 +124,7 @@ schedules = sa.Table(
     sa.Column("owner", sa.String(200), nullable=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("spec", sa.Text, nullable=False),  # template, rule, timezone, end, catch-up
+    sa.Column("ready_by", sa.String(5), nullable=True),  # local HH:MM each run is due by
     sa.Column("paused", sa.Boolean, nullable=False),
     sa.Column("last_run_at", sa.Float, nullable=True),
     sa.Column("next_run_at", sa.Float, nullable=True),

@@ -6,6 +6,7 @@ Also the keyset pages of ``GET /tasks`` (``after`` / ``next_after``)."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from datetime import datetime
 from typing import Any
@@ -102,6 +103,22 @@ BAD_SCHEDULES: list[tuple[Any, int, str]] = [
     (_schedule(rule={"trading": {"after_close_min": 100000}}), 422,
      "rule.trading.after_close_min"),
     (_schedule(catch_up="forever"), 422, "catch_up"),
+    (_schedule(timezone="Asia"), 422, "timezone"),  # a folder of the tz database
+    (_schedule(timezone="localtime"), 422, "timezone"),  # the host's own zone file
+    (_schedule(timezone="posixrules"), 422, "timezone"),
+    (_schedule(ready_by="09:00", timezone="../../etc/localtime"), 422, "timezone"),
+    (_schedule(ready_by="25:00"), 422, "ready_by"),
+    (_schedule(ready_by="24:00"), 422, "ready_by"),
+    (_schedule(ready_by="9:00pm"), 422, "ready_by"),
+    (_schedule(ready_by="9:00"), 422, "ready_by"),
+    (_schedule(ready_by="09:00\n"), 422, "ready_by"),
+    (_schedule(ready_by="\uff10\uff19:\uff10\uff10"), 422, "ready_by"),  # full-width digits
+    (_schedule(ready_by="0" * 60_000), 422, "ready_by"),  # under the body limit
+    (_schedule(ready_by=900), 422, "ready_by"),
+    (_schedule(ready_by={"$gt": ""}), 422, "ready_by"),
+    (_schedule(ready_by=["09:00"]), 422, "ready_by"),
+    (_schedule(template={"name": "t", "task_type": "sleepy",
+                         "deadline": "2026-03-04T09:00:00+08:00"}), 422, "template.deadline"),
     (_schedule(name="x" * 201), 422, "name"),
     (_schedule(name=""), 422, "name"),
     (_schedule(surprise=1), 422, "surprise"),
@@ -172,6 +189,47 @@ def test_schedule_inputs_are_refused_like_task_creates_and_quotas_name_their_lim
         assert "max_schedules=2" in r.json()["message"]
         # And bob's own allowance is untouched by hers
         assert bob.post("/schedules", json=_schedule()).status_code == 201
+
+
+def test_ready_by_is_kept_shown_and_previewed_over_http_and_the_cli(api: Any) -> None:
+    from tests.ray.test_cli import _run
+
+    with _client(api, "alice") as alice, _client(api, "bob") as bob:
+        # Given alice's nightly schedule after the close, ready by 09:00 Shanghai time
+        made = alice.post("/schedules", json=_schedule(
+            rule={"trading": {"every": "day", "at": "16:00"}}, ready_by="09:00"))
+        assert made.status_code == 201, made.text
+        sid = made.json()["id"]
+        # Then create, read and list all show it, and its runs say when each is due:
+        assert made.json()["ready_by"] == "09:00"
+        assert alice.get(f"/schedules/{sid}").json()["ready_by"] == "09:00"
+        assert [s["ready_by"] for s in alice.get("/schedules").json()] == ["09:00"]
+        runs = alice.get(f"/schedules/{sid}/next", params={"count": 10}).json()
+        for run, following in itertools.pairwise(runs):
+            due = datetime.fromisoformat(run["deadline"])
+            # 09:00 in the schedule's zone, of the session after the run (the next run's day)
+            assert run["deadline"].endswith("+08:00") and due.strftime("%H:%M") == "09:00"
+            assert due.date() == datetime.fromisoformat(following["at"]).date()
+        # And one without ready_by shows none, and its runs carry no deadline
+        plain = bob.post("/schedules", json=_schedule()).json()
+        assert plain["ready_by"] is None
+        assert {r["deadline"] for r in bob.get(f"/schedules/{plain['id']}/next").json()} \
+            == {None}
+    # The CLI adds one with --ready-by, lists and previews it, and refuses a bad time
+    added = _run(api.service, "schedule", "add", "nightly", "sleepy", "--trading", "day",
+                 "--at", "16:00", "--ready-by", "09:00", "--json")
+    assert added.returncode == 0, added.stderr
+    cli_id = json.loads(added.stdout)["id"]
+    assert json.loads(added.stdout)["ready_by"] == "09:00"
+    listed = _run(api.service, "schedule", "ls")
+    line = next(x for x in listed.stdout.splitlines() if x.startswith(cli_id))
+    assert "09:00" in line.split()
+    shown = _run(api.service, "schedule", "next", cli_id, "-n", "2")
+    assert shown.stdout.count("09:00:00+08:00") == 2 and "(due " in shown.stdout
+    bad = _run(api.service, "schedule", "add", "n", "sleepy", "--cron", "0 16 * * 1-5",
+               "--ready-by", "9:00pm", "--json")
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["errors"][0]["field"] == "ready_by"
 
 
 def test_task_pages_follow_next_after_and_stay_the_callers(api: Any) -> None:
