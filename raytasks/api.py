@@ -19,6 +19,7 @@ from .client import Watcher, compact, new_task
 from .errors import TaskFailedError, TaskNotFoundError, WaitTimeoutError
 from .messages import Ack, NewTask
 from .models import (
+    AttemptInfo,
     QueueStats,
     Task,
     TaskCreateRequest,
@@ -219,6 +220,13 @@ class TaskManager(_Facade):
 
     def explain_sync(self, task_id: str) -> TaskExplanation:
         return self._manager.explain(task_id).result()
+
+    async def attempts(self, task_id: str) -> list[AttemptInfo]:
+        """How each attempt of the task that reported ended (preempted, timed out...)."""
+        return await self._manager.attempts(task_id)
+
+    def attempts_sync(self, task_id: str) -> list[AttemptInfo]:
+        return self._manager.attempts(task_id).result()
 
     async def stats(self) -> dict[str, Any]:
         return await self._manager.stats()

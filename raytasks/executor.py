@@ -14,6 +14,11 @@ under its first lease by the client. A lent run that outlasts a heartbeat is kno
 manager (the heartbeat adopts it), so its executor reports it to the manager as any
 attempt; a shorter one's report goes back to the client, which commits it.
 
+A preempted attempt (the scheduler wants the executor for a task with a deadline) is
+asked to stop through its context (``ctx.preempted``); it has its type's grace time to
+save a checkpoint and stop, and its process is replaced after it. Its report says
+``preempted``: the task runs again from the checkpoint, without spending a retry.
+
 An attempt that learns it lost its lease (a heartbeat says so: it was paused
 past its TTL, or partitioned, and the task went to someone else) stops: first
 cooperatively through its context, then by replacing the process after the
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .context import TaskExecutionContext
-from .errors import TaskCancelledError
+from .errors import TaskCancelledError, TaskPreemptedError
 from .logcapture import AttemptLog, Capture, secrets_of
 from .messages import (
     Lease,
@@ -90,6 +95,9 @@ class _Running:
     #: run is then reported to the manager, not handed back to its client)
     beat_sent: bool = False
     usage: Usage | None = None  # what it uses, measured from its start
+    #: set when the scheduler preempts it; it must stop by ``preempt_by`` (time.time())
+    preempt: threading.Event = field(default_factory=threading.Event)
+    preempt_by: float | None = None
 
 
 class TaskExecutor:
@@ -142,6 +150,25 @@ class TaskExecutor:
                 return False
             self._stop_attempt(run)
         return True
+
+    def preempt(self, task_id: str, token: int, grace_s: float) -> bool:
+        """Ask a task this executor holds to checkpoint and stop within ``grace_s``, for
+        a task with a deadline (forced after it)."""
+        with self._lock:
+            run = self._held.get(task_id)
+            if run is None or run.lease.token != token:
+                return False
+            self._preempt(run, grace_s)
+        return True
+
+    def _preempt(self, run: _Running, grace_s: float) -> None:
+        if run.preempt.is_set():
+            return
+        run.preempt_by = time.time() + grace_s
+        run.preempt.set()
+        if run.log is not None:
+            run.log.add("raytasks", f"preempted for a task with a deadline: {grace_s:g} s "
+                                    "to save a checkpoint and stop")
 
     def state(self) -> dict[str, Any]:
         with self._lock:
@@ -261,12 +288,15 @@ class TaskExecutor:
         try:
             if run.cancel.is_set():
                 raise TaskCancelledError(lease.task_id)
+            if run.preempt.is_set():  # preempted before it started: nothing is lost
+                raise TaskPreemptedError(lease.task_id)
             spec = self._spec(lease)
             parameters = json.loads(lease.parameters)
             checkpoint = self.link.checkpoint(lease.task_id) if lease.attempt else None
             ctx = TaskExecutionContext(
                 lease.task_id, lease.task_type, lease.attempt, parameters,
-                checkpoint=checkpoint, cancel_event=run.cancel, owner=lease.owner,
+                checkpoint=checkpoint, cancel_event=run.cancel, preempt_event=run.preempt,
+                owner=lease.owner,
                 settings=self.settings, artifact_dir=self._attempt_dir(lease),
                 on_progress=lambda f, m, s: self._progress(run, f, m, s),
                 on_checkpoint=lambda state: self.link.save_checkpoint(
@@ -276,13 +306,8 @@ class TaskExecutor:
             value = spec.handler(spec.parse(parameters), ctx)
             report = Report(lease.task_id, lease.token, "completed",
                             **self._result(lease, value))
-        except TaskCancelledError as exc:
-            report = Report(lease.task_id, lease.token, "cancelled", error=TaskErrorInfo(
-                type="TaskCancelledError", message=str(exc), reason="cancelled"))
         except Exception as exc:
-            report = Report(lease.task_id, lease.token, "failed", error=TaskErrorInfo(
-                type=type(exc).__name__, message=str(exc)[:4000],
-                traceback=traceback.format_exc()[-16000:], reason="error"))
+            report = self._failure(run, exc)
         elapsed = time.time() - run.started
         self._avg_run_s = 0.8 * self._avg_run_s + 0.2 * max(elapsed, 1e-6)
         self.capture.current = None
@@ -297,6 +322,23 @@ class TaskExecutor:
             lines = tuple(run.log.take())
         return None if run.lost else replace(report, lines=lines, run_s=elapsed,
                                              **run.usage.measured())
+
+    @staticmethod
+    def _failure(run: _Running, exc: Exception) -> Report:
+        """The report of an attempt whose handler raised ``exc``: preempted when it was
+        preempted (however it stopped), cancelled on a cancel, else failed."""
+        lease = run.lease
+        if run.preempt.is_set() and not run.cancel.is_set():
+            return Report(lease.task_id, lease.token, "preempted", error=TaskErrorInfo(
+                type="TaskPreemptedError", reason="preempted",
+                message="preempted for a task with a deadline; it resumes from its "
+                        "checkpoint"))
+        if isinstance(exc, TaskCancelledError | TaskPreemptedError):
+            return Report(lease.task_id, lease.token, "cancelled", error=TaskErrorInfo(
+                type="TaskCancelledError", message=str(exc), reason="cancelled"))
+        return Report(lease.task_id, lease.token, "failed", error=TaskErrorInfo(
+            type=type(exc).__name__, message=str(exc)[:4000],
+            traceback=traceback.format_exc()[-16000:], reason="error"))
 
     def _progress(self, run: _Running, fraction: float, message: str,
                   stage: str | None) -> None:
@@ -380,6 +422,10 @@ class TaskExecutor:
                 run = by_id.get(task_id)
                 if run is not None:
                     self._stop_attempt(run)
+            for task_id, grace_s in answer.preempt:
+                run = by_id.get(task_id)
+                if run is not None:
+                    self._preempt(run, grace_s)
 
     def _stop_attempt(self, run: _Running) -> None:
         run.cancel.set()
@@ -420,6 +466,12 @@ class TaskExecutor:
             self._abandon(run, Report(lease.task_id, lease.token, "failed", error=TaskErrorInfo(
                 type="TaskTimeoutError", reason="timeout",
                 message=f"ran over its timeout of {timeout_s:g} s; the process was replaced")))
+        elif run.preempt_by is not None and now > run.preempt_by and not run.cancel.is_set():
+            self._abandon(run, Report(lease.task_id, lease.token, "preempted",
+                                      error=TaskErrorInfo(
+                type="TaskPreemptedError", reason="preempted",
+                message="preempted for a task with a deadline, and did not stop within "
+                        "its grace time; the process was replaced")))
         elif run.cancel_at is not None and now - run.cancel_at > self.settings.cancel_grace_s:
             self._abandon(run, Report(lease.task_id, lease.token, "cancelled", error=TaskErrorInfo(
                 type="TaskCancelledError", reason="cancelled",

@@ -15,8 +15,9 @@ from .models import TaskErrorInfo
 #: (a class, even a tuple, costs it a pickler per call).
 Wire = list[Any]
 
-#: What an attempt ended in. ``released``: handed back unstarted (same attempt, no backoff).
-Outcome = Literal["completed", "failed", "cancelled", "released"]
+#: What an attempt ended in. ``released``: handed back unstarted (same attempt, no backoff);
+#: ``preempted``: stopped for another task's deadline (a new attempt, no retry spent).
+Outcome = Literal["completed", "failed", "cancelled", "released", "preempted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +103,12 @@ class LeaseRequest:
 
 @dataclass(frozen=True, slots=True)
 class RenewAnswer:
-    """Heartbeat answer: leases this executor no longer holds, and tasks to cancel."""
+    """Heartbeat answer: leases this executor no longer holds, tasks to cancel, and tasks
+    preempted (each with its grace time: seconds to checkpoint and stop)."""
 
     lost: list[str] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)
+    preempt: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,8 @@ class TaskStatus(str, enum.Enum):
         return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
-FailureReason = Literal["error", "timeout", "cpu_limit", "lost", "cancelled", "dependency"]
+FailureReason = Literal["error", "timeout", "cpu_limit", "lost", "cancelled", "dependency",
+                        "preempted"]
 
 _NAME_MAX = 200
 
@@ -169,6 +170,23 @@ class Task(BaseModel):
     deadline: datetime | None = None
     #: the work its parameters declare (what its run time is predicted from)
     work_units: int | None = None
+    #: attempts the scheduler preempted for others' deadlines (they spend no retry)
+    preemptions: int = 0
+
+
+class AttemptInfo(BaseModel):
+    """One attempt of a task that reported (or whose lease ran out): how it ended."""
+
+    attempt: int
+    lease_token: int
+    outcome: str  # completed, failed, cancelled, released, preempted
+    reason: str | None = None  # the error's reason: error, timeout, cpu_limit, preempted...
+    run_s: float | None = None
+    #: the run time predicted for it when it was queued
+    estimate_s: float | None = None
+    cpu_s: float | None = None
+    peak_rss_bytes: int | None = None
+    reported_at: datetime
 
 
 class TaskSummary(BaseModel):

@@ -13,7 +13,14 @@ from typing import Any
 import click
 
 from ..errors import InvalidParametersError
-from ..models import Task, TaskCreateRequest, TaskPriority, TaskQuery, TaskStatus
+from ..models import (
+    AttemptInfo,
+    Task,
+    TaskCreateRequest,
+    TaskPriority,
+    TaskQuery,
+    TaskStatus,
+)
 from .common import EXIT_FAILED, connect, emit, errors, parse_params
 
 
@@ -131,11 +138,15 @@ def ls(ctx: click.Context, status: tuple[str, ...], task_type: tuple[str, ...],
         emit(as_json, page.model_dump(mode="json"), human)
 
 
-def _print_task(task: Task) -> None:
-    """One task for people: a line per field, then its error and result if it has them."""
+def _print_task(task: Task, attempts: list[AttemptInfo] | None = None) -> None:
+    """One task for people: a line per field, then its attempts, error and result if it
+    has them."""
+    retries = max(0, task.attempt - task.preemptions)
+    preempted = f", preempted {task.preemptions} time(s)" if task.preemptions else ""
     click.echo(f"id        {task.id}\nname      {task.name}\ntype      {task.task_type}\n"
                f"status    {task.status.value}\npriority  {task.priority.name}\n"
-               f"attempt   {task.attempt} of {task.max_retries + 1}\n"
+               f"attempt   {task.attempt} ({retries} of {task.max_retries} retries used"
+               f"{preempted})\n"
                f"created   {task.created_at}\nstarted   {task.started_at}\n"
                f"finished  {task.finished_at}")
     if task.cpu_s is not None:
@@ -143,6 +154,10 @@ def _print_task(task: Task) -> None:
             if task.peak_rss_bytes else ""
         limit = f" (limit {task.max_cpu_s:g} s)" if task.max_cpu_s is not None else ""
         click.echo(f"used      {task.cpu_s:.3f} CPU s{limit}{peak}")
+    for a in attempts or []:
+        ran = f" after {a.run_s:.1f} s" if a.run_s is not None else ""
+        why = f" ({a.reason})" if a.reason and a.reason != a.outcome else ""
+        click.echo(f"  attempt {a.attempt}: {a.outcome}{why}{ran}, {a.reported_at:%H:%M:%S}")
     if task.error:
         click.echo(f"error     {task.error.reason}: {task.error.type}: {task.error.message}")
     if task.result is not None:
@@ -158,8 +173,12 @@ def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
     from ..api import TaskManager
 
     with errors(as_json):
-        task = TaskManager(connect(ctx)).get_task_sync(task_id)
-        emit(as_json, task.model_dump(mode="json"), lambda: _print_task(task))
+        tm = TaskManager(connect(ctx))
+        task = tm.get_task_sync(task_id)
+        attempts = tm.attempts_sync(task_id)
+        emit(as_json, {**task.model_dump(mode="json"),
+                       "attempts": [a.model_dump(mode="json") for a in attempts]},
+             lambda: _print_task(task, attempts))
 
 
 @click.command()

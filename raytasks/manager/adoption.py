@@ -164,6 +164,7 @@ class Adoption:
             if fresh.status is TaskStatus.RUNNING:
                 self.hold_lease(fresh, row, now)
             elif fresh.queued and not parts.deps.blocked(task_id):
+                parts.estimate(fresh)
                 parts.queues.push(fresh.queued_item(), now)
 
     def grant(self, client: str) -> IntakeGrant | None:

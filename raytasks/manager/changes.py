@@ -271,7 +271,8 @@ class Changes:
                 steps.append((entry, rep, step))
                 batch.logs += [line._asdict() for line in rep.lines]
                 batch.attempts.append(attempt_row(rep.task_id, entry.attempt, rep,
-                                                  entry.owner, ctx.now))
+                                                  entry.owner, ctx.now,
+                                                  parts.estimate(entry)))
                 batch.updates.append(RowUpdate(rep.task_id, step.fields, token=rep.token,
                                                status=R.value))
                 batch.events.append(_event(entry, R, step.target, ctx.now, step.error,
@@ -281,9 +282,13 @@ class Changes:
                 self.stale_reports += len(rejected)
                 for entry, rep, step in steps:
                     parts.cpu.add(entry.owner, rep.cpu_s, ctx.now)
-                    if rep.outcome == "completed" and rep.run_s:
+                    if rep.outcome == "completed" and rep.run_s and not entry.preemptions:
                         parts.run_times.learn(entry.task_type, entry.kind,
                                               entry.work_units or 1, rep.run_s)
+                    entry.preempt_at = None
+                    if rep.outcome == "preempted" and step.target is P:
+                        entry.preemptions += 1
+                        parts.preempted.add(entry.owner, 1, ctx.now)
                     parts.queues[entry.queue].release(entry.task_id, rep.token)
                     if step.attempt is not None:
                         entry.attempt = step.attempt

@@ -41,6 +41,7 @@ from ..messages import (
     Work,
 )
 from ..models import (
+    AttemptInfo,
     QueueStats,
     Task,
     TaskCreateRequest,
@@ -66,7 +67,7 @@ from .parts import Parts
 from .pipeline import CommitPipeline, DuplicateKeyError
 from .reads import Reads
 from .schedules import ScheduleRunner
-from .state import DailyCpu, Entry, FinishedCounts, kind_of
+from .state import Daily, Entry, FinishedCounts, kind_of
 from .work import WorkDesk
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,9 @@ class TaskManagerCore:
         now = self.clock()
         parts.counts = FinishedCounts(self.store.finished_counts())
         today = cpu_day(now)
-        parts.cpu = DailyCpu(today, self.store.cpu_of_day(today))
+        usage = self.store.usage_of_day(today)
+        parts.cpu = Daily(today, {owner: cpu for owner, (cpu, _n) in usage.items()})
+        parts.preempted = Daily(today, {owner: n for owner, (_cpu, n) in usage.items()})
         for task_type, parameters, units, seconds in self.store.recent_runs(HISTORY_RUNS):
             parts.run_times.learn(task_type, kind_of(parameters), units or 1, seconds)
         self.schedules.load()
@@ -284,6 +287,14 @@ class TaskManagerCore:
 
     async def expire_leases(self) -> list[str]:
         return await self.work.expire_leases()
+
+    def preempt(self) -> list[str]:
+        """Preempt the running attempts that deadlines need; their task ids."""
+        return [p.victim.task_id for p in self.work.preempt()]
+
+    async def attempts(self, task_id: str) -> list[AttemptInfo]:
+        """The attempts of ``task_id`` that reported, in order (how each ended)."""
+        return await asyncio.to_thread(self.store.attempts, task_id)
 
     async def save_checkpoint(self, task_id: str, token: int, state: Any) -> bool:
         return await self.work.save_checkpoint(task_id, token, state)

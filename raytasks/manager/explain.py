@@ -4,23 +4,19 @@ is asked, and run times from :class:`~raytasks.manager.estimates.RunTimes`.
 
 Start times are a simulation: the tasks of a type waiting ahead of one (in the order the
 scheduler would lease them) are laid on its executors, each starting when the earliest
-becomes free (a running task frees its executor at its predicted end).
+becomes free (see :mod:`~raytasks.manager.forecast`).
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ..models import QueuedTask, TaskExplanation, TaskStatus
-from ..scheduler import SortKey
+from . import forecast
 from .parts import Parts
 from .state import Entry
-
-#: Waiting tasks of one type laid out at most, per question (the rest: too far to tell).
-SIMULATED = 10_000
 
 
 def explain(parts: Parts, entry: Entry | None, task_id: str, status: TaskStatus, now: float,
@@ -44,7 +40,7 @@ def explain(parts: Parts, entry: Entry | None, task_id: str, status: TaskStatus,
     if entry.status is TaskStatus.RUNNING:
         return _running(out, entry, now, estimate.seconds, progress)
     _pending(parts, out, entry, now, limit)
-    starts = _starts(parts, entry.task_type, now)
+    starts = forecast.starts(parts, entry.task_type, now)
     start = starts.get(entry.task_id)
     if start is not None:
         out.predicted_start = _dt(start)
@@ -60,14 +56,14 @@ def etas(parts: Parts, entries: list[Entry], now: float) -> dict[str, tuple[floa
     for entry in entries:
         if entry.status is TaskStatus.RUNNING:
             begun = entry.started_at or now
-            out[entry.task_id] = (begun, max(now, begun + entry.estimate_s))
+            out[entry.task_id] = (begun, forecast.free_at(parts, entry, now))
             continue
         of_type = starts.get(entry.task_type)
         if of_type is None:
-            of_type = starts[entry.task_type] = _starts(parts, entry.task_type, now)
+            of_type = starts[entry.task_type] = forecast.starts(parts, entry.task_type, now)
         start = of_type.get(entry.task_id)
         if start is not None:
-            out[entry.task_id] = (start, start + entry.estimate_s)
+            out[entry.task_id] = (start, start + parts.estimate(entry))
     return out
 
 
@@ -147,41 +143,12 @@ def _pending(parts: Parts, out: TaskExplanation, entry: Entry, now: float,
 def _ahead(parts: Parts, item: QueuedTask, now: float) -> Counter[str]:
     """Tasks of ``item``'s type that would be leased before it, by priority name."""
     ahead: Counter[str] = Counter()
-    for other in _order(parts, item.task_type, now):
+    for other in forecast.order(parts, item.task_type, now):
         if other.task_id == item.task_id:
             break
         if other.not_before <= now:
             ahead[other.priority.name] += 1
     return ahead
-
-
-def _order(parts: Parts, task_type: str, now: float) -> list[QueuedTask]:
-    """The waiting tasks of ``task_type`` in the order the scheduler leases them (by their
-    sort key; among equals, as they came)."""
-    waiting: list[tuple[SortKey, int, QueuedTask]] = []
-    for name in parts.queues.names():
-        sched = parts.queues[name]
-        waiting += [(sched.key(item, now), len(waiting) + i, item)
-                    for i, item in enumerate(sched.waiting_of(task_type))]
-    waiting.sort(key=lambda t: t[:2])
-    return [item for _key, _i, item in waiting]
-
-
-def _starts(parts: Parts, task_type: str, now: float) -> dict[str, float]:
-    """When each waiting task of ``task_type`` should start: laid, in the scheduler's
-    order, on the type's executors as they come free."""
-    free = []  # when each executor of the type is free: running ones at their end
-    for entry in parts.active:
-        if entry.task_type == task_type and entry.status is TaskStatus.RUNNING:
-            free.append(max(now, (entry.started_at or now) + entry.estimate_s))
-    free += [now] * max(parts.arrivals.idle(task_type), 0 if free else 1)
-    heapq.heapify(free)
-    starts = {}
-    for item in _order(parts, task_type, now)[:SIMULATED]:
-        at = max(heapq.heappop(free), item.not_before, now)
-        starts[item.task_id] = at
-        heapq.heappush(free, at + item.estimate_s)
-    return starts
 
 
 def _dt(at: float | None) -> datetime | None:

@@ -4,7 +4,9 @@ A report that arrives while a cancel was requested ends the task CANCELLED,
 unless the attempt *completed*: a completion already in flight wins over a
 cancel (the work was done and its result is valid), as a revoke does in
 Celery. Failures go back to the queue while retries remain, after an
-exponential backoff with jitter.
+exponential backoff with jitter. A preempted attempt goes back at once under a new
+attempt that resumes from its checkpoint; it spends no retry (``preemptions`` counts it,
+and retries left are ``max_retries`` minus the attempts that were not preempted).
 """
 
 from __future__ import annotations
@@ -57,19 +59,26 @@ def decide(entry: Entry, report: Report, now: float, settings: Settings,
     elif report.outcome == "completed":
         target = TaskStatus.COMPLETED
         fields.update(completion(report, now))
+    elif report.outcome == "preempted" and not entry.cancel_requested:
+        target = TaskStatus.PENDING
+        requeue_at = now
+        error_json = (report.error or TaskErrorInfo(
+            type="TaskPreemptedError", reason="preempted", message="preempted")).model_dump_json()
+        fields.update(attempt=entry.attempt + 1, preemptions=entry.preemptions + 1,
+                      error=error_json)
     else:
         error = report.error or TaskErrorInfo(type="Unknown", message="no error reported")
         if report.outcome == "cancelled" or entry.cancel_requested:
             target = TaskStatus.CANCELLED
             error = error.model_copy(update={"reason": "cancelled"})
-        elif entry.attempt < entry.max_retries:
+        elif retries_spent(entry) < entry.max_retries:
             target = TaskStatus.PENDING
         else:
             target = TaskStatus.FAILED
         error_json = error.model_dump_json()
         fields["error"] = error_json
         if target is TaskStatus.PENDING:
-            delay = retry_delay_s(entry.attempt + 1, settings.retry_backoff_base_s,
+            delay = retry_delay_s(retries_spent(entry) + 1, settings.retry_backoff_base_s,
                                   settings.retry_backoff_max_s, settings.retry_jitter, rng)
             requeue_at = now + delay
             fields.update(attempt=entry.attempt + 1)
@@ -83,6 +92,11 @@ def decide(entry: Entry, report: Report, now: float, settings: Settings,
     return Transition(target, fields, requeue_at, error_json)
 
 
+def retries_spent(entry: Entry) -> int:
+    """The retries ``entry`` has used: its attempts after the first, but those preempted."""
+    return max(0, entry.attempt - entry.preemptions)
+
+
 def usage_fields(report: Report) -> dict[str, Any]:
     """The stored fields of what an attempt used, where it was measured."""
     if report.cpu_s is None:
@@ -91,11 +105,14 @@ def usage_fields(report: Report) -> dict[str, Any]:
 
 
 def attempt_row(task_id: str, attempt: int, report: Report, owner: str | None,
-                now: float) -> dict[str, Any]:
-    """The ``rt_attempts`` row of an attempt whose report was accepted."""
+                now: float, estimate_s: float | None = None) -> dict[str, Any]:
+    """The ``rt_attempts`` row of an attempt whose report was accepted (``estimate_s``:
+    the run time predicted for it)."""
     return {"task_id": task_id, "attempt": attempt, "lease_token": report.token,
             "owner": owner, "outcome": report.outcome, "cpu_s": report.cpu_s,
-            "peak_rss_bytes": report.peak_rss_bytes, "reported_at": now}
+            "peak_rss_bytes": report.peak_rss_bytes, "reported_at": now,
+            "reason": report.error.reason if report.error else None,
+            "run_s": report.run_s, "estimate_s": estimate_s}
 
 
 def lost_report(task_id: str, token: int, executor_id: str, cancel_requested: bool) -> Report:

@@ -25,11 +25,12 @@ from .intake import Intake
 from .pipeline import CommitPipeline
 from .queues import Queues
 from .sessions import Sessions
-from .state import ActiveTasks, DailyCpu, FinishedCounts
+from .state import ActiveTasks, Daily, Entry, FinishedCounts
 from .waiters import Arrivals
 
 EventSink = Callable[[list[dict[str, Any]]], None]
 CancelSink = Callable[[str, str, int], None]
+PreemptSink = Callable[[str, str, int, float], None]
 
 #: How many report_and_lease answers are remembered for retried calls.
 ANSWERS_KEPT = 1024
@@ -45,7 +46,8 @@ class Parts:
     registry: TaskTypeRegistry = field(default_factory=lambda: TaskTypeRegistry(BUILTIN_TYPES))
     active: ActiveTasks = field(default_factory=ActiveTasks)
     counts: FinishedCounts = field(default_factory=FinishedCounts)
-    cpu: DailyCpu = field(default_factory=DailyCpu)
+    cpu: Daily = field(default_factory=Daily)  # CPU seconds per owner today
+    preempted: Daily = field(default_factory=Daily)  # preemptions per owner today
     run_times: RunTimes = field(default_factory=RunTimes)
     deps: Dependencies = field(default_factory=Dependencies)
     sessions: Sessions = field(default_factory=Sessions)
@@ -55,6 +57,8 @@ class Parts:
     #: events committed (the runtime pokes the notifier); a cancel for an executor
     on_events: EventSink | None = None
     on_cancel: CancelSink | None = None
+    #: a preemption for an executor: (executor, task, lease token, grace seconds)
+    on_preempt: PreemptSink | None = None
     queues: Queues = field(init=False)
     intake: Intake = field(init=False)
     pipeline: CommitPipeline = field(init=False)
@@ -70,6 +74,33 @@ class Parts:
         for event, event_id in zip(events, ids, strict=True):
             event["event_id"] = event_id
         self.on_events(events)
+
+    def estimate(self, entry: Entry) -> float:
+        """``entry``'s predicted run time: as predicted when it was queued, else (a task
+        adopted or recovered running) from the run times now."""
+        if not entry.estimate_s:
+            entry.estimate_s = self.run_times.estimate(entry.task_type, entry.kind,
+                                                       entry.work_units or 1).seconds
+        return entry.estimate_s
+
+    def preemptible(self, task_type: str) -> bool:
+        """Whether the scheduler may preempt running tasks of ``task_type`` (its settings
+        say, else its registration)."""
+        said = self.settings.for_type(task_type).preemptible
+        if said is not None:
+            return said
+        return task_type in self.registry and self.registry.get(task_type).preemptible
+
+    def grace_s(self, task_type: str) -> float:
+        """How long a preempted attempt of ``task_type`` has to checkpoint and stop."""
+        own = self.settings.task_types.get(task_type)
+        if own is not None and own.preempt_grace_s is not None:
+            return own.preempt_grace_s
+        if task_type in self.registry:
+            spec = self.registry.get(task_type)
+            if spec.preempt_grace_s is not None:
+                return spec.preempt_grace_s
+        return self.settings.preempt_grace_s
 
     def remember(self, request_id: str, leases: list[Lease]) -> None:
         self.answers[request_id] = leases

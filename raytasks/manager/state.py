@@ -42,6 +42,7 @@ class Entry:
     started_at: float | None = None  # of the attempt running now
     preemptions: int = 0  # attempts preempted: they do not count against max_retries
     estimate_s: float = 0.0  # its predicted run time (from RunTimes, when last queued)
+    preempt_at: float | None = None  # when the scheduler preempted the attempt running now
 
     @classmethod
     def from_row(cls, row: ActiveRow) -> Entry:
@@ -135,20 +136,21 @@ class ActiveTasks:
                 self.waiting[entry.queue] += delta
 
 
-class DailyCpu:
-    """CPU seconds each owner's attempts used today (UTC), what ``max_cpu_s_per_day`` is
-    held against at the lease: loaded from the store at start, then kept in step with
+class Daily:
+    """A total per owner for today (UTC): the CPU seconds its attempts used (what
+    ``max_cpu_s_per_day`` is held against at the lease) or how often they were preempted
+    (``max_preempted_per_day``). Loaded from the store at start, then kept in step with
     every report the manager accepts."""
 
     def __init__(self, day: str = "", by_owner: dict[str, float] | None = None) -> None:
         self.day = day
         self._by_owner: dict[str, float] = dict(by_owner or {})
 
-    def add(self, owner: str | None, cpu_s: float | None, now: float) -> None:
+    def add(self, owner: str | None, amount: float | None, now: float) -> None:
         self._roll(now)
-        if cpu_s:
+        if amount:
             key = owner or ""
-            self._by_owner[key] = self._by_owner.get(key, 0.0) + cpu_s
+            self._by_owner[key] = self._by_owner.get(key, 0.0) + amount
 
     def used(self, owner: str | None, now: float) -> float:
         self._roll(now)

@@ -9,15 +9,20 @@ names a task adopts it first if a client wrote it (:mod:`.adoption`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
 
 from ..messages import LeaseRequest, Loan, RenewAnswer, Report, ReportAnswer, Work
 from ..resources import model_key
+from . import preempt
 from .adoption import Adoption
 from .changes import Changes
 from .parts import Parts
+from .preempt import Preemption
+
+log = logging.getLogger(__name__)
 
 
 class WorkDesk:
@@ -82,7 +87,7 @@ class WorkDesk:
         await self.adoption.ensure_adopted(task_id for task_id, _token in items)
         parts = self.parts
         deadline = parts.clock() + parts.settings.lease_ttl_s
-        lost, cancel = [], []
+        lost, cancel, preempt = [], [], []
         for task_id, token in items:
             entry = parts.active.get(task_id)
             sched = parts.queues.get(entry.queue) if entry is not None else None
@@ -90,7 +95,22 @@ class WorkDesk:
                 lost.append(task_id)
             elif entry.cancel_requested:
                 cancel.append(task_id)
-        return RenewAnswer(lost=lost, cancel=cancel)
+            elif entry.preempt_at is not None:
+                preempt.append((task_id, parts.grace_s(entry.task_type)))
+        return RenewAnswer(lost=lost, cancel=cancel, preempt=preempt)
+
+    def preempt(self) -> list[Preemption]:
+        """Preempt the running attempts a deadline needs (:mod:`.preempt`), telling their
+        executors at once (their heartbeats repeat it)."""
+        parts = self.parts
+        chosen = preempt.choose(parts, parts.clock())
+        for p in chosen:
+            rec = parts.queues.lease_of(p.victim.queue, p.victim.task_id)
+            log.info("preempting %s (%s, %s) for %s's deadline", p.victim.task_id,
+                     p.victim.task_type, p.victim.priority.name, p.for_task)
+            if rec is not None and parts.on_preempt is not None:
+                parts.on_preempt(rec.executor_id, p.victim.task_id, rec.token, p.grace_s)
+        return chosen
 
     async def expire_leases(self) -> list[str]:
         """Retry or fail (as lost) every task whose lease ran out. Returns their ids."""

@@ -14,6 +14,7 @@ from ray.actor import ActorHandle
 from ..errors import RaytasksError
 from ..messages import Ack, IntakeGrant, Lease, Loan, NewTask, Report, WatchAnswer, Wire
 from ..models import (
+    AttemptInfo,
     QueueStats,
     Task,
     TaskExplanation,
@@ -125,6 +126,9 @@ class ManagerCalls:
 
     def explain(self, task_id: str) -> Call[TaskExplanation]:
         return Call(self._h.explain.remote(task_id))
+
+    def attempts(self, task_id: str) -> Call[list[AttemptInfo]]:
+        return Call(self._h.attempts.remote(task_id))
 
     def queue_stats(self) -> Call[list[QueueStats]]:
         return Call(self._h.queue_stats.remote())

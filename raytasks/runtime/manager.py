@@ -24,6 +24,8 @@ SCHEDULE_TICK_S = 0.5
 INTAKE_SWEEP_S = 1.0
 #: How often the write-ahead log is checkpointed (SQLite), off the commit path.
 WAL_CHECKPOINT_S = 1.0
+#: How often the scheduler looks for deadlines that need a running attempt preempted.
+PREEMPT_TICK_S = 0.5
 
 
 class Manager(TaskManagerCore):
@@ -33,6 +35,7 @@ class Manager(TaskManagerCore):
         super().__init__(settings)
         self.parts.on_events = self._poke_notifier
         self.parts.on_cancel = self._cancel_on_executor
+        self.parts.on_preempt = self._preempt_on_executor
         self.peers = Peers(settings.namespace)
         self.starting = self._executors_starting
         self.gauges = RayQueueGauges()
@@ -49,7 +52,12 @@ class Manager(TaskManagerCore):
                        loop.create_task(every(WAL_CHECKPOINT_S, self._checkpoint_wal,
                                               "checkpointing the store failed")),
                        loop.create_task(every(INTAKE_SWEEP_S, self.sweep_intake,
-                                              "sweeping the intake failed"))]
+                                              "sweeping the intake failed")),
+                       loop.create_task(every(PREEMPT_TICK_S, self._preempt,
+                                              "preempting for deadlines failed"))]
+
+    async def _preempt(self) -> None:
+        self.preempt()
 
     async def _checkpoint_wal(self) -> None:
         await asyncio.to_thread(self.store.checkpoint_wal)
@@ -96,6 +104,12 @@ class Manager(TaskManagerCore):
             return 0
         pool = pools.get(task_type, {})
         return max(0, int(pool.get("live", 0)) - int(pool.get("placed", 0)))
+
+    def _preempt_on_executor(self, executor_id: str, task_id: str, token: int,
+                             grace_s: float) -> None:
+        handle = self.peers.get(executor_id)
+        if handle is not None:  # else its heartbeats tell it
+            handle.preempt.remote(task_id, token, grace_s)
 
     def _cancel_on_executor(self, executor_id: str, task_id: str, token: int) -> None:
         handle = self.peers.get(executor_id)

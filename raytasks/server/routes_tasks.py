@@ -14,6 +14,7 @@ from ..api import TaskPage
 from ..errors import InvalidParametersError
 from ..inputs import check_tags
 from ..models import (
+    AttemptInfo,
     OrderField,
     Task,
     TaskCreateRequest,
@@ -137,6 +138,14 @@ async def explain(task_id: TaskId, who: Reader, svc: Svc, http: Request) -> Task
     """Why the task waits (or runs), and when it should start and finish."""
     await svc.read_task(http, task_id, who)
     return await svc.tm.explain(task_id)
+
+
+@router.get("/tasks/{task_id}/attempts")
+async def attempts(task_id: TaskId, who: Reader, svc: Svc, http: Request) -> list[AttemptInfo]:
+    """How each attempt of the task ended (completed, failed, preempted...), with what it
+    used and the run time predicted for it."""
+    await svc.read_task(http, task_id, who)
+    return await svc.tm.attempts(task_id)
 
 
 @router.get("/tasks/{task_id}/logs", response_model=LogPage,

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from ..errors import StoreError
-from ..models import Task, TaskErrorInfo, TaskPriority, TaskQuery, TaskStatus, TaskSummary
+from ..models import (
+    AttemptInfo,
+    Task,
+    TaskErrorInfo,
+    TaskPriority,
+    TaskQuery,
+    TaskStatus,
+    TaskSummary,
+)
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
 SCHEMA_VERSION = 11
@@ -214,8 +222,17 @@ class TaskStore(abc.ABC):
         """The latest completed tasks' (type, parameters JSON, work units, run seconds)."""
 
     @abc.abstractmethod
-    def cpu_of_day(self, day: str) -> dict[str, float]:
-        """CPU seconds each owner's attempts used on ``day`` (``YYYY-MM-DD``, UTC)."""
+    def usage_of_day(self, day: str) -> dict[str, tuple[float, int]]:
+        """(CPU seconds, attempts preempted) of each owner's attempts on ``day``
+        (``YYYY-MM-DD``, UTC)."""
+
+    @abc.abstractmethod
+    def attempts(self, task_id: str) -> list[AttemptInfo]:
+        """The attempts of a task that reported, in order."""
+
+    @abc.abstractmethod
+    def estimate_errors(self, since: float) -> list[tuple[str, float, float]]:
+        """(type, predicted, actual seconds) of whole attempts completed since ``since``."""
 
     @abc.abstractmethod
     def model_digest(self, key: str) -> str | None:
@@ -338,6 +355,7 @@ def row_to_task(row: Any) -> Task:
         peak_rss_bytes=m.get("peak_rss_bytes"),
         deadline=ts(m.get("deadline")),
         work_units=m.get("work_units"),
+        preemptions=m.get("preemptions") or 0,
     )
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..errors import InvalidParametersError
-from ..models import Task, TaskQuery, TaskStatus
+from ..models import AttemptInfo, Task, TaskQuery, TaskStatus
 from . import driver
 from .base import ActiveRow, TaskRows, row_to_summary, row_to_task
-from .schema import intake, models, progress, task_types, tasks, usage
+from .schema import attempts, intake, models, progress, task_types, tasks, usage
 
 _ORDER: dict[str, sa.ColumnElement[Any]] = {
     "created_at": tasks.c.created_at,
@@ -210,7 +211,8 @@ class TaskReader:
         their start to their end), oldest first: what run-time estimates start from."""
         stmt = (sa.select(tasks.c.task_type, tasks.c.parameters, tasks.c.work_units,
                           tasks.c.started_at, tasks.c.finished_at)
-                .where(tasks.c.status == "COMPLETED", tasks.c.started_at.is_not(None))
+                .where(tasks.c.status == "COMPLETED", tasks.c.started_at.is_not(None),
+                       tasks.c.preemptions == 0)  # a resumed run is not a whole one
                 .order_by(tasks.c.finished_at.desc()).limit(limit))
         with self._engine.connect() as conn:
             rows = conn.execute(stmt).all()
@@ -230,11 +232,36 @@ class TaskReader:
                 .group_by(tasks.c.owner, tasks.c.status))
             return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    def cpu_of_day(self, day: str) -> dict[str, float]:
+    def usage_of_day(self, day: str) -> dict[str, tuple[float, int]]:
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(usage.c.owner, usage.c.cpu_s)
+            rows = conn.execute(sa.select(usage.c.owner, usage.c.cpu_s, usage.c.preempted)
                                 .where(usage.c.day == day))
-            return {owner: float(cpu) for owner, cpu in rows}
+            return {owner: (float(cpu), int(n or 0)) for owner, cpu, n in rows}
+
+    def attempts(self, task_id: str) -> list[AttemptInfo]:
+        """The attempts of ``task_id`` that reported, in order."""
+        stmt = (sa.select(attempts).where(attempts.c.task_id == task_id)
+                .order_by(attempts.c.attempt, attempts.c.lease_token))
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [AttemptInfo(attempt=r.attempt, lease_token=r.lease_token, outcome=r.outcome,
+                            reason=r.reason, run_s=r.run_s, estimate_s=r.estimate_s,
+                            cpu_s=r.cpu_s, peak_rss_bytes=r.peak_rss_bytes,
+                            reported_at=datetime.fromtimestamp(r.reported_at, tz=UTC))
+                for r in rows]
+
+    def estimate_errors(self, since: float) -> list[tuple[str, float, float]]:
+        """(type, predicted, actual seconds) of the first attempts completed since ``since``
+        that had a prediction: how good the run-time estimates were."""
+        stmt = (sa.select(attempts.c.task_id, attempts.c.estimate_s, attempts.c.run_s,
+                          tasks.c.task_type)
+                .join(tasks, tasks.c.id == attempts.c.task_id)
+                .where(attempts.c.outcome == "completed", attempts.c.reported_at >= since,
+                       attempts.c.estimate_s.is_not(None), attempts.c.run_s > 0,
+                       tasks.c.preemptions == 0))
+        with self._engine.connect() as conn:
+            return [(r.task_type, float(r.estimate_s), float(r.run_s))
+                    for r in conn.execute(stmt)]
 
     def model_digest(self, key: str) -> str | None:
         """The SHA-256 recorded for the model version ``key`` (see ``rt_models``)."""

@@ -161,16 +161,23 @@ attempts = sa.Table(
     sa.Column("cpu_s", sa.Float, nullable=True),
     sa.Column("peak_rss_bytes", sa.BigInteger, nullable=True),
     sa.Column("reported_at", sa.Float, nullable=False),
+    # why it ended (its error's reason: timeout, preempted, ...), how long its handler
+    # ran, and the run time predicted for it when it was queued
+    sa.Column("reason", sa.String(32), nullable=True),
+    sa.Column("run_s", sa.Float, nullable=True),
+    sa.Column("estimate_s", sa.Float, nullable=True),
 )
 
-#: CPU seconds each owner's attempts used, per UTC day ("" for tasks without an owner):
-#: what ``QuotaSettings.max_cpu_s_per_day`` is held against at the lease.
+#: CPU seconds each owner's attempts used, and how many were preempted, per UTC day (""
+#: for tasks without an owner): what ``QuotaSettings.max_cpu_s_per_day`` is held against
+#: at the lease, and ``max_preempted_per_day`` when the scheduler picks a victim.
 usage = sa.Table(
     "rt_usage",
     metadata,
     sa.Column("owner", sa.String(255), primary_key=True),
     sa.Column("day", sa.String(10), primary_key=True),
     sa.Column("cpu_s", sa.Float, nullable=False),
+    sa.Column("preempted", sa.Integer, nullable=False, server_default="0", default=0),
 )
 
 #: Model versions the registries hold, each written by the training attempt that held the

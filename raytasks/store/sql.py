@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..messages import ProgressReport
-from ..models import Task, TaskQuery, TaskStatus
+from ..models import AttemptInfo, Task, TaskQuery, TaskStatus
 from . import migrate
 from .base import ActiveRow, TaskRows, TaskStore, WriteBatch, to_json
 from .engines import KEPT_WRITERS, StoreEngines
@@ -152,8 +152,14 @@ class SqlTaskStore(TaskStore):
     def model_digest(self, key: str) -> str | None:
         return self._reads.model_digest(key)
 
-    def cpu_of_day(self, day: str) -> dict[str, float]:
-        return self._reads.cpu_of_day(day)
+    def usage_of_day(self, day: str) -> dict[str, tuple[float, int]]:
+        return self._reads.usage_of_day(day)
+
+    def attempts(self, task_id: str) -> list[AttemptInfo]:
+        return self._reads.attempts(task_id)
+
+    def estimate_errors(self, since: float) -> list[tuple[str, float, float]]:
+        return self._reads.estimate_errors(since)
 
     def recent_runs(self, limit: int) -> list[tuple[str, str, int | None, float]]:
         return self._reads.recent_runs(limit)

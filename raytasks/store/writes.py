@@ -114,19 +114,25 @@ class TaskWriter:
 
 
 def _insert_attempts(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    """Attempt rows, and their CPU added to each owner's day (one upsert per owner)."""
+    """Attempt rows, and their CPU and preemptions added to each owner's day (one upsert
+    per owner)."""
     conn.execute(attempts.insert(), rows)
-    by_day: dict[tuple[str, str], float] = {}
+    by_day: dict[tuple[str, str], list[float]] = {}
     for row in rows:
-        if row["cpu_s"]:
+        preempted = row["outcome"] == "preempted"
+        if row["cpu_s"] or preempted:
             key = (row["owner"] or "", cpu_day(row["reported_at"]))
-            by_day[key] = by_day.get(key, 0.0) + row["cpu_s"]
+            day = by_day.setdefault(key, [0.0, 0])
+            day[0] += row["cpu_s"] or 0.0
+            day[1] += preempted
     if by_day:  # ON CONFLICT ... DO UPDATE: SQLite 3.24+ and PostgreSQL alike
         conn.execute(sa.text(
-            f"INSERT INTO {usage.name} (owner, day, cpu_s) VALUES (:owner, :day, :cpu_s) "
+            f"INSERT INTO {usage.name} (owner, day, cpu_s, preempted) "
+            "VALUES (:owner, :day, :cpu_s, :preempted) "
             f"ON CONFLICT (owner, day) DO UPDATE SET cpu_s = {usage.name}.cpu_s + "
-            "excluded.cpu_s"),
-            [{"owner": o, "day": d, "cpu_s": c} for (o, d), c in by_day.items()])
+            f"excluded.cpu_s, preempted = {usage.name}.preempted + excluded.preempted"),
+            [{"owner": o, "day": d, "cpu_s": c, "preempted": int(n)}
+             for (o, d), (c, n) in by_day.items()])
 
 
 def _insert_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
