@@ -1,9 +1,14 @@
 """Backtest tasks: ``strategy`` (SMA crossover, momentum, mean reversion, model signal),
 ``optimize`` (grid search fanned out across the cluster), ``portfolio`` (top-k with
-rebalancing) and ``risk`` (the strategy's full risk statistics)."""
+rebalancing) and ``risk`` (the strategy's full risk statistics).
+
+``optimize`` checkpoints each finished piece's rows, and a new attempt sweeps only the
+pieces its checkpoint lacks; the other kinds are one simulation each and restart."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -19,6 +24,9 @@ from ..quant.portfolio import run_portfolio, top_k_weights
 from ..resources import Resources
 from .params import BacktestParams
 
+#: the kind of an ``optimize`` checkpoint (and its format): another is not resumed
+OPTIMIZE_CHECKPOINT = "optimize/1"
+
 
 def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any]:
     if params.kind == "portfolio":
@@ -31,7 +39,7 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     costs = CostModel(params.commission_rate, params.commission_min)
     ctx.check_cancelled()
     if params.kind == "optimize":
-        return optimize(params, market, costs, ctx)
+        return optimize(params, market, costs, ctx, work_digest(params, bars))
     ctx.report_progress(0.3, f"simulating {params.strategy}", stage="simulate")
     # signals read adjusted prices; the engine trades raw ones and applies the ex-dates
     result = bt.run(market, signal(params, market.adjusted_close, bars, resources),
@@ -112,9 +120,23 @@ def portfolio(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, An
             "benchmark": "equal-weight buy and hold of the universe"}
 
 
+def work_digest(params: BacktestParams, bars: pd.DataFrame) -> str:
+    """What a checkpoint is valid for: these parameters and bars (a source rewritten
+    between attempts, or an ``end`` that defaults to a later day, restarts the work)."""
+    digest = hashlib.sha256(params.model_dump_json().encode())
+    digest.update("\x1f".join(map(str, bars.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(bars, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
-             ctx: TaskExecutionContext) -> dict[str, Any]:
-    """Grid search of SMA pairs, split into ``chunks`` run in parallel as Ray tasks."""
+             ctx: TaskExecutionContext, digest: str) -> dict[str, Any]:
+    """Grid search of SMA pairs, split into ``chunks`` run in parallel as Ray tasks.
+
+    Each piece's rows go into the checkpoint as the piece finishes (``digest`` says what
+    they were computed from); a resumed attempt sweeps only the pieces it lacks, and
+    its table is the one an unstopped attempt makes.
+    """
     pairs = bt.grid(params.fast_values, params.slow_values)
     if not pairs:
         raise ValueError("fast_values and slow_values give no pair with fast < slow")
@@ -123,8 +145,24 @@ def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
                                                           replace=False)
         pairs = [pairs[i] for i in sorted(picks)]
     pieces = [pairs[i::params.chunks] for i in range(params.chunks) if pairs[i::params.chunks]]
-    tables = run_pieces(market, pieces, params.cash, costs, ctx)
-    table = pd.concat(tables, ignore_index=True).sort_values("sharpe", ascending=False)
+    done = _finished_pieces(ctx, digest)
+    todo = [i for i in range(len(pieces)) if i not in done]
+    if done:
+        ctx.report_progress(0.1 + 0.85 * len(done) / len(pieces),
+                            f"resuming: {len(done)}/{len(pieces)} pieces done", stage="sweep")
+
+    def keep(k: int, table: pd.DataFrame) -> None:
+        done[todo[k]] = table
+        ctx.save_checkpoint({"kind": OPTIMIZE_CHECKPOINT, "digest": digest,
+                             "columns": list(table.columns),
+                             "pieces": [[i, done[i].to_numpy(object).tolist()]
+                                        for i in sorted(done)]})
+
+    if todo:
+        run_pieces(market, [pieces[i] for i in todo], params.cash, costs, ctx, keep,
+                   offset=len(done))
+    table = pd.concat([done[i] for i in range(len(pieces))], ignore_index=True)
+    table = table.sort_values("sharpe", ascending=False)
     best = table.iloc[0]
     ctx.report_progress(1.0, f"{len(table)} backtests", stage="done")
     return {"kind": "optimize", "stock_code": params.stock_code, "search": params.search,
@@ -139,16 +177,34 @@ def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
                       "sharpe": [round(float(x), 4) for x in table["sharpe"]]}}
 
 
+def _finished_pieces(ctx: TaskExecutionContext, digest: str) -> dict[int, pd.DataFrame]:
+    """The pieces ``ctx.checkpoint`` holds, by index, when it is a checkpoint of this work."""
+    state = ctx.checkpoint
+    if not (isinstance(state, dict) and state.get("kind") == OPTIMIZE_CHECKPOINT
+            and state.get("digest") == digest):
+        return {}
+    # rows of Python ints and floats: each column comes back with the dtype it had
+    return {int(i): pd.DataFrame(rows, columns=state["columns"]) for i, rows in state["pieces"]}
+
+
 def run_pieces(market: bt.Market, pieces: list[list[tuple[int, int]]], cash: float,
-               costs: CostModel, ctx: TaskExecutionContext | None = None) -> list[pd.DataFrame]:
-    """Sweep each piece as its own Ray task when Ray is up (locally otherwise)."""
+               costs: CostModel, ctx: TaskExecutionContext | None = None,
+               on_piece: Callable[[int, pd.DataFrame], None] | None = None,
+               offset: int = 0) -> list[pd.DataFrame]:
+    """Sweep each piece as its own Ray task when Ray is up (locally otherwise).
+
+    ``on_piece(k, table)`` is called as ``pieces[k]`` finishes; progress counts
+    ``offset`` pieces as done before these.
+    """
     from ..runtime.fanout import Fanout
 
     sweep = Fanout(bt.sweep_sma, market, parallel=len(pieces) > 1)
     return sweep.map([(piece, cash, costs) for piece in pieces], ctx,
-                     None if ctx is None else partial(_sweep_progress, ctx))
+                     None if ctx is None else partial(_sweep_progress, ctx, offset), on_piece)
 
 
-def _sweep_progress(ctx: TaskExecutionContext, done: int, total: int) -> None:
-    """A sweep's finished pieces as the 10-95 % stretch of the task's progress."""
+def _sweep_progress(ctx: TaskExecutionContext, before: int, done: int, total: int) -> None:
+    """A sweep's finished pieces, after ``before`` pieces an earlier attempt finished, as
+    the 10-95 % stretch of the task's progress."""
+    done, total = before + done, before + total
     ctx.report_progress(0.1 + 0.85 * done / total, f"{done}/{total} pieces", stage="sweep")

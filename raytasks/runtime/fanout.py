@@ -41,29 +41,45 @@ class Fanout(Generic[R]):
         self._shared = [ray.put(s) for s in shared] if self.parallel else list(shared)
 
     def map(self, calls: Sequence[tuple[Any, ...]], ctx: TaskExecutionContext | None = None,
-            progress: Callable[[int, int], None] | None = None) -> list[R]:
+            progress: Callable[[int, int], None] | None = None,
+            on_result: Callable[[int, R], None] | None = None) -> list[R]:
         """The results of ``calls``, in their order.
 
-        In parallel, between finished calls: when ``ctx``'s task was cancelled, the
-        calls still running are cancelled and ``ctx.check_cancelled()`` raises;
-        ``progress(done, total)`` then reports. In this process neither is called.
+        ``on_result(i, result)`` is called as call ``i`` finishes, in whatever order they
+        finish (a handler checkpoints there). After it, while calls remain: when ``ctx``'s
+        attempt was cancelled or preempted, the calls still running are cancelled and
+        ``ctx.check_cancelled()`` raises. In parallel, ``progress(done, total)`` then
+        reports; in this process it is not called (the calls run one after another).
         """
         if self._remote is None:
-            return [self.fn(*self._shared, *call) for call in calls]
+            results: list[R] = []
+            for i, call in enumerate(calls):
+                results.append(self.fn(*self._shared, *call))
+                if on_result is not None:
+                    on_result(i, results[-1])
+                if ctx is not None and i + 1 < len(calls):
+                    ctx.check_cancelled()
+            return results
         pending = [self._remote.remote(*self._shared, *call) for call in calls]
-        if ctx is None and progress is None:
-            results: list[R] = ray.get(pending)
+        if ctx is None and progress is None and on_result is None:
+            results = ray.get(pending)
             return results
         order = {ref: i for i, ref in enumerate(pending)}
         done: dict[int, R] = {}
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=WAIT_S)
-            for ref in ready:
-                done[order[ref]] = ray.get(ref)
-            if ctx is not None and ctx.cancelled:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                ctx.check_cancelled()
-            if progress is not None:
-                progress(len(done), len(order))
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=WAIT_S)
+                for ref in ready:
+                    done[order[ref]] = ray.get(ref)
+                    if on_result is not None:
+                        on_result(order[ref], done[order[ref]])
+                if ctx is not None and pending:
+                    ctx.check_cancelled()
+                if progress is not None:
+                    progress(len(done), len(order))
+        except BaseException:
+            # a stop, a failed call or a failing callback: free the CPUs the rest still hold
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
         return [done[i] for i in range(len(order))]
