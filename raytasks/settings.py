@@ -20,8 +20,9 @@ class TaskTypeSettings(BaseModel):
     """Per-type overrides of the defaults below.
 
     A type's executor pool grows with its queue between ``min_workers`` and
-    ``max_workers`` and shrinks after ``idle_timeout_s`` without work;
-    ``workers`` fixes its size (min = max = workers).
+    ``max_workers`` and shrinks after ``idle_timeout_s`` without work, keeping
+    ``warm_workers`` idle executors ready above its busy ones; ``workers`` fixes
+    its size (min = max = workers).
     """
 
     workers: int | None = Field(default=None, ge=0, description="a fixed pool size")
@@ -30,6 +31,10 @@ class TaskTypeSettings(BaseModel):
     idle_timeout_s: float | None = Field(default=None, gt=0,
                                          description="an idle executor above min_workers "
                                          "is retired after this long")
+    warm_workers: int | None = Field(
+        default=None, ge=0, description="idle executors the pool keeps ready above its "
+        "busy ones (never above max_workers), so a burst starts at once instead of "
+        "waiting for a worker process; None: warm_workers_per_type")
     num_cpus: float | None = Field(default=None, ge=0)
     resources: dict[str, float] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
@@ -267,6 +272,12 @@ class QuotaSettings(BaseModel):
         default=60.0, ge=0, description="shortest time a schedule may leave between runs")
 
 
+#: Warm executors of the types whose callers wait for the answer, when
+#: ``warm_workers_per_type`` is None: a prediction is interactive (an analyst waits on it),
+#: the other built-in types run for minutes, where a worker's start does not count.
+INTERACTIVE_WARM_WORKERS: dict[str, int] = {"prediction": 1}
+
+
 def _default_quotas() -> dict[str, QuotaSettings]:
     return {"*": QuotaSettings()}
 
@@ -333,12 +344,19 @@ class Settings(BaseSettings):
     workers_per_type: int | None = Field(
         default=None, ge=0, description="a fixed pool size for every type; None: pools "
         "scale between min_workers_per_type and max_workers_per_type")
-    min_workers_per_type: int = Field(default=0, ge=0, description="0: an idle raytasks "
-                                      "holds no executor processes")
+    min_workers_per_type: int = Field(default=0, ge=0, description="0 (with "
+                                      "warm_workers_per_type=0): an idle raytasks holds no "
+                                      "executor processes")
     max_workers_per_type: int = Field(default=2, ge=0)
     idle_timeout_s: float = Field(default=60.0, gt=0,
                                   description="an idle executor above the minimum is "
                                   "retired after this long")
+    warm_workers_per_type: int | None = Field(
+        default=None, ge=0, description="idle executors every pool keeps ready above its "
+        "busy ones (never above its max_workers), so a burst starts at once; None: one "
+        "for prediction (an interactive prediction then starts within a second, not after "
+        "a worker process's start of seconds), none for the other types; 0: an idle "
+        "raytasks holds no executor processes (a cluster that pays for idle nodes)")
     autoscale_interval_s: float = Field(default=0.5, gt=0,
                                         description="how often the engine reads queue depths")
     ray_dashboard: bool = Field(default=True, description="embedded Ray: run Ray's own "
@@ -408,11 +426,15 @@ class Settings(BaseSettings):
         high = own.max_workers if own.max_workers is not None else self.max_workers_per_type
         if workers is not None and own.min_workers is None and own.max_workers is None:
             low = high = workers
+        warm = own.warm_workers if own.warm_workers is not None else \
+            self.warm_workers_per_type if self.warm_workers_per_type is not None else \
+            INTERACTIVE_WARM_WORKERS.get(task_type, 0)
         return TaskTypeSettings(
             workers=workers,
             min_workers=low,
             max_workers=max(low, high),
             idle_timeout_s=own.idle_timeout_s or self.idle_timeout_s,
+            warm_workers=min(warm, max(low, high)),
             num_cpus=self.executor_num_cpus if own.num_cpus is None else own.num_cpus,
             resources=own.resources,
             timeout_s=own.timeout_s,

@@ -20,7 +20,7 @@ def bench(ctx: click.Context, tasks: int, samples: int, workers: int, celery: bo
     """Every path a user feels (batch, single submits, waits, latency, priority), each
     beside bare Ray in the same run.
 
-    ``raytasks bench store|footprint|backtest|volatility`` measure the rest.
+    ``raytasks bench store|footprint|cold|backtest|volatility|units`` measure the rest.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -52,6 +52,18 @@ def bench_footprint(idle_timeout_s: float, as_json: bool) -> None:
 
     figures = run_footprint(idle_timeout_s)
     emit(as_json, figures, lambda: click.echo(format_footprint(figures)))
+
+
+@bench.command("cold")
+@click.option("--tasks", type=int, default=5, help="predictions submitted together")
+@click.option("--json", "as_json", is_flag=True)
+def bench_cold(tasks: int, as_json: bool) -> None:
+    """Tasks submitted together on an idle raytasks: wait to start and to finish from empty
+    pools (warm_workers=0) beside the default warm pools, same run."""
+    from ..benchmarks.cold import format_cold, run_cold
+
+    figures = run_cold(tasks=tasks)
+    emit(as_json, figures, lambda: click.echo(format_cold(figures)))
 
 
 @bench.command("backtest")

@@ -2,9 +2,10 @@
 
 A type's pool holds between ``min_workers`` and ``max_workers`` executors
 (``workers`` fixes both). Every ``autoscale_interval_s`` the engine reads the
-manager's queue stats; a type's demand is its ready plus its running tasks
-(capped by its concurrency limit). A pool below its demand grows at once; a
-pool above it for ``idle_timeout_s`` retires idle executors. Retiring is
+manager's queue stats; a type's demand is its ready plus its running tasks,
+plus ``warm_workers`` idle ones kept ready for the next burst (capped by its
+concurrency limit). A pool below its demand grows at once; a pool above it for
+``idle_timeout_s`` retires idle executors, never its warm ones. Retiring is
 graceful: the executor stops leasing, reports what it ran, and only then is
 its process ended, so no lease is ever cut off.
 
@@ -39,11 +40,13 @@ ADOPT_SCAN = 64  # executor indices probed per type when a restarted engine adop
 
 @dataclass(frozen=True)
 class PoolBounds:
-    """How small and how large a type's pool may be, and how soon it shrinks."""
+    """How small and how large a type's pool may be, how soon it shrinks, and how many
+    idle executors it keeps ready above its busy ones (``warm``, at most ``high``)."""
 
     low: int
     high: int
     idle_timeout_s: float
+    warm: int = 0
 
     @classmethod
     def of(cls, settings: Settings, task_type: str, workers: int | None = None) -> PoolBounds:
@@ -53,7 +56,14 @@ class PoolBounds:
         idle = own.idle_timeout_s or settings.idle_timeout_s
         if workers is not None:
             return cls(workers, workers, idle)
-        return cls(own.min_workers, own.max_workers, idle)
+        low, high = own.min_workers, own.max_workers
+        # a fixed size has no headroom to keep
+        warm = min(own.warm_workers or 0, high) if high > low else 0
+        return cls(low, high, idle, warm)
+
+    def floor(self) -> int:
+        """The size of the pool without work: its minimum, or its warm executors."""
+        return min(max(self.low, self.warm), self.high)
 
 
 class PoolSizer:
@@ -61,7 +71,8 @@ class PoolSizer:
 
     Growth is immediate (queued work should not wait); shrinking waits until the
     pool has been larger than its demand for the whole idle timeout, so a
-    bursty queue keeps its warm executors.
+    bursty queue keeps its executors. ``demand`` counts the warm headroom
+    already (:func:`with_warm`).
     """
 
     def __init__(self) -> None:
@@ -93,6 +104,13 @@ def demand_by_type(stats: list[QueueStats], limits: dict[str, int | None]) -> di
                 demand[task_type] = demand.get(task_type, 0) + n
     return {t: n if limits.get(t) is None else min(n, limits[t] or 0)
             for t, n in demand.items()}
+
+
+def with_warm(demand: int, bounds: PoolBounds, limit: int | None) -> int:
+    """A type's demand plus its warm headroom: idle executors beyond what the type's
+    concurrency ``limit`` lets run at once would never get work, so none are kept."""
+    wanted = demand + bounds.warm
+    return wanted if limit is None else max(demand, min(wanted, limit))
 
 
 class _RetiringLink:
@@ -134,6 +152,9 @@ class PooledExecutor:
 
     def cancel(self, task_id: str, token: int) -> bool:
         return self.core.cancel(task_id, token)
+
+    def preempt(self, task_id: str, token: int, grace_s: float) -> bool:
+        return self.core.preempt(task_id, token, grace_s)
 
     def run_lent(self, loan_id: str, lease: Wire) -> tuple[bool, Wire | None]:
         """A lone task of the client this executor is lent to (:meth:`TaskExecutor.run_lent`);
@@ -207,6 +228,9 @@ class Engine:
                 except ValueError:  # it ended since the listing
                     continue
             if not found:
+                bounds = PoolBounds.of(self.settings, info.name)
+                if bounds.floor():  # its minimum or warm executors: the scale loop starts them
+                    self.pools[info.name] = Pool(info.name, bounds)
                 continue
             try:  # the pool's bounds travel with its executors (a fixed size given at
                 # registration is in no settings)
@@ -229,7 +253,8 @@ class Engine:
         if pool is None:
             pool = self.pools[task_type] = Pool(task_type, bounds)
         pool.bounds = bounds
-        self._resize(pool, max(bounds.low, min(len(pool.live), bounds.high)))
+        # a new pool starts warm: the first burst need not wait for a worker process
+        self._resize(pool, max(bounds.floor(), min(len(pool.live), bounds.high)))
         return len(pool.live)
 
     async def ensure_pools(self, task_types: list[str]) -> dict[str, int]:
@@ -247,13 +272,18 @@ class Engine:
                 for (t, i, _), state in zip(names, states, strict=True)]
 
     async def pools_info(self) -> dict[str, dict[str, Any]]:
-        """Per type: bounds, live, placed and retiring executors, and the latest resizes."""
-        return {t: {"min": p.bounds.low, "max": p.bounds.high,
-                    "idle_timeout_s": p.bounds.idle_timeout_s, "live": len(p.live),
-                    "placed": sum(1 for i in p.live if self._placed(p, i)),
-                    "retiring": len(p.retiring),
-                    "resizes": [r for r in self.scaled if r["task_type"] == t]}
-                for t, p in self.pools.items()}
+        """Per type: bounds, live, placed (answering), starting (live, not placed yet:
+        a process starting or waiting for a node) and retiring executors, and the latest
+        resizes."""
+        info: dict[str, dict[str, Any]] = {}
+        for t, p in self.pools.items():
+            placed = sum(1 for i in list(p.live) if self._placed(p, i))
+            info[t] = {"min": p.bounds.low, "max": p.bounds.high, "warm": p.bounds.warm,
+                       "idle_timeout_s": p.bounds.idle_timeout_s, "live": len(p.live),
+                       "placed": placed, "starting": len(p.live) - placed,
+                       "retiring": len(p.retiring),
+                       "resizes": [r for r in self.scaled if r["task_type"] == t]}
+        return info
 
     async def shutdown(self) -> int:
         self._loop.cancel()
@@ -289,8 +319,9 @@ class Engine:
         now = time.monotonic() if now is None else now
         for pool in self.pools.values():
             size = len(pool.live)
-            target = self.sizer.target(pool.task_type, pool.bounds, size,
-                                       demand.get(pool.task_type, 0), now)
+            wanted = with_warm(demand.get(pool.task_type, 0), pool.bounds,
+                               limits.get(pool.task_type))
+            target = self.sizer.target(pool.task_type, pool.bounds, size, wanted, now)
             if target > size:
                 self._resize(pool, target)
             elif target < size:
@@ -329,33 +360,40 @@ class Engine:
         return bool(ready)
 
     async def _retire_idle(self, pool: Pool, count: int) -> None:
-        """Retire up to ``count`` executors that hold nothing, newest first.
+        """Retire up to ``count`` executors that hold nothing, newest first, keeping
+        ``warm`` of them idle (so never below busy + warm).
 
-        One still waiting for a node holds nothing and is ended at once (the
+        One still waiting for a node holds nothing and is ended first, at once (the
         autoscaler then drops the demand it stood for).
         """
+        indices = sorted(pool.live, reverse=True)
+        unplaced = [i for i in indices if not self._placed(pool, i)]
+        placed = [i for i in indices if i not in unplaced]
+        states = await asyncio.gather(*(_within(pool.live[i].state.remote(), 5)
+                                        for i in placed), return_exceptions=True)
+        idle = [i for i, state in zip(placed, states, strict=True)
+                if isinstance(state, dict) and self._idle(pool, state)]
+        # busy ones are what a queue or a loan uses; the warm headroom stays above them
+        count = min(count, len(unplaced) + len(idle) - pool.bounds.warm)
         chosen: list[int] = []
-        for index in sorted(pool.live, reverse=True):
-            if len(chosen) == count:
-                break
-            if not self._placed(pool, index):
-                ray.kill(pool.live.pop(index), no_restart=True)
-                pool.placed.pop(index, None)
-                chosen.append(index)
-                continue
-            try:
-                state: dict[str, Any] = await _within(pool.live[index].state.remote(), 5)
-            except Exception:
-                continue
-            # one lent to a client lately is in use, though no queue shows it
-            recent = time.time() - state.get("lent_at", 0.0) < pool.bounds.idle_timeout_s
-            if state.get("current") is None and not state.get("held") and not recent \
-                    and not state.get("lent"):
-                pool.retiring[index] = pool.live.pop(index)
-                pool.retiring[index].retire.remote()
-                chosen.append(index)
+        for index in unplaced[:max(0, count)]:
+            ray.kill(pool.live.pop(index), no_restart=True)
+            pool.placed.pop(index, None)
+            chosen.append(index)
+        for index in idle[:max(0, count - len(chosen))]:
+            pool.retiring[index] = pool.live.pop(index)
+            pool.retiring[index].retire.remote()
+            chosen.append(index)
         if chosen:
             self._record(pool, "shrink", len(chosen))
+
+    @staticmethod
+    def _idle(pool: Pool, state: dict[str, Any]) -> bool:
+        """Whether an executor holds nothing: no task, no lease, no loan."""
+        # one lent to a client lately is in use, though no queue shows it
+        recent = time.time() - state.get("lent_at", 0.0) < pool.bounds.idle_timeout_s
+        return state.get("current") is None and not state.get("held") and not recent \
+            and not state.get("lent")
 
     async def _end_drained(self, pool: Pool) -> None:
         for index, handle in list(pool.retiring.items()):
