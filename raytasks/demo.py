@@ -127,6 +127,7 @@ def main() -> None:
         requests.append(TaskCreateRequest(name=f"{family}-{params['kind']}", task_type=family,
                                           parameters=params, priority=TaskPriority.MEDIUM))
     console.print(f"3. {len(requests)} tasks of every priority (LOW queued first) and family")
+    started = time.time()
     tasks = tm.submit_many_sync(requests)
     doomed = tm.submit_sync(TaskCreateRequest(name="spin-cancelled", task_type="spin",
                                               priority=TaskPriority.LOW,
@@ -147,6 +148,7 @@ def main() -> None:
             time.sleep(0.15)
 
     _summary(rows)
+    _prediction_error(rt.settings.store_url, started)
     research = [tm.get_task_sync(snippet_id)] + [
         tm.get_task_sync(t.id) for t in rows
         if t.task_type in ("prediction", "backtest", "training", "data")
@@ -155,6 +157,24 @@ def main() -> None:
                         title="raytasks demo: research report")
     console.print(f"[bold]research report:[/] {path}")
     rt.shutdown()
+
+
+def _prediction_error(store_url: str | None, since: float) -> None:
+    """How good the run-time predictions (the ETAs) were: the median absolute percentage
+    error of the attempts whose kind had run before (a first run's is a guess)."""
+    from .store import open_store
+
+    assert store_url is not None
+    store = open_store(store_url)
+    try:
+        rows = store.estimate_errors(since)
+    finally:
+        store.close()
+    if rows:
+        errors = [abs(predicted - actual) / actual for _t, predicted, actual in rows]
+        console.print(f"run-time predictions (ETAs): median error "
+                      f"{100 * statistics.median(errors):.0f} % over {len(errors)} attempts "
+                      "of kinds run before")
 
 
 def _summary(rows: list[Any]) -> None:

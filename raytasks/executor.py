@@ -495,7 +495,9 @@ class TaskExecutor:
             self._send_progress(run)
             if report is not None:
                 usage = run.usage.measured() if run.usage is not None else {}
-                report = replace(report, lines=tuple(run.log.take()), **usage)
+                report = replace(report, lines=tuple(run.log.take()),
+                                 run_s=time.time() - run.started if run.started else None,
+                                 **usage)
         with self._lock:
             others = [r for r in self._held.values() if r is not run and not r.lost]
         reports = [report] if report is not None else []

@@ -4,7 +4,9 @@
 (plain tasks, failures that retry, large results written as artifacts,
 dependency chains, cancels) and, while it runs, kills every kind of system
 actor and executor at random, kills the manager again while it reconciles, and
-pauses an executor with SIGSTOP past its lease TTL before resuming it. Then it
+pauses an executor with SIGSTOP past its lease TTL before resuming it; HIGH tasks due
+within seconds preempt MEDIUM runs of seconds meanwhile (kills land on preemptions too).
+Then it
 checks the store and the event stream and returns a report with every
 violation it found (an empty list is a pass).
 
@@ -24,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +56,25 @@ class WorkParams(BaseModel):
     seconds: float = 0.05
     fail_attempts: int = 0
     blob: int = 0
+    kind: str | None = None  # "long" runs and "urgent" ones: estimated apart
 
 
 def work(params: WorkParams, ctx: TaskExecutionContext) -> dict[str, Any]:
-    """Sleeps in steps with progress; fails its first attempts; may return a large result."""
+    """Sleeps in steps with progress, saving its step as a checkpoint and resuming from it
+    (preempted, it stops at the next step); fails its first attempts; may return a large
+    result."""
     run_id = uuid.uuid4().hex
     (ctx.artifact_dir / "run").write_text(run_id)
     if ctx.attempt < params.fail_attempts:
         raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
     steps = max(1, int(params.seconds / 0.02))
-    for i in range(steps):
+    first = int((ctx.checkpoint or {}).get("step", 0)) if params.kind == "long" else 0
+    for i in range(first, steps):
         ctx.check_cancelled()
         time.sleep(params.seconds / steps)
         ctx.report_progress((i + 1) / steps, f"step {i + 1}")
+        if params.kind == "long" and i % 10 == 9:
+            ctx.save_checkpoint({"step": i + 1})
     (ctx.artifact_dir / "done").write_text(run_id)
     return {"attempt": ctx.attempt, "run": run_id, "blob": "x" * params.blob}
 
@@ -110,9 +119,13 @@ class Chaos:
     def executor(self) -> None:
         self.kill(f"executor:chaos:{self.rng.randrange(2)}")
 
+    def trainer(self) -> None:
+        """Kill the executor of the type whose runs are preempted (mid-preemption, at times)."""
+        self.kill("executor:chaos_train:0")
+
     def everything(self) -> None:
         for name in ("manager", "progress-tracker", "notifier", "engine",
-                     "executor:chaos:0", "executor:chaos:1"):
+                     "executor:chaos:0", "executor:chaos:1", "executor:chaos_train:0"):
             self.kill(name)
 
     def pause(self) -> None:
@@ -136,7 +149,8 @@ class Chaos:
 
     def loop(self, kills: int, duration_s: float) -> None:
         moves = [self.manager, self.manager_twice, self.tracker, self.notifier, self.engine,
-                 self.executor, self.executor, self.everything, self.pause, self.pause]
+                 self.executor, self.executor, self.everything, self.pause, self.pause,
+                 self.trainer]
         gap = duration_s / max(1, kills)
         for k in range(kills):
             if self.stop.wait(self.rng.uniform(0.3, 1.7) * gap):
@@ -146,11 +160,25 @@ class Chaos:
             self.done[move.__name__] += 1
 
 
+#: How soon an urgent HIGH task is due after its submit (MEDIUM "long" runs take 3 s).
+URGENT_S = 1.5
+
+
 def _requests(count: int, rng: random.Random) -> list[list[TaskCreateRequest]]:
-    """Batches of work: independent tasks, and chains of three (each a batch of its own)."""
+    """Batches of work: independent tasks, chains of three (each a batch of its own),
+    MEDIUM runs of seconds and urgent HIGH tasks (due ``URGENT_S`` after their submit)."""
     batches: list[list[TaskCreateRequest]] = []
     made = 0
     while made < count:
+        if rng.random() < 0.12:
+            long_run = rng.random() < 0.6
+            batches.append([TaskCreateRequest(
+                name="long" if long_run else "urgent", task_type="chaos",
+                parameters={"seconds": 3.0 if long_run else 0.1,
+                            "kind": "long" if long_run else "urgent"},
+                priority=2 if long_run else 1, max_retries=6)])
+            made += 1
+            continue
         if rng.random() < 0.15:
             batches.append([TaskCreateRequest(name="chain", task_type="chaos",
                                               parameters={"seconds": 0.05}, max_retries=6)
@@ -168,6 +196,31 @@ def _requests(count: int, rng: random.Random) -> list[list[TaskCreateRequest]]:
     return batches
 
 
+def storms(tm: TaskManager, out: list[str], count: int) -> None:
+    """Preemptions under the kills: on ``chaos_train`` (one executor), a MEDIUM run of
+    seconds is followed, once it runs, by an urgent HIGH task due ``URGENT_S`` later, which
+    only a preemption meets; a first run teaches the manager how long the runs take."""
+    def submit(kind: str, priority: int, deadline: datetime | None = None) -> str:
+        task_id = _submit(tm, TaskCreateRequest(
+            name=f"storm-{kind}", task_type="chaos_train", priority=priority, max_retries=6,
+            deadline=deadline, parameters={"seconds": 3.0 if kind == "long" else 0.1,
+                                           "kind": kind}))
+        out.append(task_id)
+        return task_id
+
+    _call(lambda: tm.wait_sync(submit("long", 2), timeout_s=120))
+    for _ in range(count):
+        run_id = submit("long", 2)
+        deadline = time.monotonic() + 60
+        while _call(lambda r=run_id: tm.get_task_sync(r)).status is not TaskStatus.RUNNING:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        urgent = submit("urgent", 1, datetime.fromtimestamp(time.time() + URGENT_S, tz=UTC))
+        _call(lambda u=urgent: tm.wait_sync(u, timeout_s=120))
+
+
 def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
         seed: int = 1, duration_s: float = 40.0) -> dict[str, Any]:
     rng = random.Random(seed)
@@ -176,9 +229,12 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
                         heartbeat_interval_s=0.3, retry_backoff_base_s=0.1,
                         retry_backoff_max_s=1.0, cancel_grace_s=1.0, workers_per_type=0,
                         progress_flush_interval_s=0.2,
-                        task_types={"chaos": TaskTypeSettings(workers=2)})
+                        task_types={"chaos": TaskTypeSettings(workers=2),
+                                    "chaos_train": TaskTypeSettings(workers=1)})
     runtime = raytasks.connect(settings=settings)
-    register_task_type("chaos", work, params_model=WorkParams, runtime=runtime)
+    for name in ("chaos", "chaos_train"):
+        register_task_type(name, work, params_model=WorkParams, preemptible=True,
+                           preempt_grace_s=1.0, runtime=runtime)
     tm = TaskManager(runtime)
     seen: list[Any] = []
     subscription = TaskNotificationService(runtime).subscribe(seen.append, after_id=0)
@@ -186,6 +242,10 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
     killer = threading.Thread(target=chaos.loop, args=(kills, duration_s), daemon=True)
     started = time.monotonic()
     killer.start()
+    stormed: list[str] = []
+    storm = threading.Thread(target=storms, args=(TaskManager(runtime), stormed, 3),
+                             daemon=True)
+    storm.start()
     ids: list[str] = []
     chains: list[list[str]] = []
     cancels: set[str] = set()
@@ -196,6 +256,9 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
             c = _submit(tm, batch[2].model_copy(update={"depends_on": [b]}))
             chains.append([a, b, c])
             ids += [a, b, c]
+        elif batch[0].name == "urgent":
+            due = datetime.fromtimestamp(time.time() + URGENT_S, tz=UTC)
+            ids.append(_submit(tm, batch[0].model_copy(update={"deadline": due})))
         else:
             ids.append(_submit(tm, batch[0]))
         if rng.random() < 0.05:
@@ -204,6 +267,8 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
                 cancels.add(victim)
         time.sleep(rng.uniform(0, 2 * duration_s / max(1, tasks)) * 0.6)
     killer.join()
+    storm.join()
+    ids += stormed
     done = _call(lambda: tm.wait_all_sync(ids, timeout_s=240))
     elapsed = time.monotonic() - started
     late_waits = waits_after_a_kill(chaos, tm, ids, rng)
@@ -217,6 +282,9 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
     assert settings.artifact_root is not None
     report = check(store, done, chains, [e.event_id for e in seen], settings.artifact_root)
     report["problems"] += late_waits
+    with store.engine.connect() as conn:
+        report["preempted_attempts"] = conn.exec_driver_sql(
+            "SELECT count(*) FROM rt_attempts WHERE outcome = 'preempted'").scalar()
     store.close()
     report.update(tasks=len(ids), seconds=round(elapsed, 1), kills=dict(chaos.done),
                   cancelled_by_client=len(cancels), store=store_url.split(":")[0],

@@ -12,10 +12,11 @@ import raytasks.cli
 from raytasks.cli import cli
 
 COMMANDS = {"up", "down", "serve", "submit", "submit-many", "ls", "show", "watch", "cancel",
-            "retry", "stats", "schedule", "logs", "report", "token", "bench"}
+            "retry", "stats", "schedule", "logs", "report", "token", "bench", "explain"}
 SUBCOMMANDS = {"schedule": {"add", "ls", "pause", "resume", "rm", "next"},
                "token": {"create", "list", "revoke"},
-               "bench": {"store", "footprint", "backtest", "volatility"}}
+               "bench": {"store", "footprint", "backtest", "volatility", "units", "cold",
+                         "nightly"}}
 
 
 def test_the_imported_group_has_every_command_without_main() -> None:

@@ -97,3 +97,24 @@ def bench_units(as_json: bool) -> None:
 
     figures = run_units()
     emit(as_json, figures, lambda: click.echo(format_units(figures)))
+
+
+@bench.command("nightly")
+@click.option("--trainers", type=int, default=2, help="trainer executors")
+@click.option("--low-epochs", type=int, default=240, help="epochs of each LOW run")
+@click.option("--high-tasks", type=int, default=4, help="HIGH retrainings in the batch")
+@click.option("--high-epochs", type=int, default=8, help="epochs of each HIGH retraining")
+@click.option("--rows", type=int, default=150_000, help="rows of the feature matrix")
+@click.option("--deadline", "deadline_s", type=float, default=45.0,
+              help="seconds from the batch's arrival to its deadline")
+@click.option("--grace", "grace_s", type=float, default=10.0, help="preemption grace (s)")
+@click.option("--json", "as_json", is_flag=True)
+def bench_nightly(trainers: int, low_epochs: int, high_tasks: int, high_epochs: int,
+                  rows: int, deadline_s: float, grace_s: float, as_json: bool) -> None:
+    """The nightly batch (HIGH, with a deadline) against trainers held by LOW training:
+    with preemption and without, same run."""
+    from ..benchmarks.nightly import format_nightly, run_nightly
+
+    figures = run_nightly(trainers, low_epochs, high_tasks, high_epochs, rows, deadline_s,
+                          grace_s)
+    emit(as_json, figures, lambda: click.echo(format_nightly(figures)))

@@ -30,7 +30,7 @@ from ..models import TaskStatus
 from ..store.base import ActiveRow
 from .parts import Parts
 from .pipeline import Planner
-from .state import Entry
+from .state import Entry, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ Arm = Callable[[Entry, list[str], dict[str, TaskStatus]], None]
 #: the plan that ends held RUNNING tasks the store shows ended (``Changes.ended``)
 Ended = Callable[[dict[str, TaskStatus]], Planner]
 States = dict[str, tuple[TaskStatus, str | None]]
+#: a finished run: (type, parameters JSON, work units, seconds)
+Run = tuple[str, str, int | None, float]
 
 
 class Adoption:
@@ -78,6 +80,7 @@ class Adoption:
             stored = await asyncio.to_thread(self.parts.store.states, held)
             ended = {t: status for t, (status, _owner) in stored.items() if status.finished}
             if ended:
+                self._learn(await asyncio.to_thread(self.parts.store.runs_of, list(ended)))
                 await self.parts.pipeline.run(self._ended(ended))
 
     async def sweep(self) -> None:
@@ -103,9 +106,10 @@ class Adoption:
             for task_id in todo:
                 self._adopting[task_id] = done
             try:
-                rows, ended = await asyncio.to_thread(self._read_claimed, todo)
+                rows, ended, runs = await asyncio.to_thread(self._read_claimed, todo)
                 for status, owner in ended:  # a lent run that ended before its notice
                     self.parts.counts.add(owner, status)
+                self._learn(runs)
                 now = self.parts.clock()
                 for row in rows:
                     if row.id in self.parts.active:  # loaded from the store on a restart
@@ -123,14 +127,23 @@ class Adoption:
         if others:
             await asyncio.gather(*others.values())
 
-    def _read_claimed(self, task_ids: list[str]
-                      ) -> tuple[list[ActiveRow], list[tuple[TaskStatus, str | None]]]:
-        """The claimed tasks' rows, and the states of those that already ended."""
+    def _read_claimed(self, task_ids: list[str]) -> tuple[
+            list[ActiveRow], list[tuple[TaskStatus, str | None]], list[Run]]:
+        """The claimed tasks' rows, and the states and run times of those that already
+        ended."""
         store = self.parts.store
         claimed = store.claim_intake(task_ids)
         rows = store.active_rows(claimed) if claimed else []
-        over = set(claimed) - {row.id for row in rows}
-        return rows, list(store.states(sorted(over)).values()) if over else []
+        over = sorted(set(claimed) - {row.id for row in rows})
+        if not over:
+            return rows, [], []
+        return rows, list(store.states(over).values()), store.runs_of(over)
+
+    def _learn(self, runs: list[Run]) -> None:
+        """Run times learn from the runs clients committed themselves (lent runs), as
+        from the attempts executors report."""
+        for task_type, parameters, units, seconds in runs:
+            self.parts.run_times.learn(task_type, kind_of(parameters), units or 1, seconds)
 
     def hold_lease(self, entry: Entry, row: ActiveRow, now: float) -> None:
         """Hold the lease of a RUNNING task read from the store (a restart, a reload, a

@@ -181,6 +181,8 @@ class Changes:
                     sched.grant(item, lease.token, request.executor_id, lease.deadline)
                     entry.token, entry.not_before = lease.token, None
                     entry.started_at = ctx.now
+                    estimate = parts.estimate(entry)
+                    entry.predicted_run_s = estimate if entry.estimate_samples else None
                     parts.active.set_status(entry, R)
                 leases = [lease for _, _, lease in chosen]
                 parts.remember(request.request_id, leases)
@@ -272,7 +274,7 @@ class Changes:
                 batch.logs += [line._asdict() for line in rep.lines]
                 batch.attempts.append(attempt_row(rep.task_id, entry.attempt, rep,
                                                   entry.owner, ctx.now,
-                                                  parts.estimate(entry)))
+                                                  entry.predicted_run_s))
                 batch.updates.append(RowUpdate(rep.task_id, step.fields, token=rep.token,
                                                status=R.value))
                 batch.events.append(_event(entry, R, step.target, ctx.now, step.error,
@@ -521,8 +523,7 @@ class Changes:
     def _push(self, entry: Entry) -> None:
         parts = self.parts
         now = parts.clock()
-        entry.estimate_s = parts.run_times.estimate(entry.task_type, entry.kind,
-                                                    entry.work_units or 1).seconds
+        parts.predict(entry)
         parts.queues.push(entry.queued_item(), now)
         if entry.not_before and entry.not_before > now:
             parts.arrivals.at(entry.not_before - now, entry.task_type)
@@ -562,3 +563,4 @@ def _event(entry: Entry, previous: TaskStatus | None, status: TaskStatus, now: f
 def _remove(folders: list[Path]) -> None:
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
+

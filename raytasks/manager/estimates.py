@@ -38,6 +38,7 @@ class RunTimes:
         self.default_s = default_s
         self._rates: dict[tuple[str, str | None], deque[float]] = {}
         self._errors: dict[tuple[str, str | None], deque[float]] = {}
+        self.learned = 0  # finished runs learned from: a prediction older than this is stale
 
     def estimate(self, task_type: str, kind: str | None, units: int) -> Estimate:
         """The run time of a task of ``units`` work units."""
@@ -59,6 +60,7 @@ class RunTimes:
             predicted = self.estimate(task_type, kind, units).seconds
             self._errors.setdefault(key, deque(maxlen=ERRORS_KEPT)).append(
                 abs(predicted - seconds) / seconds)
+        self.learned += 1
         rate = seconds / max(1, units)
         for k in {key, (task_type, None)}:  # the type's own, for kinds not seen yet
             self._rates.setdefault(k, deque(maxlen=KEPT)).append(rate)

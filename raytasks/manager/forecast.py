@@ -44,7 +44,8 @@ def starts(parts: Parts, task_type: str, now: float) -> dict[str, float]:
     for item in order(parts, task_type, now)[:SIMULATED]:
         at = max(heapq.heappop(free), item.not_before, now)
         out[item.task_id] = at
-        heapq.heappush(free, at + item.estimate_s)
+        entry = parts.active.get(item.task_id)
+        heapq.heappush(free, at + (parts.estimate(entry) if entry else item.estimate_s))
     return out
 
 

@@ -76,12 +76,17 @@ class Parts:
         self.on_events(events)
 
     def estimate(self, entry: Entry) -> float:
-        """``entry``'s predicted run time: as predicted when it was queued, else (a task
-        adopted or recovered running) from the run times now."""
-        if not entry.estimate_s:
-            entry.estimate_s = self.run_times.estimate(entry.task_type, entry.kind,
-                                                       entry.work_units or 1).seconds
+        """``entry``'s predicted run time, from the run times learned so far (predicted
+        again only when they have learned since)."""
+        if entry.estimate_learned != self.run_times.learned:
+            self.predict(entry)
         return entry.estimate_s
+
+    def predict(self, entry: Entry) -> None:
+        """Predict ``entry``'s run time from the run times learned so far."""
+        said = self.run_times.estimate(entry.task_type, entry.kind, entry.work_units or 1)
+        entry.estimate_s, entry.estimate_samples = said.seconds, said.samples
+        entry.estimate_learned = self.run_times.learned
 
     def preemptible(self, task_type: str) -> bool:
         """Whether the scheduler may preempt running tasks of ``task_type`` (its settings

@@ -74,11 +74,11 @@ def _late(parts: Parts, task_type: str, now: float) -> list[Entry]:
     out = []
     for item in forecast.order(parts, task_type, now):
         start = starts.get(item.task_id)
-        if item.deadline is None or start is None or start <= soonest \
-                or start + item.estimate_s <= item.deadline:
-            continue
         entry = parts.active.get(item.task_id)
-        if entry is not None and _may_start(parts, entry):
+        if item.deadline is None or start is None or entry is None or start <= soonest \
+                or start + parts.estimate(entry) <= item.deadline:
+            continue
+        if _may_start(parts, entry):
             out.append(entry)
     return out
 

@@ -42,6 +42,10 @@ class Entry:
     started_at: float | None = None  # of the attempt running now
     preemptions: int = 0  # attempts preempted: they do not count against max_retries
     estimate_s: float = 0.0  # its predicted run time (from RunTimes, when last queued)
+    estimate_samples: int = 0  # the finished runs it was learned from (0: a guess)
+    estimate_learned: int = -1  # RunTimes.learned when it was predicted
+    #: the run time predicted for the attempt running now, when it started (None: a guess)
+    predicted_run_s: float | None = None
     preempt_at: float | None = None  # when the scheduler preempted the attempt running now
 
     @classmethod

@@ -231,6 +231,11 @@ class TaskStore(abc.ABC):
         """The attempts of a task that reported, in order."""
 
     @abc.abstractmethod
+    def runs_of(self, task_ids: list[str]) -> list[tuple[str, str, int | None, float]]:
+        """(type, parameters, work units, seconds) of the whole completed attempts of
+        ``task_ids``: what run times learn from the runs clients committed."""
+
+    @abc.abstractmethod
     def estimate_errors(self, since: float) -> list[tuple[str, float, float]]:
         """(type, predicted, actual seconds) of whole attempts completed since ``since``."""
 

@@ -250,6 +250,18 @@ class TaskReader:
                             reported_at=datetime.fromtimestamp(r.reported_at, tz=UTC))
                 for r in rows]
 
+    def runs_of(self, task_ids: list[str]) -> list[tuple[str, str, int | None, float]]:
+        """(type, parameters, work units, handler seconds) of the completed attempts of
+        ``task_ids`` that ran whole (no preemption before them)."""
+        stmt = (sa.select(tasks.c.task_type, tasks.c.parameters, tasks.c.work_units,
+                          attempts.c.run_s)
+                .join(tasks, tasks.c.id == attempts.c.task_id)
+                .where(attempts.c.task_id.in_(task_ids), attempts.c.outcome == "completed",
+                       attempts.c.run_s > 0, tasks.c.preemptions == 0))
+        with self._engine.connect() as conn:
+            return [(r.task_type, r.parameters, r.work_units, float(r.run_s))
+                    for r in conn.execute(stmt)]
+
     def estimate_errors(self, since: float) -> list[tuple[str, float, float]]:
         """(type, predicted, actual seconds) of the first attempts completed since ``since``
         that had a prediction: how good the run-time estimates were."""

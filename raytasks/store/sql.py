@@ -158,6 +158,9 @@ class SqlTaskStore(TaskStore):
     def attempts(self, task_id: str) -> list[AttemptInfo]:
         return self._reads.attempts(task_id)
 
+    def runs_of(self, task_ids: list[str]) -> list[tuple[str, str, int | None, float]]:
+        return self._reads.runs_of(task_ids)
+
     def estimate_errors(self, since: float) -> list[tuple[str, float, float]]:
         return self._reads.estimate_errors(since)
 

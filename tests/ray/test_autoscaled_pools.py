@@ -21,8 +21,10 @@ def _pool(service: Any) -> dict[str, Any]:
 
 def test_a_pool_grows_with_its_queue_and_shrinks_to_none_when_idle(make_service: Any) -> None:
     # Given pools that scale between 0 and 2 with a 1.5 s idle timeout
+    # (and no warm executors kept idle)
     service = make_service(workers_per_type=None, min_workers_per_type=0,
-                           max_workers_per_type=2, idle_timeout_s=1.5)
+                           max_workers_per_type=2, idle_timeout_s=1.5,
+                           warm_workers_per_type=0)
     register_task_type("sleepy", sleepy, params_model=SleepParams, runtime=service)
     tm = TaskManager(service)
     # Then an idle raytasks holds no executor of any type
