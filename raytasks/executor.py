@@ -227,7 +227,18 @@ class TaskExecutor:
         by_time = int(TARGET_BATCH_S / self._avg_run_s)
         return max(1, min(self.settings.lease_batch_max, by_time, 2 * self._last_leased))
 
+    def _warm_up(self) -> None:
+        """Run the type's warm-up (its handler's imports) before the first lease, so the
+        first task (an interactive one, on a warm executor) finds them done."""
+        try:
+            spec = TaskTypeSpec.loads(self.link.type_blob(self.task_type))
+            if spec.warm_up is not None:
+                spec.warm_up()
+        except Exception as exc:  # the first task imports what it needs instead
+            log.info("executor %s: warm-up skipped (%s)", self.executor_id, exc)
+
     def _work_loop(self) -> None:
+        self._warm_up()
         reports: list[Report] = []
         request: LeaseRequest | None = None
         backoff = 0.1

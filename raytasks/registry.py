@@ -34,6 +34,9 @@ class TaskTypeSpec:
     #: checkpoint: ``ctx.save_checkpoint``, and stop at ``ctx.check_preempted``)
     preemptible: bool = False
     preempt_grace_s: float | None = None  # None: the settings' preempt_grace_s
+    #: what an executor of this type runs once when it starts, before its first task (a
+    #: warm executor is then ready: its handler's imports done)
+    warm_up: Callable[[], object] | None = None
     builtin: bool = False
     placeholder: bool = False
     version: int = 0

@@ -1,11 +1,16 @@
 """The four built-in families: prediction, backtest, training, data.
 
-The handlers import their numerics (numpy, pandas, scikit-learn, numba) when they
-first run, so the system actors and the other pools never pay for them.
+The handlers import their numerics (numpy, pandas, scikit-learn, numba) in their
+executors only: each family's executor imports its own module when it starts (its
+warm-up, before its first lease), so a warm executor runs its first task at once, and the
+system actors and the other pools never pay for them.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..context import TaskExecutionContext
@@ -37,13 +42,20 @@ def data(params: DataParams, ctx: TaskExecutionContext) -> dict[str, Any]:
     return run(params, ctx)
 
 
+def _imports(module: str) -> Callable[[], object]:
+    """A warm-up that imports a family's module (numpy, pandas, scikit-learn, numba...)."""
+    return partial(importlib.import_module, f"{__package__}.{module}")
+
+
 BUILTIN_TYPES: list[TaskTypeSpec] = [
     TaskTypeSpec("prediction", predict, PredictionParams,
-                 timeout_s=600, max_retries=2, builtin=True),
+                 timeout_s=600, max_retries=2, builtin=True, warm_up=_imports("prediction")),
     TaskTypeSpec("backtest", backtest, BacktestParams,
-                 timeout_s=3600, max_retries=1, preemptible=True, builtin=True),
+                 timeout_s=3600, max_retries=1, preemptible=True, builtin=True,
+                 warm_up=_imports("backtests")),
     TaskTypeSpec("training", train, TrainingParams,
-                 timeout_s=6 * 3600, max_retries=1, preemptible=True, builtin=True),
+                 timeout_s=6 * 3600, max_retries=1, preemptible=True, builtin=True,
+                 warm_up=_imports("training")),
     TaskTypeSpec("data", data, DataParams,
-                 timeout_s=3600, max_retries=3, builtin=True),
+                 timeout_s=3600, max_retries=3, builtin=True, warm_up=_imports("data")),
 ]

@@ -19,6 +19,11 @@ The socket needs a token (or session) with the ``read`` scope, and keeps it: the
 is looked up again every :data:`RECHECK_S` seconds while the socket streams, and a
 revoked token or an ended session closes it (1008).
 
+Every :data:`ETA_S` seconds, while the caller has active tasks (those of its task ids
+and filter), an ``{"kind": "eta", "tasks": [{"task_id", "status", "predicted_start",
+"predicted_finish"}]}`` message carries their predicted start and finish (ISO times, or
+null where they cannot be told), as ``GET /tasks`` rows do.
+
 Close codes: 1003 for a message that is not JSON text, 1008 for one of the wrong
 shape, a wrong token, a token without the read scope, a revoked token or ended session,
 or no hello in time; the reason says which.
@@ -35,13 +40,17 @@ from urllib.parse import urlsplit
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from ..models import TaskStatus
+from ..models import TaskQuery, TaskStatus
 from .auth import READ, SESSION_COOKIE, Principal, hash_token, principal_by_digest, principal_for
 from .common import Services, TooManyWrongTokens, Unauthorized
 from .edge import scrub, strict_json
 from .logs import MAX_LOG_TASKS, SocketLogs
 
 AUTH_TIMEOUT_S = 5.0
+#: How often a socket is sent the ETAs of its owner's active tasks.
+ETA_S = 2.0
+#: Active tasks whose ETAs one message carries at most (the latest created).
+ETA_TASKS = 500
 #: How often a streaming socket checks that its token (and session) still hold.
 RECHECK_S = 0.5
 #: Tasks whose last progress one socket remembers before it forgets stale entries.
@@ -200,8 +209,14 @@ async def serve_socket(socket: WebSocket, svc: Services) -> None:
     if hello.logs is not None:
         changes.put_nowait(Follow(logs=hello.logs, logs_after=hello.logs_after))
     reader = asyncio.create_task(_read_changes(socket, changes))
+    eta_at = 0.0
     try:
         while not reader.done():
+            if time.monotonic() - eta_at >= ETA_S:
+                eta_at = time.monotonic()
+                etas = await _etas(svc, who, stream)
+                if etas:
+                    await socket.send_json({"kind": "eta", "tasks": etas})
             while not changes.empty():
                 for message in await logs.follow(changes.get_nowait()):
                     await socket.send_json(message)
@@ -223,6 +238,21 @@ async def serve_socket(socket: WebSocket, svc: Services) -> None:
     finally:
         reader.cancel()
         logs.close()
+
+
+async def _etas(svc: Services, who: Principal, stream: EventStream) -> list[dict[str, Any]]:
+    """The predicted start and finish of the socket's active tasks (its owner's: an
+    admin's, everyone's), within its task ids and filter."""
+    page = await svc.tm.list_tasks(TaskQuery(
+        status=[TaskStatus.PENDING, TaskStatus.RUNNING], owner=None if who.admin else who.owner,
+        task_type=stream.wanted.task_type, limit=ETA_TASKS))
+    return [{"task_id": t.id, "status": t.status.value,
+             "predicted_start": t.predicted_start.isoformat() if t.predicted_start else None,
+             "predicted_finish": t.predicted_finish.isoformat() if t.predicted_finish
+             else None}
+            for t in page.items
+            if (stream.task_ids is None or t.id in stream.task_ids)
+            and (not stream.wanted.status or t.status in stream.wanted.status)]
 
 
 async def _read_changes(socket: WebSocket, changes: asyncio.Queue[Follow]) -> None:

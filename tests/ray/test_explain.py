@@ -3,20 +3,38 @@ test sets up are the causes named, and listed tasks carry their predicted start 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 
 from tests.conftest import wait_for
-from tests.httpserver import auth
+from tests.httpserver import TOKENS, auth
 
 RAYTASKS = str(Path(sys.executable).parent / "raytasks")
+
+
+async def _first_eta(url: str, token: str, wait_s: float = 30.0) -> dict[str, Any]:
+    """The first ETA message a socket with ``token`` gets within ``wait_s``, by task id."""
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"token": token}))
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=wait_s))
+            except TimeoutError:
+                break
+            if message.get("kind") == "eta":
+                return {t["task_id"]: t for t in message["tasks"]}
+    return {}
 
 
 def _sleepy(seconds: float, **kw: Any) -> dict[str, Any]:
@@ -62,5 +80,11 @@ def test_a_waiting_task_is_explained_and_listed_with_its_eta(make_api: Any) -> N
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "behind" in json.loads(out.stdout)["causes"]
+        # and the WebSocket carries the ETAs of the caller's active tasks, no one else's
+        mine = asyncio.run(_first_eta(api.ws_url, TOKENS["alice"]))
+        assert {running["id"], first["id"], second["id"]} <= set(mine)
+        assert mine[second["id"]]["predicted_start"] is not None
+        assert mine[running["id"]]["status"] == "RUNNING"
+        assert not asyncio.run(_first_eta(api.ws_url, TOKENS["bob"], wait_s=5.0))
         for task in (running, first, second):
             alice.post(f"/tasks/{task['id']}/cancel")
