@@ -54,3 +54,13 @@ def test_command_modules_import_only_common_from_the_package() -> None:
     for name, tree in modules.items():
         if name not in {"__init__", "__main__", "common"}:
             assert siblings(tree) <= {"common"}, name
+
+
+def test_a_bad_deadline_is_refused_before_anything_starts() -> None:
+    # Given deadlines that are not ISO times, or out of range
+    for text in ("nonsense", "1800-01-01T00:00", "2026-13-01T00:00", "x" * 5000):
+        # When submitted from the command line
+        result = CliRunner().invoke(cli, ["submit", "prediction", "--deadline", text, "--json"])
+        # Then it is a clear usage error naming the field (no Ray is started)
+        assert result.exit_code == 2, (text, result.output)
+        assert '"field": "deadline"' in result.output

@@ -11,10 +11,11 @@ preemption can meet (the LOW runs end long after it). Each side is a raytasks of
 teaches the manager the type's run time per work unit, as history would.
 
 Printed per side: whether the deadline was met and by how much, the HIGH tasks' waits
-(submit to start), the LOW compute redone (the seconds of every attempt's handler beyond the
-epochs that counted and the first attempt's setup: the work preemption threw away, about a
-checkpoint interval and a setup per preemption), and that every LOW task completed, once,
-every epoch counted once. Beside it, the median absolute percentage error of the run-time
+(submit to start), the LOW compute redone (the epochs run again since the last checkpoint,
+the epoch under way when stopped, and every later attempt's setup: the work preemption threw
+away, about a checkpoint interval and a setup per preemption), and that every LOW task
+completed, once, every epoch run to the end (again only after a preemption, since the last
+checkpoint). Beside it, the median absolute percentage error of the run-time
 predictions of this run's attempts (from the store: the prediction made when each task was
 queued, against its run time).
 """
@@ -39,6 +40,8 @@ from ..runtime import connect, disconnect
 from ..settings import Settings, TaskTypeSettings
 
 TYPE = "nightly_train"
+#: Epochs between checkpoints: a preemption redoes at most this many, and the one under way.
+CHECKPOINT_EVERY = 4
 FEATURES = 158  # Alpha158's
 
 
@@ -48,7 +51,7 @@ class FitParams(BaseModel):
     rows: int = Field(default=150_000, ge=1000, le=2_000_000)
     hidden: int = Field(default=128, ge=4, le=1024)
     epochs: int = Field(default=10, ge=1, le=100_000)
-    checkpoint_every: int = Field(default=4, ge=1)
+    checkpoint_every: int = Field(default=CHECKPOINT_EVERY, ge=1)
     seed: int = 0
     marks: str  # a directory the benchmark reads: each epoch that counted, each completion
 
@@ -87,6 +90,8 @@ def fit(params: FitParams, ctx: TaskExecutionContext) -> dict[str, Any]:
             total = 0.0
             for s in range(0, params.rows, 256):
                 if ctx.preempted:  # the epoch under way is lost; the saved ones are not
+                    out.write(f"{ctx.attempt} lost {time.perf_counter() - t0:.6f}\n")
+                    out.flush()
                     ctx.check_preempted()
                 xb, yb = x[s:s + 256], y[s:s + 256]
                 a = np.tanh(xb @ w1 + b1)
@@ -163,30 +168,44 @@ def _side(preemption: bool, trainers: int, low_epochs: int, high_tasks: int,
             "margin_s": due - last, "high_waits_s": waits, "lows": low_rows,
             "redone_s": sum(r["redone_s"] for r in low_rows),
             "preemptions": sum(r["preemptions"] for r in low_rows),
-            "lows_once": all(r["once"] for r in low_rows), "estimate_errors": errors}
+            "lows_once": all(r["once"] for r in low_rows), "estimate_errors": errors,
+            "epoch_s": _epoch_s(marks)}
 
 
 def _low(task: Any, attempts: list[Any], marks: Path, epochs: int) -> dict[str, Any]:
-    """What one LOW task did: its epochs (each counted once?), its completions, and the
-    handler seconds beyond the epochs that counted and its first attempt's setup (the data
-    made again, the epochs under way when preempted: the work preemption cost)."""
+    """What one LOW task did: its epochs (each run to the end once, or again after a
+    preemption: those since its last checkpoint), its completions, and the seconds
+    preemption cost it: epochs run again, the epoch under way when it was stopped, and the
+    setup (the data made again) of every attempt after the first."""
     rows = [line.split() for line in
             (marks / f"{task.id}.epochs").read_text().splitlines() if line]
-    counted: dict[int, float] = {}
+    runs: dict[int, list[float]] = {}
+    lost = 0.0
     for _attempt, epoch, seconds in rows:
-        counted.setdefault(int(epoch), float(seconds))
+        if epoch == "lost":
+            lost += float(seconds)
+        else:
+            runs.setdefault(int(epoch), []).append(float(seconds))
+    again = sum(sum(times[1:]) for times in runs.values())
     done_path = marks / f"{task.id}.done"
     completions = len(done_path.read_text().split()) if done_path.exists() else 0
-    handler_s = sum(a.run_s or 0.0 for a in attempts)
     setups = [line.split() for line in
               (marks / f"{task.id}.setup").read_text().splitlines() if line]
-    first_setup = min((float(s) for a, s in setups if a == "0"), default=0.0)
+    resetup = sum(float(s) for a, s in setups if a != "0")
+    redone_epochs = sum(len(times) - 1 for times in runs.values())
     return {"status": task.status.value, "attempts": len(attempts),
             "preemptions": task.preemptions, "completions": completions,
             "once": task.status is TaskStatus.COMPLETED and completions == 1
-            and sorted(counted) == list(range(epochs))
-            and len(rows) - len(counted) <= task.preemptions,
-            "redone_s": max(0.0, handler_s - sum(counted.values()) - first_setup)}
+            and sorted(runs) == list(range(epochs))
+            and redone_epochs <= CHECKPOINT_EVERY * task.preemptions,
+            "redone_epochs": redone_epochs, "redone_s": again + lost + resetup}
+
+
+def _epoch_s(marks: Path) -> float:
+    """The median seconds of an epoch, over every epoch of the side."""
+    times = [float(line.split()[2]) for path in marks.glob("*.epochs")
+             for line in path.read_text().splitlines() if line and " lost " not in line]
+    return statistics.median(times) if times else 0.0
 
 
 def runtime_errors(runtime: Any, since: float) -> dict[str, Any]:
@@ -244,7 +263,9 @@ def format_nightly(f: dict[str, Any]) -> str:
             f"    deadline {met}, {by}",
             f"    HIGH waits: median {statistics.median(waits):.1f} s, max {max(waits):.1f} s",
             f"    LOW preempted {side['preemptions']} time(s), compute redone "
-            f"{side['redone_s']:.1f} s",
+            f"{side['redone_s']:.1f} s ({sum(r['redone_epochs'] for r in side['lows'])} "
+            f"epochs run again; a checkpoint every {CHECKPOINT_EVERY} epochs, "
+            f"{side['epoch_s']:.2f} s each)",
             f"    every LOW task completed once, each epoch counted once: "
             f"{'yes' if side['lows_once'] else 'NO'}",
             f"    run-time prediction error (median APE over {errors['n']} attempts): {mape}"]

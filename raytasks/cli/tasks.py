@@ -37,24 +37,29 @@ from .common import EXIT_FAILED, connect, emit, errors, parse_params
 @click.option("--depends-on", multiple=True)
 @click.option("--idempotency-key", default=None)
 @click.option("--tag", "tags", multiple=True)
+@click.option("--deadline", default=None, help="when it must be done: an ISO time "
+              "(2026-12-08T09:00+08:00; without an offset, this machine's time zone)")
 @click.option("--wait", "wait_", is_flag=True, help="wait for the task and print it")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def submit(ctx: click.Context, task_type: str, name: str | None, params: tuple[str, ...],
            params_json: str | None, priority: str, queue: str, timeout_s: float | None,
            max_retries: int | None, depends_on: tuple[str, ...], idempotency_key: str | None,
-           tags: tuple[str, ...], wait_: bool, as_json: bool) -> None:
+           tags: tuple[str, ...], deadline: str | None, wait_: bool, as_json: bool) -> None:
     """Create and queue a task of TASK_TYPE."""
     from pydantic import ValidationError
 
     from ..api import TaskManager
 
+    with errors(as_json):
+        due = _local_time(deadline)
     try:
         request = TaskCreateRequest(
             name=name or task_type, task_type=task_type,
             parameters=parse_params(params, params_json), priority=TaskPriority[priority.upper()],
             queue=queue, timeout_s=timeout_s, max_retries=max_retries,
-            depends_on=list(depends_on), idempotency_key=idempotency_key, tags=list(tags))
+            depends_on=list(depends_on), idempotency_key=idempotency_key, tags=list(tags),
+            deadline=due)
     except ValidationError as exc:
         from ..registry import validation_errors
 
@@ -136,6 +141,22 @@ def ls(ctx: click.Context, status: tuple[str, ...], task_type: tuple[str, ...],
             click.echo(f"{len(page.items)} of {total}")
 
         emit(as_json, page.model_dump(mode="json"), human)
+
+
+def _local_time(text: str | None) -> datetime | None:
+    """An ISO time from the command line; without an offset, in this machine's zone.
+
+    Raises:
+        InvalidParametersError: not an ISO time.
+    """
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidParametersError([{"field": "deadline", "reason": "not an ISO time, e.g. "
+                                       "2026-12-08T09:00+08:00"}]) from None
+    return at if at.tzinfo is not None else at.astimezone()
 
 
 def _print_task(task: Task, attempts: list[AttemptInfo] | None = None) -> None:
