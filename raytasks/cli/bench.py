@@ -101,7 +101,7 @@ def bench_units(as_json: bool) -> None:
 
 @bench.command("nightly")
 @click.option("--trainers", type=int, default=2, help="trainer executors")
-@click.option("--low-epochs", type=int, default=240, help="epochs of each LOW run")
+@click.option("--low-epochs", type=int, default=600, help="epochs of each LOW run")
 @click.option("--high-tasks", type=int, default=4, help="HIGH retrainings in the batch")
 @click.option("--high-epochs", type=int, default=8, help="epochs of each HIGH retraining")
 @click.option("--rows", type=int, default=150_000, help="rows of the feature matrix")
