@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import TaskCancelledError, TaskPreemptedError
 
 if TYPE_CHECKING:
+    from .lineage import Lineage
     from .quant.model_registry import ModelLedger
     from .settings import Settings
 
@@ -36,6 +37,8 @@ class TaskExecutionContext:
     handler writes there belong to this attempt only, so a superseded attempt
     can never overwrite what the accepted one wrote. ``models`` records and reads the
     digests of model versions, under this attempt's lease (a registry's trust anchor).
+    ``lineage`` collects the fingerprints of what the attempt reads (bars, models), beside
+    its code's, parameters' and libraries' (:mod:`raytasks.lineage`).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class TaskExecutionContext:
         settings: Settings | None = None,
         artifact_dir: Path | None = None,
         models: ModelLedger | None = None,
+        lineage: Lineage | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_type = task_type
@@ -64,6 +68,9 @@ class TaskExecutionContext:
         self.settings = settings
         self._artifact_dir = artifact_dir
         self.models = models
+        #: what the result comes from, recorded as the attempt reads its inputs (None: not
+        #: recorded, outside an executor)
+        self.lineage = lineage
         self.started_at = time.time()
         self._on_progress = on_progress
         self._on_checkpoint = on_checkpoint

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from .context import TaskExecutionContext
 from .errors import TaskCancelledError, TaskPreemptedError
+from .lineage import Lineage
 from .logcapture import AttemptLog, Capture, secrets_of
 from .messages import (
     Lease,
@@ -303,6 +304,7 @@ class TaskExecutor:
                 raise TaskPreemptedError(lease.task_id)
             spec = self._spec(lease)
             parameters = json.loads(lease.parameters)
+            lineage = Lineage.start(spec, parameters)
             checkpoint = self.link.checkpoint(lease.task_id) if lease.attempt else None
             ctx = TaskExecutionContext(
                 lease.task_id, lease.task_type, lease.attempt, parameters,
@@ -312,11 +314,11 @@ class TaskExecutor:
                 on_progress=lambda f, m, s: self._progress(run, f, m, s),
                 on_checkpoint=lambda state: self.link.save_checkpoint(
                     lease.task_id, lease.token, state),
-                models=self.link.ledger(lease),
+                models=self.link.ledger(lease), lineage=lineage,
             )
             value = spec.handler(spec.parse(parameters), ctx)
             report = Report(lease.task_id, lease.token, "completed",
-                            **self._result(lease, value))
+                            lineage=lineage.text(), **self._result(lease, value))
         except Exception as exc:
             report = self._failure(run, exc)
         elapsed = time.time() - run.started

@@ -65,18 +65,21 @@ class Report:
     peak_rss_bytes: int | None = None
     #: how long the handler ran (seconds), what run-time estimates learn from
     run_s: float | None = None
+    #: a completion's lineage, JSON text (``raytasks.lineage.Lineage``)
+    lineage: str | None = None
 
     def wire(self) -> Wire:
         """Its fields as plain lists (``Report.from_wire``): a lent run's answer."""
         return [self.task_id, self.token, self.outcome, self.result, self.result_uri,
                 self.error, [list(line) for line in self.lines], self.cpu_s,
-                self.peak_rss_bytes, self.run_s]
+                self.peak_rss_bytes, self.run_s, self.lineage]
 
     @classmethod
     def from_wire(cls, wire: Wire) -> Report:
-        task_id, token, outcome, result, result_uri, error, lines, cpu_s, peak, run_s = wire
+        (task_id, token, outcome, result, result_uri, error, lines, cpu_s, peak, run_s,
+         lineage) = wire
         return cls(task_id, token, outcome, result, result_uri, error,
-                   tuple(LogLine(*line) for line in lines), cpu_s, peak, run_s)
+                   tuple(LogLine(*line) for line in lines), cpu_s, peak, run_s, lineage)
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,14 @@ class Task(BaseModel):
     work_units: int | None = None
     #: attempts the scheduler preempted for others' deadlines (they spend no retry)
     preemptions: int = 0
+    #: what the result came from: code and library versions, parameters after defaults,
+    #: seeds, a content hash of each code's bars read, each model's SHA-256
+    #: (``raytasks.lineage``)
+    lineage: dict[str, Any] | None = None
+    #: the finished task whose result this one took from the cache (it ran nothing)
+    cached_from: str | None = None
+    #: the task this one runs again (``rerun``), whose result it is compared with
+    rerun_of: str | None = None
 
 
 class AttemptInfo(BaseModel):

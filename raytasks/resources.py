@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .context import TaskExecutionContext
+    from .lineage import Lineage
     from .quant.barstore import BarStore
 
 ResourceKind = Literal["data_sources", "bar_stores", "model_registries"]
@@ -69,13 +70,15 @@ class Resources:
     #: where model digests are recorded (the task's attempt, in the store); None: beside
     #: the models (the library used outside a task)
     models: ModelLedger | None = None
+    #: the task's lineage, which every read adds its fingerprints to (None: not recorded)
+    lineage: Lineage | None = None
 
     @classmethod
     def of(cls, ctx: TaskExecutionContext) -> Resources:
         """The resources of the task ``ctx`` runs, from the operator's settings."""
         if ctx.settings is None:
             raise RuntimeError("this task context carries no settings to resolve resources")
-        return cls(ctx.settings.resources, ctx.owner, ctx.models)
+        return cls(ctx.settings.resources, ctx.owner, ctx.models, ctx.lineage)
 
     def _root(self, kind: ResourceKind, name: str) -> Path:
         roots: dict[str, Path] = getattr(self.settings, kind)
@@ -96,11 +99,20 @@ class Resources:
 
     def model_registry(self, name: str) -> ModelRegistry:
         """The owner's part of the model registry ``name``."""
-        return ModelRegistry(self._root("model_registries", name), self.models, name)
+        return ModelRegistry(self._root("model_registries", name), self.models, name,
+                             self.lineage)
 
     def load_bars(self, source: str, codes: list[str], start: str, end: str,
                   seed: int = 7) -> pd.DataFrame:
-        """Bars of ``codes`` from the data source ``source`` (read-only for every kind)."""
+        """Bars of ``codes`` from the data source ``source`` (read-only for every kind),
+        their content hashes added to the task's lineage."""
+        bars = self._load_bars(source, codes, start, end, seed)
+        if self.lineage is not None:
+            self.lineage.bars(source, bars, start, end)
+        return bars
+
+    def _load_bars(self, source: str, codes: list[str], start: str, end: str,
+                   seed: int) -> pd.DataFrame:
         import pandas as pd
 
         from .quant import adapters

@@ -40,7 +40,7 @@ class Transition:
 def completion(report: Report, now: float) -> dict[str, Any]:
     """The stored fields of an attempt's accepted completion, but its status."""
     return {"result": report.result, "result_uri": report.result_uri, "error": None,
-            "finished_at": now}
+            "finished_at": now, "lineage": report.lineage}
 
 
 def decide(entry: Entry, report: Report, now: float, settings: Settings,

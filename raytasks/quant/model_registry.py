@@ -38,6 +38,12 @@ class ModelLedger(Protocol):
         """The digest recorded for a version, or None if none was."""
 
 
+class ModelLineage(Protocol):
+    """Where a task records the model versions it saved and loaded (its lineage)."""
+
+    def model(self, registry: str, model_id: str, sha256: str, role: str) -> None: ...
+
+
 class ModelRegistry:
     """Versioned models: ``<root>/<name>/v<k>/model.skops`` beside ``meta.json``.
 
@@ -54,9 +60,10 @@ class ModelRegistry:
     """
 
     def __init__(self, root: str | Path, ledger: ModelLedger | None = None,
-                 name: str = "") -> None:
+                 name: str = "", lineage: ModelLineage | None = None) -> None:
         self.root = Path(root).expanduser()
         self.ledger, self.name = ledger, name
+        self.lineage = lineage  # a task's: each version saved or loaded is added
 
     def _folder(self, name: str, version: str | None = None) -> Path:
         if not re.fullmatch(MODEL_NAME, name):
@@ -95,6 +102,8 @@ class ModelRegistry:
         (target / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         if self.ledger is not None:  # last: a version not recorded is never loaded
             self.ledger.record(self.name, model_id, digest)
+        if self.lineage is not None:
+            self.lineage.model(self.name, model_id, digest, "saved")
         return model_id
 
     def load(self, model_id: str) -> tuple[Any, dict[str, Any]]:
@@ -122,6 +131,8 @@ class ModelRegistry:
         if meta.get("format") != "skops" or hashlib.sha256(blob).hexdigest() != expected:
             raise ValueError(f"model {model_id!r} was not written by this registry "
                              "(its content hash does not match); refusing to load it")
+        if self.lineage is not None:
+            self.lineage.model(self.name, model_id, expected, "loaded")
         return sio.loads(blob, trusted=TRUSTED_TYPES), meta
 
     def list(self) -> list[dict[str, Any]]:

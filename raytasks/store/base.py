@@ -23,7 +23,7 @@ from ..models import (
 )
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 
 @dataclass(slots=True)
@@ -361,6 +361,9 @@ def row_to_task(row: Any) -> Task:
         deadline=ts(m.get("deadline")),
         work_units=m.get("work_units"),
         preemptions=m.get("preemptions") or 0,
+        lineage=_decoded(m.get("lineage"), "null", dict) if m.get("lineage") else None,
+        cached_from=m.get("cached_from"),
+        rerun_of=m.get("rerun_of"),
     )
 
 

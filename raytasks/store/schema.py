@@ -50,6 +50,12 @@ tasks = sa.Table(
     sa.Column("deadline", sa.Float, nullable=True),
     sa.Column("work_units", sa.BigInteger, nullable=True),
     sa.Column("preemptions", sa.Integer, nullable=False, server_default="0", default=0),
+    # what its result came from (JSON: raytasks.lineage); the key of its cached result;
+    # the task whose result it took from the cache; the task it runs again
+    sa.Column("lineage", sa.Text, nullable=True),
+    sa.Column("cache_key", sa.String(64), nullable=True),
+    sa.Column("cached_from", sa.String(64), nullable=True),
+    sa.Column("rerun_of", sa.String(64), nullable=True),
     sa.Index("rt_tasks_status", "status"),
     sa.Index("rt_tasks_created_id", "created_at", "id"),
     sa.Index("rt_tasks_owner_created", "owner", "created_at", "id"),
@@ -57,6 +63,7 @@ tasks = sa.Table(
     sa.Index("rt_tasks_owner_status_created", "owner", "status", "created_at", "id"),
     sa.Index("rt_tasks_finished", "finished_at"),
     sa.Index("rt_tasks_idempotency", "idempotency_scope", "idempotency_key", unique=True),
+    sa.Index("rt_tasks_cache_key", "cache_key", "finished_at"),
 )
 
 events = sa.Table(

@@ -1,0 +1,146 @@
+"""Lineage: what a task's result came from, recorded where it happens.
+
+An attempt's :class:`Lineage` starts with what the executor knows before the handler runs:
+raytasks' version, a hash of the handler's source, the parameters after their defaults,
+the seeds among them, and the versions of the numeric libraries. The handler's reads add
+the rest as they happen (no second read of anything): each data source read adds a
+content hash per code and date range (:meth:`Lineage.bars`), each model loaded or saved its
+version and SHA-256 (:meth:`Lineage.model`). The completed attempt's report carries it;
+the task keeps it beside its result (``Task.lineage``), and a re-run compares against it
+(:func:`changed`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .registry import TaskTypeSpec
+
+#: The numeric libraries a result depends on, whose versions every lineage records.
+LIBRARIES = ("numpy", "pandas", "scikit-learn", "scipy", "numba", "statsmodels", "arch",
+             "skops")
+#: The package's modules whose source makes a built-in type's code: its handlers and the
+#: quant library they compute with.
+BUILTIN_CODE = ("handlers", "quant")
+
+
+class Lineage(dict[str, Any]):
+    """One attempt's lineage, a JSON-able dict: ``raytasks``, ``code``, ``parameters``,
+    ``seeds``, ``libraries``, ``bars`` and ``models``."""
+
+    @classmethod
+    def start(cls, spec: TaskTypeSpec, parameters: dict[str, Any]) -> Lineage:
+        """What is known before the handler runs."""
+        from . import __version__
+
+        after_defaults = parameters
+        if spec.params_model is not None:
+            after_defaults = spec.params_model.model_validate(parameters).model_dump(
+                mode="json")
+        out = cls(raytasks=__version__, code=code_digest(spec),
+                  parameters=after_defaults, seeds=_seeds(after_defaults),
+                  libraries=library_versions())
+        out["bars"], out["models"] = {}, {}
+        return out
+
+    def bars(self, source: str, frame: pd.DataFrame, start: str, end: str) -> None:
+        """Bars read from ``source``: a content hash of each code's rows."""
+        if frame is None or frame.empty or "code" not in frame:
+            return
+        read = self.setdefault("bars", {})
+        for code, rows in frame.groupby("code", sort=True):
+            read[f"{source}/{code}"] = {"start": start, "end": end, "rows": len(rows),
+                                        "sha256": frame_digest(rows)}
+
+    def model(self, registry: str, model_id: str, sha256: str, role: str) -> None:
+        """A model version ``role`` ("loaded" or "saved") by the attempt."""
+        self.setdefault("models", {})[f"{registry}/{model_id}"] = {"sha256": sha256, "role": role}
+
+    def text(self) -> str:
+        return json.dumps(self, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 of a frame's content (its columns, by name, and its rows, in order): the
+    same rows give the same digest in any process."""
+    import pandas as pd
+
+    ordered = frame.reset_index(drop=True)
+    ordered = ordered[sorted(ordered.columns)]
+    digest = hashlib.sha256(",".join(map(str, ordered.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(ordered, index=True).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def code_digest(spec: TaskTypeSpec) -> str:
+    """A hash of the code that runs ``spec``: for a built-in type, the package's handlers
+    and quant library; for a registered one, its handler's source (its pickled form when
+    the source cannot be read)."""
+    if spec.builtin:
+        return _builtin_digest()
+    try:
+        return _handler_digest(spec.handler)
+    except TypeError:  # an unhashable callable: not remembered
+        return _handler_digest.__wrapped__(spec.handler)
+
+
+@functools.lru_cache(maxsize=256)
+def _handler_digest(handler: Any) -> str:
+    try:
+        source = inspect.getsource(handler).encode()
+    except (OSError, TypeError):
+        import cloudpickle
+
+        source = cloudpickle.dumps(handler)
+    return hashlib.sha256(source).hexdigest()
+
+
+@functools.cache
+def _builtin_digest() -> str:
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for part in BUILTIN_CODE:
+        for path in sorted((root / part).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@functools.cache
+def library_versions() -> dict[str, str]:
+    """Python's version and each installed library of :data:`LIBRARIES`'s."""
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _seeds(parameters: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in parameters.items() if "seed" in k.lower()}
+
+
+def changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """Which fingerprints differ between two lineages: ``code``, ``raytasks``,
+    ``parameters``, ``libraries.<name>``, ``bars.<source/code>``, ``models.<id>``."""
+    if not before or not after:
+        return [] if before == after else ["lineage"]
+    out = [key for key in ("raytasks", "code", "parameters", "seeds")
+           if before.get(key) != after.get(key)]
+    for section in ("libraries", "bars", "models"):
+        mine, theirs = before.get(section) or {}, after.get(section) or {}
+        out += [f"{section}.{name}" for name in sorted(set(mine) | set(theirs))
+                if mine.get(name) != theirs.get(name)]
+    return out
