@@ -224,6 +224,18 @@ class ApiSettings(BaseModel):
         "None keeps them")
 
     @model_validator(mode="after")
+    max_creates_per_s: float | None = Field(
+        default=50.0, gt=0, le=1_000_000, description="POST /tasks and POST /tasks/batch "
+        "calls one owner may make per second, per server process (a batch is one call); "
+        "past it 429 TooManyRequests with Retry-After; None: no limit (0 is refused)")
+    max_reads_per_s: float | None = Field(
+        default=100.0, gt=0, le=1_000_000, description="GET /tasks and GET /tasks/{id} "
+        "calls one owner may make per second, per server process; past it 429 "
+        "TooManyRequests with Retry-After; None: no limit (0 is refused)")
+    rate_burst_s: float = Field(
+        default=4.0, gt=0, le=3600, description="how many seconds' worth of calls an owner "
+        "that was quiet may make at once (at least one) before max_creates_per_s and "
+        "max_reads_per_s hold it")
     def _networks(self) -> ApiSettings:
         import ipaddress
 

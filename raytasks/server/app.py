@@ -15,7 +15,8 @@ Errors are JSON ``{"error", "message", "errors": [{"field", "reason"}], ...}``:
 without the route's scope), 404
 (unknown, or another owner's task), 409 (illegal transition), 413 (body too
 large), 422 (bad JSON, query or parameters, the field named), 429 (queue full,
-an owner's quota, wrong tokens or sign-ins too often), 500/503 (with the
+an owner's quota, wrong tokens, sign-ins or task calls too often: the last three with
+``Retry-After``), 500/503 (with the
 ``request_id`` the server log has).
 """
 
@@ -60,6 +61,7 @@ from .common import (
     Services,
     TooManySignIns,
     TooManyWrongTokens,
+    TooManyRequests,
     Unauthorized,
 )
 from .edge import Edge, ErrorBody, error, scrub
@@ -224,6 +226,13 @@ def _handle_errors(app: FastAPI, svc: Services) -> None:
     async def _csrf(_: Request, __: Exception) -> JSONResponse:
         return error(403, "CsrfError", f"a request with the session cookie must send the "
                      f"session's {CSRF_HEADER} header")
+    @app.exception_handler(TooManyRequests)
+    async def _too_many_requests(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TooManyRequests)
+        response = error(429, "TooManyRequests", str(exc), limit=exc.limit)
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return response
+
 
 
 async def _prune(svc: Services) -> None:

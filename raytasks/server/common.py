@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -42,7 +43,7 @@ from .auth import (
 from .edge import scrub
 from .peers import source_key
 from .sessions import Sessions
-from .throttle import Holds, SignIns, SlidingWindow
+from .throttle import Holds, Rate, SignIns, SlidingWindow
 
 log = logging.getLogger("raytasks.server")
 
@@ -81,6 +82,16 @@ class TooManySignIns(Exception):
     def __init__(self, retry_after_s: float, limit: str) -> None:
         super().__init__(f"too many dashboard sign-ins ({limit}); try again in "
                          f"{retry_after_s:.0f} s")
+        self.retry_after_s, self.limit = retry_after_s, limit
+
+
+class TooManyRequests(Exception):
+    """An owner called a task route faster than its rate (``limit`` names the setting):
+    429 with ``Retry-After``."""
+
+    def __init__(self, retry_after_s: float, limit: str) -> None:
+        super().__init__(f"too many requests ({limit}); try again in "
+                         f"{max(1, math.ceil(retry_after_s))} s")
         self.retry_after_s, self.limit = retry_after_s, limit
 
 
@@ -135,6 +146,7 @@ class Services:
     wrong: SlidingWindow = field(init=False)
     sign_ins: SignIns = field(init=False)
     holds: Holds = field(default_factory=Holds)
+    rates: dict[str, Rate] = field(init=False)
 
     def __post_init__(self) -> None:
         api = self.settings.api
@@ -142,6 +154,8 @@ class Services:
         self.audit = AuditTrail(self.access.audit)
         self.wrong = SlidingWindow(api.max_wrong_tokens)
         self.sign_ins = SignIns(api.max_sign_ins_per_owner, api.max_sign_ins_per_source)
+        self.rates = {"max_creates_per_s": Rate(api.max_creates_per_s, api.rate_burst_s),
+                      "max_reads_per_s": Rate(api.max_reads_per_s, api.rate_burst_s)}
 
     def tokens(self) -> list[ApiToken]:
         """The tokens accepted now: the settings' and the token file's (re-read when it
@@ -169,6 +183,17 @@ class Services:
         if wait > 0:
             raise TooManyWrongTokens(wait, self.settings.api.wrong_token_delay_s)
         raise Unauthorized()
+
+    def pace(self, who: Principal, limit: str) -> None:
+        """Count one call of ``who``'s owner against ``limit`` (``max_creates_per_s`` or
+        ``max_reads_per_s``).
+
+        Raises:
+            TooManyRequests: the owner is past its rate; nothing of the call was done.
+        """
+        wait = self.rates[limit].take(who.owner)
+        if wait > 0:
+            raise TooManyRequests(wait, limit)
 
     async def slow_down(self, delay_s: float) -> None:
         """Hold a refused wrong token back for ``delay_s`` (answered at once when too

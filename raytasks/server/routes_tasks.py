@@ -1,5 +1,7 @@
 """``/tasks``: create (one or a batch), list, read, change, cancel, retry, delete, progress
-and logs. Every route sees only the caller's tasks (an admin's: all)."""
+and logs. Every route sees only the caller's tasks (an admin's: all). Creates, lists and
+reads are paced per owner (``api.max_creates_per_s``, ``api.max_reads_per_s``): past
+them 429 ``TooManyRequests`` with ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ _NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {"type": "string
 
 @router.post("/tasks", status_code=201)
 async def create(request: TaskCreateRequest, who: Submitter, svc: Svc, http: Request) -> Task:
+    svc.pace(who, "max_creates_per_s")
     check_types([request.task_type], who)
     vet_create([request], svc.settings)
     task = await svc.tm.submit(stamped(request, who))
@@ -48,6 +51,7 @@ async def create(request: TaskCreateRequest, who: Submitter, svc: Svc, http: Req
 @router.post("/tasks/batch", status_code=201)
 async def create_batch(requests: Annotated[list[TaskCreateRequest], Body(max_length=1000)],
                        who: Submitter, svc: Svc, http: Request) -> list[Task]:
+    svc.pace(who, "max_creates_per_s")
     check_types([r.task_type for r in requests], who)
     vet_create(requests, svc.settings)
     tasks = await svc.tm.submit_many([stamped(r, who) for r in requests])
@@ -75,6 +79,7 @@ async def list_tasks(
 ) -> TaskPage:
     """A page of the caller's tasks. ``next_after`` fetches the next page; ``total`` is
     null when more than 1,000 tasks match."""
+    svc.pace(who, "max_reads_per_s")
     try:
         check_tags(tags or [])
         query = TaskQuery.model_validate({
@@ -90,6 +95,7 @@ async def list_tasks(
 
 @router.get("/tasks/{task_id}")
 async def get(task_id: TaskId, who: Reader, svc: Svc, http: Request) -> Task:
+    svc.pace(who, "max_reads_per_s")
     return public(await svc.read_task(http, task_id, who))
 
 

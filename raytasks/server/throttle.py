@@ -1,4 +1,5 @@
-"""Counting what a source or an owner did lately: wrong tokens and dashboard sign-ins.
+"""Counting what a source or an owner did lately: wrong tokens, dashboard sign-ins, and
+each owner's calls on the task routes.
 
 Tokens are long and random (``raytasks token create`` makes 256 bits), so guessing one
 is hopeless; what a flood of wrong tokens can still do is load the server and hide in
@@ -9,6 +10,11 @@ through, so no one can lock a colleague out by guessing from the same gateway.
 Sign-ins are counted per owner and per source (a valid token may sign in only so often:
 each one writes a session to the store). Only sign-ins that were let in count, so one
 owner's refused flood does not use up its source's room.
+
+An owner's creates and reads of tasks are paced (:class:`Rate`): a script hammering
+``POST /tasks`` or ``GET /tasks`` is answered 429 with ``Retry-After`` past
+``api.max_creates_per_s`` / ``api.max_reads_per_s``, cheaply, before any call reaches the
+manager, so another owner's calls keep their latency.
 
 The counts live in the server process: behind a balancer, each server counts its own.
 """
@@ -106,3 +112,39 @@ class Holds:
 
     def release(self) -> None:
         self.held -= 1
+
+
+class Rate:
+    """Calls per key at a steady rate with bursts (a token bucket): a key may make
+    ``per_s`` calls a second, and ``burst_s`` seconds' worth (at least one) at once after
+    a quiet spell. ``per_s`` None: no limit. A refused call takes nothing, so a client that
+    retries at full speed is let in as soon as it is owed a call, never starved.
+
+    State is two floats per key, at most ``max_keys`` keys (the least recently seen go
+    first: a forgotten key starts with a full bucket, a bound a flood of new keys cannot
+    use, since keys here are owners that hold a valid token). Thread-safe.
+    """
+
+    def __init__(self, per_s: float | None, burst_s: float,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = MAX_KEYS) -> None:
+        self.per_s, self.clock, self.max_keys = per_s, clock, max_keys
+        self.capacity = max(1.0, (per_s or 0.0) * burst_s)
+        self._by_key: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """Count one call of ``key`` if it may make one now (returns 0.0); else the
+        seconds until it may (the call is not counted)."""
+        if self.per_s is None:
+            return 0.0
+        with self._lock:
+            now = self.clock()
+            tokens, then = self._by_key.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - then) * self.per_s)
+            if tokens >= 1.0:
+                self._by_key[key] = (tokens - 1.0, now)
+                self._by_key.move_to_end(key)
+                while len(self._by_key) > self.max_keys:
+                    self._by_key.popitem(last=False)
+                return 0.0
+            return (1.0 - tokens) / self.per_s
