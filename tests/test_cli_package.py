@@ -16,7 +16,7 @@ COMMANDS = {"up", "down", "serve", "submit", "submit-many", "ls", "show", "watch
 SUBCOMMANDS = {"schedule": {"add", "ls", "pause", "resume", "rm", "next"},
                "token": {"create", "list", "revoke"},
                "bench": {"store", "footprint", "backtest", "volatility", "units", "cold",
-                         "nightly"}}
+                         "nightly", "endurance", "flood"}}
 
 
 def test_the_imported_group_has_every_command_without_main() -> None:

@@ -75,3 +75,14 @@ def cpu_ms_per_task(before: dict[int, tuple[str, float]],
             name[len("ray::"):].split(".")[0] if name.startswith("ray::") else Path(name).name
         by[kind] += (used - start) * 1000 / tasks
     return dict(by)
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory (RSS) of ``pid`` in MB; 0.0 when it ended."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0

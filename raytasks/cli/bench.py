@@ -20,7 +20,8 @@ def bench(ctx: click.Context, tasks: int, samples: int, workers: int, celery: bo
     """Every path a user feels (batch, single submits, waits, latency, priority), each
     beside bare Ray in the same run.
 
-    ``raytasks bench store|footprint|cold|backtest|volatility|units`` measure the rest.
+    ``raytasks bench store|footprint|cold|backtest|volatility|units|nightly|endurance|flood``
+    measure the rest.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -118,3 +119,44 @@ def bench_nightly(trainers: int, low_epochs: int, high_tasks: int, high_epochs: 
     figures = run_nightly(trainers, low_epochs, high_tasks, high_epochs, rows, deadline_s,
                           grace_s)
     emit(as_json, figures, lambda: click.echo(format_nightly(figures)))
+
+
+@bench.command("endurance")
+@click.option("--tasks", type=int, default=1_000_000, help="no-op tasks through the system")
+@click.option("--retention", "retention_s", type=float, default=30.0,
+              help="task_retention_s and event_retention_s of the run (s)")
+@click.option("--window", type=int, default=20_000, help="most tasks unfinished at once")
+@click.option("--points", type=int, default=20, help="points of the memory curve")
+@click.option("--workers", type=int, default=2, help="executors")
+@click.option("--store-url", default=None, help="default: a fresh SQLite file")
+@click.option("--json", "as_json", is_flag=True)
+def bench_endurance(tasks: int, retention_s: float, window: int, points: int, workers: int,
+                    store_url: str | None, as_json: bool) -> None:
+    """The long run: N tasks with retention on; the RSS of the manager, tracker, notifier
+    and engine along the way (the end against the first 10 %) and the store's size."""
+    from ..benchmarks.endurance import format_endurance, format_point, run_endurance
+
+    figures = run_endurance(tasks=tasks, retention_s=retention_s, window=window,
+                            points=points, workers=workers, store_url=store_url,
+                            echo=None if as_json else
+                            (lambda p: click.echo(format_point(p), err=True)))
+    emit(as_json, figures, lambda: click.echo(format_endurance(figures)))
+
+
+@bench.command("flood")
+@click.option("--tasks", type=int, default=1_000_000, help="tasks the owner's loop submits")
+@click.option("--max-queue-size", type=int, default=100_000)
+@click.option("--chunk", type=int, default=100, help="tasks per call of the loops (1: one "
+              "submit per task)")
+@click.option("--http-seconds", type=float, default=20.0, help="how long bob floods HTTP")
+@click.option("--no-http", is_flag=True, help="only the client loops")
+@click.option("--json", "as_json", is_flag=True)
+def bench_flood(tasks: int, max_queue_size: int, chunk: int, http_seconds: float,
+                no_http: bool, as_json: bool) -> None:
+    """Floods: an HTTP client at full speed (another owner's p99 quiet and under it), and
+    client loops far past max_queue_size (refusals, memory, another owner served)."""
+    from ..benchmarks.flood import format_flood, run_flood
+
+    figures = run_flood(tasks=tasks, max_queue_size=max_queue_size, chunk=chunk,
+                        http_seconds=http_seconds, http=not no_http)
+    emit(as_json, figures, lambda: click.echo(format_flood(figures)))
