@@ -740,6 +740,7 @@ async def test_retention_prunes_old_finished_tasks_and_archives_them(make_core: 
     clock.now += 2 * 3600
     young = (await create(core, req()))[0]
     await done(core, (await lease(core))[0])
+    assert all(core.store.attempts(t.id) for t in old)
     # When retention runs
     pruned = await core.prune()
     # Then the old finished tasks are gone (archived first), the young one stays, and a
@@ -748,6 +749,7 @@ async def test_retention_prunes_old_finished_tasks_and_archives_them(make_core: 
     for task in old:
         with pytest.raises(TaskNotFoundError):
             await core.get(task.id)
+        assert core.store.attempts(task.id) == []  # their attempts too: the store stays bounded
     assert (await core.get(young.id)).status is TaskStatus.COMPLETED
     assert (await core.get(child.id)).status is TaskStatus.PENDING
     archived = [r for f in (tmp_path / "archive").glob("*.parquet")

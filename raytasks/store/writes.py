@@ -62,6 +62,7 @@ class TaskWriter:
                 conn.execute(tasks.delete().where(tasks.c.id.in_(batch.deletes)))
                 conn.execute(progress.delete().where(progress.c.task_id.in_(batch.deletes)))
                 conn.execute(logs.delete().where(logs.c.task_id.in_(batch.deletes)))
+                conn.execute(attempts.delete().where(attempts.c.task_id.in_(batch.deletes)))
             if batch.events:
                 ids = insert_events(conn, batch.events)
         return ids
