@@ -58,5 +58,16 @@ bench-deps: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m tests.chaos --tasks 2000 --kills 45 --seconds 240 $(SOAK_ARGS)
 
+# The floods and the long run of issue 23 at full size (minutes to tens of minutes each):
+# a million submits against max_queue_size=100,000 and an HTTP client at full speed; a
+# million tasks with retention on. `make test` runs the short versions
+# (tests/ray/test_floods.py, tests/ray/test_attack_floods.py).
+.PHONY: soak-flood soak-endurance
+soak-flood: $(STAMP)
+	$(BIN)/raytasks bench flood --tasks 1000000 --max-queue-size 100000
+
+soak-endurance: $(STAMP)
+	$(BIN)/raytasks bench endurance --tasks 1000000
+
 clean:
 	rm -rf $(VENV) .raytasks build *.egg-info
