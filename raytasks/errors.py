@@ -196,6 +196,32 @@ class StoreError(RaytasksError):
     """The task store cannot be opened or is at an unknown schema version."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached now (a database restarting or cut off, a SQLite file
+    another process holds locked): nothing was written; try again in a few seconds.
+
+    ``reason`` says what the store answered; ``kind`` is the HTTP API's error name.
+    """
+
+    kind = "StoreUnavailable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the task store is unavailable ({reason}); nothing was written, "
+                         "try again in a few seconds", reason=reason)
+
+
+class StoreFullError(StoreError):
+    """The filesystem under the store (or the artifacts or logs) is full: nothing was
+    written. Free space at ``path``; work resumes by itself once there is some."""
+
+    kind = "StoreFull"
+
+    def __init__(self, path: str, reason: str = "no space left on device") -> None:
+        super().__init__(f"the task store is full at {path} ({reason}); nothing was "
+                         "written: free space there and try again", path=path, reason=reason,
+                         where=path.rstrip("/").rsplit("/", 1)[-1])
+
+
 class NotificationError(RaytasksError):
     """A notification could not be accepted."""
 

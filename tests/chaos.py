@@ -222,7 +222,8 @@ def storms(tm: TaskManager, out: list[str], count: int) -> None:
 
 
 def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
-        seed: int = 1, duration_s: float = 40.0) -> dict[str, Any]:
+        seed: int = 1, duration_s: float = 40.0, store_outages: int = 0,
+        postgres: Any = None) -> dict[str, Any]:
     rng = random.Random(seed)
     settings = Settings(namespace=f"chaos-{uuid.uuid4().hex[:8]}", data_dir=data_dir,
                         store_url=store_url, lease_ttl_s=LEASE_TTL_S,
@@ -242,6 +243,13 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
     killer = threading.Thread(target=chaos.loop, args=(kills, duration_s), daemon=True)
     started = time.monotonic()
     killer.start()
+    outages = None
+    if store_outages:  # the store stopped (PostgreSQL) or locked (SQLite) meanwhile
+        from tests.storefaults import outages_of
+
+        outages = outages_of(store_url, postgres, store_outages, duration_s)
+        outage_thread = threading.Thread(target=outages.loop, daemon=True)
+        outage_thread.start()
     stormed: list[str] = []
     storm = threading.Thread(target=storms, args=(TaskManager(runtime), stormed, 3),
                              daemon=True)
@@ -268,6 +276,8 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
         time.sleep(rng.uniform(0, 2 * duration_s / max(1, tasks)) * 0.6)
     killer.join()
     storm.join()
+    if outages is not None:
+        outage_thread.join()
     ids += stormed
     done = _call(lambda: tm.wait_all_sync(ids, timeout_s=240))
     elapsed = time.monotonic() - started
@@ -291,6 +301,9 @@ def run(store_url: str, data_dir: str, *, tasks: int = 300, kills: int = 12,
                   committed_by_the_client=_count(runtime.session.intake, "committed"),
                   sent_to_lent_executors=_count(runtime.session.loans, "started"),
                   completed_by_the_client=_count(runtime.session.loans, "ran"))
+    if outages is not None:
+        report.update(store_outages=outages.figures(done),
+                      refused_for_the_store=dict(STORE_REFUSALS))
     runtime.shutdown()
     return report
 
@@ -325,14 +338,23 @@ def _submit(tm: TaskManager, request: TaskCreateRequest) -> str:
     return task_id
 
 
+#: Client calls refused because the store was away or full (``--store-outages``), by kind.
+STORE_REFUSALS: Counter[str] = Counter()
+
+
 def _call(fn: Any, allow_errors: bool = False) -> Any:
     """A client call that retries while the system actors restart (as a client would)."""
-    from raytasks.errors import RaytasksError
+    from raytasks.errors import RaytasksError, StoreFullError, StoreUnavailableError
 
     deadline = time.monotonic() + 120
     while True:
         try:
             return fn()
+        except (StoreUnavailableError, StoreFullError) as exc:
+            STORE_REFUSALS[type(exc).__name__] += 1  # nothing written: retried, as a client
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
         except RaytasksError:
             if allow_errors:
                 return None
@@ -412,6 +434,10 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true",
                         help="on a throwaway PostgreSQL server this run starts and stops")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--store-outages", type=int, default=0,
+                        help="stop the store this many times for 15 s each (PostgreSQL "
+                             "with --postgres: pg_ctl stop -m immediate; SQLite: another "
+                             "process holds the file locked)")
     args = parser.parse_args()
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="raytasks-soak-")
     url = args.store_url or f"sqlite:///{Path(data_dir) / 'tasks.db'}"
@@ -420,12 +446,13 @@ def main() -> None:
         from tests.pg import ThrowawayPostgres
 
         server = ThrowawayPostgres()
-        url = server.start()
+        url = server.start(durable=args.store_outages > 0)
     ray.init(address="local", include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     try:
         report = run(url, data_dir, tasks=args.tasks, kills=args.kills, seed=args.seed,
-                     duration_s=args.seconds)
+                     duration_s=args.seconds, store_outages=args.store_outages,
+                     postgres=server)
     finally:
         ray.shutdown()
         if server is not None:

@@ -50,14 +50,28 @@ class ThrowawayPostgres:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
 
-    def start(self) -> str:
+    def start(self, *, durable: bool = False) -> str:
+        """Start the server; ``durable``: commits survive ``pg_ctl stop -m immediate``
+        (synchronous_commit on; off by default, for speed, since the suite never crashes
+        the server's host)."""
         data = self.root / "data"
         self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
         opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off")
+                f"-c synchronous_commit={'on' if durable else 'off'} -c full_page_writes=off")
+        self._opts = opts
         self._run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(self.root / "log"),
                   "-w", "start")
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash or a failover does (``-m immediate``),
+        keeping its data for :meth:`resume`."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port and data."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-o", self._opts,
+                  "-l", str(self.root / "log"), "-w", "start")
 
     def stop(self) -> None:
         try:

@@ -90,6 +90,7 @@ class TaskManagerCore:
         self.adoption = Adoption(parts, self.ops.arm, self.ops.ended)
         parts.pipeline = CommitPipeline(store.commit, clock, resync=self.adoption.resync)
         self.work = WorkDesk(parts, self.ops, self.adoption)
+        parts.pipeline.on_back = self.work.store_back
         self.reads = Reads(parts)
         self.schedules = ScheduleRunner(parts, self.create)
         # the parts tests and the actor reach for (the same objects)

@@ -14,6 +14,10 @@ and an idle one commits each operation at once.
   one per round, so one caller's bad row fails only that caller.
 - When a guarded update finds the store ahead of memory (:class:`StaleWriteError`),
   the tasks are reloaded and the operation is planned once more.
+- When the store is away or full (:class:`StoreUnavailableError`,
+  :class:`StoreFullError`), every operation of the round fails with that error at once
+  (no retry alone: it is not a row's fault), ``away_since`` says since when, and the
+  first commit that succeeds again calls ``on_back`` with how long it was away.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from ..errors import RaytasksError, StoreError
+from ..errors import RaytasksError, StoreError, StoreFullError, StoreUnavailableError
 from ..store.base import StaleWriteError, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,12 @@ class CommitPipeline:
         self.commits = 0
         self.commit_s = 0.0  # time in the store's commit (on the thread)
         self.wait_s = 0.0  # time from handing a commit to the thread until its result
+        #: when (``clock``) a commit first failed because the store was away or full;
+        #: None while commits succeed
+        self.away_since: float | None = None
+        #: called (on the loop) with the seconds the store was away, when a commit
+        #: succeeds again, before the round's changes are applied
+        self.on_back: Callable[[float], None] = lambda _away_s: None
 
     async def run(self, planner: Planner, *, solo: bool = False) -> Any:
         """Plan, commit and apply one operation; its answer, or the error it raised.
@@ -186,6 +196,8 @@ class CommitPipeline:
         except Exception as exc:
             self._failed(planned, exc)
             return
+        if batch:
+            self.back()
         offset = 0
         for op, plan in planned:
             n = len(plan.batch.events)
@@ -211,8 +223,27 @@ class CommitPipeline:
         finally:
             self.commit_s += time.perf_counter() - started
 
+    def away(self, exc: StoreUnavailableError | StoreFullError) -> None:
+        """The store refused a change for a fault of its own (not a row's)."""
+        if self.away_since is None:
+            self.away_since = self._clock()
+            log.warning("the store is away: %s", exc)
+
+    def back(self) -> None:
+        """The store took a change (or answered a probe): tell ``on_back`` once."""
+        if self.away_since is not None:
+            away_s, self.away_since = max(0.0, self._clock() - self.away_since), None
+            log.warning("the store is back after %.1f s", away_s)
+            self.on_back(away_s)
+
     def _failed(self, planned: list[tuple[_Op, Plan]], exc: Exception) -> None:
-        """Nothing was applied. Retry each operation alone, or fail the one that failed."""
+        """Nothing was applied. Retry each operation alone, or fail the one that failed;
+        a store away or full fails them all at once (the same error each)."""
+        if isinstance(exc, StoreUnavailableError | StoreFullError):
+            self.away(exc)
+            for op, _ in planned:
+                _settle(op, exc=exc)
+            return
         if len(planned) > 1:
             for op, _ in reversed(planned):
                 op.solo = True

@@ -14,12 +14,14 @@ import time
 import uuid
 from typing import Any
 
+from ..errors import StoreError
 from ..messages import LeaseRequest, Loan, RenewAnswer, Report, ReportAnswer, Work
 from ..resources import model_key
 from . import preempt
 from .adoption import Adoption
 from .changes import Changes
 from .parts import Parts
+from .pipeline import Plan, Round
 from .preempt import Preemption
 
 log = logging.getLogger(__name__)
@@ -113,11 +115,45 @@ class WorkDesk:
         return chosen
 
     async def expire_leases(self) -> list[str]:
-        """Retry or fail (as lost) every task whose lease ran out. Returns their ids."""
-        if not self.parts.queues.expired(self.parts.clock()):
+        """Retry or fail (as lost) every task whose lease ran out. Returns their ids.
+
+        Time the store was away does not count: while it is (a commit failed for it),
+        nothing expires and the store is probed instead; when it is back, every lease
+        gets a full TTL again (:meth:`store_back`), since heartbeats and reports that
+        needed the store could not get through meanwhile.
+        """
+        parts = self.parts
+        pipeline = parts.pipeline
+        if pipeline.away_since is not None:
+            try:
+                await asyncio.to_thread(parts.store.ping)
+            except StoreError:
+                return []
+            pipeline.back()
             return []
-        answer: ReportAnswer = await self.parts.pipeline.run(self.ops.expired())
+        if not parts.queues.expired(parts.clock()):
+            return []
+        expired = self.ops.expired()
+
+        def unless_away(ctx: Round) -> Plan:
+            # planned at the round: the store may have gone away since the check above
+            return expired(ctx) if pipeline.away_since is None else \
+                Plan(apply=lambda _ids: ReportAnswer([], []))
+
+        answer: ReportAnswer = await pipeline.run(unless_away)
         return answer.accepted
+
+    def store_back(self, away_s: float) -> None:
+        """The store is back after ``away_s``: every lease gets a full TTL from now, so
+        none expires for want of heartbeats or reports the outage held up."""
+        parts = self.parts
+        deadline = parts.clock() + parts.settings.lease_ttl_s
+        extended = 0
+        for _queue, rec in parts.queues.expired(deadline):
+            rec.deadline = deadline
+            extended += 1
+        log.warning("store back after %.1f s: %d lease(s) extended to a full TTL",
+                    away_s, extended)
 
     async def record_model(self, task_id: str, token: int, registry: str, model_id: str,
                            sha256: str) -> bool:

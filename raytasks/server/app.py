@@ -43,6 +43,8 @@ from ..errors import (
     QuotaExceededError,
     RaytasksError,
     StoreError,
+    StoreFullError,
+    StoreUnavailableError,
     TaskError,
     TaskNotFoundError,
     UnknownTaskTypeError,
@@ -74,7 +76,7 @@ _STATUS = [
     (TaskNotFoundError, 404), (InvalidTransitionError, 409), (PayloadTooLargeError, 413),
     (InvalidParametersError, 422), (UnknownTaskTypeError, 422), (QueueFullError, 429),
     (QuotaExceededError, 429), (WaitTimeoutError, 504), (NotConnectedError, 503),
-    (StoreError, 503), (TaskError, 400),
+    (StoreFullError, 507), (StoreUnavailableError, 503), (StoreError, 503), (TaskError, 400),
 ]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 429, 500)}
@@ -176,6 +178,13 @@ def _handle_errors(app: FastAPI, svc: Services) -> None:
     @app.exception_handler(RaytasksError)
     async def _raytasks_error(request: Request, exc: RaytasksError) -> JSONResponse:
         status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+        if isinstance(exc, StoreUnavailableError | StoreFullError):
+            # the store away or full: the caller should know why and retry later
+            log.warning("request refused, the store is away or full: %s", exc)
+            told = {k: scrub(str(exc.data[k])) for k in ("reason", "where") if k in exc.data}
+            response = error(status, exc.kind, scrub(str(exc)), **told)
+            response.headers["Retry-After"] = "5"
+            return response
         if status >= 500:  # the server's fault: the log keeps the details, under the id
             request_id = request.scope.get("state", {}).get("request_id")
             log.error("request %s failed: %s", request_id, exc, exc_info=exc)

@@ -28,6 +28,9 @@ from . import driver, migrate
 #: (SQLite) or the engine, which checks out a pinged connection per commit (PostgreSQL).
 Committing: TypeAlias = "Engine | _KeptWriter"
 
+#: Seconds a PostgreSQL connect may take before the store counts as unavailable.
+CONNECT_TIMEOUT_S = 5
+
 #: WAL pages after which a committing connection checkpoints itself (SQLite's default
 #: is 1,000): only reached when the manager's own timer (``checkpoint_wal``) falls behind.
 WAL_AUTOCHECKPOINT_PAGES = 20_000
@@ -61,7 +64,10 @@ class StoreEngines:
         elif url.startswith("postgresql"):
             if url.startswith("postgresql://"):
                 url = "postgresql+psycopg://" + url[len("postgresql://"):]
-            self.reader = self.writer = sa.create_engine(url, pool_pre_ping=True)
+            # a server that does not answer fails a connect within CONNECT_TIMEOUT_S (a
+            # store outage: StoreUnavailableError), never hangs the commit path
+            self.reader = self.writer = sa.create_engine(
+                url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
             # each commit checks a connection out, pinged: one lost with a restarted
             # server is replaced before the commit, not after it failed
             self.committing = self.writer

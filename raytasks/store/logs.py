@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from .faults import faults
 from .schema import logs, tasks
 
 _GUARD = ("FROM rt_tasks WHERE id = :task_id AND status = 'RUNNING' "
@@ -27,14 +28,16 @@ def insert_lines(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
 
 
 class LogTable:
-    def __init__(self, engine: Engine, writer: Engine) -> None:
-        self._engine, self._writer = engine, writer
+    """``where``: what a full disk or an outage is reported against (see :mod:`.faults`)."""
+
+    def __init__(self, engine: Engine, writer: Engine, where: str = "the task store") -> None:
+        self._engine, self._writer, self._where = engine, writer, where
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Rows of ``task_id, token, attempt, at, stream, line``; fenced by the token."""
         if not rows:
             return
-        with self._writer.begin() as conn:
+        with faults(self._where), self._writer.begin() as conn:
             insert_lines(conn, rows)
 
     def read(self, task_id: str, attempt: int | None = None, after_id: int = 0,

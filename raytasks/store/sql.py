@@ -28,6 +28,7 @@ from ..models import AttemptInfo, Task, TaskQuery, TaskStatus
 from . import migrate
 from .base import ActiveRow, TaskRows, TaskStore, WriteBatch, to_json
 from .engines import KEPT_WRITERS, StoreEngines
+from .faults import faults
 from .logs import LogTable
 from .outbox import EVENTS_LOCK, Outbox
 from .reads import TaskReader
@@ -46,20 +47,32 @@ class SqlTaskStore(TaskStore):
 
     def __init__(self, url: str, *, busy_timeout_s: float = 2.0) -> None:
         self.url = url
+        #: what a full disk or an outage is reported against: the SQLite file, or the
+        #: server and database (never a password)
+        self.where = url.split("///", 1)[-1] if url.startswith("sqlite") else \
+            sa.engine.make_url(url).render_as_string(hide_password=True)
         self._engines = StoreEngines(url, busy_timeout_s=busy_timeout_s)
         self.engine: Engine = self._engines.reader
         self._writer: Engine = self._engines.writer
         self._committing = self._engines.committing
-        migrate.upgrade(self._writer, self.url)
+        with faults(self.where):
+            migrate.upgrade(self._writer, self.url)
         self._writes = TaskWriter(self._committing, self._writer)
         self._reads = TaskReader(self.engine)
         self._outbox = Outbox(self.engine, self._writer)
         self.schedules = ScheduleTable(self.engine, self._writer)
-        self.logs = LogTable(self.engine, self._writer)
+        self.logs = LogTable(self.engine, self._writer, self.where)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def ping(self) -> None:
+        """Begin a write transaction and end it: raises :class:`StoreUnavailableError`
+        while the store is away (a server down or cut off, a SQLite file locked by
+        another process)."""
+        with faults(self.where), self._writer.begin() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -68,107 +81,140 @@ class SqlTaskStore(TaskStore):
     # -- writes ----------------------------------------------------------------
 
     def commit(self, batch: WriteBatch) -> list[int]:
-        return self._writes.commit(batch)
+        with faults(self.where):
+            return self._writes.commit(batch)
 
     def append_events(self, rows: list[dict[str, Any]]) -> list[int]:
-        return self._outbox.append_events(rows)
+        with faults(self.where):
+            return self._outbox.append_events(rows)
 
     def record_progress(self, reports: list[tuple[ProgressReport, str]],
                         now: float) -> None:
-        self._writes.record_progress(reports, now)
+        with faults(self.where):
+            self._writes.record_progress(reports, now)
 
     def checkpoint_wal(self) -> tuple[int, int]:
-        return self._engines.checkpoint_wal()
+        with faults(self.where):
+            return self._engines.checkpoint_wal()
 
     def prune_events(self, before: float) -> int:
-        return self._outbox.prune_events(before)
+        with faults(self.where):
+            return self._outbox.prune_events(before)
 
     def save_task_type(self, name: str, blob: bytes, version: int) -> None:
-        self._writes.save_task_type(name, blob, version)
+        with faults(self.where):
+            self._writes.save_task_type(name, blob, version)
 
     def set_cursor(self, name: str, last_id: int) -> None:
-        self._outbox.set_cursor(name, last_id)
+        with faults(self.where):
+            self._outbox.set_cursor(name, last_id)
 
     def get_cursor(self, name: str) -> int | None:
-        return self._outbox.get_cursor(name)
+        with faults(self.where):
+            return self._outbox.get_cursor(name)
 
     def log_delivery(self, rows: list[dict[str, Any]]) -> None:
-        self._outbox.log_delivery(rows)
+        with faults(self.where):
+            self._outbox.log_delivery(rows)
 
     def set_delivery_outcome(self, channel: str, outcome: str, new_outcome: str) -> None:
-        self._outbox.set_delivery_outcome(channel, outcome, new_outcome)
+        with faults(self.where):
+            self._outbox.set_delivery_outcome(channel, outcome, new_outcome)
 
     def deliveries(self, channel: str | None = None, outcome: str | None = None,
                    limit: int = 1000) -> list[dict[str, Any]]:
-        return self._outbox.deliveries(channel, outcome, limit)
+        with faults(self.where):
+            return self._outbox.deliveries(channel, outcome, limit)
 
     # -- reads -----------------------------------------------------------------
 
     def get(self, task_id: str) -> Task | None:
-        return self._reads.get(task_id)
+        with faults(self.where):
+            return self._reads.get(task_id)
 
     def get_many(self, task_ids: list[str]) -> dict[str, Task]:
-        return self._reads.get_many(task_ids)
+        with faults(self.where):
+            return self._reads.get_many(task_ids)
 
     def checkpoint(self, task_id: str) -> Any:
-        return self._reads.checkpoint(task_id)
+        with faults(self.where):
+            return self._reads.checkpoint(task_id)
 
     def find_idempotent(self, scope: str, keys: list[str]) -> dict[str, Task]:
-        return self._reads.find_idempotent(scope, keys)
+        with faults(self.where):
+            return self._reads.find_idempotent(scope, keys)
 
     def query(self, query: TaskQuery, *, count: bool = True) -> TaskRows:
-        return self._reads.query(query, count=count)
+        with faults(self.where):
+            return self._reads.query(query, count=count)
 
     def active_rows(self, task_ids: list[str] | None = None) -> list[ActiveRow]:
-        return self._reads.active_rows(task_ids)
+        with faults(self.where):
+            return self._reads.active_rows(task_ids)
 
     def intake_rows(self, limit: int = 1000) -> list[tuple[str, float]]:
-        return self._reads.intake_rows(limit)
+        with faults(self.where):
+            return self._reads.intake_rows(limit)
 
     def claim_intake(self, task_ids: list[str]) -> list[str]:
-        return self._writes.claim_intake(task_ids)
+        with faults(self.where):
+            return self._writes.claim_intake(task_ids)
 
     def states(self, task_ids: list[str]) -> dict[str, tuple[TaskStatus, str | None]]:
-        return self._reads.states(task_ids)
+        with faults(self.where):
+            return self._reads.states(task_ids)
 
     def status_counts(self) -> dict[str, int]:
-        return self._reads.status_counts()
+        with faults(self.where):
+            return self._reads.status_counts()
 
     def finished_before(self, before: float, limit: int) -> list[dict[str, Any]]:
-        return self._reads.finished_before(before, limit)
+        with faults(self.where):
+            return self._reads.finished_before(before, limit)
 
     def finished_counts(self) -> dict[tuple[str | None, str], int]:
-        return self._reads.finished_counts()
+        with faults(self.where):
+            return self._reads.finished_counts()
 
     def events_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]:
-        return self._outbox.events_after(after_id, limit)
+        with faults(self.where):
+            return self._outbox.events_after(after_id, limit)
 
     def max_event_id(self) -> int:
-        return self._outbox.max_event_id()
+        with faults(self.where):
+            return self._outbox.max_event_id()
 
     def get_progress(self, task_id: str) -> dict[str, Any] | None:
-        return self._reads.get_progress(task_id)
+        with faults(self.where):
+            return self._reads.get_progress(task_id)
 
     def model_digest(self, key: str) -> str | None:
-        return self._reads.model_digest(key)
+        with faults(self.where):
+            return self._reads.model_digest(key)
 
     def usage_of_day(self, day: str) -> dict[str, tuple[float, int]]:
-        return self._reads.usage_of_day(day)
+        with faults(self.where):
+            return self._reads.usage_of_day(day)
 
     def attempts(self, task_id: str) -> list[AttemptInfo]:
-        return self._reads.attempts(task_id)
+        with faults(self.where):
+            return self._reads.attempts(task_id)
 
     def runs_of(self, task_ids: list[str]) -> list[tuple[str, str, int | None, float]]:
-        return self._reads.runs_of(task_ids)
+        with faults(self.where):
+            return self._reads.runs_of(task_ids)
 
     def estimate_errors(self, since: float) -> list[tuple[str, float, float]]:
-        return self._reads.estimate_errors(since)
+        with faults(self.where):
+            return self._reads.estimate_errors(since)
 
     def recent_runs(self, limit: int) -> list[tuple[str, str, int | None, float]]:
-        return self._reads.recent_runs(limit)
+        with faults(self.where):
+            return self._reads.recent_runs(limit)
 
     def task_types(self) -> list[tuple[str, bytes, int]]:
-        return self._reads.task_types()
+        with faults(self.where):
+            return self._reads.task_types()
 
     def close(self) -> None:
         self._engines.close()
