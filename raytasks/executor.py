@@ -44,6 +44,7 @@ from .context import TaskExecutionContext
 from .errors import TaskCancelledError, TaskPreemptedError
 from .lineage import Lineage
 from .logcapture import AttemptLog, Capture, secrets_of
+from .memory import DeathCause, MemoryWatch, oom_error
 from .messages import (
     Lease,
     LeaseRequest,
@@ -106,10 +107,13 @@ class TaskExecutor:
 
     ``link`` makes the blocking calls on the manager and the tracker (``runtime``
     supplies it, tests may too). ``exit_process`` ends the process (``os._exit``).
+    ``record`` and ``death_cause``: where the attempt under way is recorded, and how to
+    ask Ray why a process died (:class:`~raytasks.memory.MemoryWatch`).
     """
 
     def __init__(self, executor_id: str, task_type: str, settings: Settings, link: ManagerLink,
-                 *, exit_process: Any = os._exit, start: bool = True) -> None:
+                 *, exit_process: Any = os._exit, start: bool = True,
+                 record: Path | None = None, death_cause: DeathCause | None = None) -> None:
         self.executor_id = executor_id
         self.task_type = task_type
         self.settings = settings
@@ -135,6 +139,9 @@ class TaskExecutor:
         self.pid = os.getpid()
         self.capture = Capture()
         self._secrets = secrets_of(settings)
+        self.memory = MemoryWatch(settings.for_type(task_type).max_memory_mb,
+                                  settings.memory_guard_margin_mb, record)
+        self.death_cause = death_cause
         if start:
             self.capture.install()
             threading.Thread(target=self._work_loop, name="raytasks-work", daemon=True).start()
@@ -163,7 +170,9 @@ class TaskExecutor:
         return True
 
     def _preempt(self, run: _Running, grace_s: float) -> None:
-        if run.preempt.is_set():
+        if run.preempt.is_set():  # asked again, maybe sooner (its node is draining)
+            if run.preempt_by is not None:
+                run.preempt_by = min(run.preempt_by, time.time() + grace_s)
             return
         run.preempt_by = time.time() + grace_s
         run.preempt.set()
@@ -239,6 +248,9 @@ class TaskExecutor:
             log.info("executor %s: warm-up skipped (%s)", self.executor_id, exc)
 
     def _work_loop(self) -> None:
+        killed = self.memory.recover(self.death_cause)  # Ray killed the last process for memory
+        if killed is not None:
+            self._report([killed])
         self._warm_up()
         reports: list[Report] = []
         request: LeaseRequest | None = None
@@ -291,6 +303,7 @@ class TaskExecutor:
                 return None
             run.started = time.time()
             run.usage = Usage()
+            self.memory.begin(lease.task_id, lease.token)
             self._current = run
             run.log = AttemptLog(lease.task_id, lease.token, lease.attempt,
                                  self.settings.task_log_max_bytes, self._secrets)
@@ -322,6 +335,7 @@ class TaskExecutor:
         except Exception as exc:
             report = self._failure(run, exc)
         elapsed = time.time() - run.started
+        self.memory.end()
         self._avg_run_s = 0.8 * self._avg_run_s + 0.2 * max(elapsed, 1e-6)
         self.capture.current = None
         run.log.add("raytasks", _ending(report, elapsed))
@@ -464,9 +478,13 @@ class TaskExecutor:
     def _enforce_limits(self, run: _Running, now: float) -> None:
         lease = run.lease
         timeout_s, max_cpu_s = lease.timeout_s, lease.max_cpu_s
-        if run.usage is not None:
-            run.usage.sample()
-        if run.lost and run.cancel_at is not None and \
+        usage = run.usage
+        oom = self.memory.check(lease.task_id, lease.token, usage.sample(), usage.rss0, usage.peak,
+                                usage.cpu_s(), now - run.started) if usage else None
+        if oom is not None and usage is not None and not run.lost:
+            self._abandon(run, Report(lease.task_id, lease.token, "failed",
+                                      error=oom_error(usage.peak, oom)))
+        elif run.lost and run.cancel_at is not None and \
                 now - run.cancel_at > self.settings.cancel_grace_s:
             self._abandon(run, None)
         elif max_cpu_s is not None and run.usage is not None and \
@@ -521,6 +539,7 @@ class TaskExecutor:
                     report.error.reason if report and report.error else "a lost lease",
                     run.lease.task_id)
         self._stop.set()
+        self.memory.end()  # the process Ray starts in its place has nothing to recover
         self.exit_process(1)
 
 
@@ -541,13 +560,16 @@ class Usage:
     def __init__(self) -> None:
         self._cpu0 = _cpu_s()
         self._children_peak0 = _children_peak()
-        self.peak = _rss()
+        self.peak = self.rss0 = _rss()
 
     def cpu_s(self) -> float:
         return max(0.0, _cpu_s() - self._cpu0)
 
-    def sample(self) -> None:
-        self.peak = max(self.peak, _rss())
+    def sample(self) -> int:
+        """The process's resident memory now (the peak follows it)."""
+        rss = _rss()
+        self.peak = max(self.peak, rss)
+        return rss
 
     def measured(self) -> dict[str, Any]:
         """The report's usage fields."""

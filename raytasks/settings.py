@@ -47,6 +47,15 @@ class TaskTypeSettings(BaseModel):
     preempt_grace_s: float | None = Field(
         default=None, ge=0, description="how long a preempted attempt has to save its "
         "checkpoint and stop before its process is replaced; None: preempt_grace_s")
+    max_memory_mb: float | None = Field(
+        default=None, gt=0, description="the most resident memory (MiB) an attempt's "
+        "executor process may hold; past it the attempt ends FAILED, reason out_of_memory, "
+        "with its peak, and the process is replaced (raytasks.memory); None: no ceiling "
+        "(the node guard and Ray's memory monitor still apply)")
+    retry_oom: bool = Field(
+        default=False, description="whether an attempt ended for memory is retried (within "
+        "max_retries). Off by default: the same parameters allocate the same memory again, "
+        "so a retry fails the same way and holds a node's memory meanwhile")
 
 
 EventName = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "progress"]
@@ -215,15 +224,6 @@ class ApiSettings(BaseModel):
     max_sessions_per_owner: int = Field(
         default=20, ge=1, description="dashboard sessions one owner holds at once; a new "
         "one ends that owner's oldest")
-    session_idle_s: float = Field(default=4 * 3600.0, gt=0, le=30 * 86400.0,
-                                  description="a session unused this long ends")
-    session_max_s: float = Field(default=12 * 3600.0, gt=0, le=30 * 86400.0,
-                                 description="a session ends this long after sign-in")
-    audit_retention_s: float | None = Field(
-        default=90 * 86400.0, gt=0, description="audit entries older than this are pruned; "
-        "None keeps them")
-
-    @model_validator(mode="after")
     max_creates_per_s: float | None = Field(
         default=50.0, gt=0, le=1_000_000, description="POST /tasks and POST /tasks/batch "
         "calls one owner may make per second, per server process (a batch is one call); "
@@ -236,6 +236,15 @@ class ApiSettings(BaseModel):
         default=4.0, gt=0, le=3600, description="how many seconds' worth of calls an owner "
         "that was quiet may make at once (at least one) before max_creates_per_s and "
         "max_reads_per_s hold it")
+    session_idle_s: float = Field(default=4 * 3600.0, gt=0, le=30 * 86400.0,
+                                  description="a session unused this long ends")
+    session_max_s: float = Field(default=12 * 3600.0, gt=0, le=30 * 86400.0,
+                                 description="a session ends this long after sign-in")
+    audit_retention_s: float | None = Field(
+        default=90 * 86400.0, gt=0, description="audit entries older than this are pruned; "
+        "None keeps them")
+
+    @model_validator(mode="after")
     def _networks(self) -> ApiSettings:
         import ipaddress
 
@@ -345,6 +354,11 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(default=300.0, ge=0)
     retry_jitter: float = Field(default=0.5, ge=0, le=1)
     cancel_grace_s: float = Field(default=5.0, ge=0)
+    memory_guard_margin_mb: float | None = Field(
+        default=512.0, ge=0, description="an executor ends its attempt (out_of_memory) when "
+        "the node's memory comes this close to where Ray's memory monitor kills workers "
+        "and the attempt alone grew by more than the node is over (raytasks.memory); "
+        "None: off, Ray's monitor alone acts")
     preemption: bool = Field(default=True, description="preempt running tasks of lower "
                              "priority when a task's deadline cannot be met otherwise")
     preempt_grace_s: float = Field(default=30.0, ge=0, description="how long a preempted "
@@ -455,6 +469,8 @@ class Settings(BaseSettings):
             preemptible=own.preemptible,
             preempt_grace_s=self.preempt_grace_s if own.preempt_grace_s is None
             else own.preempt_grace_s,
+            max_memory_mb=own.max_memory_mb,
+            retry_oom=own.retry_oom,
         )
 
 

@@ -71,7 +71,7 @@ def decide(entry: Entry, report: Report, now: float, settings: Settings,
         if report.outcome == "cancelled" or entry.cancel_requested:
             target = TaskStatus.CANCELLED
             error = error.model_copy(update={"reason": "cancelled"})
-        elif retries_spent(entry) < entry.max_retries:
+        elif retries_spent(entry) < entry.max_retries and retried(entry, error, settings):
             target = TaskStatus.PENDING
         else:
             target = TaskStatus.FAILED
@@ -90,6 +90,12 @@ def decide(entry: Entry, report: Report, now: float, settings: Settings,
         fields.update(not_before=requeue_at if requeue_at > now else None, enqueued_at=now,
                       lease_request=None, lease_executor=None)
     return Transition(target, fields, requeue_at, error_json)
+
+
+def retried(entry: Entry, error: TaskErrorInfo, settings: Settings) -> bool:
+    """Whether a failure may spend a retry: an attempt ended for memory only if its
+    type says so (``retry_oom``: the same parameters allocate the same memory again)."""
+    return error.reason != "out_of_memory" or settings.for_type(entry.task_type).retry_oom
 
 
 def retries_spent(entry: Entry) -> int:

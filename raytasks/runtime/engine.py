@@ -32,6 +32,7 @@ from ..messages import Lease, LeaseRequest, Wire, Work
 from ..models import QueueStats
 from ..settings import Settings
 from .actors import MANAGER, Peers, RayLink
+from .oom import death_cause, record_path
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,9 @@ class PooledExecutor:
                  bounds: PoolBounds) -> None:
         self.bounds = bounds
         self.link = _RetiringLink(RayLink(Peers(settings.namespace)))
-        self.core = TaskExecutor(executor_id, task_type, settings, self.link)
+        self.core = TaskExecutor(executor_id, task_type, settings, self.link,
+                                 record=record_path(settings.namespace, executor_id),
+                                 death_cause=death_cause)
         self.link.on_drained = self.core.stop
 
     def cancel(self, task_id: str, token: int) -> bool:
