@@ -34,7 +34,7 @@ class TaskStatus(str, enum.Enum):
 
 
 FailureReason = Literal["error", "timeout", "cpu_limit", "lost", "cancelled", "dependency",
-                        "preempted", "out_of_memory"]
+                        "preempted", "drained", "out_of_memory"]
 
 _NAME_MAX = 200
 

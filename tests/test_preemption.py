@@ -205,3 +205,34 @@ async def test_the_freed_executor_goes_to_the_deadline_and_the_victim_resumes_la
     assert first.task_id == urgent.id
     (second,) = await lease(core, 1, executor="x2", types=("train",))
     assert (second.task_id, second.attempt) == (victim.task_id, 1)
+
+
+async def test_a_draining_node_hands_back_its_runs_within_its_deadline_at_no_cost(
+        make_core: Any, clock: Clock) -> None:
+    budget = {"quotas": {"*": QuotaSettings(max_preempted_per_day=0)}}
+    core = trainer_core(make_core, **budget)
+    # Given two runs on an executor of a node about to go, one elsewhere, no retries left,
+    # and an owner whose preemption budget is nothing
+    (on_node,) = await running(core, job(LOW, "long", max_retries=0))
+    (etl,) = await running(core, job(MEDIUM, "long", task_type="etl", max_retries=0),
+                           task_type="etl")
+    (elsewhere,) = await running(core, job(LOW, "long", max_retries=0))
+    executors = [core.parts.queues.lease_of("default", t.task_id).executor_id  # type: ignore[union-attr]
+                 for t in (on_node, etl)]
+    # When the node is drained with 3 s left, twice (the engine asks every round)
+    assert sorted(core.hand_back(executors, 3.0)) == sorted([on_node.task_id, etl.task_id])
+    assert core.hand_back(executors, 2.5) == []
+    # Then both are told to stop within the deadline, less the margin, whatever their type
+    answer = await core.renew([(t.task_id, t.token) for t in (on_node, etl, elsewhere)])
+    assert sorted(answer.preempt) == sorted([(on_node.task_id, 2.0), (etl.task_id, 2.0)])
+    # and each hand-back requeues at once, said as drained, spending no retry and nothing
+    # of the owner's preemption budget
+    for held in (on_node, etl):
+        await core.report([Report(held.task_id, held.token, "preempted", error=TaskErrorInfo(
+            type="TaskPreemptedError", reason="preempted", message="p"))])
+        task = await core.get(held.task_id)
+        assert task.status is TaskStatus.PENDING and task.attempt == 1, task
+        assert task.error is not None and task.error.reason == "drained"
+        assert [a.reason for a in await core.attempts(held.task_id)] == ["drained"]
+    assert core.parts.preempted.used(None, clock.now) == 0
+    assert trainer_core(make_core, **budget).parts.preempted.used(None, clock.now) == 0

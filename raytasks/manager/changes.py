@@ -24,7 +24,7 @@ from ..resources import model_key
 from ..store.base import RowUpdate, WriteBatch, encode_tags, loads_or, to_json
 from .intake import CreateRequest, Known
 from .outbox import status_event
-from .outcomes import attempt_row, decide, lost_report
+from .outcomes import attempt_row, decide, drained, lost_report
 from .parts import Parts
 from .pipeline import Plan, Planner, Round
 from .state import Entry
@@ -268,6 +268,8 @@ class Changes:
                         or rep.task_id in accepted:
                     rejected.append(rep.task_id)
                     continue
+                if rep.outcome == "preempted" and entry.preempt_cause == "drain":
+                    rep = drained(rep)
                 step = decide(entry, rep, ctx.now, parts.settings, self.rng)
                 accepted.append(rep.task_id)
                 steps.append((entry, rep, step))
@@ -287,10 +289,12 @@ class Changes:
                     if rep.outcome == "completed" and rep.run_s and not entry.preemptions:
                         parts.run_times.learn(entry.task_type, entry.kind,
                                               entry.work_units or 1, rep.run_s)
-                    entry.preempt_at = None
+                    drained = entry.preempt_cause == "drain"
+                    entry.preempt_at = entry.preempt_cause = entry.preempt_grace_s = None
                     if rep.outcome == "preempted" and step.target is P:
                         entry.preemptions += 1
-                        parts.preempted.add(entry.owner, 1, ctx.now)
+                        if not drained:  # a node drained is no owner's doing
+                            parts.preempted.add(entry.owner, 1, ctx.now)
                     parts.queues[entry.queue].release(entry.task_id, rep.token)
                     if step.attempt is not None:
                         entry.attempt = step.attempt

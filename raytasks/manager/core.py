@@ -289,6 +289,11 @@ class TaskManagerCore:
     async def expire_leases(self) -> list[str]:
         return await self.work.expire_leases()
 
+    def hand_back(self, executor_ids: list[str], left_s: float | None) -> list[str]:
+        """Hand back what ``executor_ids`` run: their node is draining and goes away in
+        ``left_s`` (:meth:`WorkDesk.hand_back`). The task ids."""
+        return self.work.hand_back(executor_ids, left_s)
+
     def preempt(self) -> list[str]:
         """Preempt the running attempts that deadlines need; their task ids."""
         return [p.victim.task_id for p in self.work.preempt()]

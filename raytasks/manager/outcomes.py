@@ -12,7 +12,7 @@ and retries left are ``max_retries`` minus the attempts that were not preempted)
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..lifecycle import check_transition, retry_delay_s
@@ -96,6 +96,15 @@ def retried(entry: Entry, error: TaskErrorInfo, settings: Settings) -> bool:
     """Whether a failure may spend a retry: an attempt ended for memory only if its
     type says so (``retry_oom``: the same parameters allocate the same memory again)."""
     return error.reason != "out_of_memory" or settings.for_type(entry.task_type).retry_oom
+
+
+def drained(report: Report) -> Report:
+    """A preempted attempt's report, as handed back from a node being drained."""
+    error = report.error or TaskErrorInfo(type="TaskPreemptedError", message="")
+    error = error.model_copy(update={
+        "reason": "drained", "message": "handed back: its node was being drained (removed "
+        "by the autoscaler or an operator); it resumes from its checkpoint on another node"})
+    return replace(report, error=error)
 
 
 def retries_spent(entry: Entry) -> int:

@@ -60,7 +60,7 @@ def choose(parts: Parts, now: float) -> list[Preemption]:
             if found is None:
                 break
             late, victim = found
-            victim.preempt_at = now
+            victim.preempt_at, victim.preempt_cause = now, "deadline"
             out.append(Preemption(victim, late.task_id, parts.grace_s(task_type)))
     return out
 

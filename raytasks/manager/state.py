@@ -47,6 +47,10 @@ class Entry:
     #: the run time predicted for the attempt running now, when it started (None: a guess)
     predicted_run_s: float | None = None
     preempt_at: float | None = None  # when the scheduler preempted the attempt running now
+    #: why it was preempted: "deadline" (for a task's deadline) or "drain" (its node is
+    #: being drained); and the grace time it was given (None: its type's)
+    preempt_cause: str | None = None
+    preempt_grace_s: float | None = None
 
     @classmethod
     def from_row(cls, row: ActiveRow) -> Entry:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..messages import LeaseRequest, Loan, RenewAnswer, Report, ReportAnswer, Work
+from ..models import TaskStatus
 from ..resources import model_key
 from . import preempt
 from .adoption import Adoption
@@ -25,6 +26,10 @@ from .pipeline import Plan, Round
 from .preempt import Preemption
 
 log = logging.getLogger(__name__)
+
+#: A task handed back from a draining node stops this long before the node's deadline
+#: (its report and checkpoint still have to travel).
+DRAIN_MARGIN_S = 1.0
 
 
 class WorkDesk:
@@ -98,7 +103,9 @@ class WorkDesk:
             elif entry.cancel_requested:
                 cancel.append(task_id)
             elif entry.preempt_at is not None:
-                preempt.append((task_id, parts.grace_s(entry.task_type)))
+                grace = entry.preempt_grace_s
+                preempt.append((task_id, parts.grace_s(entry.task_type) if grace is None
+                                else grace))
         return RenewAnswer(lost=lost, cancel=cancel, preempt=preempt)
 
     def preempt(self) -> list[Preemption]:
@@ -113,6 +120,37 @@ class WorkDesk:
             if rec is not None and parts.on_preempt is not None:
                 parts.on_preempt(rec.executor_id, p.victim.task_id, rec.token, p.grace_s)
         return chosen
+
+    def hand_back(self, executor_ids: list[str], left_s: float | None) -> list[str]:
+        """The running attempts of ``executor_ids``, whose node is being drained and goes
+        away in ``left_s`` (None: no deadline given), are asked to checkpoint and stop: a
+        preemption that spends neither a retry nor the owner's preemption budget. Each has
+        its type's grace time, cut to end ``DRAIN_MARGIN_S`` before the node does. Returns
+        the task ids handed back now (not those handed back before)."""
+        parts = self.parts
+        wanted, now = set(executor_ids), parts.clock()
+        out = []
+        for entry in parts.active:
+            if entry.status is not TaskStatus.RUNNING or entry.cancel_requested \
+                    or entry.preempt_cause == "drain":  # handed back already
+                continue
+            rec = parts.queues.lease_of(entry.queue, entry.task_id)
+            if rec is None or rec.executor_id not in wanted:
+                continue
+            grace = parts.grace_s(entry.task_type)
+            if left_s is not None:
+                grace = min(grace, max(0.0, left_s - DRAIN_MARGIN_S))
+            if entry.preempt_grace_s is not None:
+                grace = min(grace, entry.preempt_grace_s)
+            if entry.preempt_at is None:
+                entry.preempt_at = now
+            entry.preempt_cause, entry.preempt_grace_s = "drain", grace
+            log.info("handing back %s (%s) from %s within %.1f s: its node is draining",
+                     entry.task_id, entry.task_type, rec.executor_id, grace)
+            if parts.on_preempt is not None:
+                parts.on_preempt(rec.executor_id, entry.task_id, rec.token, grace)
+            out.append(entry.task_id)
+        return out
 
     async def expire_leases(self) -> list[str]:
         """Retry or fail (as lost) every task whose lease ran out. Returns their ids.

@@ -31,6 +31,7 @@ from ..executor import TaskExecutor
 from ..messages import Lease, LeaseRequest, Wire, Work
 from ..models import QueueStats
 from ..settings import Settings
+from . import drains
 from .actors import MANAGER, Peers, RayLink
 from .oom import death_cause, record_path
 
@@ -317,6 +318,7 @@ class Engine:
         for task_type in self._types_with_work(stats):
             if task_type not in self.pools:  # a type this (restarted) engine has not seen
                 self.pools[task_type] = Pool(task_type, PoolBounds.of(self.settings, task_type))
+        await self._leave_draining(manager)
         limits = {t: self.settings.for_type(t).max_concurrency for t in self.pools}
         demand = demand_by_type(stats, limits)
         now = time.monotonic() if now is None else now
@@ -330,6 +332,36 @@ class Engine:
             elif target < size:
                 await self._retire_idle(pool, size - target)
             await self._end_drained(pool)
+
+    async def _leave_draining(self, manager: ActorHandle) -> None:
+        """Retire the executors on nodes Ray is draining, and have the manager hand back
+        what they run before each node's deadline (:mod:`.drains`); the pools then grow
+        again on other nodes. Repeated every round while a node drains: a lease granted
+        as an executor was retired is handed back the next."""
+        try:
+            draining = await asyncio.to_thread(drains.draining_nodes)
+        except Exception:
+            log.exception("reading the draining nodes failed")
+            return
+        if not draining:
+            return
+        handles: dict[str, tuple[Pool, int, ActorHandle]] = {}
+        for pool in self.pools.values():
+            for index, handle in [*pool.live.items(), *pool.retiring.items()]:
+                if index in pool.retiring or self._placed(pool, index):
+                    handles[self._name(pool.task_type, index)] = (pool, index, handle)
+        found = await drains.on_nodes({n: h for n, (_p, _i, h) in handles.items()},
+                                      set(draining))
+        for name in found:
+            pool, index, handle = handles[name]
+            if index in pool.live:
+                pool.retiring[index] = pool.live.pop(index)
+                pool.placed.pop(index, None)
+                self._record(pool, "drain", 1)
+            handle.retire.remote()
+        for node in set(found.values()):
+            names = [n for n, on in found.items() if on == node]
+            await _within(manager.hand_back.remote(names, draining[node]), 10)
 
     def _types_with_work(self, stats: list[QueueStats]) -> set[str]:
         return {t for q in stats for t, n in q.waiting_by_type.items() if n > 0}

@@ -120,7 +120,8 @@ def _insert_attempts(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(attempts.insert(), rows)
     by_day: dict[tuple[str, str], list[float]] = {}
     for row in rows:
-        preempted = row["outcome"] == "preempted"
+        # a drained node's hand-back is no owner's doing: not in the preemption budget
+        preempted = row["outcome"] == "preempted" and row.get("reason") != "drained"
         if row["cpu_s"] or preempted:
             key = (row["owner"] or "", cpu_day(row["reported_at"]))
             day = by_day.setdefault(key, [0.0, 0])

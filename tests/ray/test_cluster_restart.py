@@ -43,3 +43,32 @@ def test_a_lost_worker_node_costs_one_retry_and_nothing_else(tmp_path: Path) -> 
     assert report["status"] == "COMPLETED" and report["attempt"] == 1
     assert report["completions"] == 1
     assert report["pid_after"] != report["pid_before"]  # a new executor, on the new node
+
+
+def test_a_drained_node_hands_back_its_work_before_its_deadline(tmp_path: Path) -> None:
+    # Given two tasks running on a worker node (one that looks at its context, one that
+    # spins and never does), no retries allowed, and a second node joining
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    # When the node is drained with an 8 s deadline and removed at it
+    out = subprocess.run([sys.executable, "-m", "tests.scripts.node_drain", str(tmp_path)],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    print("drain:", json.dumps({**report, "tasks": [
+        {k: v for k, v in t.items() if k != "steps"} for t in report["tasks"]]}))
+    assert report["accepted"]
+    cooperative, spinning = report["tasks"]
+    for task in (cooperative, spinning):
+        # Then each was handed back before the deadline: not a failed attempt (no retry
+        # was allowed), said as drained, and resumed from its checkpoint on the new node
+        assert task["status"] == "COMPLETED" and task["completions"] == 1, task
+        assert task["attempt"] == 1 and task["preemptions"] == 1, task
+        assert task["reasons"][0] == "drained", task
+        assert task["handed_back_after_s"] < report["deadline_s"], task
+        assert task["resumed_at"] > 0, task
+        assert sorted(set(task["steps"])) == list(range(150)), task
+    # and the one that stopped when asked redid nothing; the one forced at the end of its
+    # grace time at most the step under way
+    assert len(cooperative["steps"]) == 150
+    assert len(spinning["steps"]) - 150 <= 1
