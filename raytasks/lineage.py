@@ -144,3 +144,20 @@ def changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list
         out += [f"{section}.{name}" for name in sorted(set(mine) | set(theirs))
                 if mine.get(name) != theirs.get(name)]
     return out
+
+
+def describe(lineage: dict[str, Any]) -> list[str]:
+    """A lineage for people: one line per fingerprint (``raytasks show ID --lineage``)."""
+    libs = ", ".join(f"{k} {v}" for k, v in sorted((lineage.get("libraries") or {}).items()))
+    out = [f"raytasks   {lineage.get('raytasks')}",
+           f"code       sha256 {lineage.get('code')}",
+           "parameters " + json.dumps(lineage.get("parameters"), sort_keys=True,
+                                      ensure_ascii=False),
+           "seeds      " + json.dumps(lineage.get("seeds") or {}, sort_keys=True),
+           f"libraries  {libs}"]
+    for name, read in sorted((lineage.get("bars") or {}).items()):
+        out.append(f"bars       {name} {read.get('start')}..{read.get('end')} "
+                   f"{read.get('rows')} rows sha256 {read.get('sha256')}")
+    for name, used in sorted((lineage.get("models") or {}).items()):
+        out.append(f"model      {name} {used.get('role')} sha256 {used.get('sha256')}")
+    return out

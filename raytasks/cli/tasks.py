@@ -159,9 +159,10 @@ def _local_time(text: str | None) -> datetime | None:
     return at if at.tzinfo is not None else at.astimezone()
 
 
-def _print_task(task: Task, attempts: list[AttemptInfo] | None = None) -> None:
+def _print_task(task: Task, attempts: list[AttemptInfo] | None = None,
+                lineage: bool = False) -> None:
     """One task for people: a line per field, then its attempts, error and result if it
-    has them."""
+    has them, and its lineage (in full with ``lineage``)."""
     retries = max(0, task.attempt - task.preemptions)
     preempted = f", preempted {task.preemptions} time(s)" if task.preemptions else ""
     click.echo(f"id        {task.id}\nname      {task.name}\ntype      {task.task_type}\n"
@@ -183,13 +184,24 @@ def _print_task(task: Task, attempts: list[AttemptInfo] | None = None) -> None:
         click.echo(f"error     {task.error.reason}: {task.error.type}: {task.error.message}")
     if task.result is not None:
         click.echo("result    " + json.dumps(task.result, ensure_ascii=False)[:2000])
+    if task.lineage and lineage:
+        from ..lineage import describe
+
+        click.echo("lineage")
+        for line in describe(task.lineage):
+            click.echo("  " + line)
+    elif task.lineage:
+        click.echo(f"lineage   recorded: raytasks show {task.id} --lineage")
 
 
 @click.command()
 @click.argument("task_id")
+@click.option("--lineage", "with_lineage", is_flag=True,
+              help="what its result came from: code, parameters, seeds, libraries, the "
+                   "bars read and the models used, each with its fingerprint")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
+def show(ctx: click.Context, task_id: str, with_lineage: bool, as_json: bool) -> None:
     """Show one task."""
     from ..api import TaskManager
 
@@ -199,7 +211,7 @@ def show(ctx: click.Context, task_id: str, as_json: bool) -> None:
         attempts = tm.attempts_sync(task_id)
         emit(as_json, {**task.model_dump(mode="json"),
                        "attempts": [a.model_dump(mode="json") for a in attempts]},
-             lambda: _print_task(task, attempts))
+             lambda: _print_task(task, attempts, with_lineage))
 
 
 @click.command()

@@ -8,6 +8,7 @@ from typing import Any
 from raytasks import TaskCreateRequest, TaskManager, TaskStatus
 from raytasks.lineage import changed
 from raytasks.settings import TaskTypeSettings
+from tests.ray.test_cli import _run
 
 RANGE = {"start": "2022-01-04", "end": "2022-12-30"}
 
@@ -47,3 +48,10 @@ def test_a_result_names_its_code_parameters_data_and_models(make_service: Any) -
     assert changed(train_l, train_l) == []
     other = {**train_l, "libraries": {**train_l["libraries"], "numpy": "0.0"}}
     assert changed(train_l, other) == ["libraries.numpy"]
+    # and `raytasks show --lineage` prints each fingerprint; GET-style JSON carries it whole
+    shown = _run(service, "show", predicted.id, "--lineage")
+    assert shown.returncode == 0, shown.stderr
+    assert f"sha256 {predict_l['code']}" in shown.stdout
+    assert f"model      models/{model_id} loaded sha256 {saved['sha256']}" in shown.stdout
+    assert "bars       synthetic/000001.SZ 2022-01-04..2022-12-30" in shown.stdout
+    assert "--lineage" in _run(service, "show", predicted.id).stdout  # said, not dumped
