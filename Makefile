@@ -69,5 +69,12 @@ soak-flood: $(STAMP)
 soak-endurance: $(STAMP)
 	$(BIN)/raytasks bench endurance --tasks 1000000
 
+# Out of memory at length (issue 23, item 4): 20 tasks that eat the node's memory until Ray's
+# memory monitor kills their executor, small tasks beside each; `make test` runs one
+# (tests/ray/test_oom.py).
+.PHONY: soak-oom
+soak-oom: $(STAMP)
+	$(BIN)/python -m tests.scripts.oom_kill .raytasks/soak-oom 5000 --rounds 20
+
 clean:
 	rm -rf $(VENV) .raytasks build *.egg-info

@@ -2,8 +2,11 @@
 reason ``out_of_memory`` and its peak, and the system actors are never the victim.
 
 The scenario runs in a process of its own (``tests/scripts/oom_kill.py``), on a Ray of
-its own whose memory monitor kills workers 3 GiB above what the node used before it
-started; it prints its figures, and so does this test (``pytest -s``).
+its own whose memory monitor kills workers 5 GiB above what the node used before it
+started; it prints its figures, and so does this test (``pytest -s``). On a machine shared
+with other work, that work may take the headroom while the cluster starts (Ray's monitor
+then kills whatever started last, the system actors too): the scenario is run again, and
+without a steady machine the test has no verdict and says so.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -21,15 +27,14 @@ MIB = 1024 * 1024
 
 def test_a_task_out_of_memory_ends_with_its_reason_and_peak_and_spares_the_system(
         tmp_path: Path) -> None:
-    # Given a Ray whose memory monitor acts 3 GiB above the node's use, and two types
+    # Given a Ray whose memory monitor acts 5 GiB above the node's use, and two types
     # that allocate until stopped: ``capped`` (max_memory_mb=300) and ``hog`` (no ceiling,
     # retry_oom with one retry; raytasks' node guard off, so Ray's monitor acts)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-m", "tests.scripts.oom_kill", str(tmp_path), "3000"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = _run(tmp_path)
+    if "unsteady" in report:  # the machine is shared: other processes took the headroom
+        report = _run(tmp_path)
+        if "unsteady" in report:
+            pytest.skip("no verdict: " + report["unsteady"])
     capped, hog = report["capped"], report["hog"]
     print(f"\nnode {report['node_total_mib']} MiB, used {report['used_before_ray_mib']} MiB "
           f"before Ray, {report['used_when_ready_mib']} MiB with raytasks up; Ray kills "
@@ -75,3 +80,14 @@ def test_a_task_out_of_memory_ends_with_its_reason_and_peak_and_spares_the_syste
     assert not [k for k in kills if k["was"] in system]
     assert report["served_after"] == "COMPLETED"
     assert report["tracker_after"] is not None
+
+
+def _run(data_dir: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-m", "tests.scripts.oom_kill", str(data_dir),
+                          "5000"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return report

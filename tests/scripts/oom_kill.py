@@ -10,10 +10,15 @@ what the node uses before Ray starts. raytasks' node guard is off, so Ray's moni
 
 Then a small ``capped`` task runs, to show the system still serves. Prints a JSON report: how
 each task ended and how fast, the system actors before and after, Ray's kills by pid.
+
+``--rounds N`` is the long version (``make soak-oom``): N − 1 more ``hog`` tasks, each with
+four small tasks beside it; its ``violations`` (a ``hog`` not FAILED out_of_memory, a small
+task not COMPLETED, a system actor restarted) make the exit status 1.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -23,12 +28,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel
 
 from raytasks.memory import MIB, NodeMemory
 
+#: the least headroom left below Ray's line once raytasks is up, for a verdict: less, and
+#: other processes on the machine took it (Ray's monitor then kills whatever is newest)
+UNSTEADY_MIB = 2000
 SYSTEM = ("manager", "progress-tracker", "notifier", "engine")
 
 
@@ -81,7 +90,24 @@ def oom_kills() -> list[dict[str, Any]]:
     return kills
 
 
-def main(data_dir: str, headroom_mb: int) -> None:
+def soak_round(tm: Any, cap_mb: int) -> dict[str, Any]:
+    """One more ``hog`` (Ray's monitor kills it twice) with four small tasks beside it."""
+    from raytasks import TaskCreateRequest
+
+    started = time.monotonic()
+    hog_task = tm.submit_sync(TaskCreateRequest(name="eat again", task_type="hog",
+                                                parameters={"cap_mb": cap_mb}))
+    small = [tm.submit_sync(TaskCreateRequest(name="small", task_type="capped",
+                                              parameters={"cap_mb": 16})) for _ in range(4)]
+    ended = tm.wait_sync(hog_task.id, timeout_s=180)
+    statuses = [tm.wait_sync(t.id, timeout_s=180).status.value for t in small]
+    return {"hog": ended.status.value, "reason": ended.error.reason if ended.error else None,
+            "attempt": ended.attempt, "peak_mib": (ended.peak_rss_bytes or 0) // MIB,
+            "seconds": round(time.monotonic() - started, 2),
+            "small": dict(Counter(statuses))}
+
+
+def main(data_dir: str, headroom_mb: int, rounds: int = 1) -> None:
     node = NodeMemory.read()
     assert node is not None, "needs /proc/meminfo"
     line = node.used + headroom_mb * MIB
@@ -130,6 +156,11 @@ def main(data_dir: str, headroom_mb: int) -> None:
         before = system_actors()
         ready = NodeMemory.read()
         assert ready is not None
+        if ready.used > line - UNSTEADY_MIB * MIB:  # other processes took the headroom
+            print(json.dumps({"unsteady": f"the node used {node.used // MIB} MiB before Ray "
+                              f"and {ready.used // MIB} MiB with raytasks up, against a line "
+                              f"at {line // MIB} MiB"}))
+            return
         report: dict[str, Any] = {
             "node_total_mib": node.total // MIB, "used_before_ray_mib": node.used // MIB,
             "ray_kill_line_mib": line // MIB, "used_when_ready_mib": ready.used // MIB,
@@ -147,6 +178,7 @@ def main(data_dir: str, headroom_mb: int) -> None:
                 "message": done.error.message if done.error else None,
                 "peak_mib": (done.peak_rss_bytes or 0) // MIB,
                 "seconds_to_end": round(time.monotonic() - started, 2), "task_id": task.id}
+        report["soak"] = [soak_round(tm, cap_mb) for _ in range(rounds - 1)]
         watching.set()
         shown = io.StringIO()  # what `raytasks show` prints of it
         with contextlib.redirect_stdout(shown):
@@ -162,8 +194,16 @@ def main(data_dir: str, headroom_mb: int) -> None:
         report["served_after"] = tm.wait_sync(served.id, timeout_s=60).status.value
         progress = raytasks.ProgressTracker(runtime).get_progress_sync(report["hog"]["task_id"])
         report["tracker_after"] = progress.message if progress else None
+        report["violations"] = [
+            f"round {i}: {r}" for i, r in enumerate(report["soak"], 1)
+            if (r["hog"], r["reason"]) != ("FAILED", "out_of_memory")
+            or set(r["small"]) != {"COMPLETED"}]
+        if report["system_after"] != report["system_before"]:
+            report["violations"].append("a system actor was restarted")
         print(json.dumps(report))
         runtime.shutdown()
+        if rounds > 1 and report["violations"]:
+            sys.exit(1)
     finally:
         ray.shutdown()
         if not os.environ.get("RAYTASKS_KEEP_RAY_DIR"):
@@ -171,4 +211,10 @@ def main(data_dir: str, headroom_mb: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data_dir")
+    parser.add_argument("headroom_mb", type=int, nargs="?", default=5000)
+    parser.add_argument("--rounds", type=int, default=1, help="more hog tasks, each with "
+                        "four small tasks beside it (the long version: make soak-oom)")
+    args = parser.parse_args()
+    main(args.data_dir, args.headroom_mb, args.rounds)
