@@ -245,6 +245,23 @@ async def test_a_retried_report_and_lease_gets_the_same_leases(make_core: Any) -
         == sorted(t.id for t in tasks)
 
 
+async def test_remembered_answers_hold_a_bounded_number_of_leases(
+        core: TaskManagerCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from raytasks.manager import parts
+
+    # Given answers that may hold 4 leases together
+    monkeypatch.setattr(parts, "LEASES_KEPT", 4)
+    await create(core, *[req() for _ in range(12)])
+    # When executors lease 3 tasks a call, four times
+    calls = [await lease(core, 3, executor=f"e{i}", request_id=f"call-{i}") for i in range(4)]
+    # Then the oldest answers are forgotten, and the leases kept stay near the bound (the
+    # memory of a long run stays flat: it held 1,024 answers of up to 128 leases before)
+    assert sum(len(a) for a in core.parts.answers.values()) <= 4
+    assert "call-0" not in core.parts.answers
+    # and the latest call, the one an executor could send again, still gets its leases
+    assert await lease(core, 3, executor="e3", request_id="call-3") == calls[3]
+
+
 async def test_a_failed_commit_leaves_memory_as_it_was(core: TaskManagerCore) -> None:
     task = (await create(core, req()))[0]
     (held,) = await lease(core)

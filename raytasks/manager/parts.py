@@ -32,8 +32,13 @@ EventSink = Callable[[list[dict[str, Any]]], None]
 CancelSink = Callable[[str, str, int], None]
 PreemptSink = Callable[[str, str, int, float], None]
 
-#: How many report_and_lease answers are remembered for retried calls.
+#: How many report_and_lease answers are remembered for retried calls, and how many leases
+#: they may hold together. A retried call is an executor's latest (each sends one at a
+#: time), and a restarted manager rebuilds the answers from the store; by answers alone,
+#: 1,024 of up to ``lease_batch_max`` leases each held ~130,000 leases: the manager grew by
+#: ~100 MB over 200,000 no-op tasks (``raytasks bench endurance``).
 ANSWERS_KEPT = 1024
+LEASES_KEPT = 8192
 
 
 @dataclass
@@ -109,5 +114,6 @@ class Parts:
 
     def remember(self, request_id: str, leases: list[Lease]) -> None:
         self.answers[request_id] = leases
-        while len(self.answers) > ANSWERS_KEPT:
-            self.answers.popitem(last=False)
+        held = sum(len(kept) for kept in self.answers.values())
+        while len(self.answers) > ANSWERS_KEPT or (held > LEASES_KEPT and len(self.answers) > 1):
+            held -= len(self.answers.popitem(last=False)[1])
