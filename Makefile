@@ -76,5 +76,12 @@ soak-endurance: $(STAMP)
 soak-oom: $(STAMP)
 	$(BIN)/python -m tests.scripts.oom_kill .raytasks/soak-oom 5000 --rounds 20
 
+# Store outages at length (issue 23, item 1): the chaos soak while the store goes away six
+# times for 15 s (the SQLite file locked by another process; with SOAK_ARGS=--postgres, the
+# throwaway PostgreSQL stopped with pg_ctl stop -m immediate and started again).
+.PHONY: soak-store
+soak-store: $(STAMP)
+	$(BIN)/python -m tests.chaos --tasks 2000 --kills 45 --seconds 240 --store-outages 6 $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) .raytasks build *.egg-info

@@ -58,6 +58,7 @@ from ..schedules.models import Schedule, ScheduleCreateRequest
 from ..settings import Settings
 from ..store import SqlTaskStore
 from ..store.base import TaskRows, cpu_day, row_to_task
+from ..store.sql import ACTOR_OPEN_WAIT_S
 from .adoption import Adoption
 from .archive import archive
 from .changes import Changes
@@ -84,7 +85,8 @@ class TaskManagerCore:
                  rng: random.Random | None = None) -> None:
         assert settings.store_url is not None
         store = store or SqlTaskStore(settings.store_url,
-                                      busy_timeout_s=settings.store_busy_timeout_s)
+                                      busy_timeout_s=settings.store_busy_timeout_s,
+                                      open_wait_s=ACTOR_OPEN_WAIT_S)
         self.parts = parts = Parts(settings, store, clock)
         self.ops = Changes(parts, rng or random.Random())
         self.adoption = Adoption(parts, self.ops.arm, self.ops.ended)
@@ -481,7 +483,13 @@ class TaskManagerCore:
         await asyncio.to_thread(self.store.save_task_type, spec.name, blob, version)
         info = self.registry.register(spec, version).info()
         self.ops.limits.clear()
+        # an executor lent to a client runs the version of its loan: end those loans, so
+        # that no task submitted after this runs the code replaced
+        await self.end_loans(self.work.loans_of(spec.name))
         return info
+
+    async def end_loans(self, loans: list[tuple[str, str]]) -> None:
+        """End these loans (executor, loan id) at their executors (the runtime's)."""
 
     def type_blob(self, name: str) -> bytes:
         return self.registry.get(name).dumps()

@@ -11,6 +11,7 @@ from ..notifications import NotificationHub
 from ..notify import Dispatcher
 from ..settings import Settings
 from ..store import SqlTaskStore
+from ..store.sql import ACTOR_OPEN_WAIT_S
 from .actors import MANAGER, Peers, every
 from .metrics import RayMetricsMirror
 
@@ -28,7 +29,8 @@ class Notifier(NotificationHub):
     def __init__(self, settings: Settings) -> None:
         assert settings.store_url is not None
         busy = settings.store_busy_timeout_s
-        super().__init__(SqlTaskStore(settings.store_url, busy_timeout_s=busy),
+        super().__init__(SqlTaskStore(settings.store_url, busy_timeout_s=busy,
+                                      open_wait_s=ACTOR_OPEN_WAIT_S),
                          buffer_size=settings.event_buffer_size,
                          metrics=MetricsRecorder(RayMetricsMirror()))
         # its own store connection: the dispatcher's blocking I/O runs in a thread

@@ -8,6 +8,7 @@ from ..messages import RenewAnswer
 from ..progress import ProgressTrackerCore
 from ..settings import Settings
 from ..store import SqlTaskStore
+from ..store.sql import ACTOR_OPEN_WAIT_S
 from .actors import MANAGER, NOTIFIER, Peers, every
 
 
@@ -19,7 +20,8 @@ class Tracker(ProgressTrackerCore):
         self.settings = settings
         self.peers = Peers(settings.namespace)
         super().__init__(SqlTaskStore(settings.store_url,
-                                      busy_timeout_s=settings.store_busy_timeout_s),
+                                      busy_timeout_s=settings.store_busy_timeout_s,
+                                      open_wait_s=ACTOR_OPEN_WAIT_S),
                          self._renew, flush_interval_s=settings.progress_flush_interval_s)
         self._loops = [asyncio.get_running_loop().create_task(every(
             settings.progress_flush_interval_s, self._flush_and_poke, "progress flush failed"))]

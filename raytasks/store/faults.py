@@ -10,6 +10,7 @@ changed) is the caller's and passes through unchanged.
 from __future__ import annotations
 
 import errno
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,6 +76,11 @@ def faults(path: str) -> Iterator[None]:
         raise fault from exc
 
 
+#: The server's address in a driver's message: the operator's log has it (the chained
+#: error); a caller over HTTP needs only what happened.
+_ADDRESS = re.compile(r'connection to server at "[^"]*"(?:\s*\([^)]*\))?, port \d+ failed: ')
+
+
 def _first_line(exc: object) -> str:
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    return _ADDRESS.sub("", text[0] if text else type(exc).__name__)[:300]

@@ -18,11 +18,14 @@ their tables; :mod:`.driver` runs the hot paths' plain SQL.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ..errors import StoreUnavailableError
 from ..messages import ProgressReport
 from ..models import AttemptInfo, Task, TaskQuery, TaskStatus
 from . import migrate
@@ -36,6 +39,14 @@ from .schedules import ScheduleTable
 from .schema import schema
 from .writes import TaskWriter
 
+log = logging.getLogger(__name__)
+
+
+#: How long a system actor (manager, tracker, notifier) that starts while the store is away
+#: waits for it: one restarted during an outage comes up once the store is back, rather
+#: than die (Ray does not restart an actor whose constructor raised).
+ACTOR_OPEN_WAIT_S = 600.0
+
 
 class SqlTaskStore(TaskStore):
     """One implementation for both SQL backends; dialect differences in connecting stay
@@ -43,9 +54,11 @@ class SqlTaskStore(TaskStore):
 
     ``busy_timeout_s`` bounds how long a write waits for another writer (SQLite):
     keep it well under the lease TTL, so one stall cannot expire healthy leases.
+    ``open_wait_s``: how long opening waits for a store that is away (0: fail at once).
     """
 
-    def __init__(self, url: str, *, busy_timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, busy_timeout_s: float = 2.0,
+                 open_wait_s: float = 0.0) -> None:
         self.url = url
         #: what a full disk or an outage is reported against: the SQLite file, or the
         #: server and database (never a password)
@@ -55,13 +68,34 @@ class SqlTaskStore(TaskStore):
         self.engine: Engine = self._engines.reader
         self._writer: Engine = self._engines.writer
         self._committing = self._engines.committing
-        with faults(self.where):
-            migrate.upgrade(self._writer, self.url)
+        self._open(open_wait_s)
         self._writes = TaskWriter(self._committing, self._writer)
         self._reads = TaskReader(self.engine)
         self._outbox = Outbox(self.engine, self._writer)
         self.schedules = ScheduleTable(self.engine, self._writer)
         self.logs = LogTable(self.engine, self._writer, self.where)
+
+    def _open(self, wait_s: float) -> None:
+        """Migrate (or find migrated) the store, waiting up to ``wait_s`` while it is away.
+
+        Raises:
+            StoreUnavailableError: still away after ``wait_s``.
+        """
+        deadline = time.monotonic() + wait_s
+        told = 0.0
+        while True:
+            try:
+                with faults(self.where):
+                    migrate.upgrade(self._writer, self.url)
+                return
+            except StoreUnavailableError as exc:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise
+                if now - told > 10:
+                    told = now
+                    log.warning("waiting for the store to open: %s", exc)
+            time.sleep(0.5)  # the store's own restart takes seconds
 
     @property
     def dialect(self) -> str:
@@ -220,4 +254,4 @@ class SqlTaskStore(TaskStore):
         self._engines.close()
 
 
-__all__ = ["EVENTS_LOCK", "KEPT_WRITERS", "SqlTaskStore", "to_json"]
+__all__ = ["ACTOR_OPEN_WAIT_S", "EVENTS_LOCK", "KEPT_WRITERS", "SqlTaskStore", "to_json"]

@@ -273,3 +273,31 @@ def test_disk_full(make_service: Callable[..., Any], small_disk: Path) -> None:
     # again once there was room
     assert no_space, report["large_result_failures"]
     assert all(t.status is TaskStatus.COMPLETED for t in tasks if t.id in blob), report
+
+
+def test_store_calls_say_the_store_is_locked(tmp_path: Path) -> None:
+    import pickle
+
+    from raytasks.errors import StoreUnavailableError
+    from raytasks.store import SqlTaskStore
+
+    # Given a SQLite store whose file another process holds locked
+    path = tmp_path / "tasks.db"
+    store = SqlTaskStore(f"sqlite:///{path}", busy_timeout_s=0.2)
+    lock = SqliteLock(path, 3.0)
+    try:
+        # When a write begins, Then it is refused as the store unavailable, saying why
+        with pytest.raises(StoreUnavailableError, match="locked") as refused:
+            store.ping()
+        assert refused.value.data["reason"] == "database is locked"
+        # and once the lock is gone the same call goes through
+        lock.wait()
+        store.ping()
+    finally:
+        lock.proc.kill()
+        store.close()
+    # the errors survive Ray's pickle round trip with their data
+    for exc in (StoreUnavailableError("database is locked"), StoreFullError("/d/tasks.db")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert (type(back), str(back), back.data) == (type(exc), str(exc), exc.data)
+    assert StoreFullError("/d/tasks.db").data["where"] == "tasks.db"
