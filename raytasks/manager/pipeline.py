@@ -118,6 +118,9 @@ class CommitPipeline:
         #: called (on the loop) with the seconds the store was away, when a commit
         #: succeeds again, before the round's changes are applied
         self.on_back: Callable[[float], None] = lambda _away_s: None
+        #: operations nobody waits for that failed while the store was away: run again
+        #: when it is back (a dependent's end must not be lost to an outage)
+        self._parked: list[_Op] = []
 
     async def run(self, planner: Planner, *, solo: bool = False) -> Any:
         """Plan, commit and apply one operation; its answer, or the error it raised.
@@ -235,6 +238,12 @@ class CommitPipeline:
             away_s, self.away_since = max(0.0, self._clock() - self.away_since), None
             log.warning("the store is back after %.1f s", away_s)
             self.on_back(away_s)
+        if self._parked:
+            self._ops.extend(self._parked)
+            self._parked = []
+            if not self._busy:
+                self._busy = True
+                self._hand_over()
 
     def _failed(self, planned: list[tuple[_Op, Plan]], exc: Exception) -> None:
         """Nothing was applied. Retry each operation alone, or fail the one that failed;
@@ -242,7 +251,10 @@ class CommitPipeline:
         if isinstance(exc, StoreUnavailableError | StoreFullError):
             self.away(exc)
             for op, _ in planned:
-                _settle(op, exc=exc)
+                if op.future is None:
+                    self._parked.append(op)
+                else:
+                    _settle(op, exc=exc)
             return
         if len(planned) > 1:
             for op, _ in reversed(planned):

@@ -301,3 +301,48 @@ def test_store_calls_say_the_store_is_locked(tmp_path: Path) -> None:
         back = pickle.loads(pickle.dumps(exc))
         assert (type(back), str(back), back.data) == (type(exc), str(exc), exc.data)
     assert StoreFullError("/d/tasks.db").data["where"] == "tasks.db"
+
+
+def test_pipeline_refuses_a_round_at_once_and_reruns_background_work_when_back() -> None:
+    import asyncio
+
+    from raytasks.errors import StoreUnavailableError
+    from raytasks.manager.pipeline import CommitPipeline, Plan, Round
+    from raytasks.store.base import WriteBatch
+
+    away, committed, backs, now = [True], [], [], [100.0]
+
+    def commit(batch: WriteBatch) -> list[int]:
+        if away[0]:
+            raise StoreUnavailableError("server stopped")
+        committed.extend(batch.deletes)
+        return []
+
+    def op(tag: str) -> Callable[[Round], Plan]:
+        return lambda _ctx: Plan(batch=WriteBatch(deletes=[tag]), apply=lambda _ids: tag)
+
+    async def scenario() -> list[Any]:
+        pipeline = CommitPipeline(commit, lambda: now[0])
+        pipeline.on_back = backs.append
+        # Given a follow-up nobody waits for and two callers, while the store is away
+        pipeline.submit(op("follow-up"))
+        refused = await asyncio.gather(pipeline.run(op("a")), pipeline.run(op("b")),
+                                       return_exceptions=True)
+        assert pipeline.away_since == 100.0
+        # When the store is back 12 s later and a commit goes through
+        away[0], now[0] = False, 112.0
+        answer = await pipeline.run(op("c"))
+        for _ in range(100):
+            if "follow-up" in committed:
+                break
+            await asyncio.sleep(0.01)
+        pipeline.close()
+        return [refused, answer]
+
+    refused, answer = asyncio.run(scenario())
+    # Then the callers were refused at once with the store's error, not retried one by one
+    assert [type(e) for e in refused] == [StoreUnavailableError] * 2
+    # and once back, the outage's length is told (the manager extends leases by it) and the
+    # follow-up runs again instead of being lost
+    assert (answer, backs) == ("c", [12.0])
+    assert committed == ["c", "follow-up"]
