@@ -34,6 +34,7 @@ from .models import (
     TaskUpdateRequest,
 )
 from .registry import Handler, TaskTypeSpec
+from .reproduce import Verdict, rerun_request, verify
 from .runtime.calls import Call, ManagerCalls
 from .schedules import Schedule, ScheduleCreateRequest
 
@@ -234,8 +235,27 @@ class TaskManager(_Facade):
     def stats_sync(self) -> dict[str, Any]:
         return self._manager.stats().result()
 
+    async def task_types(self) -> list[TaskTypeInfo]:
+        return await self._manager.types()
+
     def task_types_sync(self) -> list[TaskTypeInfo]:
         return self._manager.types().result()
+
+    async def rerun(self, task_id: str, timeout_s: float | None = None) -> Verdict:
+        """Run a completed task again on the same inputs, wait for it, and compare the
+        results field by field within the type's tolerance (:mod:`raytasks.reproduce`)."""
+        original = await self.get_task(task_id)
+        again = await self.submit(rerun_request(original))
+        done = await self.wait(again.id, timeout_s)
+        types = {t.name: t for t in await self.task_types()}
+        return verify(original, done, types.get(original.task_type))
+
+    def rerun_sync(self, task_id: str, timeout_s: float | None = None) -> Verdict:
+        original = self.get_task_sync(task_id)
+        again = self.submit_sync(rerun_request(original))
+        done = self.wait_sync(again.id, timeout_s)
+        types = {t.name: t for t in self.task_types_sync()}
+        return verify(original, done, types.get(original.task_type))
 
     # -------------------------------------------------------------- task logs
 

@@ -156,6 +156,11 @@ def main() -> None:
     path = write_report(research, Path(data_dir) / "report.html",
                         title="raytasks demo: research report")
     console.print(f"[bold]research report:[/] {path}")
+    backtest = next((t for t in research if t.task_type == "backtest"
+                     and (t.result or {}).get("kind") == "strategy"), None)
+    if backtest is not None:  # the same as `raytasks rerun ID --verify`
+        console.print(f"re-run of backtest {backtest.id[:12]} on the same inputs: "
+                      f"{tm.rerun_sync(backtest.id, timeout_s=600).text()}")
     rt.shutdown()
 
 

@@ -204,7 +204,7 @@ class TaskExecutor:
             with self._lock:
                 loan = self._loan
                 if loan is None or loan.loan_id != loan_id or self._stop.is_set() \
-                        or time.monotonic() >= self._loan_until:
+                        or self._loan_over.is_set() or time.monotonic() >= self._loan_until:
                     return False, None
                 run = self._held[lease.task_id] = _Running(lease, 0.0)
             report = self._run(lease)
@@ -215,8 +215,12 @@ class TaskExecutor:
             return True, None
         return True, report
 
-    def end_loan(self) -> None:
-        """End the loan now (after the lent run under way, if any)."""
+    def end_loan(self, loan_id: str | None = None) -> None:
+        """End the loan now (``loan_id``: only if it is that one), after the lent run under
+        way, if any; no lent run starts after this."""
+        with self._lock:
+            if loan_id is not None and (self._loan is None or self._loan.loan_id != loan_id):
+                return
         self._loan_over.set()
 
     def busy(self) -> bool:

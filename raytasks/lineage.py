@@ -134,16 +134,23 @@ def _seeds(parameters: dict[str, Any]) -> dict[str, Any]:
 
 def changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
     """Which fingerprints differ between two lineages: ``code``, ``raytasks``,
-    ``parameters``, ``libraries.<name>``, ``bars.<source/code>``, ``models.<id>``."""
+    ``parameters``, ``libraries.<name>``, ``bars.<source/code>``, ``models.<id>`` (of
+    the models loaded)."""
     if not before or not after:
         return [] if before == after else ["lineage"]
     out = [key for key in ("raytasks", "code", "parameters", "seeds")
            if before.get(key) != after.get(key)]
     for section in ("libraries", "bars", "models"):
         mine, theirs = before.get(section) or {}, after.get(section) or {}
+        if section == "models":  # the inputs: a version saved is an output
+            mine, theirs = _loaded(mine), _loaded(theirs)
         out += [f"{section}.{name}" for name in sorted(set(mine) | set(theirs))
                 if mine.get(name) != theirs.get(name)]
     return out
+
+
+def _loaded(models: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in models.items() if v.get("role") == "loaded"}
 
 
 def describe(lineage: dict[str, Any]) -> list[str]:

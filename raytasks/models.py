@@ -362,6 +362,8 @@ class TaskTypeInfo(BaseModel):
     max_retries: int
     max_concurrency: int | None
     preemptible: bool = False
+    tolerance: float = 0.0  # a re-run's numbers within it reproduce a result
+    volatile: list[str] = Field(default_factory=list)  # result fields a re-run may change
     builtin: bool
     placeholder: bool
     version: int = 0

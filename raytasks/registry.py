@@ -37,6 +37,11 @@ class TaskTypeSpec:
     #: what an executor of this type runs once when it starts, before its first task (a
     #: warm executor is then ready: its handler's imports done)
     warm_up: Callable[[], object] | None = None
+    #: how far a re-run's numbers may differ from the original's and still reproduce it
+    #: (relative, and absolute near zero; 0: exactly), and the result fields a re-run
+    #: legitimately changes (a new model version's id)
+    tolerance: float = 0.0
+    volatile: tuple[str, ...] = ()
     builtin: bool = False
     placeholder: bool = False
     version: int = 0
@@ -63,6 +68,8 @@ class TaskTypeSpec:
             max_retries=self.max_retries if self.max_retries is not None else -1,
             max_concurrency=self.max_concurrency,
             preemptible=self.preemptible,
+            tolerance=self.tolerance,
+            volatile=list(self.volatile),
             builtin=self.builtin,
             placeholder=self.placeholder,
             version=self.version,

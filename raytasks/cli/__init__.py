@@ -21,7 +21,7 @@ __all__ = ["COMMANDS", "cli", "main"]
 COMMANDS: tuple[click.Command, ...] = (
     cluster.up, cluster.down, cluster.serve,
     tasks.submit, tasks.submit_many, tasks.ls, tasks.show, tasks.watch, tasks.explain,
-    tasks.cancel, tasks.retry, tasks.stats,
+    tasks.cancel, tasks.retry, tasks.rerun, tasks.stats,
     ops.schedule, ops.logs,
     admin.report, admin.token, admin.audit,
     bench.bench,

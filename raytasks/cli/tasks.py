@@ -300,6 +300,34 @@ def retry(ctx: click.Context, task_id: str, as_json: bool) -> None:
          lambda t: f"{t.id} {t.status.value} attempt {t.attempt}")
 
 
+@click.command()
+@click.argument("task_id")
+@click.option("--verify", is_flag=True, help="wait for the re-run and compare its result "
+              "with the original's, field by field, within the type's tolerance")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="seconds to wait, with --verify")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def rerun(ctx: click.Context, task_id: str, verify: bool, timeout_s: float | None,
+          as_json: bool) -> None:
+    """Run a COMPLETED task again on the same inputs; with --verify, say whether it
+    reproduced its result (exit 0) or what differs and which input changed (exit 1)."""
+    from ..api import TaskManager
+    from ..reproduce import rerun_request
+
+    with errors(as_json):
+        tm = TaskManager(connect(ctx))
+        if not verify:
+            task = tm.submit_sync(rerun_request(tm.get_task_sync(task_id)))
+            emit(as_json, task.model_dump(mode="json"),
+                 lambda: click.echo(f"{task.id} {task.status.value} (re-run of {task_id})"))
+            return
+        verdict = tm.rerun_sync(task_id, timeout_s)
+        emit(as_json, verdict.model_dump(mode="json"), lambda: click.echo(verdict.text()))
+        if not verdict.reproduced:
+            sys.exit(1)
+
+
 def _act(ctx: click.Context, as_json: bool, action: Callable[[Any], Task],
          line: Callable[[Task], str]) -> None:
     """Do ``action`` on a :class:`TaskManager` and print the task it returns as ``line``."""

@@ -53,9 +53,11 @@ BUILTIN_TYPES: list[TaskTypeSpec] = [
     TaskTypeSpec("backtest", backtest, BacktestParams,
                  timeout_s=3600, max_retries=1, preemptible=True, builtin=True,
                  warm_up=_imports("backtests")),
+    # a re-run registers a new model version: its id differs, its metrics must not (the
+    # solvers' floating point may, in the last digits)
     TaskTypeSpec("training", train, TrainingParams,
                  timeout_s=6 * 3600, max_retries=1, preemptible=True, builtin=True,
-                 warm_up=_imports("training")),
+                 warm_up=_imports("training"), tolerance=1e-9, volatile=("model_id",)),
     TaskTypeSpec("data", data, DataParams,
                  timeout_s=3600, max_retries=3, builtin=True, warm_up=_imports("data")),
 ]

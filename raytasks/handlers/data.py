@@ -26,6 +26,8 @@ def data_task(params: DataParams, ctx: TaskExecutionContext) -> dict[str, Any]:
     if params.kind == "sync":
         return sync(params, resources, store, ctx)
     bars = store.read(params.codes, params.start, params.end)
+    if resources.lineage is not None:  # what it computes from: the store's bars
+        resources.lineage.bars(f"store:{params.store}", bars, params.start, params.end)
     if bars.empty:
         raise ValueError(f"no stored bars for {params.codes}: run a data sync first")
     ctx.report_progress(0.3, f"{len(bars)} bars loaded", stage="load")

@@ -483,7 +483,13 @@ class TaskManagerCore:
         await asyncio.to_thread(self.store.save_task_type, spec.name, blob, version)
         info = self.registry.register(spec, version).info()
         self.ops.limits.clear()
+        # an executor lent to a client runs the version of its loan: end those loans, so
+        # that no task submitted after this runs the code replaced
+        await self.end_loans(self.work.loans_of(spec.name))
         return info
+
+    async def end_loans(self, loans: list[tuple[str, str]]) -> None:
+        """End these loans (executor, loan id) at their executors (the runtime's)."""
 
     def type_blob(self, name: str) -> bytes:
         return self.registry.get(name).dumps()

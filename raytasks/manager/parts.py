@@ -57,6 +57,8 @@ class Parts:
     deps: Dependencies = field(default_factory=Dependencies)
     sessions: Sessions = field(default_factory=Sessions)
     arrivals: Arrivals = field(default_factory=Arrivals)
+    #: the loans made lately: loan id -> (executor, task type, until when, monotonic)
+    loans: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     #: report_and_lease answers by request id (a call Ray retries gets the same leases)
     answers: OrderedDict[str, list[Lease]] = field(default_factory=OrderedDict)
     #: events committed (the runtime pokes the notifier); a cancel for an executor

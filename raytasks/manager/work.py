@@ -74,10 +74,22 @@ class WorkDesk:
                 or self.ops.limit(task_type) is not None:
             return None
         version = parts.registry.get(task_type).version
-        return parts.arrivals.lend(task_type, lambda executor_id: Loan(
+        loan = parts.arrivals.lend(task_type, lambda executor_id: Loan(
             loan_id=uuid.uuid4().hex, executor_id=executor_id, task_type=task_type,
             handler_version=version, duration_s=duration_s,
             lease_ttl_s=parts.settings.lease_ttl_s))
+        if loan is not None:
+            now = time.monotonic()
+            for old in [k for k, (_e, _t, until) in parts.loans.items() if until < now]:
+                del parts.loans[old]
+            parts.loans[loan.loan_id] = (loan.executor_id, task_type, now + duration_s)
+        return loan
+
+    def loans_of(self, task_type: str) -> list[tuple[str, str]]:
+        """The loans of ``task_type`` that may still run: (executor, loan id)."""
+        now = time.monotonic()
+        return [(executor, loan_id) for loan_id, (executor, t, until)
+                in self.parts.loans.items() if t == task_type and until >= now]
 
     async def report(self, reports: list[Report]) -> ReportAnswer:
         """Apply executor outcomes; a report under a stale lease token is rejected."""

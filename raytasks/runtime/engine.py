@@ -160,6 +160,9 @@ class PooledExecutor:
     def preempt(self, task_id: str, token: int, grace_s: float) -> bool:
         return self.core.preempt(task_id, token, grace_s)
 
+    def end_loan(self, loan_id: str) -> None:
+        self.core.end_loan(loan_id)
+
     def run_lent(self, loan_id: str, lease: Wire) -> tuple[bool, Wire | None]:
         """A lone task of the client this executor is lent to (:meth:`TaskExecutor.run_lent`);
         the lease and the report go as plain lists (``Lease.wire``, ``Report.wire``)."""

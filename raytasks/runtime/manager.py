@@ -111,6 +111,12 @@ class Manager(TaskManagerCore):
         if handle is not None:  # else its heartbeats tell it
             handle.preempt.remote(task_id, token, grace_s)
 
+    async def end_loans(self, loans: list[tuple[str, str]]) -> None:
+        handles = [(self.peers.get(executor_id), loan_id) for executor_id, loan_id in loans]
+        calls: list[Any] = [asyncio.wait_for(h.end_loan.remote(loan_id), 5)
+                 for h, loan_id in handles if h is not None]
+        await asyncio.gather(*calls, return_exceptions=True)  # one gone: its loan too
+
     def _cancel_on_executor(self, executor_id: str, task_id: str, token: int) -> None:
         handle = self.peers.get(executor_id)
         if handle is not None:  # else a lease recovered after a restart: heartbeats tell it

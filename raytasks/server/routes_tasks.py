@@ -1,7 +1,7 @@
-"""``/tasks``: create (one or a batch), list, read, change, cancel, retry, delete, progress
-and logs. Every route sees only the caller's tasks (an admin's: all). Creates, lists and
-reads are paced per owner (``api.max_creates_per_s``, ``api.max_reads_per_s``): past
-them 429 ``TooManyRequests`` with ``Retry-After``."""
+"""``/tasks``: create (one or a batch), list, read, change, cancel, retry, re-run and
+verify, delete, progress and logs. Every route sees only the caller's tasks (an admin's:
+all). Creates, lists and reads are paced per owner (``api.max_creates_per_s``,
+``api.max_reads_per_s``): past them 429 ``TooManyRequests`` with ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from ..api import TaskPage
-from ..errors import InvalidParametersError
+from ..errors import InvalidParametersError, InvalidTransitionError
 from ..inputs import check_tags
 from ..models import (
     AttemptInfo,
@@ -27,6 +27,7 @@ from ..models import (
     TaskStatus,
     TaskUpdateRequest,
 )
+from ..reproduce import Verdict, rerun_request, verify
 from .common import Reader, Submitter, Svc, TaskId, check_types, public, stamped
 from .logs import LogCursor, LogPage, follow, page
 from .vetting import vet_create, vet_notify
@@ -123,6 +124,36 @@ async def retry(task_id: TaskId, who: Submitter, svc: Svc, http: Request) -> Tas
     retried = await svc.tm.retry_task(task_id)
     await svc.audit.record(http, who, "task.retry", [(task_id, task.owner)])
     return public(retried)
+
+
+@router.post("/tasks/{task_id}/rerun", status_code=201)
+async def rerun(task_id: TaskId, who: Submitter, svc: Svc, http: Request) -> Task:
+    """A new task on a COMPLETED task's inputs (its type, parameters, priority, queue and
+    owner); 409 for a task not COMPLETED. ``GET /tasks/{rerun}/verify?of={task_id}``
+    compares the two once it has finished."""
+    svc.pace(who, "max_creates_per_s")
+    request = rerun_request(await svc.changeable_task(task_id, who))
+    vet_create([request], svc.settings)
+    task = await svc.tm.submit(stamped(request, who))
+    await svc.audit.record(http, who, "task.rerun", [(task.id, task.owner)])
+    return public(task)
+
+
+@router.get("/tasks/{task_id}/verify")
+async def verify_rerun(task_id: TaskId, of: Annotated[str, Query(min_length=1, max_length=200)],
+                       who: Reader, svc: Svc, http: Request) -> Verdict:
+    """Whether the finished task ``task_id`` reproduced the COMPLETED task ``of``: the
+    differences, field by field within the type's tolerance, and which inputs changed
+    (409 while it runs, or when ``of`` did not complete)."""
+    svc.pace(who, "max_reads_per_s")
+    again = await svc.read_task(http, task_id, who)
+    original = await svc.read_task(http, of, who)
+    rerun_request(original)  # 409 unless it completed
+    if not again.status.finished:
+        raise InvalidTransitionError(again.id, again.status.value,
+                                     "compared (it has not finished)")
+    types = {t.name: t for t in await svc.tm.task_types()}
+    return verify(public(original), public(again), types.get(original.task_type))
 
 
 @router.delete("/tasks/{task_id}", status_code=204)

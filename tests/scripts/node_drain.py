@@ -95,11 +95,16 @@ def main(cluster: Cluster, data_dir: str) -> None:
         cluster.shutdown()
 
 
-def _resumed_after(marks: Path, since: float, wait_s: float = 120.0) -> float | None:
-    """Seconds from ``since`` until a step was written again (None: not within wait_s)."""
+def _resumed_after(runtime: Any, gone: str, since: float, wait_s: float = 120.0
+                   ) -> float | None:
+    """Seconds from ``since`` until two executors off node ``gone`` run tasks again (None:
+    not within ``wait_s``, or the stream ran dry)."""
+    engine = raytasks.TaskExecutionEngine(runtime)
     end = time.time() + wait_s
     while time.time() < end:
-        if any(f.stat().st_mtime > since for f in marks.iterdir()):
+        busy = [e for e in engine.executors_sync()
+                if e.get("node_id") not in (None, gone) and e.get("current")]
+        if len(busy) >= 2:
             return round(time.time() - since, 2)
         time.sleep(0.1)
     return None
@@ -124,14 +129,15 @@ def soak(cluster: Cluster, data_dir: str, rounds: int, tasks: int = 60) -> None:
             began = time.time()
             drained = n % 3 != 2
             if drained:
-                accepted = _drain(cluster.address, old.node_id, DEADLINE_S / 2)
-                time.sleep(DEADLINE_S / 2)
+                accepted = _drain(cluster.address, old.node_id, DEADLINE_S)
+                time.sleep(DEADLINE_S)
             cluster.remove_node(old, allow_graceful=False)
             removed = time.time()
             figures.append({"round": n, "how": "drained" if drained else "lost",
                             "accepted": accepted if drained else None,
                             "removed_after_s": round(removed - began, 2),
-                            "work_resumed_after_s": _resumed_after(marks, removed)})
+                            "work_resumed_after_s": _resumed_after(runtime, old.node_id,
+                                                                   removed)})
         done = [tm.wait_sync(i, timeout_s=600) for i in ids]
         events = raytasks.TaskNotificationService(runtime).events_sync(0, timeout_s=0)
         completions = {i: 0 for i in ids}
