@@ -236,6 +236,11 @@ class ApiSettings(BaseModel):
         default=4.0, gt=0, le=3600, description="how many seconds' worth of calls an owner "
         "that was quiet may make at once (at least one) before max_creates_per_s and "
         "max_reads_per_s hold it")
+    rate_limit_delay_s: float = Field(
+        default=0.5, ge=0, le=10, description="how long a call refused by max_creates_per_s "
+        "or max_reads_per_s waits for its 429: a client that waits for each answer then "
+        "floods at most one call per connection per this long (at most 256 refusals wait "
+        "at once, wrong tokens' included; past that they are answered at once); 0: at once")
     session_idle_s: float = Field(default=4 * 3600.0, gt=0, le=30 * 86400.0,
                                   description="a session unused this long ends")
     session_max_s: float = Field(default=12 * 3600.0, gt=0, le=30 * 86400.0,

@@ -40,6 +40,23 @@ def system_pids(runtime: Runtime) -> dict[str, int]:
     return {name: int(pid) for name, pid in zip(refs, found, strict=True)}
 
 
+def _trim(_self: Any) -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def trimmed_rss_mb(runtime: Runtime, pids: dict[str, int]) -> dict[str, float]:
+    """Each actor's RSS after a garbage collection and ``malloc_trim(0)``: what its live
+    objects hold, without the heap the allocator keeps from an earlier peak (a leak stays;
+    a high-water mark goes)."""
+    ray.get([runtime.handle(role).__ray_call__.remote(_trim) for role in ROLES.values()],
+            timeout=120)
+    return system_rss_mb(pids)
+
+
 def system_rss_mb(pids: dict[str, int]) -> dict[str, float]:
     return {name: rss_mb(pid) for name, pid in pids.items()}
 
@@ -124,7 +141,9 @@ def run_endurance(tasks: int = 1_000_000, retention_s: float = 30.0, chunk: int 
                 read(finished)
                 next_point += every
         elapsed = time.monotonic() - started
-        return figures(curve, tasks, failed, elapsed, runtime.settings)
+        out = figures(curve, tasks, failed, elapsed, runtime.settings)
+        out["rss_trimmed_mb"] = trimmed_rss_mb(runtime, pids)
+        return out
     finally:
         if own:
             runtime.shutdown()
@@ -169,6 +188,9 @@ def format_endurance(f: dict[str, Any]) -> str:
             f"{name} {r:.3f} ({f['rss_at_tenth_mb'][name]:.1f} -> "
             f"{f['rss_at_end_mb'][name]:.1f} MB)" for name, r in f["rss_ratio"].items())
         + f"; worst {worst:.3f}",
+        "  RSS at the end after gc and malloc_trim (live memory, without the heap kept "
+        "from peaks): " + ", ".join(f"{name} {mb:.1f} MB"
+                                    for name, mb in f.get("rss_trimmed_mb", {}).items()),
         f"  store: at most {f['store_peak_tasks']:,.0f} tasks and {f['store_peak_mb']:.1f} MB"
         f" while {f['tasks']:,} went through; {f['store_end_tasks']:,.0f} tasks, "
         f"{f['store_end_mb']:.1f} MB at the end",

@@ -177,12 +177,18 @@ def http_flood(runtime: Runtime, tokens: dict[str, str], seconds: float = 20.0,
             "flood_p50_ms": _pct(loud, 0.5), "flood_p99_ms": p99_loud,
             "p99_ratio": p99_loud / p99_quiet, "bob": {str(k): v for k, v in bob.items()},
             "bob_calls_per_s": sum(bob.values()) / (seconds + 10),
-            "processes": processes, "threads": threads}
+            "processes": processes, "threads": threads,
+            "creates_per_s": runtime.settings.api.max_creates_per_s,
+            "reads_per_s": runtime.settings.api.max_reads_per_s,
+            "burst_s": runtime.settings.api.rate_burst_s}
 
 
 def run_flood(tasks: int = 1_000_000, max_queue_size: int = 100_000, chunk: int = 100,
-              http_seconds: float = 20.0, http: bool = True) -> dict[str, Any]:
-    """The HTTP flood, then the client loops, on one fresh service."""
+              http_seconds: float = 20.0, http: bool = True, loops: bool = True,
+              creates_per_s: float | None = None,
+              reads_per_s: float | None = None) -> dict[str, Any]:
+    """The HTTP flood, then the client loops, on one fresh service. ``creates_per_s`` and
+    ``reads_per_s``: the API's per-owner rates (default: the settings' defaults)."""
     tokens = {who: secrets.token_urlsafe(32) for who in ("alice", "bob")}
     from ..server.auth import hash_token
 
@@ -191,13 +197,18 @@ def run_flood(tasks: int = 1_000_000, max_queue_size: int = 100_000, chunk: int 
         ray_dashboard=False, max_queue_size=max_queue_size, warm_workers_per_type=0,
         task_types={"noop": TaskTypeSettings(workers=0)},
         api=ApiSettings(tokens=[ApiToken(sha256=hash_token(t), owner=who)
-                                for who, t in tokens.items()]))
+                                for who, t in tokens.items()],
+                        **{k: v for k, v in (("max_creates_per_s", creates_per_s),
+                                             ("max_reads_per_s", reads_per_s))
+                           if v is not None}))
     runtime = connect(settings=settings)
     try:
         register_task_type("noop", noop, runtime=runtime)
         out: dict[str, Any] = {"max_queue_size": max_queue_size}
         if http:
             out["http"] = http_flood(runtime, tokens, http_seconds)
+        if not loops:
+            return out
         tm = TaskManager(runtime)
         out["owner_loop"] = client_flood(runtime, tasks, "notebook", chunk)
         t0 = time.perf_counter()
@@ -235,12 +246,16 @@ def format_flood(f: dict[str, Any]) -> str:
     if "http" in f:
         h = f["http"]
         lines += [
+            f"  HTTP paced per owner at {h['creates_per_s']} creates/s and "
+            f"{h['reads_per_s']} reads/s (burst {h['burst_s']:g} s)",
             f"  HTTP: bob at full speed ({h['processes']} processes x {h['threads']} "
             f"connections, {h['bob_calls_per_s']:.0f} calls/s) got {h['bob']}",
             f"    alice quiet  p50 {h['quiet_p50_ms']:6.1f} ms  p99 {h['quiet_p99_ms']:6.1f} ms",
             f"    alice flood  p50 {h['flood_p50_ms']:6.1f} ms  p99 {h['flood_p99_ms']:6.1f} ms",
             f"    p99 ratio {h['p99_ratio']:.2f} (target <= 2)",
         ]
+    if "owner_loop" not in f:
+        return "\n".join(lines)
     lines += format_loop("an owner's loop", f["owner_loop"])
     lines += [f"  another owner meanwhile: submit {f['colleague_submit_ms']:.1f} ms, list "
               f"{f['colleague_list_ms']:.1f} ms"]

@@ -150,13 +150,20 @@ def bench_endurance(tasks: int, retention_s: float, window: int, points: int, wo
               "submit per task)")
 @click.option("--http-seconds", type=float, default=20.0, help="how long bob floods HTTP")
 @click.option("--no-http", is_flag=True, help="only the client loops")
+@click.option("--http-only", is_flag=True, help="only the HTTP flood")
+@click.option("--creates-per-s", type=float, default=None,
+              help="api.max_creates_per_s of the run (default: the setting's default)")
+@click.option("--reads-per-s", type=float, default=None,
+              help="api.max_reads_per_s of the run (default: the setting's default)")
 @click.option("--json", "as_json", is_flag=True)
 def bench_flood(tasks: int, max_queue_size: int, chunk: int, http_seconds: float,
-                no_http: bool, as_json: bool) -> None:
+                no_http: bool, http_only: bool, creates_per_s: float | None,
+                reads_per_s: float | None, as_json: bool) -> None:
     """Floods: an HTTP client at full speed (another owner's p99 quiet and under it), and
     client loops far past max_queue_size (refusals, memory, another owner served)."""
     from ..benchmarks.flood import format_flood, run_flood
 
     figures = run_flood(tasks=tasks, max_queue_size=max_queue_size, chunk=chunk,
-                        http_seconds=http_seconds, http=not no_http)
+                        http_seconds=http_seconds, http=not no_http, loops=not http_only,
+                        creates_per_s=creates_per_s, reads_per_s=reads_per_s)
     emit(as_json, figures, lambda: click.echo(format_flood(figures)))

@@ -61,9 +61,9 @@ from .common import (
     MissingScope,
     Reader,
     Services,
+    TooManyRequests,
     TooManySignIns,
     TooManyWrongTokens,
-    TooManyRequests,
     Unauthorized,
 )
 from .edge import Edge, ErrorBody, error, scrub
@@ -226,6 +226,15 @@ def _handle_errors(app: FastAPI, svc: Services) -> None:
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         return response
 
+    @app.exception_handler(TooManyRequests)
+    async def _too_many_requests(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TooManyRequests)
+        # held back a moment: a client that waits for each answer floods that much slower
+        await svc.slow_down(svc.settings.api.rate_limit_delay_s)
+        response = error(429, "TooManyRequests", str(exc), limit=exc.limit)
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return response
+
     @app.exception_handler(MissingScope)
     async def _missing_scope(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, MissingScope)
@@ -235,13 +244,6 @@ def _handle_errors(app: FastAPI, svc: Services) -> None:
     async def _csrf(_: Request, __: Exception) -> JSONResponse:
         return error(403, "CsrfError", f"a request with the session cookie must send the "
                      f"session's {CSRF_HEADER} header")
-    @app.exception_handler(TooManyRequests)
-    async def _too_many_requests(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, TooManyRequests)
-        response = error(429, "TooManyRequests", str(exc), limit=exc.limit)
-        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
-        return response
-
 
 
 async def _prune(svc: Services) -> None:

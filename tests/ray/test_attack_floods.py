@@ -33,7 +33,7 @@ def test_an_owner_at_full_speed_is_paced_and_another_owner_is_served(make_api: A
     # Given creates and reads paced at 20 a second (a burst of 20) per owner
     api = make_api(sleepy_workers=0, api=ApiSettings(
         tokens=api_tokens(), max_body_bytes=64 * 1024, max_creates_per_s=RATE,
-        max_reads_per_s=RATE, rate_burst_s=BURST_S))
+        max_reads_per_s=RATE, rate_burst_s=BURST_S, rate_limit_delay_s=0.01))
     # When bob hammers POST /tasks and GET /tasks from four connections at once
     bobs: list[list[httpx.Response]] = [[] for _ in range(4)]
     started = time.monotonic()

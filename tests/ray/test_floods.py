@@ -84,6 +84,8 @@ def test_bench_endurance_runs_and_reads_every_actor_and_the_store(make_service: 
         assert all(mb > 0 for mb in point["rss_mb"].values()), point
     assert figures["curve"][-1]["store"]["tasks"] == 300  # none pruned yet (every minute)
     assert set(figures["rss_ratio"]) == {"manager", "tracker", "notifier", "engine"}
+    assert all(mb > 0 for mb in figures["rss_trimmed_mb"].values())
+    assert set(figures["rss_trimmed_mb"]) == set(figures["rss_ratio"])
     text = format_endurance(figures)
     assert "RSS at the end / after the first 10 %" in text and "store: at most" in text
 
