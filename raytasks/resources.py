@@ -122,6 +122,11 @@ class Resources:
         if spec.kind in ("synthetic", "csv"):
             return load_bars(codes, start, end, spec.kind,
                              str(spec.path) if spec.path is not None else None, seed)
+        if spec.kind == "qlib":
+            from .quant.qlib_source import load_qlib_bars
+
+            assert spec.path is not None
+            return load_qlib_bars(spec.path, codes, start, end)
         frames = []
         for code in codes:
             if spec.kind == "tushare":

@@ -140,15 +140,16 @@ class DataSourceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["synthetic", "csv", "tushare", "akshare", "baostock"]
+    kind: Literal["synthetic", "csv", "qlib", "tushare", "akshare", "baostock"]
     path: Path | None = Field(default=None, description="kind=csv: a directory of "
-                              "<code>.csv or <code>.parquet files")
+                              "<code>.csv or <code>.parquet files; kind=qlib: a Qlib data "
+                              "directory (calendars/, instruments/, features/)")
     token: SecretStr | None = Field(default=None, description="kind=tushare: the API token")
 
     @model_validator(mode="after")
     def _complete(self) -> DataSourceSettings:
-        if self.kind == "csv" and self.path is None:
-            raise ValueError("a csv data source needs a path")
+        if self.kind in ("csv", "qlib") and self.path is None:
+            raise ValueError(f"a {self.kind} data source needs a path")
         if self.kind == "tushare" and self.token is None:
             raise ValueError("a tushare data source needs a token")
         return self

@@ -74,8 +74,9 @@ def sync(params: DataParams, resources: Resources, store: BarStore,
 
 def fetch(params: DataParams, resources: Resources, code: str, start: str) -> pd.DataFrame:
     """One code's bars from ``start`` to ``params.end``."""
-    if resources.data_source(params.source).kind in ("synthetic", "csv"):
-        # the generator is deterministic over the whole range: slice it, never re-seed
+    if resources.data_source(params.source).kind in ("synthetic", "csv", "qlib"):
+        # the generator is deterministic over the whole range: slice it, never re-seed (and a
+        # local directory may hold nothing new, which a read of the new days alone refuses)
         bars = resources.load_bars(params.source, [code], params.start, params.end,
                                    params.seed)
         return bars[bars["date"] >= pd.Timestamp(start)]
