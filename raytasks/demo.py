@@ -34,6 +34,7 @@ from . import (
     register_task_type,
 )
 from .report import write as write_report
+from .tracking import tracking_uri
 
 console = Console()
 
@@ -156,6 +157,10 @@ def main() -> None:
     path = write_report(research, Path(data_dir) / "report.html",
                         title="raytasks demo: research report")
     console.print(f"[bold]research report:[/] {path}")
+    if rt.settings.mlflow_tracking:
+        uri = tracking_uri(rt.settings)
+        console.print(f"[bold]MLflow runs[/] of the research tasks: {uri} (open them with "
+                      f"`mlflow ui --backend-store-uri {uri}`)")
     backtest = next((t for t in research if t.task_type == "backtest"
                      and (t.result or {}).get("kind") == "strategy"), None)
     if backtest is not None:  # the same as `raytasks rerun ID --verify`

@@ -320,6 +320,11 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/tasks.db"
     )
     artifact_root: Path | None = Field(default=None, description="default <data_dir>/artifacts")
+    mlflow_tracking: bool = Field(default=True, description="completed prediction, backtest "
+                                  "and training tasks log an MLflow run (raytasks.tracking)")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="where the runs go: a team's MLflow server (http://...); "
+        "default sqlite:///<data_dir>/mlflow.db")
     inline_result_max_bytes: int = Field(default=64 * 1024, ge=0)
     max_parameters_bytes: int = Field(default=1024 * 1024, ge=1)
 

@@ -101,6 +101,9 @@ def _services(data_dir: Path) -> Iterator[Callable[..., Any]]:
             "cancel_grace_s": 1.0,
             "workers_per_type": 0,
             "progress_flush_interval_s": 0.2,
+            # a run per research task costs MLflow's import and a store: on where tested
+            # (tests/ray/test_tracking.py)
+            "mlflow_tracking": False,
         }
         values.update(overrides)
         rt = runtime.connect(settings=Settings(**values))
