@@ -52,11 +52,23 @@ bench-deps: $(STAMP)
 	command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && \
 	  $(APT_INSTALL) redis-server >/dev/null)
 
-# The long chaos run: ~2,000 tasks, ~45 random kills and pauses, figures printed as JSON.
-# SOAK_ARGS=--postgres runs it on a throwaway PostgreSQL server it starts and stops
-# (SOAK_ARGS="--store-url postgresql://..." on one of yours).
-soak: $(STAMP)
+# The long runs, each printing its figures as JSON: `make soak` runs them all (an hour or
+# more); each has a target of its own. SOAK_ARGS=--postgres runs the chaos and store runs on a
+# throwaway PostgreSQL server they start and stop (SOAK_ARGS="--store-url postgresql://..."
+# on one of yours).
+.PHONY: soak-chaos soak-nodes
+soak: soak-chaos soak-store soak-nodes soak-oom soak-flood soak-endurance
+
+# The chaos run: ~2,000 tasks, ~45 random kills and pauses.
+soak-chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos --tasks 2000 --kills 45 --seconds 240 $(SOAK_ARGS)
+
+# Nodes lost and drained at length (issue 23, item 3): 30 rounds of node turnover under a
+# stream of tasks, two in three drained with a deadline, the third removed without notice;
+# `make test` runs one drain (tests/ray/test_cluster_restart.py).
+soak-nodes: $(STAMP)
+	mkdir -p .raytasks && $(BIN)/python -m tests.scripts.node_drain \
+	  $$(mktemp -d $$PWD/.raytasks/soak-nodes.XXXX) --soak 30
 
 # The floods and the long run of issue 23 at full size (minutes to tens of minutes each):
 # a million submits against max_queue_size=100,000 and an HTTP client at full speed; a

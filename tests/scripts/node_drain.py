@@ -110,8 +110,10 @@ def _resumed_after(runtime: Any, gone: str, since: float, wait_s: float = 120.0
     return None
 
 
-def soak(cluster: Cluster, data_dir: str, rounds: int, tasks: int = 60) -> None:
-    """Rounds of node turnover under a stream of stepper tasks; invariants and figures."""
+def soak(cluster: Cluster, data_dir: str, rounds: int) -> None:
+    """Rounds of node turnover under a stream of stepper tasks (enough to outlast them: ten
+    per round, two seconds each on two executors); invariants and figures."""
+    tasks = 10 * rounds
     nodes = [cluster.add_node(num_cpus=2, resources={"worker": 2})]
     marks = Path(tempfile.mkdtemp(dir=data_dir))
     steps = 40
