@@ -106,6 +106,12 @@ def _section(task: Task) -> str:
     parts.append(_trades(result.get("trade_log")))
     if task.result is not None and not isinstance(task.result, dict):
         parts.append(f"<pre>{escape(json.dumps(task.result, ensure_ascii=False)[:4000])}</pre>")
+    if task.lineage:
+        from .lineage import describe
+
+        parts.append("<details class=\"meta\"><summary>lineage: what this result came "
+                     "from</summary><pre>" + escape("\n".join(describe(task.lineage))) +
+                     "</pre></details>")
     parts.append("</section>")
     return "\n".join(p for p in parts if p)
 

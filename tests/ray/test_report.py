@@ -83,6 +83,11 @@ def test_raytasks_report_draws_the_results_and_shows_user_strings_as_text(
         trades = page.locator("table.trades tbody tr").count()
         assert trades == min(60, tasks[0].result["trades"]) and trades > 0
         assert page.locator("table.metrics th", has_text="risk.sharpe").count() == 1
+        # and each task's lineage, folded: its code hash and the bars it read
+        page.locator("details summary").first.click()
+        lineage = page.locator("details pre").first.inner_text()
+        assert f"code       sha256 {tasks[0].lineage['code']}" in lineage
+        assert "bars       synthetic/000001.SZ 2021-01-01.." in lineage
         page.screenshot(path=str(OUT / "report.png"), full_page=True)
         page.locator("section").first.screenshot(path=str(OUT / "report-backtest.png"))
         browser.close()
