@@ -13,8 +13,9 @@ another had logged (the first one's report lost) replaces nothing and logs no se
 Tracking never fails a task: an error is a line in the attempt's log.
 
 Where: ``mlflow_tracking_uri`` (a team's server, ``http://...``), by default a local
-store under the data directory (``sqlite:///<data_dir>/mlflow.db``), which ``mlflow ui
---backend-store-uri`` opens. ``mlflow_tracking = false`` turns it off.
+store under the data directory (``sqlite:///<data_dir>/mlflow.db``, artifacts in
+``<data_dir>/mlflow-artifacts``), which ``mlflow ui --backend-store-uri`` opens.
+``mlflow_tracking = false`` turns it off.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ def log_run(settings: Settings, task: dict[str, Any], result: Any,
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri(settings))
-    experiment = _experiment(client)
+    # the local store keeps artifacts under the data directory too (MLflow's default is
+    # ./mlruns of the process: here, the executor's working directory)
+    experiment = _experiment(client, None if settings.mlflow_tracking_uri else
+                             (settings.data_dir / "mlflow-artifacts").as_uri())
     found = client.search_runs([experiment], f"tags.`raytasks.task_id` = '{task['task_id']}'",
                                max_results=1)
     if found:
@@ -127,12 +131,12 @@ def flatten(value: Any, prefix: str = "", numbers_only: bool = True,
     return out
 
 
-def _experiment(client: Any) -> str:
+def _experiment(client: Any, artifacts: str | None) -> str:
     found = client.get_experiment_by_name(EXPERIMENT)
     if found is not None:
         return str(found.experiment_id)
     try:
-        return str(client.create_experiment(EXPERIMENT))
+        return str(client.create_experiment(EXPERIMENT, artifact_location=artifacts))
     except Exception:  # another executor created it meanwhile
         return str(client.get_experiment_by_name(EXPERIMENT).experiment_id)
 

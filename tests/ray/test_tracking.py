@@ -119,3 +119,29 @@ def test_research_tasks_log_runs_read_back_through_mlflow(make_service: Any,
     assert [v.tags["raytasks.model_id"] for v in versions] == [model_id]
     assert versions[0].run_id == client.search_runs(
         [experiment.experiment_id], f"tags.`raytasks.task_id` = '{tune.id}'")[0].info.run_id
+
+
+def test_by_default_runs_and_artifacts_stay_under_the_data_directory(
+        make_service: Any) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from raytasks.tracking import tracking_uri
+
+    service = make_service(mlflow_tracking=True,
+                           task_types={"prediction": TaskTypeSettings(workers=1)})
+    tm = TaskManager(service)
+    task = tm.wait_sync(tm.submit_sync(TaskCreateRequest(
+        name="p", task_type="prediction", parameters={"stock_code": "000001.SZ", **RANGE})).id,
+        timeout_s=240)
+    assert task.status is TaskStatus.COMPLETED, task.error
+    data_dir = Path(service.settings.data_dir)
+    uri = tracking_uri(service.settings)
+    assert uri == f"sqlite:///{data_dir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("raytasks")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id],
+                                f"tags.`raytasks.task_id` = '{task.id}'")
+    stored = list((data_dir / "mlflow-artifacts").rglob("result.json"))
+    assert len(stored) == 1 and run.info.run_id in str(stored[0])
+    assert not Path("mlruns").exists()  # nothing in the working directory
