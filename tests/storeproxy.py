@@ -46,6 +46,8 @@ class CuttableProxy:
         self._open.update(pair)  # type: ignore[arg-type]
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except asyncio.CancelledError:  # closing: end quietly
+            pass
         finally:
             for t in pair:
                 self._open.discard(t)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from ..errors import StoreError
 from ..messages import IntakeGrant
 from ..models import TaskStatus
 from ..store.base import ActiveRow
@@ -53,6 +54,9 @@ class Adoption:
         self._adopting: dict[str, asyncio.Future[None]] = {}  # claims in flight, by task
         self._seen: set[str] = set()  # intake rows the last sweep found
         self.node_id: str | None = None  # the Ray node the manager runs on (the actor sets it)
+        #: tasks whose claim failed for the store (away, or its answer lost): the claim
+        #: may have committed, so no intake row would bring them again; the sweep reads them
+        self._unsure: set[str] = set()
 
     async def ensure_adopted(self, task_ids: Iterable[str]) -> States:
         """Adopt those of ``task_ids`` the store has PENDING or RUNNING and memory does not.
@@ -84,7 +88,11 @@ class Adoption:
                 await self.parts.pipeline.run(self._ended(ended))
 
     async def sweep(self) -> None:
-        """Adopt tasks whose notice never came (rows found by two sweeps in a row)."""
+        """Adopt tasks whose notice never came (rows found by two sweeps in a row), and
+        those whose claim the store may have taken without answering."""
+        if self._unsure:
+            unsure, self._unsure = sorted(self._unsure), set()
+            await self._claim(unsure, unsure=True)
         rows = await asyncio.to_thread(self.parts.store.intake_rows, 1000)
         seen = {task_id for task_id, _at in rows}
         due = [task_id for task_id in seen if task_id in self._seen]
@@ -93,11 +101,13 @@ class Adoption:
             log.info("adopting %d task(s) whose intake notice did not come", len(due))
             await self._claim(due)
 
-    async def _claim(self, task_ids: list[str]) -> None:
+    async def _claim(self, task_ids: list[str], *, unsure: bool = False) -> None:
         """Claim the intake rows of ``task_ids`` and hold the claimed tasks in memory.
 
         Concurrent claims of one task (a notice, a sweep, a lookup) wait for the one in
         flight; a task whose row is gone was adopted before (or never was a client's).
+        ``unsure``: an earlier claim of these failed for the store, perhaps after its
+        commit: hold each the store has PENDING or RUNNING, claimed now or not.
         """
         others = {id(f): f for t in task_ids if (f := self._adopting.get(t)) is not None}
         todo = [t for t in dict.fromkeys(task_ids) if t not in self._adopting]
@@ -106,7 +116,12 @@ class Adoption:
             for task_id in todo:
                 self._adopting[task_id] = done
             try:
-                rows, ended, runs = await asyncio.to_thread(self._read_claimed, todo)
+                try:
+                    rows, ended, runs = await asyncio.to_thread(self._read_claimed, todo,
+                                                                unsure)
+                except StoreError:
+                    self._unsure.update(todo)
+                    raise
                 for status, owner in ended:  # a lent run that ended before its notice
                     self.parts.counts.add(owner, status)
                 self._learn(runs)
@@ -127,12 +142,14 @@ class Adoption:
         if others:
             await asyncio.gather(*others.values())
 
-    def _read_claimed(self, task_ids: list[str]) -> tuple[
+    def _read_claimed(self, task_ids: list[str], unsure: bool = False) -> tuple[
             list[ActiveRow], list[tuple[TaskStatus, str | None]], list[Run]]:
         """The claimed tasks' rows, and the states and run times of those that already
-        ended."""
+        ended (``unsure``: of all ``task_ids``, claimed now or by a claim that failed)."""
         store = self.parts.store
         claimed = store.claim_intake(task_ids)
+        if unsure:
+            return store.active_rows(task_ids), [], []
         rows = store.active_rows(claimed) if claimed else []
         over = sorted(set(claimed) - {row.id for row in rows})
         if not over:
