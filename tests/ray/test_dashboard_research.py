@@ -248,6 +248,14 @@ def test_a_backtest_and_a_forecast_read_as_a_researcher_reads_them(
     # and what its attempt used, as measured by its executor
     expect(page.locator("#detail p.meta")).to_contain_text(
         re.compile(r"used \d+\.\d\d CPU s, peak \d+ MiB"))
+    # and its lineage, folded: the code's hash and the bars it read, as text
+    lineage = page.locator("#detail details.lineage")
+    lineage.locator("summary").click()
+    text = lineage.locator("pre").inner_text()
+    with httpx.Client(base_url=api.url, headers=auth("alice"), timeout=60) as alice:
+        code = alice.get(f"/tasks/{bt['id']}").json()["lineage"]["code"]
+    assert f"code       sha256 {code}" in text
+    assert "bars       synthetic/000001.SZ 2021-01-04..2023-12-29" in text
     _shot(page, "dashboard-backtest.png")
     # And a forecast's detail draws forecast against actual
     page.locator(f"tr[data-task-id='{fc['id']}'] button.details").click()

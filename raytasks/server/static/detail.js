@@ -41,6 +41,7 @@ export async function showDetail(taskId) {
   if (metrics) { detail.appendChild(el("h3", "metrics")); detail.appendChild(metrics); }
   const trades = Array.isArray(result.trade_log) ? records(result.trade_log) : [];
   if (trades.length) detail.appendChild(pagedTable(trades, "trades"));
+  if (task.lineage) detail.appendChild(lineage(task.lineage));
   const logBox = el("section", null, "logs");
   logBox.appendChild(el("h3", "log"));
   detail.appendChild(logBox);
@@ -50,6 +51,26 @@ export async function showDetail(taskId) {
   detail.appendChild(raw);
   await loadLogs(task, logBox);
   return task;
+}
+
+/** What a result came from (``task.lineage``), folded: a line per fingerprint, as text. */
+function lineage(fingerprints) {
+  const lines = [`raytasks   ${fingerprints.raytasks}`, `code       sha256 ${fingerprints.code}`,
+    `parameters ${JSON.stringify(fingerprints.parameters)}`,
+    `seeds      ${JSON.stringify(fingerprints.seeds || {})}`,
+    "libraries  " + Object.entries(fingerprints.libraries || {}).sort()
+      .map(([name, version]) => `${name} ${version}`).join(", ")];
+  for (const [name, read] of Object.entries(fingerprints.bars || {}).sort()) {
+    lines.push(`bars       ${name} ${read.start}..${read.end} ${read.rows} rows ` +
+               `sha256 ${read.sha256}`);
+  }
+  for (const [name, used] of Object.entries(fingerprints.models || {}).sort()) {
+    lines.push(`model      ${name} ${used.role} sha256 ${used.sha256}`);
+  }
+  const box = el("details", null, "lineage");
+  box.appendChild(el("summary", "lineage: what this result came from"));
+  box.appendChild(el("pre", lines.join("\n")));
+  return box;
 }
 
 /** Why a PENDING task waits, or when a RUNNING one should end (``/tasks/{id}/explain``). */
