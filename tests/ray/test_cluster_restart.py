@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +20,17 @@ def _life(stage: str, data_dir: Path, stdin: str = "") -> str:
                          env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1]
+
+
+def _script(name: str, data_dir: Path) -> dict[str, Any]:
+    """Run ``tests.scripts.<name>`` (a cluster of its own); the JSON report it prints last."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-m", f"tests.scripts.{name}", str(data_dir)],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return report
 
 
 def test_acknowledged_tasks_survive_a_whole_cluster_restart(tmp_path: Path) -> None:
@@ -34,12 +46,7 @@ def test_acknowledged_tasks_survive_a_whole_cluster_restart(tmp_path: Path) -> N
 def test_a_lost_worker_node_costs_one_retry_and_nothing_else(tmp_path: Path) -> None:
     # Given executors that live on worker nodes only, when the node running a task dies
     # and another joins, then the task runs again there and completes exactly once
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-m", "tests.scripts.node_loss", str(tmp_path)],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = _script("node_loss", tmp_path)
     assert report["status"] == "COMPLETED" and report["attempt"] == 1
     assert report["completions"] == 1
     assert report["pid_after"] != report["pid_before"]  # a new executor, on the new node
@@ -48,13 +55,8 @@ def test_a_lost_worker_node_costs_one_retry_and_nothing_else(tmp_path: Path) -> 
 def test_a_drained_node_hands_back_its_work_before_its_deadline(tmp_path: Path) -> None:
     # Given two tasks running on a worker node (one that looks at its context, one that
     # spins and never does), no retries allowed, and a second node joining
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
     # When the node is drained with an 8 s deadline and removed at it
-    out = subprocess.run([sys.executable, "-m", "tests.scripts.node_drain", str(tmp_path)],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = _script("node_drain", tmp_path)
     print("drain:", json.dumps({**report, "tasks": [
         {k: v for k, v in t.items() if k != "steps"} for t in report["tasks"]]}))
     assert report["accepted"]
