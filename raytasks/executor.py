@@ -35,6 +35,7 @@ import threading
 import time
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,6 +122,7 @@ class TaskExecutor:
         self.link = link
         self.exit_process = exit_process
         self._specs: dict[int, TaskTypeSpec] = {}
+        self._tracking = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
         self._lock = threading.Lock()
         # held while a heartbeat carries log lines: an attempt's report waits for it, so
         # its lines are stored while its lease holds (the store fences them by it)
@@ -249,6 +251,8 @@ class TaskExecutor:
             spec = TaskTypeSpec.loads(self.link.type_blob(self.task_type))
             if spec.warm_up is not None:
                 spec.warm_up()
+            if tracked(self.settings, self.task_type, spec.builtin):
+                import mlflow.tracking  # noqa: F401  (its runs are logged by this process)
         except Exception as exc:  # the first task imports what it needs instead
             log.info("executor %s: warm-up skipped (%s)", self.executor_id, exc)
 
@@ -338,7 +342,9 @@ class TaskExecutor:
             report = Report(lease.task_id, lease.token, "completed",
                             lineage=lineage.text(), **self._result(lease, value))
             if tracked(self.settings, lease.task_type, spec.builtin):
-                track(self.settings, run.log, lease, value, lineage)
+                # off the task's path: its report does not wait for MLflow (in order, one
+                # run at a time; a process that dies first leaves that run unlogged)
+                self._tracking.submit(track, self.settings, None, lease, value, lineage)
         except Exception as exc:
             report = self._failure(run, exc)
         elapsed = time.time() - run.started

@@ -1,7 +1,8 @@
 """MLflow tracking: a run per research task, where researchers already look.
 
 A completed prediction, backtest or training task logs one MLflow run, from the executor
-that ran it, after its handler returned: the parameters after defaults (from its lineage),
+that ran it, after its handler returned (on a thread of its own: the task's report does not
+wait for it): the parameters after defaults (from its lineage),
 every number of its result as a metric (``risk.sharpe``, ``metrics.rmse``...), its result,
 lineage and equity curve (CSV) as artifacts, and the raytasks task id, type, owner, attempt
 and code hash as tags. A tune's trials are child runs. A model version a training saved is
@@ -62,6 +63,8 @@ def track(settings: Settings, attempt_log: AttemptLog | None, lease: Lease, valu
                          value, dict(lineage))
         if attempt_log is not None:
             attempt_log.add("raytasks", f"MLflow run {run_id} ({tracking_uri(settings)})")
+        else:
+            log.info("task %s: MLflow run %s", lease.task_id, run_id)
     except Exception as exc:
         log.warning("task %s: MLflow tracking failed: %s", lease.task_id, exc)
         if attempt_log is not None:

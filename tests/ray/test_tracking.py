@@ -20,6 +20,7 @@ import pytest
 from raytasks import TaskCreateRequest, TaskManager, TaskStatus
 from raytasks.settings import TaskTypeSettings
 from raytasks.tracking import flatten
+from tests.conftest import wait_for
 
 RANGE = {"start": "2022-01-04", "end": "2022-12-30"}
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
@@ -81,11 +82,13 @@ def test_research_tasks_log_runs_read_back_through_mlflow(make_service: Any,
         print(task_type, parameters.get("kind"), f"{time.monotonic() - began:.1f} s")
     assert all(t.status is TaskStatus.COMPLETED for t in done), [t.error for t in done]
     client = MlflowClient(tracking_uri=mlflow_server)
-    experiment = client.get_experiment_by_name("raytasks")
-    assert experiment is not None
+    experiment = wait_for(lambda: client.get_experiment_by_name("raytasks"), timeout_s=120,
+                          what="the raytasks experiment")
     for task in done:
-        runs = client.search_runs([experiment.experiment_id],
-                                  f"tags.`raytasks.task_id` = '{task.id}'")
+        # (a run is logged beside the task's report, not before it)
+        runs = wait_for(lambda t=task: client.search_runs(
+            [experiment.experiment_id], f"tags.`raytasks.task_id` = '{t.id}'"),
+            timeout_s=120, what="the task's MLflow run")
         # Then each task has one run: its parameters after defaults, every number of its
         # result as a metric, its lineage as a tag and an artifact
         assert len(runs) == 1, task.task_type
@@ -138,10 +141,10 @@ def test_by_default_runs_and_artifacts_stay_under_the_data_directory(
     uri = tracking_uri(service.settings)
     assert uri == f"sqlite:///{data_dir / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("raytasks")
-    assert experiment is not None
-    (run,) = client.search_runs([experiment.experiment_id],
-                                f"tags.`raytasks.task_id` = '{task.id}'")
+    (run,) = wait_for(lambda: (e := client.get_experiment_by_name("raytasks")) is not None
+                      and client.search_runs([e.experiment_id],
+                                             f"tags.`raytasks.task_id` = '{task.id}'"),
+                      timeout_s=120, what="the task's MLflow run")
     stored = list((data_dir / "mlflow-artifacts").rglob("result.json"))
     assert len(stored) == 1 and run.info.run_id in str(stored[0])
     assert not Path("mlruns").exists()  # nothing in the working directory
