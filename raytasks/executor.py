@@ -251,8 +251,6 @@ class TaskExecutor:
             spec = TaskTypeSpec.loads(self.link.type_blob(self.task_type))
             if spec.warm_up is not None:
                 spec.warm_up()
-            if tracked(self.settings, self.task_type, spec.builtin):
-                import mlflow.tracking  # noqa: F401  (its runs are logged by this process)
         except Exception as exc:  # the first task imports what it needs instead
             log.info("executor %s: warm-up skipped (%s)", self.executor_id, exc)
 
