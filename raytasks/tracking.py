@@ -42,6 +42,7 @@ TRACKED = ("prediction", "backtest", "training")
 EXPERIMENT = "raytasks"
 MOST_METRICS = 500
 TAG_MAX = 5000  # characters of the lineage kept as a tag (MLflow takes up to 8,000)
+RETRY_WAITS_S = (1.0, 3.0, 10.0)  # between tries to log a run (off the task's path)
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -57,10 +58,20 @@ def track(settings: Settings, attempt_log: AttemptLog | None, lease: Lease, valu
           lineage: Lineage) -> None:
     """Log a completed attempt as an MLflow run (:func:`log_run`), saying so in its log; a
     failure to is a line there too, never the task's failure."""
+    import time
+
     try:
-        run_id = log_run(settings, {"task_id": lease.task_id, "task_type": lease.task_type,
-                                    "owner": lease.owner, "attempt": lease.attempt},
-                         value, dict(lineage))
+        for wait_s in (*RETRY_WAITS_S, None):
+            try:
+                run_id = log_run(settings, {"task_id": lease.task_id,
+                                            "task_type": lease.task_type,
+                                            "owner": lease.owner, "attempt": lease.attempt},
+                                 value, dict(lineage))
+                break
+            except Exception:
+                if wait_s is None:
+                    raise
+                time.sleep(wait_s)  # a store another process creates, or a server away
         if attempt_log is not None:
             attempt_log.add("raytasks", f"MLflow run {run_id} ({tracking_uri(settings)})")
         else:
@@ -83,10 +94,11 @@ def log_run(settings: Settings, task: dict[str, Any], result: Any,
     # ./mlruns of the process: here, the executor's working directory)
     experiment = _experiment(client, None if settings.mlflow_tracking_uri else
                              (settings.data_dir / "mlflow-artifacts").as_uri())
-    found = client.search_runs([experiment], f"tags.`raytasks.task_id` = '{task['task_id']}'",
-                               max_results=1)
-    if found:
-        return str(found[0].info.run_id)
+    for found in client.search_runs([experiment],
+                                    f"tags.`raytasks.task_id` = '{task['task_id']}'"):
+        if found.info.status == "FINISHED":
+            return str(found.info.run_id)
+        client.delete_run(found.info.run_id)  # a try cut short: logged again whole
     tags = {"raytasks.task_id": task["task_id"], "raytasks.task_type": task["task_type"],
             "raytasks.owner": str(task.get("owner") or ""),
             "raytasks.attempt": str(task["attempt"]),

@@ -59,6 +59,12 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+def _finished(client: Any, experiment_id: str, task_id: str) -> list[Any]:
+    """The task's runs, once one has finished (a run is logged beside the task's report)."""
+    runs = client.search_runs([experiment_id], f"tags.`raytasks.task_id` = '{task_id}'")
+    return runs if any(r.info.status == "FINISHED" for r in runs) else []
+
+
 @pytest.mark.timeout(900)
 def test_research_tasks_log_runs_read_back_through_mlflow(make_service: Any,
                                                          mlflow_server: str) -> None:
@@ -86,9 +92,8 @@ def test_research_tasks_log_runs_read_back_through_mlflow(make_service: Any,
                           what="the raytasks experiment")
     for task in done:
         # (a run is logged beside the task's report, not before it)
-        runs = wait_for(lambda t=task: client.search_runs(
-            [experiment.experiment_id], f"tags.`raytasks.task_id` = '{t.id}'"),
-            timeout_s=120, what="the task's MLflow run")
+        runs = wait_for(lambda t=task: _finished(client, experiment.experiment_id, t.id),
+                        timeout_s=120, what="the task's MLflow run")
         # Then each task has one run: its parameters after defaults, every number of its
         # result as a metric, its lineage as a tag and an artifact
         assert len(runs) == 1, task.task_type
@@ -142,8 +147,7 @@ def test_by_default_runs_and_artifacts_stay_under_the_data_directory(
     assert uri == f"sqlite:///{data_dir / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     (run,) = wait_for(lambda: (e := client.get_experiment_by_name("raytasks")) is not None
-                      and client.search_runs([e.experiment_id],
-                                             f"tags.`raytasks.task_id` = '{task.id}'"),
+                      and _finished(client, e.experiment_id, task.id),
                       timeout_s=120, what="the task's MLflow run")
     stored = list((data_dir / "mlflow-artifacts").rglob("result.json"))
     assert len(stored) == 1 and run.info.run_id in str(stored[0])
