@@ -324,7 +324,8 @@ class TaskExecutor:
                 raise TaskPreemptedError(lease.task_id)
             spec = self._spec(lease)
             parameters = json.loads(lease.parameters)
-            lineage = Lineage.start(spec, parameters)
+            parsed = spec.parse(parameters)  # validated once: the handler's argument
+            lineage = Lineage.start(spec, parsed)
             checkpoint = self.link.checkpoint(lease.task_id) if lease.attempt else None
             ctx = TaskExecutionContext(
                 lease.task_id, lease.task_type, lease.attempt, parameters,
@@ -336,7 +337,7 @@ class TaskExecutor:
                     lease.task_id, lease.token, state),
                 models=self.link.ledger(lease), lineage=lineage,
             )
-            value = spec.handler(spec.parse(parameters), ctx)
+            value = spec.handler(parsed, ctx)
             report = Report(lease.task_id, lease.token, "completed",
                             lineage=lineage.text(), **self._result(lease, value))
             if tracked(self.settings, lease.task_type, spec.builtin):

@@ -39,14 +39,15 @@ class Lineage(dict[str, Any]):
     ``seeds``, ``libraries``, ``bars`` and ``models``."""
 
     @classmethod
-    def start(cls, spec: TaskTypeSpec, parameters: dict[str, Any]) -> Lineage:
-        """What is known before the handler runs."""
+    def start(cls, spec: TaskTypeSpec, parsed: Any) -> Lineage:
+        """What is known before the handler runs; ``parsed``: its argument
+        (:meth:`TaskTypeSpec.parse`), whose fields are the parameters after defaults."""
+        from pydantic import BaseModel
+
         from . import __version__
 
-        after_defaults = parameters
-        if spec.params_model is not None:
-            after_defaults = spec.params_model.model_validate(parameters).model_dump(
-                mode="json")
+        after_defaults = parsed.model_dump(mode="json") if isinstance(parsed, BaseModel) \
+            else parsed
         out = cls(raytasks=__version__, code=code_digest(spec),
                   parameters=after_defaults, seeds=_seeds(after_defaults),
                   libraries=library_versions())

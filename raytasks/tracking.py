@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ def track(settings: Settings, attempt_log: AttemptLog | None, lease: Lease, valu
           lineage: Lineage) -> None:
     """Log a completed attempt as an MLflow run (:func:`log_run`), saying so in its log; a
     failure to is a line there too, never the task's failure."""
-    import time
-
     try:
         for wait_s in (*RETRY_WAITS_S, None):
             try:
@@ -157,8 +156,6 @@ def _experiment(client: Any, artifacts: str | None) -> str:
 
 
 def _log(client: Any, run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
-    import time
-
     from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
@@ -200,8 +197,6 @@ def _trials(result: dict[str, Any]) -> dict[int, list[tuple[int, float]]]:
 def _children(client: Any, experiment: str, parent: str, task: dict[str, Any],
               result: dict[str, Any]) -> None:
     """A child run per tune trial: its validation RMSE at each round it survived to."""
-    import time
-
     from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
