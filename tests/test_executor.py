@@ -218,28 +218,33 @@ def test_a_lent_executor_runs_its_clients_tasks_and_only_during_the_loan(
         executor.stop()
 
 
-class Burner(Backlog):
-    """A manager with one task whose handler spins on the CPU for ``params['s']`` seconds;
-    records the reports."""
+class OneTask(Backlog):
+    """A manager that leases ``lease`` once, then nothing; records the reports."""
 
-    def __init__(self, max_cpu_s: float | None) -> None:
+    def __init__(self, lease: Lease) -> None:
         super().__init__(waiting=0, stop_after=1000)
-        self.max_cpu_s = max_cpu_s
-        self.leased_once = False
+        self.lease: Lease | None = lease
 
     def report_and_lease(self, request: LeaseRequest) -> Work:
         self.reported += request.reports
-        if self.leased_once:
+        lease, self.lease = self.lease, None
+        if lease is None:
             time.sleep(0.05)
             return Work()
-        self.leased_once = True
-        return Work([Lease(task_id="burn", task_type="spin", token=1, attempt=0,
-                           parameters=json.dumps({"s": 0.6}), timeout_s=None, deadline=1e12,
-                           max_cpu_s=self.max_cpu_s)])
+        return Work([lease])
 
     def report(self, reports: list[Report]) -> ReportAnswer:
         self.reported += reports
         return super().report(reports)
+
+
+class Burner(OneTask):
+    """One task whose handler spins on the CPU for ``params['s']`` seconds."""
+
+    def __init__(self, max_cpu_s: float | None) -> None:
+        super().__init__(Lease(task_id="burn", task_type="spin", token=1, attempt=0,
+                               parameters=json.dumps({"s": 0.6}), timeout_s=None,
+                               deadline=1e12, max_cpu_s=max_cpu_s))
 
     def type_blob(self, name: str) -> bytes:
         def spin(params: Any, ctx: Any) -> int:

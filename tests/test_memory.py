@@ -25,12 +25,12 @@ from raytasks.memory import (
     oom_error,
     ray_kill_line,
 )
-from raytasks.messages import Lease, LeaseRequest, Report, Work
+from raytasks.messages import Lease, Report
 from raytasks.models import TaskPriority, TaskStatus
 from raytasks.registry import TaskTypeSpec
 from raytasks.settings import Settings, TaskTypeSettings
 from tests.conftest import wait_for
-from tests.test_executor import Backlog
+from tests.test_executor import OneTask
 
 GIB = 1024 * MIB
 
@@ -110,25 +110,12 @@ def test_out_of_memory_spends_a_retry_only_where_the_type_says_so(retry_oom: boo
         is TaskStatus.PENDING
 
 
-class Hog(Backlog):
-    """A manager with one task that allocates 16 MiB at a time for up to 400 MiB."""
+class Hog(OneTask):
+    """One task that allocates 16 MiB at a time for up to 400 MiB."""
 
     def __init__(self) -> None:
-        super().__init__(waiting=0, stop_after=1000)
-        self.leased_once = False
-
-    def report_and_lease(self, request: LeaseRequest) -> Work:
-        self.reported += request.reports
-        if self.leased_once:
-            time.sleep(0.05)
-            return Work()
-        self.leased_once = True
-        return Work([Lease(task_id="hog", task_type="hog", token=1, attempt=0,
-                           parameters=json.dumps({}), timeout_s=None, deadline=1e12)])
-
-    def report(self, reports: list[Report]) -> Any:
-        self.reported += reports
-        return super().report(reports)
+        super().__init__(Lease(task_id="hog", task_type="hog", token=1, attempt=0,
+                               parameters=json.dumps({}), timeout_s=None, deadline=1e12))
 
     def type_blob(self, name: str) -> bytes:
         def hog(params: Any, ctx: Any) -> int:
