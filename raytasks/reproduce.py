@@ -59,16 +59,22 @@ def rerun_request(task: Task) -> TaskCreateRequest:
     """A new task on ``task``'s inputs: same type, parameters (after their defaults, as
     its lineage recorded them: a default such as "through the last trading day" is not
     taken again), priority, queue and owner."""
-    if task.status is not TaskStatus.COMPLETED:
-        from .errors import InvalidTransitionError
-
-        raise InvalidTransitionError(task.id, task.status.value, "verified by a re-run (only "
-                                     "a COMPLETED task can)")
+    require_completed(task)
     return TaskCreateRequest(
         name=task.name, task_type=task.task_type,
         parameters=(task.lineage or {}).get("parameters") or task.parameters,
         priority=task.priority, queue=task.queue, timeout_s=task.timeout_s,
         max_retries=task.max_retries, owner=task.owner)
+
+
+def require_completed(task: Task) -> None:
+    """Raises InvalidTransitionError (409) unless ``task`` completed: only a result can be
+    re-run and verified."""
+    if task.status is not TaskStatus.COMPLETED:
+        from .errors import InvalidTransitionError
+
+        raise InvalidTransitionError(task.id, task.status.value, "verified by a re-run (only "
+                                     "a COMPLETED task can)")
 
 
 def verify(original: Task, rerun: Task, info: TaskTypeInfo | None) -> Verdict:

@@ -27,7 +27,7 @@ from ..models import (
     TaskStatus,
     TaskUpdateRequest,
 )
-from ..reproduce import Verdict, rerun_request, verify
+from ..reproduce import Verdict, require_completed, rerun_request, verify
 from .common import Reader, Submitter, Svc, TaskId, check_types, public, stamped
 from .logs import LogCursor, LogPage, follow, page
 from .vetting import vet_create, vet_notify
@@ -148,7 +148,7 @@ async def verify_rerun(task_id: TaskId, of: Annotated[str, Query(min_length=1, m
     svc.pace(who, "max_reads_per_s")
     again = await svc.read_task(http, task_id, who)
     original = await svc.read_task(http, of, who)
-    rerun_request(original)  # 409 unless it completed
+    require_completed(original)
     if not again.status.finished:
         raise InvalidTransitionError(again.id, again.status.value,
                                      "compared (it has not finished)")
