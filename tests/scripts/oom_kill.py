@@ -102,7 +102,7 @@ def soak_round(tm: Any, cap_mb: int) -> dict[str, Any]:
     ended = tm.wait_sync(hog_task.id, timeout_s=180)
     statuses = [tm.wait_sync(t.id, timeout_s=180).status.value for t in small]
     return {"hog": ended.status.value, "reason": ended.error.reason if ended.error else None,
-            "attempt": ended.attempt, "peak_mib": (ended.peak_rss_bytes or 0) // MIB,
+            "attempt": ended.attempt, "peak_mib": round((ended.peak_rss_bytes or 0) / MIB, 1),
             "seconds": round(time.monotonic() - started, 2),
             "small": dict(Counter(statuses))}
 
@@ -176,7 +176,7 @@ def main(data_dir: str, headroom_mb: int, rounds: int = 1) -> None:
                 "status": done.status.value, "attempt": done.attempt,
                 "reason": done.error.reason if done.error else None,
                 "message": done.error.message if done.error else None,
-                "peak_mib": (done.peak_rss_bytes or 0) // MIB,
+                "peak_mib": round((done.peak_rss_bytes or 0) / MIB, 1),
                 "seconds_to_end": round(time.monotonic() - started, 2), "task_id": task.id}
         report["soak"] = [soak_round(tm, cap_mb) for _ in range(rounds - 1)]
         watching.set()
