@@ -2,30 +2,40 @@
 ``optimize`` (grid search fanned out across the cluster), ``portfolio`` (top-k with
 rebalancing) and ``risk`` (the strategy's full risk statistics).
 
-``optimize`` checkpoints each finished piece's rows, and a new attempt sweeps only the
-pieces its checkpoint lacks; the other kinds are one simulation each and restart."""
+``optimize`` takes the rows of pairs an earlier sweep of the same inputs computed from the
+owner's sweep cache (when the task has one) and sweeps the others only. It checkpoints
+each finished piece's rows, and a new attempt sweeps only the pieces its checkpoint lacks;
+the other kinds are one simulation each and restart."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..context import TaskExecutionContext
+from ..lineage import _builtin_digest, library_versions
 from ..quant import backtest as bt
 from ..quant import risk
 from ..quant.costs import CostModel
 from ..quant.features import alpha158, wide
 from ..quant.portfolio import run_portfolio, top_k_weights
+from ..quant.sweep_cache import SweepCache
 from ..resources import Resources
 from .params import BacktestParams
 
 #: the kind of an ``optimize`` checkpoint (and its format): another is not resumed
-OPTIMIZE_CHECKPOINT = "optimize/1"
+OPTIMIZE_CHECKPOINT = "optimize/2"
+#: the parameters an ``optimize`` row does not depend on beside its own pair: the grid's,
+#: and those that only choose the bars (the bars' content stands for them)
+NOT_IN_ROWS = frozenset({"fast_values", "slow_values", "search", "samples", "chunks",
+                         "source", "stock_code", "start", "end", "seed"})
 
 
 def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any]:
@@ -39,7 +49,8 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     costs = CostModel(params.commission_rate, params.commission_min)
     ctx.check_cancelled()
     if params.kind == "optimize":
-        return optimize(params, market, costs, ctx, work_digest(params, bars))
+        return optimize(params, market, costs, ctx, work_digest(params, bars),
+                        rows_key(params, bars))
     ctx.report_progress(0.3, f"simulating {params.strategy}", stage="simulate")
     # signals read adjusted prices; the engine trades raw ones and applies the ex-dates
     result = bt.run(market, signal(params, market.adjusted_close, bars, resources),
@@ -123,46 +134,73 @@ def portfolio(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, An
 def work_digest(params: BacktestParams, bars: pd.DataFrame) -> str:
     """What a checkpoint is valid for: these parameters and bars (a source rewritten
     between attempts, or an ``end`` that defaults to a later day, restarts the work)."""
-    digest = hashlib.sha256(params.model_dump_json().encode())
+    return _digest(params.model_dump_json(), bars)
+
+
+def rows_key(params: BacktestParams, bars: pd.DataFrame) -> str:
+    """What each row of an ``optimize`` sweep depends on beside its own pair, hashed: the
+    bars' content, the code of the handlers and quant library, the numeric libraries'
+    versions and every parameter but :data:`NOT_IN_ROWS` (one added later counts until
+    it is listed there). Sweeps under one key share rows through the sweep cache."""
+    shared = params.model_dump(mode="json", exclude=set(NOT_IN_ROWS))
+    text = json.dumps([_builtin_digest(), library_versions(), shared], sort_keys=True)
+    return _digest(text, bars)
+
+
+def _digest(head: str, bars: pd.DataFrame) -> str:
+    """SHA-256 of ``head`` and the bars' columns and content."""
+    digest = hashlib.sha256(head.encode())
     digest.update("\x1f".join(map(str, bars.columns)).encode())
     digest.update(pd.util.hash_pandas_object(bars, index=False).to_numpy().tobytes())
     return digest.hexdigest()
 
 
 def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
-             ctx: TaskExecutionContext, digest: str) -> dict[str, Any]:
+             ctx: TaskExecutionContext, digest: str, key: str) -> dict[str, Any]:
     """Grid search of SMA pairs, split into ``chunks`` run in parallel as Ray tasks.
 
-    Each piece's rows go into the checkpoint as the piece finishes (``digest`` says what
-    they were computed from); a resumed attempt sweeps only the pieces it lacks, and
-    its table is the one an unstopped attempt makes.
+    With ``ctx.cache_dir`` set, the rows of pairs an earlier sweep computed under ``key``
+    (:func:`rows_key`) come from the sweep cache, only the other pairs are split into
+    pieces and swept, and their rows are added to the cache. Each piece's rows go into
+    the checkpoint as the piece finishes, beside the rows the cache gave (``digest``
+    says what they were computed from); a resumed attempt takes both from it and sweeps
+    only the pieces it lacks. The table is the one an unstopped attempt without a cache
+    makes.
     """
-    pairs = bt.grid(params.fast_values, params.slow_values)
-    if not pairs:
-        raise ValueError("fast_values and slow_values give no pair with fast < slow")
-    if params.search == "random" and params.samples < len(pairs):
-        picks = np.random.default_rng(params.seed).choice(len(pairs), params.samples,
-                                                          replace=False)
-        pairs = [pairs[i] for i in sorted(picks)]
-    pieces = [pairs[i::params.chunks] for i in range(params.chunks) if pairs[i::params.chunks]]
-    done = _finished_pieces(ctx, digest)
+    pairs = _pairs(params)
+    cache = _sweep_cache(ctx, key)
+    finished = _finished_work(ctx, digest)
+    if finished is None:
+        cached = cache.rows(pairs) if cache is not None else pd.DataFrame()
+        done: dict[int, pd.DataFrame] = {}
+    else:
+        cached, done = finished
+    reused = _pair_set(cached)
+    missing = [pair for pair in pairs if pair not in reused]
+    pieces = [missing[i::params.chunks] for i in range(params.chunks)
+              if missing[i::params.chunks]]
     todo = [i for i in range(len(pieces)) if i not in done]
+    if cache is not None:
+        ctx.report_progress(0.1, f"{len(reused)} of {len(pairs)} pairs from the cache",
+                            stage="sweep")
     if done:
         ctx.report_progress(0.1 + 0.85 * len(done) / len(pieces),
                             f"resuming: {len(done)}/{len(pieces)} pieces done", stage="sweep")
 
     def keep(k: int, table: pd.DataFrame) -> None:
         done[todo[k]] = table
-        ctx.save_checkpoint({"kind": OPTIMIZE_CHECKPOINT, "digest": digest,
-                             "columns": list(table.columns),
-                             "pieces": [[i, done[i].to_numpy(object).tolist()]
-                                        for i in sorted(done)]})
+        ctx.save_checkpoint(_checkpoint(digest, cached, done))
 
     if todo:
         run_pieces(market, [pieces[i] for i in todo], params.cash, costs, ctx, keep,
                    offset=len(done))
-    table = pd.concat([done[i] for i in range(len(pieces))], ignore_index=True)
-    table = table.sort_values("sharpe", ascending=False)
+    swept = [done[i] for i in range(len(pieces))]
+    if cache is not None and swept:
+        cache.add(pd.concat(swept, ignore_index=True))
+    table = pd.concat(([cached] if len(cached) else []) + swept, ignore_index=True)
+    # ties of Sharpe (every pair that never trades has 0) in pair order: the table does
+    # not depend on which rows came from the cache
+    table = table.sort_values(["sharpe", "fast", "slow"], ascending=[False, True, True])
     best = table.iloc[0]
     ctx.report_progress(1.0, f"{len(table)} backtests", stage="done")
     return {"kind": "optimize", "stock_code": params.stock_code, "search": params.search,
@@ -177,14 +215,51 @@ def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,
                       "sharpe": [round(float(x), 4) for x in table["sharpe"]]}}
 
 
-def _finished_pieces(ctx: TaskExecutionContext, digest: str) -> dict[int, pd.DataFrame]:
-    """The pieces ``ctx.checkpoint`` holds, by index, when it is a checkpoint of this work."""
+def _pairs(params: BacktestParams) -> list[tuple[int, int]]:
+    """The (fast, slow) pairs a sweep backtests, in grid order."""
+    pairs = bt.grid(params.fast_values, params.slow_values)
+    if not pairs:
+        raise ValueError("fast_values and slow_values give no pair with fast < slow")
+    if params.search == "random" and params.samples < len(pairs):
+        picks = np.random.default_rng(params.seed).choice(len(pairs), params.samples,
+                                                          replace=False)
+        pairs = [pairs[i] for i in sorted(picks)]
+    return pairs
+
+
+def _sweep_cache(ctx: TaskExecutionContext, key: str) -> SweepCache | None:
+    """The owner's sweep rows under ``key``, when the task takes cached results."""
+    directory = getattr(ctx, "cache_dir", None)  # contexts made before it had one: none
+    return None if directory is None else SweepCache(Path(directory) / "sweeps", key)
+
+
+def _pair_set(table: pd.DataFrame) -> set[tuple[int, int]]:
+    if not len(table):
+        return set()
+    return set(zip(table["fast"].tolist(), table["slow"].tolist(), strict=True))
+
+
+def _checkpoint(digest: str, cached: pd.DataFrame,
+                done: dict[int, pd.DataFrame]) -> dict[str, Any]:
+    """An ``optimize`` checkpoint: the rows the cache gave, and each finished piece's."""
+    columns = list(next(iter(done.values())).columns)
+    return {"kind": OPTIMIZE_CHECKPOINT, "digest": digest, "columns": columns,
+            "cached": cached.reindex(columns=columns).to_numpy(object).tolist(),
+            "pieces": [[i, done[i].to_numpy(object).tolist()] for i in sorted(done)]}
+
+
+def _finished_work(ctx: TaskExecutionContext,
+                   digest: str) -> tuple[pd.DataFrame, dict[int, pd.DataFrame]] | None:
+    """The rows ``ctx.checkpoint`` holds when it is a checkpoint of this work: those the
+    cache gave, and the finished pieces' by index."""
     state = ctx.checkpoint
     if not (isinstance(state, dict) and state.get("kind") == OPTIMIZE_CHECKPOINT
             and state.get("digest") == digest):
-        return {}
+        return None
     # rows of Python ints and floats: each column comes back with the dtype it had
-    return {int(i): pd.DataFrame(rows, columns=state["columns"]) for i, rows in state["pieces"]}
+    columns = state["columns"]
+    return (pd.DataFrame(state["cached"], columns=columns),
+            {int(i): pd.DataFrame(rows, columns=columns) for i, rows in state["pieces"]})
 
 
 def run_pieces(market: bt.Market, pieces: list[list[tuple[int, int]]], cash: float,
