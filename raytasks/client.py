@@ -74,7 +74,7 @@ def compact(requests: list[TaskCreateRequest], types: ClientTypes,
             uuid.uuid4().hex, req.name, req.task_type, params, int(req.priority), req.queue,
             req.timeout_s, req.max_retries, tuple(req.depends_on), req.idempotency_key,
             tuple(req.tags), req.owner, tuple(req.notify), version, units, req.max_cpu_s,
-            req.deadline.timestamp() if req.deadline else None))
+            req.deadline.timestamp() if req.deadline else None, req.cache))
     return out
 
 

@@ -58,6 +58,7 @@ class TaskExecutionContext:
         artifact_dir: Path | None = None,
         models: ModelLedger | None = None,
         lineage: Lineage | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_type = task_type
@@ -71,6 +72,9 @@ class TaskExecutionContext:
         #: what the result comes from, recorded as the attempt reads its inputs (None: not
         #: recorded, outside an executor)
         self.lineage = lineage
+        #: where a task that takes cached results keeps parts of its results for reuse
+        #: (its owner's own; None: caching is off for it)
+        self.cache_dir = cache_dir
         self.started_at = time.time()
         self._on_progress = on_progress
         self._on_checkpoint = on_checkpoint

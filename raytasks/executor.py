@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from .cache import cache_dir
 from .context import TaskExecutionContext
 from .errors import TaskCancelledError, TaskPreemptedError
 from .lineage import Lineage
@@ -336,6 +337,7 @@ class TaskExecutor:
                 on_checkpoint=lambda state: self.link.save_checkpoint(
                     lease.task_id, lease.token, state),
                 models=self.link.ledger(lease), lineage=lineage,
+                cache_dir=cache_dir(self.settings, lease.owner) if lease.cache else None,
             )
             value = spec.handler(parsed, ctx)
             report = Report(lease.task_id, lease.token, "completed",

@@ -12,9 +12,10 @@ P, R, C, F, X = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.COMPLETED,
                  TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 #: The only legal status changes. RUNNING → PENDING is a retry (attempt + 1);
-#: FAILED/CANCELLED → PENDING is an explicit ``retry_task``.
+#: FAILED/CANCELLED → PENDING is an explicit ``retry_task``; PENDING → COMPLETED is a hit
+#: of the result cache (:mod:`raytasks.cache`: it takes a finished task's result, unrun).
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    P: frozenset({R, F, X}),
+    P: frozenset({R, C, F, X}),
     R: frozenset({P, C, F, X}),
     C: frozenset(),
     F: frozenset({P}),

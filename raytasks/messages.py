@@ -34,12 +34,14 @@ class Lease:
     handler_version: int = 0
     owner: str | None = None
     max_cpu_s: float | None = None
+    #: whether the task takes cached results (its handler may reuse parts: the sweep's rows)
+    cache: bool = False
 
     def wire(self) -> Wire:
         """Its fields as a plain list (``Lease(*wire)`` again): a lent run's call."""
         return [self.task_id, self.task_type, self.token, self.attempt, self.parameters,
                 self.timeout_s, self.deadline, self.handler_version, self.owner,
-                self.max_cpu_s]
+                self.max_cpu_s, self.cache]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ class NewTask(NamedTuple):
     work_units: int | None = None
     max_cpu_s: float | None = None
     deadline: float | None = None  # epoch seconds
+    cache: bool | None = None
 
 
 class Ack(NamedTuple):

@@ -63,6 +63,10 @@ class TaskCreateRequest(BaseModel):
     tags: list[str] = Field(default_factory=list)
     owner: str | None = Field(default=None, max_length=200)
     notify: list[str] = Field(default_factory=list)
+    cache: bool | None = Field(
+        default=None, description="take the result of a finished task of the same type, "
+        "code and parameters whose inputs (bars, models, libraries) are unchanged, at once "
+        "and without running (raytasks.cache); None: the type's setting (off by default)")
 
     # untrusted input stops here, before any store or group commit sees it
     @field_validator("notify")

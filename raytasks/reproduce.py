@@ -58,13 +58,13 @@ class Verdict(BaseModel):
 def rerun_request(task: Task) -> TaskCreateRequest:
     """A new task on ``task``'s inputs: same type, parameters (after their defaults, as
     its lineage recorded them: a default such as "through the last trading day" is not
-    taken again), priority, queue and owner."""
+    taken again), priority, queue and owner; never served from the result cache."""
     require_completed(task)
     return TaskCreateRequest(
         name=task.name, task_type=task.task_type,
         parameters=(task.lineage or {}).get("parameters") or task.parameters,
         priority=task.priority, queue=task.queue, timeout_s=task.timeout_s,
-        max_retries=task.max_retries, owner=task.owner)
+        max_retries=task.max_retries, owner=task.owner, cache=False)
 
 
 def require_completed(task: Task) -> None:

@@ -52,6 +52,10 @@ class TaskTypeSettings(BaseModel):
         "executor process may hold; past it the attempt ends FAILED, reason out_of_memory, "
         "with its peak, and the process is replaced (raytasks.memory); None: no ceiling "
         "(the node guard and Ray's memory monitor still apply)")
+    cache: bool | None = Field(
+        default=None, description="whether this type's tasks take a finished task's result "
+        "when their inputs are unchanged (raytasks.cache); a task's own ``cache`` wins; "
+        "None: off")
     retry_oom: bool = Field(
         default=False, description="whether an attempt ended for memory is retried (within "
         "max_retries). Off by default: the same parameters allocate the same memory again, "
@@ -325,6 +329,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None, description="where the runs go: a team's MLflow server (http://...); "
         "default sqlite:///<data_dir>/mlflow.db")
+    cache_across_owners: bool = Field(
+        default=False, description="whether the result cache serves one owner's task from "
+        "another owner's finished task (off: each owner's cache is their own)")
     inline_result_max_bytes: int = Field(default=64 * 1024, ge=0)
     max_parameters_bytes: int = Field(default=1024 * 1024, ge=1)
 

@@ -219,7 +219,8 @@ class Adoption:
         held.hold(client, credits, now + ttl)
         types = {spec.name: (spec.version if spec.params_model is not None else None,
                              *parts.intake.defaults(spec.name))
-                 for spec in parts.registry.specs()}
+                 for spec in parts.registry.specs()
+                 if not parts.settings.for_type(spec.name).cache}  # cached: the manager's
         return IntakeGrant(store_url=url, credits=credits, ttl_s=ttl, types=types,
                            max_parameters_bytes=parts.settings.max_parameters_bytes,
                            node_id=self.node_id)

@@ -55,6 +55,8 @@ class Changes:
             intake = parts.intake.plan(requests, ids, ctx, known, enqueue=enqueue,
                                       checked=checked)
             ctx.keys.update(intake.claimed)
+            for row in intake.rows:
+                row["cache_key"] = known.cache_keys.get(row["id"])
             batch = WriteBatch(inserts=intake.rows, events=[status_event(
                 task_id=r["id"], task_type=r["task_type"], owner=r["owner"], attempt=0,
                 priority=r["priority"], previous=None, status=P, now=ctx.now)
@@ -71,14 +73,20 @@ class Changes:
                                   queued=enqueue, token=0, created_at=ctx.now,
                                   enqueued_at=row.get("enqueued_at"),
                                   max_cpu_s=row["max_cpu_s"], deadline=row["deadline"],
-                                  work_units=row["work_units"])
+                                  work_units=row["work_units"],
+                                  cached=row["cache_key"] is not None)
                     parts.active.add(entry)
                     entries.append((entry, loads_or(row["depends_on"], "[]", list)))
                 if watch is not None:
                     parts.sessions.watch(watch, (e.task_id for e, _ in entries))
                 stored = {d: s for d, (s, _owner) in known.deps.items()}
                 for entry, depends_on in entries:
-                    self.arm(entry, depends_on, stored)
+                    source = known.cache_hits.get(entry.task_id)
+                    if source is not None:
+                        parts.pipeline.submit(self.end_pending(
+                            entry.task_id, TaskStatus.COMPLETED, None, source))
+                    else:
+                        self.arm(entry, depends_on, stored)
                 parts.publish(batch.events, event_ids)
                 return intake.results
             return Plan(batch, apply)
@@ -199,7 +207,8 @@ class Changes:
                      parameters=entry.parameters, timeout_s=entry.timeout_s,
                      deadline=now + self.parts.settings.lease_ttl_s, owner=entry.owner,
                      handler_version=registry.get(entry.task_type).version
-                     if entry.task_type in registry else 0, max_cpu_s=entry.max_cpu_s)
+                     if entry.task_type in registry else 0, max_cpu_s=entry.max_cpu_s,
+                     cache=entry.cached)
 
     def report_and_lease(self, request: LeaseRequest) -> Planner:
         """An executor's reports and its next leases, in one round and one commit."""
@@ -400,8 +409,11 @@ class Changes:
             return Plan(WriteBatch(updates=[row]), apply)
         return plan
 
-    def end_pending(self, task_id: str, target: TaskStatus, error: TaskErrorInfo) -> Planner:
-        """End a PENDING task without running it (cancelled, or a dependency failed)."""
+    def end_pending(self, task_id: str, target: TaskStatus, error: TaskErrorInfo | None,
+                    cached: Task | None = None) -> Planner:
+        """End a PENDING task without running it: cancelled, a dependency failed, or
+        COMPLETED with ``cached``'s result (a hit of :mod:`raytasks.cache`; until this
+        commits, the task is stored queued, and a manager that stops meanwhile runs it)."""
         parts = self.parts
 
         def plan(ctx: Round) -> Plan:
@@ -410,11 +422,14 @@ class Changes:
             if entry is None or entry.status is not P:
                 return Plan()  # it moved on meanwhile
             check_transition(task_id, entry.status, target)
-            err = error.model_dump_json()
+            err = error.model_dump_json() if error is not None else None
+            fields = {} if cached is None else {
+                "result": to_json(cached.result), "lineage": to_json(cached.lineage),
+                "cached_from": cached.cached_from or cached.id, "queued": False}  # who ran
             batch = WriteBatch(
                 updates=[RowUpdate(task_id, {"status": target.value, "error": err,
-                                             "finished_at": ctx.now, "updated_at": ctx.now},
-                                   status=P.value)],
+                                             "finished_at": ctx.now, "updated_at": ctx.now,
+                                             **fields}, status=P.value)],
                 events=[_event(entry, P, target, ctx.now, err)])
 
             def apply(event_ids: list[int]) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import cache
 from ..errors import InvalidTransitionError, RaytasksError
 from ..messages import (
     Ack,
@@ -195,7 +196,7 @@ class TaskManagerCore:
         await self.adoption.ensure_adopted(d for r in requests for d in r.depends_on)
         full = False
         while True:  # a repeat needs a dependency to be retried and end again meanwhile
-            known = await self._known(requests, ids, full=full)
+            known = await self._known(requests, ids, full=full, enqueue=enqueue)
             try:
                 results: list[Task | dict[str, Any]] = await self.pipeline.run(
                     self.ops.create(requests, ids, known, enqueue, checked=checked))
@@ -208,8 +209,9 @@ class TaskManagerCore:
                 pass  # it is in the store now: the next read finds it
 
     async def _known(self, requests: Sequence[CreateRequest], ids: list[str],
-                     full: bool) -> Known:
-        """What the store holds under a call's ids, keys and dependencies (read off-loop).
+                     full: bool, enqueue: bool = True) -> Known:
+        """What the store holds under a call's ids, keys and dependencies, and the cached
+        results its tasks take (read off-loop).
 
         A repeated id is rare (a call Ray retried after a restart): it is looked up in
         memory, and in the store only after an insert collided (``full``).
@@ -221,11 +223,21 @@ class TaskManagerCore:
                 scopes.setdefault(r.owner or "", []).append(r.idempotency_key)
         deps = sorted({d for r in requests for d in r.depends_on if d not in self.active}
                       - set(ids))
-        if not (by_id or scopes or deps):
+        cache_keys = {i: k for i, r in zip(ids, requests, strict=True)
+                      if r.cache is not False and (k := self.parts.intake.cache_key(r))}
+        if not (by_id or scopes or deps or cache_keys):
             return Known()  # nothing to read: no thread hop, so concurrent calls group
 
         def read() -> Known:
-            known = Known()
+            known = Known(cache_keys=cache_keys)
+            for task_id, req in zip(ids, requests, strict=True):
+                # a dependency may change the inputs; a task not queued waits for its enqueue
+                if task_id in cache_keys and enqueue and not req.depends_on:
+                    found = cache.hit(self.store.cached(
+                        cache_keys[task_id], req.owner, self.settings.cache_across_owners),
+                        self.settings, req.owner)
+                    if found is not None:
+                        known.cache_hits[task_id] = found
             if by_id:
                 known.by_id = self.store.get_many(by_id)
             for scope, keys in scopes.items():

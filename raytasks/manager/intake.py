@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..cache import cache_key
 from ..errors import (
     InvalidParametersError,
     PayloadTooLargeError,
     QueueFullError,
     QuotaExceededError,
+    RaytasksError,
     UnknownTaskTypeError,
 )
 from ..models import Task, TaskStatus
@@ -64,6 +66,8 @@ class CreateRequest(Protocol):
     def owner(self) -> str | None: ...
     @property
     def notify(self) -> Sequence[str]: ...
+    @property
+    def cache(self) -> bool | None: ...
 
 
 @dataclass
@@ -75,6 +79,10 @@ class Known:
     deps: dict[str, tuple[TaskStatus, str | None]] = field(default_factory=dict)
     #: the dependencies looked up in the store (the others were active when it was read)
     read_deps: set[str] = field(default_factory=set)
+    #: the result-cache key of each new task that takes cached results, by id
+    cache_keys: dict[str, str] = field(default_factory=dict)
+    #: the finished task whose result each cache hit takes, by the new task's id
+    cache_hits: dict[str, Task] = field(default_factory=dict)
 
 
 class DependencyEnded(Exception):
@@ -209,13 +217,35 @@ class Intake:
         return task_row(task_id, req, now, params, limit, timeout_s, max_retries, prefix,
                         units)
 
-    def defaults(self, task_type: str) -> tuple[float | None, int]:
-        """``timeout_s`` and ``max_retries`` of a request of a registered type without them."""
-        spec = self.registry.get(task_type)
+    def cache_key(self, req: CreateRequest) -> str | None:
+        """The result-cache key of a request that takes cached results (its own ``cache``,
+        else its type's setting); None for the others, and for a request intake refuses
+        (:meth:`plan` says why)."""
+        if req.task_type not in self.registry:
+            return None
+        wanted = req.cache
+        if wanted is None:
+            wanted = self._settings_of(req.task_type).cache
+        if not wanted:
+            return None
+        spec = self.registry.get(req.task_type)
+        try:
+            params = validate_parameters(spec, req.parameters, self.settings.max_parameters_bytes)
+        except RaytasksError:
+            return None
+        return cache_key(spec, params)
+
+    def _settings_of(self, task_type: str) -> TaskTypeSettings:
         type_settings = self._type_settings.get(task_type)
         if type_settings is None:
             type_settings = self._type_settings[task_type] = \
                 self.settings.for_type(task_type)
+        return type_settings
+
+    def defaults(self, task_type: str) -> tuple[float | None, int]:
+        """``timeout_s`` and ``max_retries`` of a request of a registered type without them."""
+        spec = self.registry.get(task_type)
+        type_settings = self._settings_of(task_type)
         return (first_given(type_settings.timeout_s, spec.timeout_s,
                             self.settings.default_timeout_s),
                 first_given(type_settings.max_retries, spec.max_retries,

@@ -41,6 +41,7 @@ class Entry:
     work_units: int | None = None
     started_at: float | None = None  # of the attempt running now
     preemptions: int = 0  # attempts preempted: they do not count against max_retries
+    cached: bool = False  # it takes cached results (its handler may reuse parts of them)
     estimate_s: float = 0.0  # its predicted run time (from RunTimes, when last queued)
     estimate_samples: int = 0  # the finished runs it was learned from (0: a guess)
     estimate_learned: int = -1  # RunTimes.learned when it was predicted
@@ -62,7 +63,8 @@ class Entry:
                    enqueued_at=row.enqueued_at, not_before=row.not_before,
                    cancel_requested=row.cancel_requested, max_cpu_s=row.max_cpu_s,
                    deadline=row.deadline, work_units=row.work_units,
-                   started_at=row.started_at, preemptions=row.preemptions)
+                   started_at=row.started_at, preemptions=row.preemptions,
+                   cached=row.cached)
 
     @property
     def kind(self) -> str | None:

@@ -135,5 +135,13 @@ class ModelRegistry:
             self.lineage.model(self.name, model_id, expected, "loaded")
         return sio.loads(blob, trusted=TRUSTED_TYPES), meta
 
+    def file_digest(self, model_id: str) -> str | None:
+        """The SHA-256 of version ``model_id``'s file as it is now (None: no such file)."""
+        if not re.fullmatch(MODEL_ID, model_id):
+            return None
+        name, _, version = model_id.partition(":")
+        path = self._folder(name, version) / _FILE
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
     def list(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted(self.root.glob("*/v*/meta.json"))]

@@ -298,8 +298,10 @@ class IntakeRoute:
 
 
 def _plain(task: NewTask) -> bool:
-    """No dependencies, idempotency key or owner: their checks need the manager's memory."""
-    return not task.depends_on and task.idempotency_key is None and task.owner is None
+    """No dependencies, idempotency key, owner or cache: their checks need the manager's
+    memory (a cached result, its store)."""
+    return not task.depends_on and task.idempotency_key is None and task.owner is None \
+        and not task.cache
 
 
 def granted(task: NewTask, grant: IntakeGrant) -> bool:

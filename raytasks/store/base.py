@@ -104,6 +104,7 @@ class ActiveRow:
     work_units: int | None = None
     started_at: float | None = None
     preemptions: int = 0
+    cached: bool = False  # it takes cached results (a cache key)
 
 
 class TaskRows(NamedTuple):
@@ -184,6 +185,12 @@ class TaskStore(abc.ABC):
     @abc.abstractmethod
     def find_idempotent(self, scope: str, keys: list[str]) -> dict[str, Task]:
         """Tasks of one owner (``scope``, "" for none) carrying these keys, by key."""
+
+    @abc.abstractmethod
+    def cached(self, key: str, owner: str | None, any_owner: bool = False,
+               limit: int = 3) -> list[Task]:
+        """The latest COMPLETED tasks whose result is cached under ``key``, newest first:
+        of ``owner`` (None: of no owner) unless ``any_owner``."""
 
     @abc.abstractmethod
     def query(self, query: TaskQuery, *, count: bool = True) -> TaskRows:

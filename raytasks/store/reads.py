@@ -33,7 +33,8 @@ _SELECT_TASKS = f"SELECT {', '.join(driver.TASK_NAMES)} FROM {tasks.name}"
 _ACTIVE_COLUMNS = ("id, task_type, status, priority, queue, attempt, max_retries, timeout_s, "
                    "parameters, owner, queued, lease_token, created_at, enqueued_at, "
                    "not_before, cancel_requested, depends_on, lease_request, lease_executor, "
-                   "max_cpu_s, deadline, work_units, started_at, preemptions")
+                   "max_cpu_s, deadline, work_units, started_at, preemptions, "
+                   "cache_key IS NOT NULL")
 
 
 def encode_cursor(value: Any, task_id: str) -> str:
@@ -117,6 +118,19 @@ class TaskReader:
             found = [row_to_task(r) for r in rows]
         return {t.idempotency_key: t for t in found if t.idempotency_key}
 
+    def cached(self, key: str, owner: str | None, any_owner: bool = False,
+               limit: int = 3) -> list[Task]:
+        sql = f"{_SELECT_TASKS} WHERE cache_key = ? AND status = 'COMPLETED'"
+        params: list[Any] = [key]
+        if not any_owner:
+            sql += " AND owner IS NULL" if owner is None else " AND owner = ?"
+            params += [] if owner is None else [owner]
+        with self._engine.connect() as conn:
+            sql = sql.replace("?", driver.mark(conn))
+            raw = driver.query(conn, f"{sql} ORDER BY finished_at DESC LIMIT {int(limit)}",
+                               params)
+        return [row_to_task(dict(zip(driver.TASK_NAMES, r, strict=True))) for r in raw]
+
     def query(self, query: TaskQuery, *, count: bool = True) -> TaskRows:
         """One page of tasks matching ``query``, newest first by default.
 
@@ -174,7 +188,7 @@ class TaskReader:
             enqueued_at=r[13], not_before=r[14], cancel_requested=bool(r[15]),
             depends_on=json.loads(r[16]), lease_request=r[17], lease_executor=r[18],
             max_cpu_s=r[19], deadline=r[20], work_units=r[21], started_at=r[22],
-            preemptions=r[23] or 0)
+            preemptions=r[23] or 0, cached=bool(r[24]))
             for r in raw]
 
     def intake_rows(self, limit: int = 1000) -> list[tuple[str, float]]:

@@ -178,6 +178,11 @@ class SqlTaskStore(TaskStore):
         with faults(self.where):
             return self._reads.find_idempotent(scope, keys)
 
+    def cached(self, key: str, owner: str | None, any_owner: bool = False,
+               limit: int = 3) -> list[Task]:
+        with faults(self.where):
+            return self._reads.cached(key, owner, any_owner, limit)
+
     def query(self, query: TaskQuery, *, count: bool = True) -> TaskRows:
         with faults(self.where):
             return self._reads.query(query, count=count)
