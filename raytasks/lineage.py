@@ -88,7 +88,7 @@ def code_digest(spec: TaskTypeSpec) -> str:
     and quant library; for a registered one, its handler's source (its pickled form when
     the source cannot be read)."""
     if spec.builtin:
-        return _builtin_digest()
+        return builtin_digest()
     try:
         return _handler_digest(spec.handler)
     except TypeError:  # an unhashable callable: not remembered
@@ -107,7 +107,7 @@ def _handler_digest(handler: Any) -> str:
 
 
 @functools.cache
-def _builtin_digest() -> str:
+def builtin_digest() -> str:
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for part in BUILTIN_CODE:

@@ -39,13 +39,16 @@ from .common import EXIT_FAILED, connect, emit, errors, parse_params
 @click.option("--tag", "tags", multiple=True)
 @click.option("--deadline", default=None, help="when it must be done: an ISO time "
               "(2026-12-08T09:00+08:00; without an offset, this machine's time zone)")
+@click.option("--cache/--no-cache", default=None, help="take a finished task's result when "
+              "the inputs are unchanged (default: the type's setting)")
 @click.option("--wait", "wait_", is_flag=True, help="wait for the task and print it")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def submit(ctx: click.Context, task_type: str, name: str | None, params: tuple[str, ...],
            params_json: str | None, priority: str, queue: str, timeout_s: float | None,
            max_retries: int | None, depends_on: tuple[str, ...], idempotency_key: str | None,
-           tags: tuple[str, ...], deadline: str | None, wait_: bool, as_json: bool) -> None:
+           tags: tuple[str, ...], deadline: str | None, cache: bool | None, wait_: bool,
+           as_json: bool) -> None:
     """Create and queue a task of TASK_TYPE."""
     from pydantic import ValidationError
 
@@ -59,7 +62,7 @@ def submit(ctx: click.Context, task_type: str, name: str | None, params: tuple[s
             parameters=parse_params(params, params_json), priority=TaskPriority[priority.upper()],
             queue=queue, timeout_s=timeout_s, max_retries=max_retries,
             depends_on=list(depends_on), idempotency_key=idempotency_key, tags=list(tags),
-            deadline=due)
+            deadline=due, cache=cache)
     except ValidationError as exc:
         from ..registry import validation_errors
 
@@ -171,6 +174,8 @@ def _print_task(task: Task, attempts: list[AttemptInfo] | None = None,
                f"{preempted})\n"
                f"created   {task.created_at}\nstarted   {task.started_at}\n"
                f"finished  {task.finished_at}")
+    if task.cached_from:
+        click.echo(f"cached    the result of {task.cached_from} (nothing ran)")
     if task.cpu_s is not None:
         peak = f", peak memory {task.peak_rss_bytes / 2**20:.0f} MiB" \
             if task.peak_rss_bytes else ""

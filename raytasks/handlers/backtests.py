@@ -13,14 +13,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..context import TaskExecutionContext
-from ..lineage import _builtin_digest, library_versions
+from ..lineage import builtin_digest, library_versions
 from ..quant import backtest as bt
 from ..quant import risk
 from ..quant.costs import CostModel
@@ -143,7 +142,7 @@ def rows_key(params: BacktestParams, bars: pd.DataFrame) -> str:
     versions and every parameter but :data:`NOT_IN_ROWS` (one added later counts until
     it is listed there). Sweeps under one key share rows through the sweep cache."""
     shared = params.model_dump(mode="json", exclude=set(NOT_IN_ROWS))
-    text = json.dumps([_builtin_digest(), library_versions(), shared], sort_keys=True)
+    text = json.dumps([builtin_digest(), library_versions(), shared], sort_keys=True)
     return _digest(text, bars)
 
 
@@ -229,8 +228,7 @@ def _pairs(params: BacktestParams) -> list[tuple[int, int]]:
 
 def _sweep_cache(ctx: TaskExecutionContext, key: str) -> SweepCache | None:
     """The owner's sweep rows under ``key``, when the task takes cached results."""
-    directory = getattr(ctx, "cache_dir", None)  # contexts made before it had one: none
-    return None if directory is None else SweepCache(Path(directory) / "sweeps", key)
+    return None if ctx.cache_dir is None else SweepCache(ctx.cache_dir / "sweeps", key)
 
 
 def _pair_set(table: pd.DataFrame) -> set[tuple[int, int]]:

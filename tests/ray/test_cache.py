@@ -16,6 +16,7 @@ from raytasks.context import TaskExecutionContext
 from raytasks.settings import TaskTypeSettings
 from tests.conftest import wait_for
 from tests.httpserver import auth
+from tests.ray.test_cli import _run
 
 
 class Doubling(BaseModel):
@@ -67,6 +68,8 @@ def test_a_hit_runs_nothing_and_a_code_change_is_a_miss(make_service: Any,
     assert second.lineage == first.lineage
     assert _runs(log) == [first.id]
     assert tm.attempts_sync(second.id) == []
+    shown = _run(service, "show", second.id)
+    assert f"cached    the result of {first.id} (nothing ran)" in shown.stdout, shown.stdout
     # and the run of a task that takes cached results had its owner's cache directory
     assert first.result["cache_dir"] == str(service.settings.data_dir / "cache" / "shared")
     # and a task without cache runs, so does one with another parameter

@@ -30,6 +30,10 @@ export async function showDetail(taskId) {
   detail.dataset.taskId = task.id;
   detail.appendChild(meta(task));
   if (!FINAL.includes(task.status)) detail.appendChild(await why(task));
+  if (task.cached_from) {  // an id (text, never markup): the task whose result this one took
+    detail.appendChild(el("p", `from the cache: the result of ${task.cached_from} (nothing ran)`,
+      "cached"));
+  }
   if (task.error) {
     detail.appendChild(el("p", `${task.error.type}: ${task.error.message}`, "task-error"));
   }
