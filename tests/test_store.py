@@ -65,6 +65,27 @@ def test_idempotency_keys_are_unique_per_owner(store: SqlTaskStore) -> None:
     assert store.find_idempotent("", ["same"])["same"].id == "d"
 
 
+def test_cached_results_are_found_per_owner_newest_first_and_completed_only(
+        store: SqlTaskStore) -> None:
+    # Given tasks under one cache key: alice's two COMPLETED, a FAILED one, bob's, no owner's
+    done = {"status": "COMPLETED", "cache_key": "k" * 64, "result": '{"v": 1}'}
+    store.commit(WriteBatch(inserts=[
+        _row("a1", owner="alice", finished_at=10.0, **done),
+        _row("a2", owner="alice", finished_at=20.0, **done),
+        _row("a3", owner="alice", **{**done, "status": "FAILED", "finished_at": 30.0}),
+        _row("b1", owner="bob", finished_at=40.0, **done),
+        _row("n1", finished_at=5.0, **done),
+        _row("x1", owner="alice", finished_at=50.0, **{**done, "cache_key": "x" * 64})]))
+    # Then each owner finds their own COMPLETED ones, newest first; no owner finds its own
+    assert [t.id for t in store.cached("k" * 64, "alice")] == ["a2", "a1"]
+    assert [t.id for t in store.cached("k" * 64, "bob")] == ["b1"]
+    assert [t.id for t in store.cached("k" * 64, None)] == ["n1"]
+    assert store.cached("k" * 64, "carol") == []
+    # and, only where the operator lets owners share, anyone's
+    assert [t.id for t in store.cached("k" * 64, "carol", any_owner=True)] == \
+        ["b1", "a2", "a1"]
+
+
 def test_fenced_update_applies_only_with_the_current_token(store: SqlTaskStore) -> None:
     store.commit(WriteBatch(inserts=[_row("a", status="RUNNING", lease_token=2)]))
     store.commit(WriteBatch(inserts=[_row("b")]))
