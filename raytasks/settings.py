@@ -237,6 +237,12 @@ class ApiSettings(BaseModel):
         default=100.0, gt=0, le=1_000_000, description="GET /tasks and GET /tasks/{id} "
         "calls one owner may make per second, per server process; past it 429 "
         "TooManyRequests with Retry-After; None: no limit (0 is refused)")
+    max_calls_in_flight_per_owner: int | None = Field(
+        default=1, ge=1, le=1000, description="calls of the paced task routes (those of "
+        "max_creates_per_s and max_reads_per_s) one owner has in progress at once, per server "
+        "process; more wait their turn (256 at most, then 429): an owner that opens many "
+        "connections loads the server as this many do, and another owner's call waits "
+        "behind at most this many of its calls. None: no limit")
     rate_burst_s: float = Field(
         default=4.0, gt=0, le=3600, description="how many seconds' worth of calls an owner "
         "that was quiet may make at once (at least one) before max_creates_per_s and "

@@ -3,10 +3,12 @@ test moves, and the settings' extremes."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
-from raytasks.server.throttle import Rate
+from raytasks.server.throttle import Rate, Turns
 from raytasks.settings import ApiSettings
 
 
@@ -67,3 +69,55 @@ def test_a_rate_of_zero_negative_or_absurd_is_refused(field: str, value: float) 
 def test_none_turns_a_rate_off() -> None:
     api = ApiSettings(max_creates_per_s=None, max_reads_per_s=None)
     assert api.max_creates_per_s is None and api.max_reads_per_s is None
+
+
+def test_an_owner_has_its_turns_in_order_and_never_more_than_its_limit_at_once() -> None:
+    # Given one call in flight per owner, at most three waiting
+    turns = Turns(1, max_waiting=3)
+    running: list[str] = []
+    most = {"bob": 0, "alice": 0}
+    order: list[int] = []
+
+    async def call(owner: str, i: int, release: asyncio.Event) -> bool:
+        async with turns.turn(owner) as allowed:
+            if not allowed:
+                return False
+            running.append(owner)
+            most[owner] = max(most[owner], running.count(owner))
+            order.append(i)
+            await release.wait()
+            running.remove(owner)
+            return True
+
+    async def main() -> tuple[list[bool], bool]:
+        release = asyncio.Event()
+        # When bob makes six calls at once and alice one
+        bobs = [asyncio.create_task(call("bob", i, release)) for i in range(6)]
+        alices = asyncio.create_task(call("alice", 99, release))
+        await asyncio.sleep(0.01)
+        # Then alice runs beside bob's first at once, not behind his others
+        assert running == ["bob", "alice"] and order == [0, 99]
+        release.set()
+        return list(await asyncio.gather(*bobs)), await alices
+
+    bob, alice = asyncio.run(main())
+    # and bob's calls ran one at a time, in arrival order; past 1 + 3 he was refused
+    assert bob == [True, True, True, True, False, False] and alice
+    assert most == {"bob": 1, "alice": 1} and order == [0, 99, 1, 2, 3]
+    # and an owner without calls is forgotten
+    assert turns._by_key == {}
+
+
+def test_no_gate_runs_every_call_at_once() -> None:
+    turns = Turns(None)
+
+    async def main() -> list[bool]:
+        async def one() -> bool:
+            async with turns.turn("bob") as allowed:
+                await asyncio.sleep(0)
+                return allowed
+        return list(await asyncio.gather(*(one() for _ in range(50))))
+
+    assert all(asyncio.run(main()))
+    with pytest.raises(ValidationError):
+        ApiSettings(max_calls_in_flight_per_owner=0)

@@ -60,7 +60,8 @@ def etas(parts: Parts, entries: list[Entry], now: float) -> dict[str, tuple[floa
             continue
         of_type = starts.get(entry.task_type)
         if of_type is None:
-            of_type = starts[entry.task_type] = forecast.starts(parts, entry.task_type, now)
+            of_type = starts[entry.task_type] = forecast.recent_starts(
+                parts, entry.task_type, now, entry.task_id)
         start = of_type.get(entry.task_id)
         if start is not None:
             out[entry.task_id] = (start, start + parts.estimate(entry))

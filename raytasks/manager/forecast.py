@@ -20,6 +20,9 @@ from .state import Entry
 
 #: Waiting tasks of one type laid out at most, per question (the rest: too far to tell).
 SIMULATED = 10_000
+#: How old a layout the read paths take (task pages, the WebSocket's ETAs): laying a long
+#: queue out again for every page read made each ``GET /tasks`` cost O(queue)
+READ_TTL_S = 1.0
 
 
 def order(parts: Parts, task_type: str, now: float) -> list[QueuedTask]:
@@ -46,6 +49,19 @@ def starts(parts: Parts, task_type: str, now: float) -> dict[str, float]:
         out[item.task_id] = at
         entry = parts.active.get(item.task_id)
         heapq.heappush(free, at + (parts.estimate(entry) if entry else item.estimate_s))
+    return out
+
+
+def recent_starts(parts: Parts, task_type: str, now: float,
+                  wanted: str | None = None) -> dict[str, float]:
+    """:func:`starts` as laid out within the last :data:`READ_TTL_S`, or anew when older,
+    or when it lacks ``wanted`` (a task queued since)."""
+    kept = parts.forecasts.get(task_type)
+    if kept is not None and 0 <= now - kept[0] < READ_TTL_S \
+            and (wanted is None or wanted in kept[1]):
+        return kept[1]
+    out = starts(parts, task_type, now)
+    parts.forecasts[task_type] = (now, out)
     return out
 
 

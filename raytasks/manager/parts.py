@@ -61,6 +61,8 @@ class Parts:
     loans: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     #: report_and_lease answers by request id (a call Ray retries gets the same leases)
     answers: OrderedDict[str, list[Lease]] = field(default_factory=OrderedDict)
+    #: the last layout of each type's waiting tasks the read paths took: (when, starts)
+    forecasts: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
     #: events committed (the runtime pokes the notifier); a cancel for an executor
     on_events: EventSink | None = None
     on_cancel: CancelSink | None = None

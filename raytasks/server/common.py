@@ -13,9 +13,10 @@ exactly like a random id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -43,7 +44,7 @@ from .auth import (
 from .edge import scrub
 from .peers import source_key
 from .sessions import Sessions
-from .throttle import Holds, Rate, SignIns, SlidingWindow
+from .throttle import Holds, Rate, SignIns, SlidingWindow, Turns
 
 log = logging.getLogger("raytasks.server")
 
@@ -156,6 +157,7 @@ class Services:
         self.sign_ins = SignIns(api.max_sign_ins_per_owner, api.max_sign_ins_per_source)
         self.rates = {"max_creates_per_s": Rate(api.max_creates_per_s, api.rate_burst_s),
                       "max_reads_per_s": Rate(api.max_reads_per_s, api.rate_burst_s)}
+        self.turns = Turns(api.max_calls_in_flight_per_owner)
 
     def tokens(self) -> list[ApiToken]:
         """The tokens accepted now: the settings' and the token file's (re-read when it
@@ -184,16 +186,23 @@ class Services:
             raise TooManyWrongTokens(wait, self.settings.api.wrong_token_delay_s)
         raise Unauthorized()
 
-    def pace(self, who: Principal, limit: str) -> None:
+    @contextlib.asynccontextmanager
+    async def paced(self, who: Principal, limit: str) -> AsyncIterator[None]:
         """Count one call of ``who``'s owner against ``limit`` (``max_creates_per_s`` or
-        ``max_reads_per_s``).
+        ``max_reads_per_s``), then run the block in one of the owner's turns
+        (``max_calls_in_flight_per_owner``).
 
         Raises:
-            TooManyRequests: the owner is past its rate; nothing of the call was done.
+            TooManyRequests: the owner is past its rate, or has too many calls waiting
+                for a turn; nothing of the call was done.
         """
         wait = self.rates[limit].take(who.owner)
         if wait > 0:
             raise TooManyRequests(wait, limit)
+        async with self.turns.turn(who.owner) as allowed:
+            if not allowed:
+                raise TooManyRequests(1.0, "max_calls_in_flight_per_owner")
+            yield
 
     async def slow_down(self, delay_s: float) -> None:
         """Hold a refused wrong token back for ``delay_s`` (answered at once when too

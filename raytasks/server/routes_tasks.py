@@ -41,23 +41,23 @@ _NDJSON = {200: {"content": {"application/x-ndjson": {"schema": {"type": "string
 
 @router.post("/tasks", status_code=201)
 async def create(request: TaskCreateRequest, who: Submitter, svc: Svc, http: Request) -> Task:
-    svc.pace(who, "max_creates_per_s")
-    check_types([request.task_type], who)
-    vet_create([request], svc.settings)
-    task = await svc.tm.submit(stamped(request, who))
-    await svc.audit.record(http, who, "task.create", [(task.id, task.owner)])
-    return public(task)
+    async with svc.paced(who, "max_creates_per_s"):
+        check_types([request.task_type], who)
+        vet_create([request], svc.settings)
+        task = await svc.tm.submit(stamped(request, who))
+        await svc.audit.record(http, who, "task.create", [(task.id, task.owner)])
+        return public(task)
 
 
 @router.post("/tasks/batch", status_code=201)
 async def create_batch(requests: Annotated[list[TaskCreateRequest], Body(max_length=1000)],
                        who: Submitter, svc: Svc, http: Request) -> list[Task]:
-    svc.pace(who, "max_creates_per_s")
-    check_types([r.task_type for r in requests], who)
-    vet_create(requests, svc.settings)
-    tasks = await svc.tm.submit_many([stamped(r, who) for r in requests])
-    await svc.audit.record(http, who, "task.create", [(t.id, t.owner) for t in tasks])
-    return [public(t) for t in tasks]
+    async with svc.paced(who, "max_creates_per_s"):
+        check_types([r.task_type for r in requests], who)
+        vet_create(requests, svc.settings)
+        tasks = await svc.tm.submit_many([stamped(r, who) for r in requests])
+        await svc.audit.record(http, who, "task.create", [(t.id, t.owner) for t in tasks])
+        return [public(t) for t in tasks]
 
 
 @router.get("/tasks")
@@ -80,24 +80,24 @@ async def list_tasks(
 ) -> TaskPage:
     """A page of the caller's tasks. ``next_after`` fetches the next page; ``total`` is
     null when more than 1,000 tasks match."""
-    svc.pace(who, "max_reads_per_s")
-    try:
-        check_tags(tags or [])
-        query = TaskQuery.model_validate({
-            "status": status, "task_type": task_type, "priority": priority,
-            "queue": queue, "owner": owner if who.admin else who.owner, "tags": tags,
-            "text": text, "offset": offset, "limit": limit, "order_by": order_by,
-            "after": after or None})
-    except ValueError as exc:
-        reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise InvalidParametersError([{"field": "query", "reason": reason}]) from None
-    return await svc.tm.list_tasks(query)
+    async with svc.paced(who, "max_reads_per_s"):
+        try:
+            check_tags(tags or [])
+            query = TaskQuery.model_validate({
+                "status": status, "task_type": task_type, "priority": priority,
+                "queue": queue, "owner": owner if who.admin else who.owner, "tags": tags,
+                "text": text, "offset": offset, "limit": limit, "order_by": order_by,
+                "after": after or None})
+        except ValueError as exc:
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise InvalidParametersError([{"field": "query", "reason": reason}]) from None
+        return await svc.tm.list_tasks(query)
 
 
 @router.get("/tasks/{task_id}")
 async def get(task_id: TaskId, who: Reader, svc: Svc, http: Request) -> Task:
-    svc.pace(who, "max_reads_per_s")
-    return public(await svc.read_task(http, task_id, who))
+    async with svc.paced(who, "max_reads_per_s"):
+        return public(await svc.read_task(http, task_id, who))
 
 
 @router.patch("/tasks/{task_id}")
@@ -131,12 +131,12 @@ async def rerun(task_id: TaskId, who: Submitter, svc: Svc, http: Request) -> Tas
     """A new task on a COMPLETED task's inputs (its type, parameters, priority, queue and
     owner); 409 for a task not COMPLETED. ``GET /tasks/{rerun}/verify?of={task_id}``
     compares the two once it has finished."""
-    svc.pace(who, "max_creates_per_s")
-    request = rerun_request(await svc.changeable_task(task_id, who))
-    vet_create([request], svc.settings)
-    task = await svc.tm.submit(stamped(request, who))
-    await svc.audit.record(http, who, "task.rerun", [(task.id, task.owner)])
-    return public(task)
+    async with svc.paced(who, "max_creates_per_s"):
+        request = rerun_request(await svc.changeable_task(task_id, who))
+        vet_create([request], svc.settings)
+        task = await svc.tm.submit(stamped(request, who))
+        await svc.audit.record(http, who, "task.rerun", [(task.id, task.owner)])
+        return public(task)
 
 
 @router.get("/tasks/{task_id}/verify")
@@ -145,15 +145,15 @@ async def verify_rerun(task_id: TaskId, of: Annotated[str, Query(min_length=1, m
     """Whether the finished task ``task_id`` reproduced the COMPLETED task ``of``: the
     differences, field by field within the type's tolerance, and which inputs changed
     (409 while it runs, or when ``of`` did not complete)."""
-    svc.pace(who, "max_reads_per_s")
-    again = await svc.read_task(http, task_id, who)
-    original = await svc.read_task(http, of, who)
-    require_completed(original)
-    if not again.status.finished:
-        raise InvalidTransitionError(again.id, again.status.value,
-                                     "compared (it has not finished)")
-    types = {t.name: t for t in await svc.tm.task_types()}
-    return verify(public(original), public(again), types.get(original.task_type))
+    async with svc.paced(who, "max_reads_per_s"):
+        again = await svc.read_task(http, task_id, who)
+        original = await svc.read_task(http, of, who)
+        require_completed(original)
+        if not again.status.finished:
+            raise InvalidTransitionError(again.id, again.status.value,
+                                         "compared (it has not finished)")
+        types = {t.name: t for t in await svc.tm.task_types()}
+        return verify(public(original), public(again), types.get(original.task_type))
 
 
 @router.delete("/tasks/{task_id}", status_code=204)

@@ -21,10 +21,12 @@ The counts live in the server process: behind a balancer, each server counts its
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 #: The window over which events are counted.
 WINDOW_S = 60.0
@@ -112,6 +114,41 @@ class Holds:
 
     def release(self) -> None:
         self.held -= 1
+
+
+class Turns:
+    """At most ``limit`` calls per key in progress at once; the others wait their turn in
+    arrival order (awaiting, no CPU), at most ``max_waiting`` per key (past it, refused).
+
+    One owner's many connections then load the server and the manager like ``limit``
+    connections do, however many it opens: another owner's call waits behind at most
+    ``limit`` of its calls, not behind a burst of them. ``limit`` None: no gate. Keys
+    without calls are forgotten. One event loop's (not thread-safe).
+    """
+
+    def __init__(self, limit: int | None, max_waiting: int = 256) -> None:
+        self.limit, self.max_waiting = limit, max_waiting
+        self._by_key: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[bool]:
+        """Hold one of ``key``'s turns for the block; yields False (holding nothing) when
+        ``max_waiting`` calls of it wait already: the caller refuses the call."""
+        if self.limit is None:
+            yield True
+            return
+        gate, count = self._by_key.setdefault(key, (asyncio.Semaphore(self.limit), [0]))
+        if count[0] >= self.limit + self.max_waiting:
+            yield False
+            return
+        count[0] += 1
+        try:
+            async with gate:
+                yield True
+        finally:
+            count[0] -= 1
+            if count[0] == 0:
+                self._by_key.pop(key, None)
 
 
 class Rate:
