@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from raytasks.context import TaskExecutionContext
-from raytasks.errors import TaskPreemptedError
 from raytasks.handlers.backtests import backtest
 from raytasks.handlers.params import BacktestParams
 from raytasks.quant import backtest as bt
 from raytasks.quant.sweep_cache import SweepCache
 from raytasks.runtime import fanout
 from raytasks.settings import Settings
-from raytasks.store.base import to_json
+from tests.quant.test_resume import Attempt, attempt
 
 #: 3 x 4 pairs over a year and a half of bars (360): each sweep takes a fraction of a
 #: second. A 400-bar average never forms, so the pairs of slow 400 never trade and tie at a
@@ -40,19 +37,10 @@ WIDE = {**NARROW, "fast_values": [2, 5, 8, 11], "slow_values": [10, 20, 30, 40, 
 NEW_PAIRS = {(2, 40), (5, 40), (8, 40), (11, 20), (11, 30), (11, 40), (11, 400)}
 
 
-@dataclass
-class Sweep:
-    """One attempt of an optimize task: what it said, checkpointed and returned."""
-
-    messages: list[str] = field(default_factory=list)
-    checkpoints: list[Any] = field(default_factory=list)
-    result: dict[str, Any] | None = None
-    preempted: bool = False
-
-    def swept(self) -> set[tuple[int, int]]:
-        """The pairs this attempt's sweep computed (its last checkpoint's pieces, less those
-        an earlier attempt's checkpoint held)."""
-        return _pieces_pairs(self.checkpoints[-1]) if self.checkpoints else set()
+def swept(run: Attempt) -> set[tuple[int, int]]:
+    """The pairs an attempt's sweep computed (its last checkpoint's pieces, less those an
+    earlier attempt's checkpoint held)."""
+    return _pieces_pairs(run.checkpoints[-1]) if run.checkpoints else set()
 
 
 def _pieces_pairs(checkpoint: dict[str, Any]) -> set[tuple[int, int]]:
@@ -79,26 +67,11 @@ def cache_dir(tmp_path: Path) -> Path:
 
 
 def sweep(params: dict[str, Any], settings: Settings, cache_dir: Path | None,
-          checkpoint: Any = None, preempt_after: int | None = None) -> Sweep:
+          checkpoint: Any = None, preempt_after: int | None = None) -> Attempt:
     """Run the backtest handler once, with ``cache_dir`` as the task's cache (None: off),
     from ``checkpoint``, preempted once it has saved ``preempt_after`` checkpoints."""
-    run, preempt = Sweep(), threading.Event()
-
-    def saved(state: Any) -> None:
-        run.checkpoints.append(json.loads(to_json(state)))  # what the store gives back
-        if len(run.checkpoints) == preempt_after:
-            preempt.set()
-
-    ctx = TaskExecutionContext(
-        "t1", "backtest", 1 if checkpoint is None else 2, params, checkpoint=checkpoint,
-        settings=settings, artifact_dir=settings.data_dir / "a", preempt_event=preempt,
-        on_checkpoint=saved, on_progress=lambda _f, message, _s: run.messages.append(message))
-    ctx.cache_dir = cache_dir
-    try:
-        run.result = backtest(BacktestParams(**params), ctx)
-    except TaskPreemptedError:
-        run.preempted = True
-    return run
+    return attempt(backtest, BacktestParams(**params), settings, checkpoint, preempt_after,
+                   task_type="backtest", cache_dir=cache_dir)
 
 
 def same(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -110,13 +83,13 @@ def test_a_widened_sweep_computes_only_the_new_pairs(settings: Settings,
                                                       cache_dir: Path) -> None:
     # Given a sweep of 12 pairs with a cache, and the widened grid swept with none
     first = sweep(NARROW, settings, cache_dir)
-    assert "0 of 12 pairs from the cache" in first.messages and len(first.swept()) == 12
+    assert "0 of 12 pairs from the cache" in first.messages and len(swept(first)) == 12
     uncached = sweep(WIDE, settings, None)
     # When the widened grid is swept with the cache
     widened = sweep(WIDE, settings, cache_dir)
     # Then 12 of its 19 pairs came from the cache and it swept the 7 new ones only
     assert "12 of 19 pairs from the cache" in widened.messages
-    assert widened.swept() == NEW_PAIRS
+    assert swept(widened) == NEW_PAIRS
     # and its result is the one of the sweep without a cache, order and types alike (ties
     # of Sharpe included)
     assert widened.result is not None and widened.result["combinations"] == 19
@@ -152,7 +125,7 @@ def test_without_a_cache_nothing_is_written_and_results_agree(settings: Settings
     # When it sweeps, twice
     first, second = sweep(NARROW, settings, None), sweep(NARROW, settings, None)
     # Then each swept every pair, said nothing of a cache, and wrote no cache file
-    assert len(first.swept()) == len(second.swept()) == 12
+    assert len(swept(first)) == len(swept(second)) == 12
     assert not any("from the cache" in m for m in first.messages + second.messages)
     assert not list(tmp_path.rglob("*.json")) and not (tmp_path / "cache").exists()
     # and its result is the one a sweep with a cache makes, computed or read
@@ -174,7 +147,7 @@ def test_other_inputs_take_no_rows(settings: Settings, cache_dir: Path,
     changed = sweep({**NARROW, **other}, settings, cache_dir)
     # Then it takes no row from the cache, sweeps every pair, and agrees with no cache
     assert "0 of 12 pairs from the cache" in changed.messages
-    assert len(changed.swept()) == 12
+    assert len(swept(changed)) == 12
     assert same(changed.result, sweep({**NARROW, **other}, settings, None).result)
     assert len(list((cache_dir / "sweeps").glob("*.json"))) == 2
 
@@ -193,7 +166,7 @@ def test_only_the_grid_and_the_pieces_leave_the_key(settings: Settings,
     old, new = drawn_pairs - NEW_PAIRS, drawn_pairs & NEW_PAIRS
     assert old and new
     assert f"{len(old)} of 10 pairs from the cache" in drawn.messages
-    assert drawn.swept() == new
+    assert swept(drawn) == new
 
 
 @pytest.mark.parametrize("broken", [b"{not json", b"[]", b"\xff\xfe\x00",
@@ -211,7 +184,7 @@ def test_a_broken_cache_file_is_a_miss(settings: Settings, cache_dir: Path,
     # When the sweep runs again
     again = sweep(NARROW, settings, cache_dir)
     # Then it took nothing from the file, swept every pair, and agrees
-    assert "0 of 12 pairs from the cache" in again.messages and len(again.swept()) == 12
+    assert "0 of 12 pairs from the cache" in again.messages and len(swept(again)) == 12
     assert same(again.result, first.result)
     # and its rows replaced the broken file: the next sweep takes all of them
     assert "12 of 12 pairs from the cache" in sweep(NARROW, settings, cache_dir).messages
@@ -223,7 +196,7 @@ def test_a_resumed_sweep_keeps_the_rows_the_cache_gave(settings: Settings,
     sweep(NARROW, settings, cache_dir)
     first = sweep(WIDE, settings, cache_dir, preempt_after=1)
     assert first.preempted and len(first.checkpoints) == 1
-    kept = first.swept()
+    kept = swept(first)
     # and the cache emptied before the next attempt
     for path in (cache_dir / "sweeps").glob("*.json"):
         path.unlink()
@@ -232,7 +205,7 @@ def test_a_resumed_sweep_keeps_the_rows_the_cache_gave(settings: Settings,
     # Then it swept the other piece only, the cached rows coming from the checkpoint
     assert "12 of 19 pairs from the cache" in second.messages
     assert "resuming: 1/2 pieces done" in second.messages
-    assert len(second.checkpoints) == 1 and kept < second.swept() == NEW_PAIRS
+    assert len(second.checkpoints) == 1 and kept < swept(second) == NEW_PAIRS
     # and its result is the one of a sweep without a cache
     assert same(second.result, sweep(WIDE, settings, None).result)
     # and the rows it computed, over both attempts, are in the cache

@@ -65,9 +65,11 @@ class Attempt:
 
 def attempt(handler: Callable[[Any, TaskExecutionContext], dict[str, Any]], params: Any,
             settings: Settings, checkpoint: Any = None,
-            preempt_after: int | None = None) -> Attempt:
+            preempt_after: int | None = None, task_type: str = "training",
+            cache_dir: Path | None = None) -> Attempt:
     """Run ``handler`` as attempt 1 (from nothing) or 2 (from ``checkpoint``), preempted
-    when it has saved ``preempt_after`` checkpoints."""
+    when it has saved ``preempt_after`` checkpoints; ``cache_dir``: the task's cache
+    (None: it takes no cached results)."""
     run, preempt = Attempt(), threading.Event()
 
     def saved(state: Any) -> None:
@@ -76,8 +78,9 @@ def attempt(handler: Callable[[Any, TaskExecutionContext], dict[str, Any]], para
             preempt.set()
 
     ctx = TaskExecutionContext(
-        "t1", "training", 1 if checkpoint is None else 2, params.model_dump(),
+        "t1", task_type, 1 if checkpoint is None else 2, params.model_dump(),
         checkpoint=checkpoint, settings=settings, preempt_event=preempt,
+        artifact_dir=settings.data_dir / "a", cache_dir=cache_dir,
         on_checkpoint=saved, on_progress=lambda _f, message, _s: run.messages.append(message))
     try:
         run.result = handler(params, ctx)
