@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) test-deps lint
-	$(BIN)/python -m pytest -ra -p no:cacheprovider tests
+	$(BIN)/python -m pytest -ra -p no:cacheprovider --durations=40 tests
 
 # A longer schemathesis pass than the one `make test` runs (tests/ray/test_fuzz.py).
 fuzz: $(STAMP)
