@@ -62,9 +62,12 @@ def test_a_restarted_engine_adopts_the_executors_it_left(make_service: Any) -> N
 
     def pids() -> list[int] | None:
         try:
-            return sorted(e["pid"] for e in engine.executors_sync())
+            states = engine.executors_sync()
         except ray.exceptions.RayActorError:  # restarting
             return None
+        if any("pid" not in e for e in states):  # one not answering within 3 s yet
+            return None
+        return sorted(e["pid"] for e in states)
 
     before = wait_for(lambda: (found := pids()) is not None and len(found) == 2 and found,
                       what="two executors")
@@ -77,4 +80,4 @@ def test_a_restarted_engine_adopts_the_executors_it_left(make_service: Any) -> N
     done = tm.wait_sync(tm.submit_sync(TaskCreateRequest(
         name="after", task_type="sleepy", parameters={"seconds": 0.0})).id, timeout_s=60)
     assert done.status.value == "COMPLETED"
-    assert pids() == before
+    wait_for(lambda: pids() == before, timeout_s=30, what="the same two executors")
