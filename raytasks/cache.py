@@ -69,25 +69,19 @@ def _bars_unchanged(recorded: dict[str, dict[str, Any]], resources: Resources) -
     reads: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for name, read in recorded.items():
         source, _, code = name.rpartition("/")
-        reads[(source, read["start"], read["end"])].append(code)
+        if source.startswith(STORE_PREFIX) or resources.data_source(source).kind != "synthetic":
+            reads[(source, read["start"], read["end"])].append(code)
+        # else: a function of the code and the parameters, both in the key: not read again
     now = Lineage()
     for (source, start, end), codes in reads.items():
         if source.startswith(STORE_PREFIX):
-            store = resources.bar_store(source.removeprefix(STORE_PREFIX))
-            frame = store.read(sorted(codes), start, end)
-        elif resources.data_source(source).kind == "synthetic":
-            continue  # a function of the code and the parameters: both in the key
+            frame = resources.bar_store(source.removeprefix(STORE_PREFIX)).read(
+                sorted(codes), start, end)
         else:
             frame = resources.load_bars(source, sorted(codes), start, end)
         now.bars(source, frame, start, end)
-    return all(now.get("bars", {}).get(name) == read for name, read in recorded.items()
-               if not _synthetic(name, resources))
-
-
-def _synthetic(name: str, resources: Resources) -> bool:
-    source = name.rpartition("/")[0]
-    return not source.startswith(STORE_PREFIX) \
-        and resources.data_source(source).kind == "synthetic"
+    return all(now.get("bars", {}).get(f"{source}/{code}") == recorded[f"{source}/{code}"]
+               for (source, _start, _end), codes in reads.items() for code in codes)
 
 
 def _models_unchanged(recorded: dict[str, dict[str, Any]], resources: Resources) -> bool:
@@ -99,8 +93,9 @@ def _models_unchanged(recorded: dict[str, dict[str, Any]], resources: Resources)
 
 
 def hit(candidates: list[Task], settings: Settings, owner: str | None) -> Task | None:
-    """The newest of ``candidates`` (COMPLETED under one key) whose inputs are unchanged."""
-    for task in candidates[:CANDIDATES]:
+    """The newest of ``candidates`` (COMPLETED under one key, newest first, at most
+    :data:`CANDIDATES`) whose inputs are unchanged."""
+    for task in candidates:
         if task.result_uri is None and unchanged(task.lineage, settings, owner):
             return task
     return None

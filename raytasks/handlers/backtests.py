@@ -48,8 +48,9 @@ def backtest(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, Any
     costs = CostModel(params.commission_rate, params.commission_min)
     ctx.check_cancelled()
     if params.kind == "optimize":
-        return optimize(params, market, costs, ctx, work_digest(params, bars),
-                        rows_key(params, bars))
+        content = bars_content(bars)  # hashed once, for both digests
+        return optimize(params, market, costs, ctx, work_digest(params, content),
+                        rows_key(params, content))
     ctx.report_progress(0.3, f"simulating {params.strategy}", stage="simulate")
     # signals read adjusted prices; the engine trades raw ones and applies the ex-dates
     result = bt.run(market, signal(params, market.adjusted_close, bars, resources),
@@ -130,28 +131,27 @@ def portfolio(params: BacktestParams, ctx: TaskExecutionContext) -> dict[str, An
             "benchmark": "equal-weight buy and hold of the universe"}
 
 
-def work_digest(params: BacktestParams, bars: pd.DataFrame) -> str:
-    """What a checkpoint is valid for: these parameters and bars (a source rewritten
-    between attempts, or an ``end`` that defaults to a later day, restarts the work)."""
-    return _digest(params.model_dump_json(), bars)
+def bars_content(bars: pd.DataFrame) -> bytes:
+    """The bars' columns and content as bytes, for the digests below."""
+    return "\x1f".join(map(str, bars.columns)).encode() \
+        + pd.util.hash_pandas_object(bars, index=False).to_numpy().tobytes()
 
 
-def rows_key(params: BacktestParams, bars: pd.DataFrame) -> str:
+def work_digest(params: BacktestParams, content: bytes) -> str:
+    """What a checkpoint is valid for: these parameters and bars (``content``: a source
+    rewritten between attempts, or an ``end`` that defaults to a later day, restarts the
+    work)."""
+    return hashlib.sha256(params.model_dump_json().encode() + content).hexdigest()
+
+
+def rows_key(params: BacktestParams, content: bytes) -> str:
     """What each row of an ``optimize`` sweep depends on beside its own pair, hashed: the
-    bars' content, the code of the handlers and quant library, the numeric libraries'
+    bars' ``content``, the code of the handlers and quant library, the numeric libraries'
     versions and every parameter but :data:`NOT_IN_ROWS` (one added later counts until
     it is listed there). Sweeps under one key share rows through the sweep cache."""
     shared = params.model_dump(mode="json", exclude=set(NOT_IN_ROWS))
     text = json.dumps([builtin_digest(), library_versions(), shared], sort_keys=True)
-    return _digest(text, bars)
-
-
-def _digest(head: str, bars: pd.DataFrame) -> str:
-    """SHA-256 of ``head`` and the bars' columns and content."""
-    digest = hashlib.sha256(head.encode())
-    digest.update("\x1f".join(map(str, bars.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(bars, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
+    return hashlib.sha256(text.encode() + content).hexdigest()
 
 
 def optimize(params: BacktestParams, market: bt.Market, costs: CostModel,

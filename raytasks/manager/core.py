@@ -234,8 +234,8 @@ class TaskManagerCore:
                 # a dependency may change the inputs; a task not queued waits for its enqueue
                 if task_id in cache_keys and enqueue and not req.depends_on:
                     found = cache.hit(self.store.cached(
-                        cache_keys[task_id], req.owner, self.settings.cache_across_owners),
-                        self.settings, req.owner)
+                        cache_keys[task_id], req.owner, self.settings.cache_across_owners,
+                        cache.CANDIDATES), self.settings, req.owner)
                     if found is not None:
                         known.cache_hits[task_id] = found
             if by_id:
