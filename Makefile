@@ -10,7 +10,14 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(UNSLOW)
 	rm -f $(VENV)/.installed-* && touch $@
+
+# pyqlib (dev only) pulls in jupyter, whose jsonschema extra installs rfc3987-syntax; `import ray`
+# loads jsonschema's format checkers, and that one builds an Earley grammar at import: 2.3 s of
+# CPU in every Ray worker process (an actor, an executor), so ~4 s on each test's service
+# start. Nothing here checks IRI formats. Operations: docs/operations.md, "Worker start-up".
+UNSLOW = $(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax
 
 demo: $(STAMP)
 	$(BIN)/python -m raytasks.demo
@@ -49,6 +56,7 @@ bench: $(STAMP)
 # What `raytasks bench --celery` compares with: Celery and a Redis server.
 bench-deps: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(UNSLOW)
 	command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && \
 	  $(APT_INSTALL) redis-server >/dev/null)
 

@@ -46,6 +46,29 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: 
         time.sleep(interval_s)
 
 
+def answering_executors(engine: Any, count: int, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """The engine's ``count`` executors once each answers its state: on a loaded machine one
+    can miss the engine's 3 s and be listed with an ``error`` and no pid for a while."""
+    import ray
+
+    def states() -> list[dict[str, Any]] | None:
+        try:
+            found = engine.executors_sync()
+        except ray.exceptions.RayActorError:  # the engine is restarting
+            return None
+        return found if len(found) == count and all("pid" in e for e in found) else None
+
+    return wait_for(states, timeout_s=timeout_s, interval_s=0.2,  # type: ignore[no-any-return]
+                    what=f"{count} executors to answer")
+
+
+def executor_running(engine: Any, task_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The state of the executor that runs ``task_id`` (it answers, so it has a pid)."""
+    return wait_for(lambda: next((e for e in engine.executors_sync()  # type: ignore[no-any-return]
+                                  if e.get("current") == task_id and "pid" in e), None),
+                    timeout_s=timeout_s, what=f"the executor running {task_id}")
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     from tests.pg import ThrowawayPostgres

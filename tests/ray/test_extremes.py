@@ -16,15 +16,9 @@ import ray
 
 from raytasks import TaskExecutionEngine, TaskManager, TaskStatus, register_task_type
 from raytasks.runtime import MANAGER
-from tests.conftest import wait_for
+from tests.conftest import executor_running, wait_for
 from tests.helpers import SleepParams, sleepy, starts
 from tests.ray.intake import sleep_request, statuses
-
-
-def _executor_running(service: Any, task_id: str) -> dict[str, Any]:
-    return wait_for(lambda: next((e for e in TaskExecutionEngine(service).executors_sync()
-                                  if e.get("current") == task_id), None),
-                    what=f"the executor running {task_id}")
 
 
 def _once(service: Any, task_id: str) -> None:
@@ -67,7 +61,7 @@ def test_the_fast_paths_stay_correct_at_the_settings_extremes(
     # When an executor running a lent task is paused, past the lease if the lease is short
     paused = tm.submit_sync(sleep_request(1.0, marker_dir=marks, max_retries=2))
     wait_for(lambda: starts(tmp_path, paused.id), what="the paused task to start")
-    pid = _executor_running(service, paused.id)["pid"]
+    pid = executor_running(TaskExecutionEngine(service), paused.id)["pid"]
     os.kill(pid, signal.SIGSTOP)
     time.sleep(ttl_s + 0.7 if ttl_s < 10 else 1.0)
     os.kill(pid, signal.SIGCONT)
@@ -81,7 +75,7 @@ def test_the_fast_paths_stay_correct_at_the_settings_extremes(
     if ttl_s < 10:  # a killed executor's task comes back only when its lease runs out
         killed = tm.submit_sync(sleep_request(2.0, marker_dir=marks, max_retries=2))
         wait_for(lambda: starts(tmp_path, killed.id), what="the killed task to start")
-        os.kill(_executor_running(service, killed.id)["pid"], signal.SIGKILL)
+        os.kill(executor_running(TaskExecutionEngine(service), killed.id)["pid"], signal.SIGKILL)
         again = tm.wait_sync(killed.id, timeout_s=120)
         assert again.status is TaskStatus.COMPLETED and again.attempt == 1
         _once(service, killed.id)

@@ -14,7 +14,7 @@ from raytasks import (
     TaskStatus,
     register_task_type,
 )
-from tests.conftest import wait_for
+from tests.conftest import executor_running, wait_for
 from tests.helpers import SleepParams, sleepy, starts
 
 
@@ -28,7 +28,7 @@ def test_a_paused_executors_stale_attempt_never_overwrites_the_accepted_result(
         parameters={"seconds": 2.0, "marker_dir": str(tmp_path), "size": 100_000}))
     wait_for(lambda: starts(tmp_path, task.id) == [0], what="attempt 0 to start")
     engine = TaskExecutionEngine(service)
-    paused = next(e for e in engine.executors_sync() if e["current"] == task.id)
+    paused = executor_running(engine, task.id)
     # When that executor is paused (SIGSTOP) past its lease TTL, as in a long GC pause
     os.kill(paused["pid"], signal.SIGSTOP)
     try:
@@ -43,6 +43,8 @@ def test_a_paused_executors_stale_attempt_never_overwrites_the_accepted_result(
     def idle() -> bool:
         state = next(e for e in engine.executors_sync()
                      if e["executor_id"] == paused["executor_id"])
+        if "error" in state:  # not answering within the engine's 3 s yet
+            return False
         return state.get("current") is None and state.get("held") == 0
 
     wait_for(idle, timeout_s=30, what="the resumed executor to drop the stale attempt")

@@ -32,7 +32,7 @@ from raytasks.runtime.intake import rows_of
 from raytasks.runtime.loans import _commit_completion
 from raytasks.store import SqlTaskStore, WriteBatch
 from raytasks.store.base import RowUpdate, StaleWriteError
-from tests.conftest import wait_for
+from tests.conftest import executor_running, wait_for
 from tests.helpers import SleepParams, sleepy, starts
 from tests.ray.intake import intake_rows, sleep_request, statuses
 
@@ -154,8 +154,7 @@ def test_a_lent_run_whose_executor_dies_runs_again(service: Any, tmp_path: Path)
     tm = _ready(service)
     task = tm.submit_sync(sleep_request(5.0, marker_dir=str(tmp_path), max_retries=1))
     wait_for(lambda: starts(tmp_path, task.id) == [0], what="it to start")
-    [executor] = [e for e in TaskExecutionEngine(service).executors_sync()
-                  if e["current"] == task.id]
+    executor = executor_running(TaskExecutionEngine(service), task.id)
     # When its executor's process is killed mid-run
     os.kill(executor["pid"], signal.SIGKILL)
     # Then its lease expires, and the manager runs it again (Ray restarts the executor)

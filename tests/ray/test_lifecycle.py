@@ -23,7 +23,7 @@ from raytasks import (
     register_task_type,
 )
 from raytasks.messages import Report, ReportAnswer
-from tests.conftest import wait_for
+from tests.conftest import answering_executors, wait_for
 from tests.helpers import SleepParams, sleepy, starts
 
 
@@ -133,7 +133,7 @@ def test_cpu_bound_task_times_out_and_the_pool_runs_the_next(service: Any) -> No
     _sleepy(service)
     tm = TaskManager(service)
     engine = TaskExecutionEngine(service)
-    pid_before = engine.executors_sync()[0]["pid"]
+    [before] = answering_executors(engine, 1)
     spinner = tm.submit_sync(_req(forever=True, cooperative=False, timeout_s=2, max_retries=0))
     follower = tm.submit_sync(_req(0.0))
     # When the timeout passes
@@ -144,8 +144,8 @@ def test_cpu_bound_task_times_out_and_the_pool_runs_the_next(service: Any) -> No
     assert ended.error is not None and ended.error.reason == "timeout"
     assert time.monotonic() - started < 8
     assert tm.wait_sync(follower.id, timeout_s=30).status is TaskStatus.COMPLETED
-    executors = engine.executors_sync()
-    assert len(executors) == 1 and executors[0]["pid"] != pid_before
+    [after] = answering_executors(engine, 1)
+    assert after["pid"] != before["pid"]
 
 
 def test_cancel_pending_and_running(service: Any) -> None:
@@ -264,6 +264,7 @@ def test_a_wait_that_gave_up_leaves_later_waits_their_tasks(service: Any) -> Non
     from raytasks import WaitTimeoutError
 
     _sleepy(service, workers=2)
+    answering_executors(TaskExecutionEngine(service), 2)  # the waits below time tasks, not starts
     tm = TaskManager(service)
     # Given a wait that gave up while the client's stream was polling the manager
     long = tm.submit_sync(_req(4.0))
