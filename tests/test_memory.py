@@ -159,3 +159,30 @@ def test_an_attempt_past_its_types_ceiling_ends_out_of_memory_with_its_peak(
 def _rss_mb() -> int:
     with open("/proc/self/statm", "rb") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // MIB
+
+
+GIVE_BACK = """
+import json, sys
+from raytasks.benchmarks.processes import rss_mb
+from raytasks.runtime.manager import give_back_heap
+import os
+held = [bytes(2000) for _ in range(60_000)]  # ~120 MB of small blocks on the C heap
+pin = bytes(2000)  # above them: free() alone cannot shrink the heap past it
+del held[:]
+before = rss_mb(os.getpid())
+give_back_heap()
+print(json.dumps({"before": before, "after": rss_mb(os.getpid()), "pin": len(pin)}))
+"""
+
+
+def test_the_manager_gives_the_heap_retention_freed_back_to_the_system() -> None:
+    # Given a process whose freed blocks sit below one still held (as pruned rows do)
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", GIVE_BACK], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    rss = json.loads(out.stdout)
+    # When the manager's maintenance gives back the heap, then RSS falls by most of it
+    assert rss["before"] - rss["after"] > 80, rss
