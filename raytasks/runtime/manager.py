@@ -30,9 +30,10 @@ def _malloc_trim() -> Any:
 
 def give_back_heap() -> None:
     """Hand the C heap's free pages back to the system. Rows read and deleted by retention
-    leave the allocator holding its busiest minute's high-water mark, which a long-running
-    manager's RSS would otherwise keep (``raytasks bench endurance``: 1.15x from the 100,000th
-    task to the millionth without it). Returns at once where there is no ``malloc_trim``."""
+    leave the allocator holding its busiest prune's high-water mark, which a long-running
+    manager's RSS would otherwise keep (``raytasks bench endurance``, with 10 s prunes: 257 MB
+    at the millionth task, against 301 MB with neither). Returns at once where there is no
+    ``malloc_trim``."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
