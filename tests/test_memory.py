@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -162,7 +164,7 @@ def _rss_mb() -> int:
 
 
 GIVE_BACK = """
-import json, sys
+import json
 from raytasks.benchmarks.processes import rss_mb
 from raytasks.runtime.manager import give_back_heap
 import os
@@ -177,9 +179,6 @@ print(json.dumps({"before": before, "after": rss_mb(os.getpid()), "pin": len(pin
 
 def test_the_manager_gives_the_heap_retention_freed_back_to_the_system() -> None:
     # Given a process whose freed blocks sit below one still held (as pruned rows do)
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-c", GIVE_BACK], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr

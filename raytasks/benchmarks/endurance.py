@@ -41,11 +41,12 @@ def system_pids(runtime: Runtime) -> dict[str, int]:
 
 
 def _trim(_self: Any) -> None:
-    import ctypes
     import gc
 
+    from ..runtime.manager import give_back_heap
+
     gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    give_back_heap()
 
 
 def trimmed_rss_mb(runtime: Runtime, pids: dict[str, int]) -> dict[str, float]:

@@ -18,6 +18,20 @@ from .metrics import RayQueueGauges
 
 log = logging.getLogger(__name__)
 
+NOTIFIER_POKE_S = 0.02
+#: How often retention prunes (and the heap is handed back): often, so each prune deletes
+#: few rows (a minute's worth raised the manager's RSS by ~15 MB at each prune at 1,000
+#: tasks/s), and the store holds little past the retention.
+MAINTENANCE_INTERVAL_S = 10.0
+SCHEDULE_TICK_S = 0.5
+#: How often the intake is read for tasks whose client's notice never came (a task is
+#: adopted on the second sweep that finds it).
+INTAKE_SWEEP_S = 1.0
+#: How often the write-ahead log is checkpointed (SQLite), off the commit path.
+WAL_CHECKPOINT_S = 1.0
+#: How often the scheduler looks for deadlines that need a running attempt preempted.
+PREEMPT_TICK_S = 0.5
+
 
 @functools.cache
 def _malloc_trim() -> Any:
@@ -37,20 +51,6 @@ def give_back_heap() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
-
-NOTIFIER_POKE_S = 0.02
-#: How often retention prunes (and the heap is handed back): often, so each prune deletes
-#: few rows (a minute's worth raised the manager's RSS by ~15 MB at each prune at 1,000
-#: tasks/s), and the store holds little past the retention.
-MAINTENANCE_INTERVAL_S = 10.0
-SCHEDULE_TICK_S = 0.5
-#: How often the intake is read for tasks whose client's notice never came (a task is
-#: adopted on the second sweep that finds it).
-INTAKE_SWEEP_S = 1.0
-#: How often the write-ahead log is checkpointed (SQLite), off the commit path.
-WAL_CHECKPOINT_S = 1.0
-#: How often the scheduler looks for deadlines that need a running attempt preempted.
-PREEMPT_TICK_S = 0.5
 
 
 class Manager(TaskManagerCore):
