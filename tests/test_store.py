@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import json
 import threading
@@ -437,3 +439,44 @@ def test_opening_a_new_sqlite_store_waits_for_another_process(
     release.join()
     store.close()
     other.close()
+
+
+def test_id_lists_of_every_length_read_claim_and_delete_each_row_once(
+        store: SqlTaskStore) -> None:
+    """An ``IN (...)`` list is padded to a power of two with its last id repeated: each
+    length in 1..600 still reads, claims and deletes exactly its own rows, once."""
+    ids = [f"t{i}" for i in range(600)]
+    store.commit(WriteBatch(inserts=[_row(i) for i in ids], intake=[
+        {"task_id": i, "client": "c", "created_at": 1.0} for i in ids]))
+    for n in (1, 2, 3, 5, 127, 128, 129, 511, 512, 513, 600):
+        assert sorted(store.get_many(ids[:n])) == sorted(ids[:n])
+        assert sorted(store.states(ids[:n])) == sorted(ids[:n])
+    claimed: list[str] = []
+    for start, n in ((0, 1), (1, 3), (4, 129), (133, 467)):
+        got = store.claim_intake(ids[start:start + n])
+        assert sorted(got) == sorted(ids[start:start + n])  # no id returned twice
+        claimed += got
+    assert sorted(claimed) == sorted(ids) and store.intake_rows() == []
+    store.commit(WriteBatch(deletes=ids[:77]))
+    assert sorted(store.get_many(ids)) == sorted(ids[77:])
+
+
+def test_lists_of_every_length_keep_sqlites_statement_memory_bounded(tmp_path: Any) -> None:
+    """Each connection keeps the statements it prepared, by text: an ``IN (...)`` of each
+    new length was one more (a long-running manager's memory grew for hours). Padded,
+    500 lengths take 10 texts, and SQLite's memory stays where the first reads left it."""
+    lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        ids = [f"t{i}" for i in range(512)]
+        store.commit(WriteBatch(inserts=[_row(i) for i in ids]))
+        for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512):  # every text, once
+            store.get_many(ids[:n])
+        before = lib.sqlite3_memory_used()
+        for n in range(1, 513):
+            assert len(store.get_many(ids[:n])) == n
+        grown = lib.sqlite3_memory_used() - before
+        assert grown < 1_000_000, f"SQLite's memory grew {grown / 1e6:.1f} MB"
+    finally:
+        store.close()

@@ -23,14 +23,33 @@ TASK_COLUMNS = tuple((c.name, getattr(c.default, "arg", None)
 TASK_NAMES = tuple(name for name, _ in TASK_COLUMNS)
 
 
+#: The most ids one ``IN (...)`` names (:func:`query_ids`).
+IN_CHUNK = 512
+
+
 def query_ids(conn: sa.Connection, head: str, ids: list[str],
               tail: str = "") -> list[tuple[Any, ...]]:
-    """The rows of ``{head} (ids...) {tail}`` in plain SQL, run for 500 ids at a time."""
+    """The rows of ``{head} (ids...) {tail}`` in plain SQL, run for :data:`IN_CHUNK` ids
+    at a time, each list :func:`padded`."""
     marker, rows = mark(conn), []
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = padded(ids[start:start + IN_CHUNK])
         rows += query(conn, f"{head} ({', '.join([marker] * len(chunk))}) {tail}", chunk)
     return rows
+
+
+def padded(ids: list[Any]) -> list[Any]:
+    """``ids`` with its last repeated up to the next power of two: an ``IN (...)`` list
+    of any length then takes one of a few statement texts, not one per length.
+
+    Each connection keeps the statements it prepared, by text (the sqlite3 module's
+    cache, psycopg's prepared statements); one text per length filled those caches a
+    little more with every new batch size, which a long-running manager saw as memory
+    growing for hours. A repeated value selects, deletes or returns its row once.
+    """
+    if len(ids) < 2:
+        return ids
+    return ids + [ids[-1]] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
 
 
 def query(conn: sa.Connection, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:

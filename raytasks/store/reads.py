@@ -114,7 +114,7 @@ class TaskReader:
             return {}
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(tasks).where(tasks.c.idempotency_scope == scope)
-                                .where(tasks.c.idempotency_key.in_(keys)))
+                                .where(tasks.c.idempotency_key.in_(driver.padded(keys))))
             found = [row_to_task(r) for r in rows]
         return {t.idempotency_key: t for t in found if t.idempotency_key}
 
@@ -270,8 +270,9 @@ class TaskReader:
         stmt = (sa.select(tasks.c.task_type, tasks.c.parameters, tasks.c.work_units,
                           attempts.c.run_s)
                 .join(tasks, tasks.c.id == attempts.c.task_id)
-                .where(attempts.c.task_id.in_(task_ids), attempts.c.outcome == "completed",
-                       attempts.c.run_s > 0, tasks.c.preemptions == 0))
+                .where(attempts.c.task_id.in_(driver.padded(task_ids)),
+                       attempts.c.outcome == "completed", attempts.c.run_s > 0,
+                       tasks.c.preemptions == 0))
         with self._engine.connect() as conn:
             return [(r.task_type, r.parameters, r.work_units, float(r.run_s))
                     for r in conn.execute(stmt)]

@@ -59,10 +59,11 @@ class TaskWriter:
             if batch.attempts:
                 _insert_attempts(conn, batch.attempts)
             if batch.deletes:
-                conn.execute(tasks.delete().where(tasks.c.id.in_(batch.deletes)))
-                conn.execute(progress.delete().where(progress.c.task_id.in_(batch.deletes)))
-                conn.execute(logs.delete().where(logs.c.task_id.in_(batch.deletes)))
-                conn.execute(attempts.delete().where(attempts.c.task_id.in_(batch.deletes)))
+                gone = driver.padded(batch.deletes)
+                conn.execute(tasks.delete().where(tasks.c.id.in_(gone)))
+                conn.execute(progress.delete().where(progress.c.task_id.in_(gone)))
+                conn.execute(logs.delete().where(logs.c.task_id.in_(gone)))
+                conn.execute(attempts.delete().where(attempts.c.task_id.in_(gone)))
             if batch.events:
                 ids = insert_events(conn, batch.events)
         return ids
