@@ -76,6 +76,9 @@ log = logging.getLogger(__name__)
 
 #: Completed tasks a starting manager learns run times from.
 HISTORY_RUNS = 2000
+#: What retention reads of each finished task it deletes (whole rows only to archive):
+#: ``ops.prune``'s needs.
+PRUNED_COLUMNS = ("id", "owner", "status")
 
 
 class TaskManagerCore:
@@ -529,15 +532,18 @@ class TaskManagerCore:
         when ``archive_dir`` is set, their artifacts deleted) and events past
         ``event_retention_s`` that every delivery cursor has passed.
 
-        Tasks go in batches of ``batch`` whole rows: with 5,000, the manager's heap rose at
-        each prune to hold them (``raytasks bench endurance``: 219 -> 318 MB over 300,000
+        Tasks go in batches of ``batch`` rows, whole only to archive them (else the
+        columns a delete needs): with 5,000 whole rows, the manager's heap rose at each
+        prune to hold them (``raytasks bench endurance``: 219 -> 318 MB over 300,000
         tasks, against 230 -> 276 MB with 1,000)."""
         pruned = {"tasks": 0, "events": 0}
         now = self.clock()
+        columns = None if self.settings.archive_dir is not None else PRUNED_COLUMNS
         if self.settings.task_retention_s is not None:
             while True:
                 rows = await asyncio.to_thread(self.store.finished_before,
-                                               now - self.settings.task_retention_s, batch)
+                                               now - self.settings.task_retention_s, batch,
+                                               columns)
                 rows = [r for r in rows if not self.parts.deps.has_dependents(r["id"])]
                 if not rows:
                     break

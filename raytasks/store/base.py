@@ -212,8 +212,10 @@ class TaskStore(abc.ABC):
         """Finished tasks by (owner, status)."""
 
     @abc.abstractmethod
-    def finished_before(self, before: float, limit: int) -> list[dict[str, Any]]:
-        """Whole rows of tasks that finished before ``before``, oldest first."""
+    def finished_before(self, before: float, limit: int,
+                        columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Rows of tasks that finished before ``before``, oldest first: whole, or only
+        ``columns``."""
 
     @abc.abstractmethod
     def events_after(self, after_id: int, limit: int = 1000) -> list[dict[str, Any]]: ...

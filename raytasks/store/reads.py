@@ -212,9 +212,12 @@ class TaskReader:
                 sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status))
             return {r[0]: int(r[1]) for r in rows}
 
-    def finished_before(self, before: float, limit: int) -> list[dict[str, Any]]:
-        """Up to ``limit`` whole rows of tasks that finished before ``before``, oldest first."""
-        stmt = (sa.select(tasks).where(tasks.c.finished_at < before)
+    def finished_before(self, before: float, limit: int,
+                        columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of tasks that finished before ``before``, oldest first:
+        whole, or only ``columns``."""
+        chosen = tasks.c if columns is None else [tasks.c[c] for c in columns]
+        stmt = (sa.select(*chosen).where(tasks.c.finished_at < before)
                 .where(tasks.c.status.in_(["COMPLETED", "FAILED", "CANCELLED"]))
                 .order_by(tasks.c.finished_at).limit(limit))
         with self._engine.connect() as conn:

@@ -207,9 +207,10 @@ class SqlTaskStore(TaskStore):
         with faults(self.where):
             return self._reads.status_counts()
 
-    def finished_before(self, before: float, limit: int) -> list[dict[str, Any]]:
+    def finished_before(self, before: float, limit: int,
+                        columns: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         with faults(self.where):
-            return self._reads.finished_before(before, limit)
+            return self._reads.finished_before(before, limit, columns)
 
     def finished_counts(self) -> dict[tuple[str | None, str], int]:
         with faults(self.where):
