@@ -340,8 +340,8 @@ class TaskExecutor:
                 cache_dir=cache_dir(self.settings, lease.owner) if lease.cache else None,
             )
             value = spec.handler(parsed, ctx)
-            report = Report(lease.task_id, lease.token, "completed",
-                            lineage=lineage.text(), **self._result(lease, value))
+            report = Report(lease.task_id, lease.token, "completed", lineage=lineage.text(),
+                            environment=lineage.environment(), **self._result(lease, value))
             if tracked(self.settings, lease.task_type, spec.builtin):
                 # off the task's path: its report does not wait for MLflow (in order, one
                 # run at a time; a process that dies first leaves that run unlogged)

@@ -8,6 +8,11 @@ content hash per code and date range (:meth:`Lineage.bars`), each model loaded o
 version and SHA-256 (:meth:`Lineage.model`). The completed attempt's report carries it;
 the task keeps it beside its result (``Task.lineage``), and a re-run compares against it
 (:func:`changed`).
+
+What every task of a type shares on one install (raytasks' version, the code's hash, the
+libraries': :data:`ENVIRONMENT`, ~250 of a no-op's ~320 bytes) is stored once, by digest
+(:func:`environment`); a task's row keeps its own part and that digest (:meth:`Lineage.text`),
+and the store puts the two together again when it reads the task (:func:`whole`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import importlib.metadata
 import inspect
 import json
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +38,8 @@ LIBRARIES = ("numpy", "pandas", "scikit-learn", "scipy", "numba", "statsmodels",
 #: The package's modules whose source makes a built-in type's code: its handlers and the
 #: quant library they compute with.
 BUILTIN_CODE = ("handlers", "quant")
+#: A lineage's keys that every task of a type shares on one install: its environment.
+ENVIRONMENT = ("raytasks", "code", "libraries")
 
 
 class Lineage(dict[str, Any]):
@@ -68,7 +76,40 @@ class Lineage(dict[str, Any]):
         self.setdefault("models", {})[f"{registry}/{model_id}"] = {"sha256": sha256, "role": role}
 
     def text(self) -> str:
-        return json.dumps(self, sort_keys=True, separators=(",", ":"), default=str)
+        """The task's own part, JSON: all but :data:`ENVIRONMENT`'s keys, with the digest
+        of its environment (``environment``)."""
+        own = {k: v for k, v in self.items() if k not in ENVIRONMENT}
+        own["environment"] = self.environment()[0]
+        return json.dumps(own, sort_keys=True, separators=(",", ":"), default=str)
+
+    def environment(self) -> tuple[str, str]:
+        """(digest, JSON text) of its :data:`ENVIRONMENT` part (:func:`environment`)."""
+        return environment(self["raytasks"], self["code"])
+
+
+@functools.lru_cache(maxsize=256)
+def environment(version: str, code: str) -> tuple[str, str]:
+    """(SHA-256, JSON text) of an environment: raytasks ``version``, the ``code``'s hash
+    and this process's :func:`library_versions`."""
+    text = json.dumps({"raytasks": version, "code": code, "libraries": library_versions()},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest(), text
+
+
+def own(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a task's row keeps of a whole lineage: all but the environment it names."""
+    if not lineage or "environment" not in lineage:
+        return lineage
+    return {k: v for k, v in lineage.items() if k not in ENVIRONMENT}
+
+
+def whole(lineage: dict[str, Any], environments: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """A stored lineage with its environment's keys back (from ``environments``, by
+    digest); one stored whole (before environments were kept apart) as it is."""
+    digest = lineage.get("environment")
+    if digest is None or digest not in environments:
+        return lineage
+    return {**environments[digest], **lineage}
 
 
 def frame_digest(frame: pd.DataFrame) -> str:

@@ -67,21 +67,24 @@ class Report:
     peak_rss_bytes: int | None = None
     #: how long the handler ran (seconds), what run-time estimates learn from
     run_s: float | None = None
-    #: a completion's lineage, JSON text (``raytasks.lineage.Lineage``)
+    #: a completion's lineage: its own part, JSON text (``raytasks.lineage.Lineage.text``),
+    #: and its environment's (digest, JSON text), stored once
     lineage: str | None = None
+    environment: tuple[str, str] | None = None
 
     def wire(self) -> Wire:
         """Its fields as plain lists (``Report.from_wire``): a lent run's answer."""
         return [self.task_id, self.token, self.outcome, self.result, self.result_uri,
                 self.error, [list(line) for line in self.lines], self.cpu_s,
-                self.peak_rss_bytes, self.run_s, self.lineage]
+                self.peak_rss_bytes, self.run_s, self.lineage, self.environment]
 
     @classmethod
     def from_wire(cls, wire: Wire) -> Report:
         (task_id, token, outcome, result, result_uri, error, lines, cpu_s, peak, run_s,
-         lineage) = wire
+         lineage, environment) = wire
         return cls(task_id, token, outcome, result, result_uri, error,
-                   tuple(LogLine(*line) for line in lines), cpu_s, peak, run_s, lineage)
+                   tuple(LogLine(*line) for line in lines), cpu_s, peak, run_s, lineage,
+                   tuple(environment) if environment else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,3 +67,25 @@ def test_only_a_completed_task_is_rerun_and_on_its_parameters_after_defaults() -
     done = _task("d", {}, lineage={"parameters": {"days": 5, "end": "2026-12-04"}})
     assert rerun_request(done).parameters == {"days": 5, "end": "2026-12-04"}
     assert rerun_request(_task("d", {})).parameters == {"days": 5}
+
+
+def test_a_lineage_row_keeps_its_own_part_and_names_its_environment() -> None:
+    import hashlib
+    import json
+
+    from raytasks.lineage import Lineage, environment, own, whole
+    from raytasks.registry import TaskTypeSpec
+
+    lineage = Lineage.start(TaskTypeSpec("noop", lambda p, c: None), {"seed": 7})
+    stored = json.loads(lineage.text())
+    digest, text = lineage.environment()
+    # the row: the task's own part and its environment's digest, nothing of the install
+    assert set(stored) == {"environment", "parameters", "seeds", "bars", "models"}
+    assert stored["environment"] == digest == hashlib.sha256(text.encode()).hexdigest()
+    assert stored["seeds"] == {"seed": 7}
+    # put back together, it is the lineage the attempt recorded
+    back = whole(stored, {digest: json.loads(text)})
+    assert back == {**lineage, "environment": digest} and own(back) == stored
+    # another version or code is another environment; an unknown one stays as stored
+    assert environment("9.9", lineage["code"])[0] != digest
+    assert whole(stored, {}) == stored

@@ -480,3 +480,80 @@ def test_lists_of_every_length_keep_sqlites_statement_memory_bounded(tmp_path: A
         assert grown < 1_000_000, f"SQLite's memory grew {grown / 1e6:.1f} MB"
     finally:
         store.close()
+
+
+def test_a_lineage_environment_is_stored_once_and_every_read_puts_it_back(
+        store_url: str) -> None:
+    """A row keeps its task's own part of the lineage and its environment's digest; the
+    environment is stored once, whoever commits it (the manager, a lent run's executor:
+    two stores here), and every read of a task gives the lineage whole."""
+    from raytasks.lineage import environment
+
+    digest, text = environment("0.1.0", "c" * 64)
+    own = {"environment": digest, "parameters": {"x": 1}, "seeds": {}, "bars": {},
+           "models": {}}
+    whole = {**json.loads(text), **own}
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        first.commit(WriteBatch(inserts=[_row("t1", lineage=json.dumps(own),
+                                              idempotency_key="k1", status="COMPLETED",
+                                              cache_key="ck", finished_at=1.0)],
+                                environments={digest: text}))
+        second.commit(WriteBatch(inserts=[_row("t2", lineage=json.dumps(own))],
+                                 environments={digest: text}))  # stored already: kept
+        first.commit(WriteBatch(inserts=[_row("t3", lineage=json.dumps(own))],
+                                environments={digest: text}))  # known: not written again
+        with first.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT COUNT(*) FROM rt_environments")).scalar() == 1
+            stored = conn.execute(sa.text("SELECT lineage FROM rt_tasks WHERE id = 't1'")
+                                  ).scalar()
+        assert json.loads(stored) == own and "libraries" not in stored
+        for store in (first, second):
+            t1 = store.get("t1")
+            assert t1 is not None and t1.lineage == whole
+            assert all(t.lineage == whole for t in store.get_many(["t1", "t2", "t3"]).values())
+            assert store.find_idempotent("", ["k1"])["k1"].lineage == whole
+            assert [t.lineage for t in store.cached("ck", None)] == [whole]
+        # a lineage stored whole (before environments were kept apart) reads as it was
+        before = {k: v for k, v in whole.items() if k != "environment"}
+        first.commit(WriteBatch(inserts=[_row("old", lineage=json.dumps(before))]))
+        old = second.get("old")
+        assert old is not None and old.lineage == before
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_store_at_revision_0012_keeps_its_whole_lineages_and_takes_environments(
+        store_url: str) -> None:
+    from raytasks.lineage import environment
+    from raytasks.store import migrate
+    from raytasks.store.engines import StoreEngines
+    from raytasks.store.schema import tasks
+
+    # Given a store at revision 0012 holding a finished task with its lineage whole
+    engines = StoreEngines(store_url, busy_timeout_s=5)
+    migrate.upgrade(engines.writer, store_url, "0012")
+    assert "rt_environments" not in sa.inspect(engines.writer).get_table_names()
+    before = {"raytasks": "0.1.0", "code": "c" * 64, "libraries": {"numpy": "2.0"},
+              "parameters": {"x": 1}, "seeds": {}, "bars": {}, "models": {}}
+    with engines.writer.begin() as conn:
+        conn.execute(tasks.insert(), [_row("old", status="COMPLETED", finished_at=1.0,
+                                           tags="", lineage=json.dumps(before))])
+    engines.close()
+    # When this version opens it
+    store = open_store(store_url)
+    try:
+        # Then it is at 0013, the old lineage reads back as it was, and a new completion
+        # stores its environment apart
+        assert migrate.current_revision(store.engine) == migrate.HEAD == "0013"
+        old = store.get("old")
+        assert old is not None and old.lineage == before
+        digest, text = environment("0.2.0", "d" * 64)
+        store.commit(WriteBatch(inserts=[_row("new", lineage=json.dumps(
+            {"environment": digest, "parameters": {}}))], environments={digest: text}))
+        new = store.get("new")
+        assert new is not None and new.lineage is not None
+        assert new.lineage["code"] == "d" * 64 and new.lineage["raytasks"] == "0.2.0"
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import InvalidTransitionError
 from ..lifecycle import check_transition
+from ..lineage import own
 from ..messages import Lease, LeaseRequest, Report, ReportAnswer
 from ..models import Task, TaskErrorInfo, TaskPriority, TaskStatus
 from ..models import TaskUpdateRequest as UpdateRequest
@@ -286,6 +287,8 @@ class Changes:
                 batch.attempts.append(attempt_row(rep.task_id, entry.attempt, rep,
                                                   entry.owner, ctx.now,
                                                   entry.predicted_run_s))
+                if rep.environment is not None:
+                    batch.environments.setdefault(*rep.environment)
                 batch.updates.append(RowUpdate(rep.task_id, step.fields, token=rep.token,
                                                status=R.value))
                 batch.events.append(_event(entry, R, step.target, ctx.now, step.error,
@@ -424,7 +427,7 @@ class Changes:
             check_transition(task_id, entry.status, target)
             err = error.model_dump_json() if error is not None else None
             fields = {} if cached is None else {
-                "result": to_json(cached.result), "lineage": to_json(cached.lineage),
+                "result": to_json(cached.result), "lineage": to_json(own(cached.lineage)),
                 "cached_from": cached.cached_from or cached.id, "queued": False}  # who ran
             batch = WriteBatch(
                 updates=[RowUpdate(task_id, {"status": target.value, "error": err,

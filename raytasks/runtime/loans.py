@@ -278,5 +278,8 @@ def _commit_completion(store: SqlTaskStore, row: dict[str, Any], report: Report)
                              previous=TaskStatus.RUNNING, status=TaskStatus.COMPLETED,
                              now=now, cpu_s=report.cpu_s)],
         logs=[line._asdict() for line in report.lines],
-        attempts=[attempt_row(row["id"], 0, report, None, now)]))
-    return with_artifact(row_to_task({**row, **fields}))
+        attempts=[attempt_row(row["id"], 0, report, None, now)],
+        environments=dict([report.environment]) if report.environment else {}))
+    task = with_artifact(row_to_task({**row, **fields}))
+    store.with_environments([task])
+    return task

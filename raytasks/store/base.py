@@ -23,7 +23,7 @@ from ..models import (
 )
 
 #: The version an older raytasks reads in ``rt_schema`` to refuse a store newer than itself.
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 
 @dataclass(slots=True)
@@ -60,10 +60,13 @@ class WriteBatch:
     #: what accepted attempts used (rows of ``rt_attempts``; their fenced updates are in
     #: the same batch), added to their owner's CPU of the day (``rt_usage``)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: lineage environments the batch's completions name (digest: JSON text), stored once
+    #: each (``rt_environments``)
+    environments: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.updates or self.deletes or self.events or self.logs
-                    or self.intake or self.models or self.attempts)
+                    or self.intake or self.models or self.attempts or self.environments)
 
     def extend(self, other: WriteBatch) -> None:
         self.inserts += other.inserts
@@ -74,6 +77,7 @@ class WriteBatch:
         self.intake += other.intake
         self.models += other.models
         self.attempts += other.attempts
+        self.environments.update(other.environments)
 
 
 @dataclass(slots=True)

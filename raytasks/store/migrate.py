@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: the newest revision under migrations/versions (a test holds it to Alembic's own head)
-HEAD = "0012"
+HEAD = "0013"
 #: PostgreSQL advisory lock key: one migrator at a time across processes.
 MIGRATION_LOCK = 727274
 #: How long an opening process waits for another one's migration (SQLite's write lock):

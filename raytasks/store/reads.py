@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,10 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..errors import InvalidParametersError
+from ..lineage import whole
 from ..models import AttemptInfo, Task, TaskQuery, TaskStatus
 from . import driver
 from .base import ActiveRow, TaskRows, row_to_summary, row_to_task
-from .schema import attempts, intake, models, progress, task_types, tasks, usage
+from .schema import attempts, environments, intake, models, progress, task_types, tasks, usage
 
 _ORDER: dict[str, sa.ColumnElement[Any]] = {
     "created_at": tasks.c.created_at,
@@ -89,6 +91,22 @@ class TaskReader:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        #: lineage environments read so far, by digest (each written once, never changed)
+        self._environments: dict[str, dict[str, Any]] = {}
+
+    def with_environments(self, found: Iterable[Task]) -> None:
+        """Give each task's lineage its environment's keys back (``raytasks.lineage``),
+        reading those this process has not met yet."""
+        named = [t for t in found if t.lineage and "environment" in t.lineage]
+        missing = {t.lineage["environment"] for t in named if t.lineage} - set(self._environments)
+        if missing:
+            with self._engine.connect() as conn:
+                for digest, body in driver.query_ids(
+                        conn, f"SELECT digest, body FROM {environments.name} WHERE digest IN",
+                        sorted(missing)):
+                    self._environments[digest] = json.loads(body)
+        for task in named:
+            task.lineage = whole(task.lineage or {}, self._environments)
 
     def get(self, task_id: str) -> Task | None:
         return self.get_many([task_id]).get(task_id)
@@ -101,6 +119,7 @@ class TaskReader:
             for values in driver.query_ids(conn, f"{_SELECT_TASKS} WHERE id IN", task_ids):
                 task = row_to_task(dict(zip(driver.TASK_NAMES, values, strict=True)))
                 out[task.id] = task
+        self.with_environments(out.values())
         return out
 
     def checkpoint(self, task_id: str) -> Any:
@@ -116,6 +135,7 @@ class TaskReader:
             rows = conn.execute(sa.select(tasks).where(tasks.c.idempotency_scope == scope)
                                 .where(tasks.c.idempotency_key.in_(driver.padded(keys))))
             found = [row_to_task(r) for r in rows]
+        self.with_environments(found)
         return {t.idempotency_key: t for t in found if t.idempotency_key}
 
     def cached(self, key: str, owner: str | None, any_owner: bool = False,
@@ -129,7 +149,9 @@ class TaskReader:
             sql = sql.replace("?", driver.mark(conn))
             raw = driver.query(conn, f"{sql} ORDER BY finished_at DESC LIMIT {int(limit)}",
                                params)
-        return [row_to_task(dict(zip(driver.TASK_NAMES, r, strict=True))) for r in raw]
+        found = [row_to_task(dict(zip(driver.TASK_NAMES, r, strict=True))) for r in raw]
+        self.with_environments(found)
+        return found
 
     def query(self, query: TaskQuery, *, count: bool = True) -> TaskRows:
         """One page of tasks matching ``query``, newest first by default.

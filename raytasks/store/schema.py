@@ -203,6 +203,17 @@ models = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+#: Lineage environments (raytasks' version, the code's hash, the libraries': what every task
+#: of a type shares on one install), by digest: a task's ``lineage`` names its own
+#: (``raytasks.lineage.environment``). Written once each, never changed.
+environments = sa.Table(
+    "rt_environments",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 #: Tasks a client committed itself (the direct intake) that the manager has not adopted
 #: yet: written in the task's own transaction, deleted once the manager holds the task.
 intake = sa.Table(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -169,6 +170,12 @@ class SqlTaskStore(TaskStore):
     def get_many(self, task_ids: list[str]) -> dict[str, Task]:
         with faults(self.where):
             return self._reads.get_many(task_ids)
+
+    def with_environments(self, found: Iterable[Task]) -> None:
+        """Each task's lineage with its environment's keys back (``raytasks.lineage``):
+        a task built from a row this process wrote rather than read."""
+        with faults(self.where):
+            self._reads.with_environments(found)
 
     def checkpoint(self, task_id: str) -> Any:
         with faults(self.where):

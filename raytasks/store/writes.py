@@ -19,7 +19,7 @@ from . import driver
 from .base import RowUpdate, StaleWriteError, WriteBatch, cpu_day, encode_tags
 from .engines import Committing
 from .outbox import insert_events, lock_events
-from .schema import attempts, intake, logs, models, progress, task_types, tasks, usage
+from .schema import attempts, environments, intake, logs, models, progress, task_types, tasks, usage
 
 _PROGRESS_GUARD = ("FROM rt_tasks WHERE id = :task_id AND status = 'RUNNING' "
                    "AND lease_token = :token")
@@ -31,6 +31,8 @@ class TaskWriter:
 
     def __init__(self, committing: Committing, writer: Engine) -> None:
         self._committing, self._writer = committing, writer
+        #: the lineage environments known stored: each is written once per process
+        self._environments: set[str] = set()
 
     def commit(self, batch: WriteBatch) -> list[int]:
         if not batch:
@@ -66,6 +68,10 @@ class TaskWriter:
                 conn.execute(attempts.delete().where(attempts.c.task_id.in_(gone)))
             if batch.events:
                 ids = insert_events(conn, batch.events)
+            fresh = {k: v for k, v in batch.environments.items() if k not in self._environments}
+            if fresh:
+                _insert_environments(conn, fresh)
+        self._environments.update(fresh)  # committed
         return ids
 
     def record_progress(self, reports: list[tuple[ProgressReport, str]],
@@ -161,6 +167,14 @@ def _group_updates(updates: list[RowUpdate]) -> dict[_UpdateKey, list[RowUpdate]
         key = (tuple(sorted(u.fields)), u.token is not None, u.status is not None)
         groups.setdefault(key, []).append(u)
     return groups
+
+
+def _insert_environments(conn: sa.Connection, fresh: dict[str, str]) -> None:
+    """Lineage environments, each once: one another process stored first stays."""
+    mark, now = driver.mark(conn), time.time()
+    driver.run(conn, f"INSERT INTO {environments.name} (digest, body, created_at) "
+                     f"VALUES ({mark}, {mark}, {mark}) ON CONFLICT (digest) DO NOTHING",
+               [(digest, body, now) for digest, body in fresh.items()])
 
 
 def _apply_updates(conn: sa.Connection, key: _UpdateKey, group: list[RowUpdate]) -> None:
