@@ -20,7 +20,8 @@ def bench(ctx: click.Context, tasks: int, samples: int, workers: int, celery: bo
     """Every path a user feels (batch, single submits, waits, latency, priority), each
     beside bare Ray in the same run.
 
-    ``raytasks bench store|footprint|cold|backtest|volatility|units|nightly|endurance|flood``
+    ``raytasks bench store|footprint|cold|backtest|volatility|units|nightly|endurance|flood|``
+    ``lineage``
     measure the rest.
     """
     if ctx.invoked_subcommand is not None:
@@ -42,6 +43,18 @@ def bench_store(store_url: str | None, finished: int, pending: int, as_json: boo
 
     figures = run_store(store_url, finished, pending)
     emit(as_json, figures, lambda: click.echo(format_store(figures)))
+
+
+@bench.command("lineage")
+@click.option("--tasks", type=int, default=5000, help="no-op tasks on the batch path")
+@click.option("--json", "as_json", is_flag=True)
+def bench_lineage(tasks: int, as_json: bool) -> None:
+    """What recording lineage costs a no-op task (executor, transport, store), beside the
+    CPU the whole task costs, same run."""
+    from ..benchmarks.lineage import format_lineage, run_lineage
+
+    figures = run_lineage(tasks)
+    emit(as_json, figures, lambda: click.echo(format_lineage(figures)))
 
 
 @bench.command("footprint")

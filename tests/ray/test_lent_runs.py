@@ -76,8 +76,10 @@ def test_a_lone_submit_runs_on_a_lent_executor_and_reads_as_the_store_holds_it(
     assert lent.ran == ran + 1
     assert done.status is TaskStatus.COMPLETED and done.result["attempt"] == 0
     assert starts(tmp_path, task.id) == [0]
-    # and what the wait answered is what the store holds, field by field
+    # and what the wait answered is what the store holds, field by field, the lineage
+    # whole (its environment, stored apart, put back)
     assert done.model_dump() == tm.get_task_sync(task.id).model_dump()
+    assert done.lineage and {"raytasks", "code", "libraries", "parameters"} <= set(done.lineage)
     # its life is told in order, and its log lines were committed with its end
     assert statuses(service, task.id) == ["PENDING", "RUNNING", "COMPLETED"]
     lines = [line["line"] for line in tm.logs_sync(task.id)]
